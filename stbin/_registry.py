@@ -1,0 +1,70 @@
+"""Name registries: every estimator, noise, proxy and STE is looked up by name.
+
+Unknown names raise :class:`ValueError` that lists the valid ones, so that a typo in a
+config or on the command line tells the user what they could have written.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Generic, Iterator, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from names to objects of one kind (``kind`` is used in error messages)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
+        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+
+        def add(o: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._items[name] = o
+            return o
+
+        return add if obj is None else add(obj)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except (KeyError, TypeError):
+            raise ValueError(unknown_name_message(self.kind, name, self._items)) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self.names())})"
+
+
+def unknown_name_message(kind: str, name: object, valid: object) -> str:
+    """``unknown noise 'gauss' (did you mean 'gaussian'?); valid: gaussian, logistic, uniform``."""
+    names = sorted(valid)  # type: ignore[call-overload]
+    msg = f"unknown {kind} {name!r}"
+    if isinstance(name, str):
+        close = difflib.get_close_matches(name, names, n=1)
+        if close:
+            msg += f" (did you mean {close[0]!r}?)"
+    return msg + f"; valid: {', '.join(names)}"
+
+
+def check_choice(kind: str, name: object, valid: "list[str] | tuple[str, ...]") -> str:
+    """Return ``name`` if it is one of ``valid``, else raise ValueError listing them."""
+    if name not in valid:
+        raise ValueError(unknown_name_message(kind, name, valid))
+    return name  # type: ignore[return-value]
