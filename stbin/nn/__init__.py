@@ -1,0 +1,18 @@
+"""Modules: binary activations, binary-weight layers, quantized ReLU.
+
+=====================  ================================================================
+module                 what
+=====================  ================================================================
+:class:`StochasticSign`  noise-injected sign activation (principled ST)
+:class:`Sign`          deterministic sign with an ST proxy
+:class:`Heaviside`     binarized ReLU 1[x>0] with an STE
+:class:`QuantReLU`     b-bit quantized ReLU with an STE
+:class:`BinaryLinear`  linear layer with Bernoulli or sign binary weights
+:class:`BinaryConv2d`  2-D convolution with Bernoulli or sign binary weights
+=====================  ================================================================
+"""
+
+from stbin.nn.activations import Heaviside, QuantReLU, Sign, StochasticSign
+from stbin.nn.binary import BinaryConv2d, BinaryLinear
+
+__all__ = ["StochasticSign", "Sign", "Heaviside", "QuantReLU", "BinaryLinear", "BinaryConv2d"]
