@@ -1,0 +1,27 @@
+"""Finding the binary-weight layers of a model and splitting its parameters."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from stbin.nn.binary import _BinaryWeightMixin
+
+
+def binary_layers(model: nn.Module) -> list[_BinaryWeightMixin]:
+    """All binary-weight layers (:class:`stbin.nn.BinaryLinear`, :class:`stbin.nn.BinaryConv2d`) of ``model``."""
+    return [m for m in model.modules() if isinstance(m, _BinaryWeightMixin)]
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """``(latent, other)``: the latent binary weights, and every other trainable parameter.
+
+    Typical use: ``Bop`` on the first list and Adam on the second, or different learning
+    rates / weight decay for the two groups.
+    """
+    latent_ids = {id(layer.latent_weight) for layer in binary_layers(model)}
+    latent, other = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (latent if id(p) in latent_ids else other).append(p)
+    return latent, other
