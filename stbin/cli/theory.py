@@ -1,0 +1,101 @@
+"""``stbin theory``: the coarse-gradient theory lab (SPEC B1) as a Markdown report with plots."""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+Reproduce the statements of SPEC B1 (Yin et al., ICLR 2019) on the two-linear-layer
+network with a binarized ReLU and write a Markdown report with PNG plots:
+
+  (a) closed forms (loss, gradient, expected coarse gradients of the identity, ReLU and
+      clipped-ReLU STEs) against Monte Carlo, with errors and standard errors;
+  (b) coarse gradient descent with each STE from random starts and from near the
+      spurious minimiser (loss, angle and ||w|| per iteration; learning-rate sweep);
+  (c) the one-step change of the empirical loss against the learning rate for several
+      sample sizes;
+  (d) <E g, df/dw> against the angle for each STE.
+
+Output: OUT/report.md, OUT/*.png. --quick runs everything small (well under a minute).
+Plots need matplotlib: pip install 'stbin[reports]'.
+
+examples:
+  stbin theory                         # full run into runs/theory (a few minutes)
+  stbin theory --quick --out /tmp/th   # smoke run
+  stbin theory --m 8 --n 16 --samples 200000 --seed 3
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if val < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return val
+
+
+def _positive_float(text: str) -> float:
+    try:
+        val = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not val > 0 or val == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return val
+
+
+def _seed(text: str) -> int:
+    try:
+        val = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if val < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return val
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "theory",
+        help="coarse-gradient theory lab (SPEC B1): closed forms vs Monte Carlo, STE descent; Markdown report",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default="runs/theory", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="small sizes everywhere; the whole run takes seconds")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed of the whole run (default: %(default)s)")
+    p.add_argument("--m", type=_positive_int, default=None, metavar="M", help="rows of Z / length of v (default 5; >= 2)")
+    p.add_argument("--n", type=_positive_int, default=None, metavar="N", help="columns of Z / length of w (default 8; >= 2)")
+    p.add_argument("--samples", type=_positive_int, default=None, metavar="S",
+                   help="Monte Carlo samples per check in (a) (default 1000000; --quick 20000)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="descent iterations in (b) (default 3000; --quick 400)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate of the main descent runs (default 0.1)")
+    p.add_argument("--starts", type=_positive_int, default=None, help="random starting points in (b) (default 5; --quick 2)")
+    p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stbin.cli.main import UsageError
+    from stbin.theory.report import TheoryConfig, run_report
+
+    cfg = TheoryConfig.preset(
+        quick=args.quick, m=args.m, n=args.n, samples=args.samples, steps=args.steps, lr=args.lr,
+        starts=args.starts, seed=args.seed,
+    )
+    cfg.validate()  # ValueError -> one-line error, exit 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    try:
+        path = run_report(cfg, out, progress=False if args.no_progress else None)
+    except ImportError as e:
+        if "matplotlib" in str(e):
+            raise UsageError(str(e)) from e
+        raise
+    print(f"wrote {path} and its plots")
+    return 0
