@@ -10,9 +10,14 @@ module                 what
 :class:`BinaryLinear`  linear layer with Bernoulli or sign binary weights
 :class:`BinaryConv2d`  2-D convolution with Bernoulli or sign binary weights
 =====================  ================================================================
+
+:func:`eval_mode` / :func:`set_eval_mode` switch a network between deterministic (mode),
+mean-field and sampled evaluation; :func:`ensemble_predict` averages K sampled networks.
 """
 
 from stbin.nn.activations import Heaviside, QuantReLU, Sign, StochasticSign
 from stbin.nn.binary import BinaryConv2d, BinaryLinear
+from stbin.nn.modes import ensemble_predict, eval_mode, set_eval_mode, stochastic_modules
 
-__all__ = ["StochasticSign", "Sign", "Heaviside", "QuantReLU", "BinaryLinear", "BinaryConv2d"]
+__all__ = ["StochasticSign", "Sign", "Heaviside", "QuantReLU", "BinaryLinear", "BinaryConv2d",
+           "eval_mode", "set_eval_mode", "ensemble_predict", "stochastic_modules"]

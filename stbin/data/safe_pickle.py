@@ -1,0 +1,48 @@
+"""A restricted unpickler that admits only NumPy array reconstruction.
+
+Pickles can run arbitrary code on load; data files are loaded with
+:func:`load_numpy_pickle`, which refuses every global except the few that rebuild NumPy
+arrays and dtypes (under both the NumPy 1 and NumPy 2 module names).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+try:  # NumPy >= 2
+    from numpy._core import multiarray as _ma
+except ImportError:  # pragma: no cover - NumPy 1.x
+    from numpy.core import multiarray as _ma  # type: ignore[no-redef]
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _ALLOWED[(_mod, "_reconstruct")] = _ma._reconstruct
+    _ALLOWED[(_mod, "scalar")] = _ma.scalar
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only NumPy array/dtype reconstruction globals."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name} from a data pickle (only NumPy arrays are allowed)") from None
+
+
+def load_numpy_pickle(path: str | Path, encoding: str = "latin1") -> Any:
+    """Load a (optionally gzipped) pickle holding NumPy arrays, tuples, lists and dicts only."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return RestrictedUnpickler(io.BytesIO(raw), encoding=encoding).load()
