@@ -54,13 +54,16 @@ class Registry(Generic[T]):
 
 def unknown_name_message(kind: str, name: object, valid: object) -> str:
     """``unknown noise 'gauss' (did you mean 'gaussian'?); valid: gaussian, logistic, uniform``."""
-    names = sorted(valid)  # type: ignore[call-overload]
+    # valid choices may include None (e.g. "no projection"): shown as None, sorted last
+    choices = list(valid)  # type: ignore[call-overload]
+    names = sorted(str(v) for v in choices if isinstance(v, str))
+    shown = names + [repr(v) for v in choices if not isinstance(v, str)]
     msg = f"unknown {kind} {name!r}"
     if isinstance(name, str):
         close = difflib.get_close_matches(name, names, n=1)
         if close:
             msg += f" (did you mean {close[0]!r}?)"
-    return msg + f"; valid: {', '.join(names)}"
+    return msg + f"; valid: {', '.join(shown)}"
 
 
 def check_choice(kind: str, name: object, valid: "list[str] | tuple[str, ...]") -> str:

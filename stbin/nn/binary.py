@@ -58,9 +58,7 @@ class _BinaryWeightMixin(nn.Module):
         self.weights = check_choice("weight kind", weights, WEIGHT_KINDS)
         self.weight_noise = get_noise(weight_noise).name
         self.weight_noise_scale = check_positive("weight_scale", weight_scale)
-        if channel_scale not in CHANNEL_SCALES:  # not check_choice: it cannot sort None among the names
-            raise ValueError(f"unknown channel_scale {channel_scale!r}; valid: None, 'mean_abs', 'learned'")
-        self.channel_scale = channel_scale
+        self.channel_scale = check_choice("channel_scale", channel_scale, CHANNEL_SCALES)
         self.eval_mode = check_choice("eval_mode", eval_mode, MODES)
         self.input_quantizer = input_quantizer
         self.generator = generator

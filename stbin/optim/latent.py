@@ -70,9 +70,7 @@ class LatentWeightRule:
     def __init__(self, model: nn.Module, gradient: str = "mirror", project: str | None = "auto",
                  clip: float | None = None) -> None:
         self.gradient = check_choice("latent gradient", gradient, GRADIENTS)
-        if project not in PROJECTIONS:  # not check_choice: it cannot sort None among the names
-            raise ValueError(f"unknown projection {project!r}; valid: 'auto', None")
-        self.project_mode = project
+        self.project_mode = check_choice("projection", project, PROJECTIONS)
         self.clip = None if clip is None else check_positive("clip", clip)
         self.layers = binary_layers(model)
         if not self.layers:
