@@ -26,36 +26,6 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if val < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return val
-
-
-def _positive_float(text: str) -> float:
-    try:
-        val = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not val > 0 or val == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return val
-
-
-def _seed(text: str) -> int:
-    try:
-        val = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if val < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return val
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "theory",
@@ -65,14 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--out", default="runs/theory", metavar="DIR", help="output folder (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="small sizes everywhere; the whole run takes seconds")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed of the whole run (default: %(default)s)")
-    p.add_argument("--m", type=_positive_int, default=None, metavar="M", help="rows of Z / length of v (default 5; >= 2)")
-    p.add_argument("--n", type=_positive_int, default=None, metavar="N", help="columns of Z / length of w (default 8; >= 2)")
-    p.add_argument("--samples", type=_positive_int, default=None, metavar="S",
+    p.add_argument("--seed", type=int, default=0, help="random seed of the whole run (default: %(default)s)")
+    p.add_argument("--m", type=int, default=None, metavar="M", help="rows of Z / length of v (default 5; >= 2)")
+    p.add_argument("--n", type=int, default=None, metavar="N", help="columns of Z / length of w (default 8; >= 2)")
+    p.add_argument("--samples", type=int, default=None, metavar="S",
                    help="Monte Carlo samples per check in (a) (default 1000000; --quick 20000)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="descent iterations in (b) (default 3000; --quick 400)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate of the main descent runs (default 0.1)")
-    p.add_argument("--starts", type=_positive_int, default=None, help="random starting points in (b) (default 5; --quick 2)")
+    p.add_argument("--steps", type=int, default=None, help="descent iterations in (b) (default 3000; --quick 400)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of the main descent runs (default 0.1)")
+    p.add_argument("--starts", type=int, default=None, help="random starting points in (b) (default 5; --quick 2)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return p
 
@@ -83,11 +53,19 @@ def run(args: argparse.Namespace) -> int:
     from stbin.cli.main import UsageError
     from stbin.theory.report import TheoryConfig, run_report
 
+    for name, minimum in (("m", 2), ("n", 2), ("samples", 1), ("steps", 1), ("starts", 1)):
+        val = getattr(args, name)
+        if val is not None and val < minimum:
+            raise ValueError(f"--{name} must be >= {minimum}, got {val}")
+    if args.lr is not None and not (0 < args.lr < float("inf")):
+        raise ValueError(f"--lr must be a positive number, got {args.lr}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
     cfg = TheoryConfig.preset(
         quick=args.quick, m=args.m, n=args.n, samples=args.samples, steps=args.steps, lr=args.lr,
         starts=args.starts, seed=args.seed,
     )
-    cfg.validate()  # ValueError -> one-line error, exit 2
+    cfg.validate()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")

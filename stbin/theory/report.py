@@ -44,6 +44,7 @@ _QUICK: dict[str, Any] = dict(
     corr_samples=20_000,
     corr_points=5,
     random_points=200,
+    census_starts=8,
 )
 
 
@@ -66,6 +67,7 @@ class TheoryConfig:
     corr_samples: int = 100_000  #: Monte Carlo samples per angle in (d)
     corr_points: int = 7
     random_points: int = 2000  #: random points for the correlation inequalities
+    census_starts: int = 40  #: random starts of the monotonicity census in (b)
     quick: bool = False
 
     @classmethod
@@ -79,7 +81,8 @@ class TheoryConfig:
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, int) or val < 2:
                 raise ValueError(f"{name} must be an integer >= 2 (the spurious minimiser and saddles need it), got {val!r}")
-        for name in ("samples", "steps", "starts", "sampled_batch", "onestep_reps", "corr_samples", "random_points"):
+        for name in ("samples", "steps", "starts", "sampled_batch", "onestep_reps", "corr_samples", "random_points",
+                     "census_starts"):
             val = getattr(self, name)
             if isinstance(val, bool) or not isinstance(val, int) or val < 1:
                 raise ValueError(f"{name} must be a positive integer, got {val!r}")
@@ -269,6 +272,52 @@ def experiment_descent(cfg: TheoryConfig, teacher: Teacher, rng: np.random.Gener
     return dict(starts=starts, runs=runs, sampled=sampled, sweep=sweep)
 
 
+COLLAPSE = 0.05  #: min ||w|| below which a run counts as having passed (near) the origin
+
+
+def experiment_census(cfg: TheoryConfig, teacher: Teacher, rng: np.random.Generator, tick: Callable[[], None]) -> dict[str, Any]:
+    """Monotonicity over many random starts, and whether failures coincide with ||w|| -> 0.
+
+    For the first non-monotone ReLU run (if any) the same start is rerun with lr/4 and
+    lr/16 over the same time horizon (lr * steps), to see whether a smaller step helps.
+    """
+    vs, ws = teacher.v_star, teacher.w_star
+    starts = [(rng.standard_normal(cfg.m), rng.standard_normal(cfg.n)) for _ in range(cfg.census_starts)]
+    rows = []
+    first_bad: tuple[int, int] | None = None
+    for ste in tl.STES:
+        res = []
+        for i, (v0, w0) in enumerate(starts):
+            t = tl.coarse_gradient_descent(v0, w0, vs, ws, ste, cfg.lr, cfg.steps)
+            r = _summarise(t, teacher)
+            res.append(r)
+            if ste == "relu" and not r["monotone"] and first_bad is None:
+                first_bad = (i, int(np.argmax(np.diff(t.loss))))
+        nonmono = [r for r in res if not r["monotone"]]
+        collapsed = [r for r in res if r["min_w_norm"] < COLLAPSE]
+        rows.append(dict(
+            ste=ste, n=len(res), monotone=len(res) - len(nonmono), collapsed=len(collapsed),
+            nonmono_collapsed=sum(r["min_w_norm"] < COLLAPSE for r in nonmono),
+            nonmono_not_collapsed=sum(r["min_w_norm"] >= COLLAPSE for r in nonmono),
+            worst_increase_not_collapsed=max([r["max_increase"] for r in res if r["min_w_norm"] >= COLLAPSE], default=None),
+            global_min=sum(r["end"] == "global min" for r in res),
+            spurious=sum(r["end"] == "spurious min" for r in res),
+            other=sum(r["end"] not in ("global min", "spurious min") for r in res),
+        ))
+        tick()
+    smaller = []
+    if first_bad is not None:
+        i, k = first_bad
+        v0, w0 = starts[i]
+        horizon = 2.0 * cfg.lr * (k + 1)
+        for div in (1, 4, 16):
+            lr = cfg.lr / div
+            t = tl.coarse_gradient_descent(v0, w0, vs, ws, "relu", lr, int(math.ceil(horizon / lr)))
+            smaller.append(dict(lr=lr, traj=t, max_increase=t.max_increase(), min_w_norm=float(t.w_norm.min())))
+    tick()
+    return dict(rows=rows, first_bad=first_bad, smaller=smaller)
+
+
 # --------------------------------------------------------------------------- (c)
 def batched_empirical_loss(Z: np.ndarray, V: np.ndarray, W: np.ndarray, v_star: np.ndarray, w_star: np.ndarray) -> np.ndarray:
     """Empirical loss on samples ``Z`` (N, m, n) at ``L`` parameter pairs ``V`` (L, m),
@@ -427,6 +476,25 @@ def plot_sampled(plt: Any, sampled: list[dict[str, Any]], batch: int, path: Path
     plt.close(fig)
 
 
+def plot_collapse(plt: Any, smaller: list[dict[str, Any]], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for r in smaller:
+        t = r["traj"]
+        time_axis = r["lr"] * np.arange(t.loss.size)
+        lab = f"lr={r['lr']:g}"
+        axes[0].plot(time_axis, t.loss, label=lab)
+        axes[1].plot(time_axis, t.angle, label=lab)
+        axes[2].semilogy(time_axis, t.w_norm, label=lab)
+    axes[0].set(xlabel="lr x iteration", ylabel="population loss f", title="loss")
+    axes[1].set(xlabel="lr x iteration", ylabel="angle theta [rad]", title="angle")
+    axes[2].set(xlabel="lr x iteration", ylabel="||w|| (log)", title="filter norm")
+    axes[0].legend()
+    fig.suptitle("ReLU STE: a random start whose iterates pass near w = 0, at three learning rates")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_one_step(plt: Any, res: dict[str, Any], path: Path) -> None:
     lrs = res["lrs"]
     fig, axes = plt.subplots(3, 3, figsize=(15, 11), sharex=True)
@@ -515,7 +583,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def findings(mc: dict[str, Any], desc: dict[str, Any], one: dict[str, Any], corr: dict[str, Any], cfg: TheoryConfig) -> list[str]:
+def findings(mc: dict[str, Any], desc: dict[str, Any], census: dict[str, Any], one: dict[str, Any], corr: dict[str, Any],
+             cfg: TheoryConfig) -> list[str]:
     out = []
     rows = mc["rows"]
     zs = [r["max_z"] for r in rows if math.isfinite(r["max_z"])]
@@ -551,16 +620,42 @@ def findings(mc: dict[str, Any], desc: dict[str, Any], one: dict[str, Any], corr
             f"(max {near['max_loss']:.4f}), {mono}, ||w|| 1 -> min {near['min_w_norm']:.1e}, "
             f"final theta {near['final_angle']:.4f}, ends: {near['end']}."
         )
-    lrs = one["lrs"]
-    small = int(np.argmin(np.abs(lrs - 1e-2)))
-    parts = []
-    for N, e in one["by_ste"]["relu"]["per_n"].items():
-        parts.append(f"N={N}: P(no change) {e['p_zero'][small]:.2f}, P(decrease) {e['p_dec'][small]:.2f}")
+    for r in census["rows"]:
+        out.append(
+            f"Monotonicity census ({r['n']} more random starts, lr = {cfg.lr}), {r['ste']}: {r['monotone']}/{r['n']} monotone; "
+            f"{r['collapsed']} runs had ||w|| fall below {COLLAPSE}; non-monotone runs: {r['nonmono_collapsed']} with that "
+            f"collapse, {r['nonmono_not_collapsed']} without; ends: {r['global_min']} global, {r['spurious']} spurious, "
+            f"{r['other']} other."
+        )
+    if census["smaller"]:
+        out.append(
+            "The first non-monotone ReLU start, rerun over the same horizon: "
+            + "; ".join(f"lr = {r['lr']:g}: largest increase of f {r['max_increase']:.3f}, min ||w|| {r['min_w_norm']:.1e}"
+                        for r in census["smaller"])
+            + ". A smaller step does not remove the increase: it happens when the iterate passes near w = 0, where "
+            "theta (hence f) jumps; the monotone-descent statement holds only along runs that keep ||w|| away from 0."
+        )
     out.append(
-        f"One step on the empirical loss (ReLU STE, w-only step, lr = {lrs[small]:.3g}): " + "; ".join(parts)
-        + f". The population change for this step is {one['by_ste']['relu']['pop_w'][small]:.2e}: the empirical loss is piecewise "
-        "constant in w, so small steps leave it unchanged for small N and the decrease appears only on a coarse scale "
-        "(larger lr, larger N)."
+        f"Sampled descent ({cfg.sampled_batch} samples per step, first random start): "
+        + ", ".join(f"{r['ste']} final f {r['final_loss']:.2e} ({r['increases']} of {cfg.steps} steps increased f)"
+                    for r in desc["sampled"])
+        + "."
+    )
+    lrs = one["lrs"]
+    i3, i2 = int(np.argmin(np.abs(lrs - 1e-3))), int(np.argmin(np.abs(lrs - 1e-2)))
+    for ste in tl.STES:
+        d = one["by_ste"][ste]
+        parts = []
+        for N, e in d["per_n"].items():
+            sig = np.flatnonzero(e["w_mean"] + 2 * e["w_se"] < 0)
+            first = f"{lrs[sig[0]]:.3g}" if sig.size else "none"
+            parts.append(f"N={N}: P(no change) {e['p_zero'][i3]:.2f} at lr {lrs[i3]:.3g} and {e['p_zero'][i2]:.2f} at "
+                         f"{lrs[i2]:.3g}, mean change significantly < 0 from lr {first}")
+        out.append(f"One w-only coarse step on the empirical loss, {ste}: " + "; ".join(parts) + ".")
+    out.append(
+        "So the empirical loss, piecewise constant in w, does not move for small steps (more so for small N); it "
+        "decreases only on a coarse scale, once the step flips enough signs of z.w, while the population loss "
+        "decreases for every small step (black lines in the plot)."
     )
     mins = corr["random_min"]
     out.append(
@@ -572,7 +667,7 @@ def findings(mc: dict[str, Any], desc: dict[str, Any], one: dict[str, Any], corr
 
 
 def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str, Any], desc: dict[str, Any],
-                   one: dict[str, Any], corr: dict[str, Any], elapsed: float) -> Path:
+                   census: dict[str, Any], one: dict[str, Any], corr: dict[str, Any], elapsed: float) -> Path:
     cp = teacher.crit
     L: list[str] = []
     L.append("# Coarse gradients of a two-linear-layer network with a binarized ReLU\n")
@@ -586,7 +681,7 @@ def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str,
              f"(f = {cp.spurious_min.loss:.4f} at theta = pi); saddle points at theta = {cp.saddle.theta:.4f} "
              f"(f = {cp.saddle.loss:.4f}). w* is a random unit vector of R^{cfg.n}.\n")
     L.append("## Findings\n")
-    for s in findings(mc, desc, one, corr, cfg):
+    for s in findings(mc, desc, census, one, corr, cfg):
         L.append(f"* {s}")
     L.append("")
     # (a)
@@ -629,9 +724,23 @@ def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str,
                       r["median_iters"], r["worst_increase"], r["near_monotone"], r["near_end"], r["near_final"],
                       r["near_max_increase"]] for r in desc["sweep"]]))
     L.append("")
+    L.append(f"Monotonicity census: {cfg.census_starts} further random starts per STE, lr = {cfg.lr}, {cfg.steps} steps; "
+             f"'collapsed' = min ||w|| < {COLLAPSE} along the run (w passed near the origin):\n")
+    L.append(_table(["STE", "monotone", "collapsed", "non-monotone & collapsed", "non-monotone, not collapsed",
+                     "worst increase (not collapsed)", "global min", "spurious min", "other"],
+                    [[r["ste"], f"{r['monotone']}/{r['n']}", f"{r['collapsed']}/{r['n']}", r["nonmono_collapsed"],
+                      r["nonmono_not_collapsed"], r["worst_increase_not_collapsed"], r["global_min"], r["spurious"], r["other"]]
+                     for r in census["rows"]]))
+    L.append("")
+    if census["smaller"]:
+        L.append("The first non-monotone ReLU start rerun with smaller learning rates over the same horizon lr x steps:\n")
+        L.append("![relu collapse](descent_collapse.png)\n")
+        L.append(_table(["lr", "steps", "max one-step increase of f", "min ||w||"],
+                        [[r["lr"], r["traj"].steps, r["max_increase"], r["min_w_norm"]] for r in census["smaller"]]))
+        L.append("")
     # (c)
     L.append("## (c) One step on the empirical loss\n")
-    L.append(f"At v0, w0 of the first random start (theta = {one['theta']:.3f}, f = {one['f0']:.4f}): draw N samples, "
+    L.append(f"At v = v*, ||w|| = 1, theta = {one['theta']:.3f} (f = {one['f0']:.4f}): draw N samples, "
              "compute the empirical coarse gradient, step with lr and evaluate the *same* empirical loss; "
              f"{cfg.onestep_reps} draws per N. Black: the population loss with the expected coarse gradient.\n")
     L.append("![one-step change](one_step.png)\n")
@@ -675,7 +784,7 @@ def run_report(cfg: TheoryConfig, out: Path, progress: bool | None = None) -> Pa
     t0 = time.perf_counter()
     teacher = make_teacher(cfg.m, cfg.n, rng)
     n_starts = cfg.starts + 1
-    total = (5 * 3) + (3 * n_starts + 3 + 3 * len(cfg.lr_sweep)) + 3 * len(cfg.onestep_sizes) + 4
+    total = (5 * 3) + (3 * n_starts + 3 + 3 * len(cfg.lr_sweep)) + 4 + 3 * len(cfg.onestep_sizes) + 4
     bar = tqdm(total=total, desc="stbin theory", disable=None if progress is None else not progress)
 
     def tick() -> None:
@@ -686,9 +795,12 @@ def run_report(cfg: TheoryConfig, out: Path, progress: bool | None = None) -> Pa
         mc = experiment_mc(cfg, teacher, rng, tick)
         bar.set_postfix_str("(b) descent")
         desc = experiment_descent(cfg, teacher, rng, tick)
-        _, v0, w0 = desc["starts"][0]
+        census = experiment_census(cfg, teacher, rng, tick)
+        _, v0, _ = desc["starts"][0]
         bar.set_postfix_str("(c) one step")
-        one = experiment_one_step(cfg, teacher, v0, w0, rng, tick)
+        # (c) at v = v*, theta = pi/2, ||w|| = 1: the w-part of the coarse step matters there.
+        one = experiment_one_step(cfg, teacher, teacher.v_star.copy(), w_at_angle(teacher.w_star, math.pi / 2, 1.0, rng),
+                                  rng, tick)
         bar.set_postfix_str("(d) correlation")
         corr = experiment_correlation(cfg, teacher, v0, rng, tick)
     finally:
@@ -698,6 +810,8 @@ def run_report(cfg: TheoryConfig, out: Path, progress: bool | None = None) -> Pa
     plot_descent(plt, desc["runs"], "near spurious", f"coarse gradient descent from near the spurious minimiser (lr={cfg.lr})",
                  out / "descent_spurious.png")
     plot_sampled(plt, desc["sampled"], cfg.sampled_batch, out / "descent_sampled.png")
+    if census["smaller"]:
+        plot_collapse(plt, census["smaller"], out / "descent_collapse.png")
     plot_one_step(plt, one, out / "one_step.png")
     plot_correlation(plt, corr, out / "correlation.png")
-    return write_markdown(out, cfg, teacher, mc, desc, one, corr, time.perf_counter() - t0)
+    return write_markdown(out, cfg, teacher, mc, desc, census, one, corr, time.perf_counter() - t0)
