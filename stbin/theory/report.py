@@ -322,11 +322,10 @@ def experiment_census(cfg: TheoryConfig, teacher: Teacher, rng: np.random.Genera
 def batched_empirical_loss(Z: np.ndarray, V: np.ndarray, W: np.ndarray, v_star: np.ndarray, w_star: np.ndarray) -> np.ndarray:
     """Empirical loss on samples ``Z`` (N, m, n) at ``L`` parameter pairs ``V`` (L, m),
     ``W`` (L, n) at once; returns (L,). Equals :func:`two_layer.empirical_loss` row by row."""
-    N, m, n = Z.shape
-    flat = Z.reshape(N * m, n)
-    act = (flat @ W.T > 0.0).reshape(N, m, -1)  # (N, m, L)
-    y = np.einsum("nml,lm->nl", act, V)
-    y_star = (flat @ w_star > 0.0).reshape(N, m) @ v_star
+    # einsum loops rather than BLAS (threaded OpenBLAS is slow for these shapes on busy cores)
+    act = np.einsum("kmn,ln->kml", Z, W) > 0.0  # (N, m, L)
+    y = np.einsum("kml,lm->kl", act, V)
+    y_star = np.einsum("km,m->k", np.einsum("kmn,n->km", Z, w_star) > 0.0, v_star)
     r = y - y_star[:, None]
     return 0.5 * np.mean(r * r, axis=0)
 

@@ -401,10 +401,11 @@ def _per_sample(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-sample loss (N,), dl/dv (N, m) and g_mu (N, n) (None when ste is None)."""
     N, m, n = Z.shape
-    U = (Z.reshape(N * m, n) @ np.stack([w, w_star], axis=1)).reshape(N, m, 2)
-    u = U[..., 0]
+    # einsum's own loops, not BLAS: these tall-skinny products gain nothing from OpenBLAS
+    # threads, which slow them down many times over when the cores are busy.
+    u = np.einsum("bmn,n->bm", Z, w)
     act = u > 0.0
-    r = act @ v - (U[..., 1] > 0.0) @ v_star  # y - y*
+    r = np.einsum("bm,m->b", act, v) - np.einsum("bm,m->b", np.einsum("bmn,n->bm", Z, w_star) > 0.0, v_star)  # y - y*
     loss = 0.5 * r * r
     dv = act * r[:, None]
     if ste is None:
