@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import codecs
 import pickle
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import numpy as np
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    # protocol-2 pickles written by Python 3 rebuild bytes objects with codecs.encode
+    ("_codecs", "encode"): codecs.encode,
 }
 try:  # NumPy >= 2
     from numpy._core import multiarray as _ma
