@@ -35,20 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def build_model(hidden: int, noise: str):
-    from torch import nn
+    from stbin.models import build_model as build
 
-    from stbin.nn import BinaryLinear, StochasticSign
-
-    def block(layer: nn.Module) -> list[nn.Module]:
-        return [layer, nn.BatchNorm1d(hidden), StochasticSign(noise)]
-
-    return nn.Sequential(
-        nn.Flatten(),
-        *block(nn.Linear(784, hidden)),
-        *block(BinaryLinear(hidden, hidden, weight_noise=noise)),
-        *block(BinaryLinear(hidden, hidden, weight_noise=noise)),
-        nn.Linear(hidden, 10),
-    )
+    return build("sbn_mlp", hidden=(hidden, hidden, hidden), noise=noise, weight_noise=noise)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,38 @@
+"""Multilayer perceptrons with stochastic binary hidden units and Bernoulli hidden weights."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from stbin.nn import BinaryLinear, StochasticSign
+
+
+def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_classes: int = 10,
+            noise: str = "logistic", scale: float = 1.0, weight_noise: str = "logistic",
+            weight_scale: float = 1.0) -> nn.Sequential:
+    """A stochastic binary MLP (first and last layers real-valued)::
+
+        Flatten -> Linear(in, H1) -> BN -> StochasticSign
+                -> [BinaryLinear(H_i, H_{i+1}) -> BN -> StochasticSign] ...
+                -> Linear(H_last, classes)
+
+    Hidden units: ``x = sign(a - s z)`` with ``noise``/``scale``; hidden weights Bernoulli
+    ``w = sign(theta - s_w z)`` with ``weight_noise``/``weight_scale``.
+    """
+    hidden = [int(h) for h in hidden]
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden must be a non-empty list of positive widths, got {hidden}")
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_features, hidden[0]), nn.BatchNorm1d(hidden[0]),
+                               StochasticSign(noise, scale)]
+    for a, b in zip(hidden[:-1], hidden[1:]):
+        layers += [BinaryLinear(a, b, weight_noise=weight_noise, weight_scale=weight_scale), nn.BatchNorm1d(b),
+                   StochasticSign(noise, scale)]
+    layers.append(nn.Linear(hidden[-1], num_classes))
+    return nn.Sequential(*layers)
+
+
+from stbin.models import MODELS  # noqa: E402
+
+MODELS.register("sbn_mlp", sbn_mlp)
