@@ -1,0 +1,239 @@
+r"""Reading a model as a chain of stochastic binary nodes (shared by the oracle and the estimators).
+
+A supported model is a :class:`torch.nn.Sequential` (nested ones are flattened) of
+
+* :class:`torch.nn.Linear` — deterministic affine map;
+* :class:`stbin.nn.StochasticSign` — a layer of stochastic binary units
+  :math:`x = \operatorname{sign}(a - s z)`, :math:`P(x=+1 \mid a) = F(a/s)`;
+* :class:`stbin.nn.BinaryLinear` with ``weights="bernoulli"`` — an affine map whose weights
+  :math:`w = \operatorname{sign}(\theta - s_w z)` are random (``channel_scale=None`` or
+  ``"learned"``, no ``input_quantizer``);
+* :class:`torch.nn.Identity` anywhere and :class:`torch.nn.Flatten` before any other layer.
+
+Every unit and every Bernoulli weight is a binary random variable; the analysis treats
+them as random whatever the module's ``training`` flag is (the *training* semantics of the
+network, whose expected loss is what SGD on a stochastic binary network minimises).
+
+The model is read into a list of :class:`Step` s and a list of :class:`Node` s (the
+stochastic variables, in forward order: the Bernoulli weights of a segment come before the
+activation layer that follows it). :class:`Network` also counts the binary units; anything
+else raises :class:`ValueError` naming the layer and listing what is supported.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from stbin.estimators.noise import Noise, get_noise
+from stbin.nn import BinaryLinear, StochasticSign
+
+SUPPORTED = ("torch.nn.Linear", "stbin.nn.StochasticSign", "stbin.nn.BinaryLinear (weights='bernoulli')",
+             "torch.nn.Identity", "torch.nn.Flatten (first layers only)")
+
+#: the default limit of :func:`stbin.analysis.exact_expected_loss` on binary units
+DEFAULT_MAX_UNITS = 24
+
+
+@dataclass
+class Node:
+    """A group of binary random variables: an activation layer or a Bernoulli weight tensor.
+
+    ``kind`` is ``"act"`` (``size`` units per example) or ``"weight"`` (``size`` weights
+    shared by the batch); ``noise``/``scale`` define :math:`P(+1) = F(\\text{pre}/s)` where
+    ``pre`` is the pre-activation (act) or the latent weight :math:`\\theta` (weight).
+    """
+
+    kind: str
+    step: int
+    size: int
+    noise: Noise
+    scale: float
+    name: str
+
+
+@dataclass
+class Step:
+    """One layer of the chain; ``node`` is the index of its stochastic node (or None)."""
+
+    kind: str  # "linear" | "binary_linear" | "act" | "identity" | "flatten"
+    module: nn.Module
+    name: str
+    in_features: int
+    out_features: int
+    node: int | None = None
+
+
+@dataclass
+class Network:
+    """A parsed model: steps, stochastic nodes and unit counts."""
+
+    steps: list[Step]
+    nodes: list[Node]
+    in_features: int
+    out_features: int
+    leading: list[nn.Module] = field(default_factory=list)  # Flatten layers applied to the raw input
+
+    @property
+    def n_units(self) -> int:
+        """Total number of binary random variables (activation units + Bernoulli weights)."""
+        return sum(n.size for n in self.nodes)
+
+    @property
+    def n_act_units(self) -> int:
+        return sum(n.size for n in self.nodes if n.kind == "act")
+
+    @property
+    def n_weight_units(self) -> int:
+        return sum(n.size for n in self.nodes if n.kind == "weight")
+
+    def act_nodes(self) -> list[int]:
+        return [i for i, n in enumerate(self.nodes) if n.kind == "act"]
+
+    def describe_units(self) -> str:
+        s = f"{self.n_units} binary units ({self.n_act_units} stochastic activations"
+        if self.n_weight_units:
+            s += f" + {self.n_weight_units} Bernoulli weights"
+        return s + ")"
+
+
+def _flatten_sequential(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    if isinstance(model, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for name, child in model.named_children():
+            out += _flatten_sequential(child, f"{prefix}{name}.")
+        return out
+    return [(prefix[:-1], model)]
+
+
+def _unsupported(where: str, module: nn.Module, why: str = "") -> ValueError:
+    msg = f"unsupported layer {where} ({type(module).__module__}.{type(module).__name__})"
+    if why:
+        msg += f": {why}"
+    return ValueError(msg + "; the estimator lab supports nn.Sequential models of " + ", ".join(SUPPORTED))
+
+
+def parse_network(model: nn.Module, in_shape: tuple[int, ...]) -> Network:
+    """Read ``model`` into a :class:`Network` for inputs of shape ``in_shape`` = (batch, ...)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = _flatten_sequential(model)
+    if not layers:
+        raise ValueError("the model has no layers")
+    leading: list[nn.Module] = []
+    feat_shape = tuple(in_shape[1:])
+    i = 0
+    while i < len(layers) and isinstance(layers[i][1], (nn.Flatten, nn.Identity)):
+        m = layers[i][1]
+        if isinstance(m, nn.Flatten):
+            leading.append(m)
+            feat_shape = tuple(m(torch.empty((1,) + feat_shape, device="meta")).shape[1:])
+        i += 1
+    if len(feat_shape) != 1:
+        raise ValueError(f"inputs must be (batch, features) (or flattened by leading nn.Flatten layers), "
+                         f"got per-example shape {feat_shape}")
+    d = feat_shape[0]
+    in_features = d
+    steps: list[Step] = []
+    nodes: list[Node] = []
+    for name, m in layers[i:]:
+        where = f"{name!r}" if name else "(the model)"
+        if isinstance(m, nn.Linear):
+            if m.in_features != d:
+                raise ValueError(f"mismatched shapes: layer {where} (Linear) expects {m.in_features} input "
+                                 f"features, got {d}")
+            steps.append(Step("linear", m, name, d, m.out_features))
+            d = m.out_features
+        elif isinstance(m, BinaryLinear):
+            if m.weights != "bernoulli":
+                raise _unsupported(where, m, "weights='sign' is deterministic (its expected loss is piecewise "
+                                             "constant in the latent weight); use weights='bernoulli'")
+            if m.channel_scale == "mean_abs":
+                raise _unsupported(where, m, "channel_scale='mean_abs' uses a detached statistic of the latent "
+                                             "weight; use channel_scale=None or 'learned'")
+            if m.input_quantizer is not None:
+                raise _unsupported(where, m, "input_quantizer is not supported; put a StochasticSign layer "
+                                             "before the BinaryLinear instead")
+            if m.in_features != d:
+                raise ValueError(f"mismatched shapes: layer {where} (BinaryLinear) expects {m.in_features} "
+                                 f"input features, got {d}")
+            nodes.append(Node("weight", len(steps), m.latent_weight.numel(), get_noise(m.weight_noise),
+                              float(m.weight_noise_scale), f"{name}.latent_weight" if name else "latent_weight"))
+            steps.append(Step("binary_linear", m, name, d, m.out_features, node=len(nodes) - 1))
+            d = m.out_features
+        elif isinstance(m, StochasticSign):
+            nodes.append(Node("act", len(steps), d, get_noise(m.noise), float(m.scale), name))
+            steps.append(Step("act", m, name, d, d, node=len(nodes) - 1))
+        elif isinstance(m, nn.Identity):
+            steps.append(Step("identity", m, name, d, d))
+        elif isinstance(m, nn.Flatten):
+            raise _unsupported(where, m, "nn.Flatten is supported only before every other layer")
+        else:
+            raise _unsupported(where, m)
+    return Network(steps, nodes, in_features, d, leading)
+
+
+def prepare_inputs(net: Network, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Apply the leading Flatten layers, check shapes against ``y`` and cast ``x`` to ``dtype``."""
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("x and y must be torch.Tensor")
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (batch, features), got {tuple(x.shape)}")
+    if y.dim() == 0 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"mismatched shapes: x has {x.shape[0]} examples but y has shape {tuple(y.shape)}")
+    for m in net.leading:
+        x = m(x)
+    if x.dim() != 2 or x.shape[1] != net.in_features:
+        raise ValueError(f"mismatched shapes: the network expects inputs with {net.in_features} features, "
+                         f"got x of shape {tuple(x.shape)}")
+    return x.to(dtype)
+
+
+def param_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (float32 if it has none)."""
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.get_default_dtype()
+
+
+def check_per_example_loss(loss: torch.Tensor, n: int) -> torch.Tensor:
+    """``loss_fn`` must return one loss per example: shape (n,)."""
+    if not isinstance(loss, torch.Tensor) or loss.shape != (n,):
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(f"loss_fn(output, target) must return per-example losses of shape ({n},), got {shape} "
+                         f"(use reduction='none' for torch losses)")
+    return loss
+
+
+@functools.lru_cache(maxsize=64)
+def _state_table_cached(n: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    idx = torch.arange(2 ** n, device=device)
+    bits = (idx[:, None] >> torch.arange(n - 1, -1, -1, device=device)[None, :]) & 1
+    return bits.to(dtype) * 2 - 1
+
+
+def state_table(n: int, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
+    r"""All :math:`2^n` joint states of ``n`` binary units as a (2^n, n) ±1 table (do not modify it).
+
+    Row ``i`` has unit ``j`` at +1 iff bit ``n-1-j`` of ``i`` is set (unit 0 is the most
+    significant bit), the order used by :func:`state_probs`.
+    """
+    return _state_table_cached(n, dtype, str(torch.device(device) if device is not None else "cpu"))
+
+
+def state_probs(p: torch.Tensor) -> torch.Tensor:
+    r"""Joint probabilities of all states of independent units: (..., n) -> (..., 2^n).
+
+    ``p[..., j]`` is :math:`P(x_j=+1)`; the result at state index ``i`` (see
+    :func:`state_table`) is :math:`\prod_j (p_j \text{ if } x_j=+1 \text{ else } 1-p_j)`.
+    No logarithms are taken, so probabilities of exactly 0 or 1 (saturated uniform noise)
+    are fine and differentiable.
+    """
+    n = p.shape[-1]
+    plus = state_table(n, p.dtype, p.device) > 0                      # (S, n)
+    p = p.unsqueeze(-2)                                               # (..., 1, n)
+    return torch.where(plus, p, 1 - p).prod(-1)
