@@ -427,6 +427,7 @@ def experiment_correlation(cfg: TheoryConfig, teacher: Teacher, v: np.ndarray, r
 
 # --------------------------------------------------------------------------- plots
 _COLORS = {"identity": "tab:red", "relu": "tab:blue", "clipped_relu": "tab:green"}
+_STYLES = {"identity": "-", "relu": "--", "clipped_relu": "-"}
 
 
 def _pyplot() -> Any:
@@ -440,20 +441,29 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_descent(plt: Any, runs: list[dict[str, Any]], kind: str, title: str, path: Path) -> None:
+def plot_descent(plt: Any, runs: list[dict[str, Any]], kind: str, title: str, path: Path, log_loss: bool = True) -> None:
+    """Loss, angle and ||w|| against iteration + 1 (log axis: early and late phases both show)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for r in runs:
         if r["kind"] != kind:
             continue
         t = r["traj"]
         c = _COLORS[r["ste"]]
-        axes[0].semilogy(np.maximum(t.loss, 1e-17), color=c, lw=1.2, alpha=0.8, label=r["ste"])
-        axes[1].plot(t.angle, color=c, lw=1.2, alpha=0.8)
-        axes[2].semilogy(t.w_norm, color=c, lw=1.2, alpha=0.8)
-    axes[0].set(xlabel="iteration", ylabel="population loss f (log)", title="loss")
-    axes[1].set(xlabel="iteration", ylabel="angle theta(w, w*) [rad]", title="angle")
+        it = np.arange(1, t.loss.size + 1)
+        loss = np.maximum(t.loss, 1e-17) if log_loss else t.loss
+        ls = _STYLES[r["ste"]]
+        axes[0].plot(it, loss, color=c, ls=ls, lw=1.2, alpha=0.8, label=r["ste"])
+        axes[1].plot(it, t.angle, color=c, ls=ls, lw=1.2, alpha=0.8)
+        axes[2].plot(it, t.w_norm, color=c, ls=ls, lw=1.2, alpha=0.8)
+    for ax in axes:
+        ax.set_xscale("log")
+    if log_loss:
+        axes[0].set_yscale("log")
+    axes[2].set_yscale("log")
+    axes[0].set(xlabel="iteration + 1", ylabel="population loss f" + (" (log)" if log_loss else ""), title="loss")
+    axes[1].set(xlabel="iteration + 1", ylabel="angle theta(w, w*) [rad]", title="angle")
     axes[1].axhline(math.pi, color="gray", ls=":", lw=0.8)
-    axes[2].set(xlabel="iteration", ylabel="||w|| (log)", title="filter norm")
+    axes[2].set(xlabel="iteration + 1", ylabel="||w|| (log)", title="filter norm")
     handles, labels = axes[0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     axes[0].legend(uniq.values(), uniq.keys())
@@ -807,7 +817,7 @@ def run_report(cfg: TheoryConfig, out: Path, progress: bool | None = None) -> Pa
     plot_descent(plt, desc["runs"], "random", f"coarse gradient descent from {cfg.starts} random starts (lr={cfg.lr})",
                  out / "descent_random.png")
     plot_descent(plt, desc["runs"], "near spurious", f"coarse gradient descent from near the spurious minimiser (lr={cfg.lr})",
-                 out / "descent_spurious.png")
+                 out / "descent_spurious.png", log_loss=False)
     plot_sampled(plt, desc["sampled"], cfg.sampled_batch, out / "descent_sampled.png")
     if census["smaller"]:
         plot_collapse(plt, census["smaller"], out / "descent_collapse.png")
