@@ -233,7 +233,11 @@ def state_probs(p: torch.Tensor) -> torch.Tensor:
     No logarithms are taken, so probabilities of exactly 0 or 1 (saturated uniform noise)
     are fine and differentiable.
     """
-    n = p.shape[-1]
-    plus = state_table(n, p.dtype, p.device) > 0                      # (S, n)
+    plus = _plus_mask(p.shape[-1], str(p.device))                    # (S, n)
     p = p.unsqueeze(-2)                                               # (..., 1, n)
     return torch.where(plus, p, 1 - p).prod(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def _plus_mask(n: int, device: str) -> torch.Tensor:
+    return _state_table_cached(n, torch.float32, device) > 0

@@ -76,10 +76,14 @@ def _check_table(elements: int, what: str) -> None:
                          f"{MAX_TABLE_ELEMENTS:,}); use fewer examples per call or narrower layers")
 
 
+_NO_CONFIGS = torch.ones(1, 0)
+
+
 def _weight_configs(net: Network, steps: range, dtype: torch.dtype, device: torch.device
-                    ) -> tuple[torch.Tensor, torch.Tensor, dict[int, tuple[int, int]]]:
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, tuple[int, int]]]:
     """Joint ±1 configurations (C, n_w) of the Bernoulli weights of ``steps``, their probabilities (C,)
-    and each binary_linear step's column slice."""
+    (None when the segment has no Bernoulli weight: a single configuration) and each
+    binary_linear step's column slice."""
     probs, slices, off = [], {}, 0
     for i in steps:
         st = net.steps[i]
@@ -90,7 +94,7 @@ def _weight_configs(net: Network, steps: range, dtype: torch.dtype, device: torc
             slices[i] = (off, off + node.size)
             off += node.size
     if not probs:
-        return torch.ones(1, 0, dtype=dtype, device=device), torch.ones(1, dtype=dtype, device=device), slices
+        return _NO_CONFIGS, None, slices  # type: ignore[return-value]
     p = torch.cat(probs)
     return state_table(off, dtype, device), state_probs(p), slices
 
@@ -144,19 +148,19 @@ def exact_per_example_loss(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y
                 _check_table(C * B * o, "the output")
                 loss = check_per_example_loss(loss_fn(out.reshape(C * B, o), y.repeat(C, *([1] * (y.dim() - 1)))),
                                               C * B).view(C, B)
-                return (pc[:, None] * loss).sum(0)
+                return loss[0] if pc is None else (pc[:, None] * loss).sum(0)
             _check_table(C * B * R * o, "the output")
             out_all = out[:, None, :, :].expand(C, B, R, o).reshape(C * B * R, o)
             b_idx = torch.arange(B, device=y.device).repeat_interleave(R).repeat(C)
             loss = check_per_example_loss(loss_fn(out_all, y[b_idx]), C * B * R).view(C, B, R)
-            lbar = (pc[:, None, None] * loss).sum(0)                           # (B, S)
+            lbar = loss[0] if pc is None else (pc[:, None, None] * loss).sum(0)  # (B, S)
             return (P * lbar).sum(1)
         act = net.nodes[net.steps[bounds[k + 1]].node]  # type: ignore[index]
         R = h_in.shape[0]
-        _check_table(configs.shape[0] * R * 2 ** act.size, f"activation layer {act.name!r}")
+        _check_table(configs.shape[0] * R * 2 ** act.size * act.size, f"activation layer {act.name!r}")
         a = _apply_segment(net, seg, h_in, configs, slices, dtype)            # (C', R, n)
         T = state_probs(act.noise.prob_plus(a, act.scale))                     # (C', R, 2^n)
-        T = (pc[:, None, None] * T).sum(0) if configs.shape[0] > 1 else T[0]   # (R, 2^n)
+        T = T[0] if pc is None else (pc[:, None, None] * T).sum(0)            # (R, 2^n)
         P = T if P is None else P @ T
         h_in = state_table(act.size, dtype, device)
     raise AssertionError("unreachable")  # pragma: no cover
