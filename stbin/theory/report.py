@@ -468,7 +468,7 @@ def plot_descent(plt: Any, runs: list[dict[str, Any]], kind: str, title: str, pa
     uniq = dict(zip(labels, handles))
     axes[0].legend(uniq.values(), uniq.keys())
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.86, wspace=0.25)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -478,9 +478,9 @@ def plot_sampled(plt: Any, sampled: list[dict[str, Any]], batch: int, path: Path
     for r in sampled:
         ax.semilogy(np.maximum(r["traj"].loss, 1e-17), color=_COLORS[r["ste"]], lw=1, label=r["ste"])
     ax.set(xlabel="iteration", ylabel="population loss f (log)",
-           title=f"sampled coarse gradient descent ({batch} samples per step), first random start")
+           title=f"sampled coarse gradient descent, {batch} samples per step")
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.13, top=0.9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -499,7 +499,7 @@ def plot_collapse(plt: Any, smaller: list[dict[str, Any]], path: Path) -> None:
     axes[2].set(xlabel="lr x iteration", ylabel="||w|| (log)", title="filter norm")
     axes[0].legend()
     fig.suptitle("ReLU STE: a random start whose iterates pass near w = 0, at three learning rates")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.06, right=0.99, bottom=0.13, top=0.86, wspace=0.25)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -539,7 +539,7 @@ def plot_one_step(plt: Any, res: dict[str, Any], path: Path) -> None:
     axes[2, 0].legend(fontsize=7, ncol=2)
     fig.suptitle(f"one coarse-gradient step on the empirical loss of N samples "
                  f"(theta = {res['theta']:.2f}, f = {res['f0']:.3f}); band: mean +- 2 s.e.")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.06, top=0.93, wspace=0.22, hspace=0.25)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
@@ -563,7 +563,7 @@ def plot_correlation(plt: Any, res: dict[str, Any], path: Path) -> None:
                 title="cosine between expected coarse and true w-gradient (||w||=1)")
     axes[1].axhline(0, color="gray", lw=0.8)
     axes[1].legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.12, top=0.92, wspace=0.2)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
