@@ -15,7 +15,7 @@ STAMP := $(VENV)/.stbin-installed
 # Test-suite parallelism (pytest-xdist); CI machines have 2 cores.
 TEST_WORKERS ?= 2
 
-.PHONY: setup demo test test-all bench clean help
+.PHONY: setup demo test test-all bench clean help fashion-mnist
 
 help:
 	@echo "make demo   - set up .venv and run the main job (train a stochastic binary net on MNIST)"
@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/stbin demo
+	$(VENV)/bin/stbin train
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
@@ -45,6 +45,17 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py
+
+# Fashion-MNIST (SPEC C): the Debian package's gzipped IDX files in /usr/share/datasets/fashion-mnist.
+# Without root (or apt), download the .deb and unpack it into $(FASHION_DIR); then pass
+# `--set data.root=$(FASHION_DIR)/usr/share/datasets/fashion-mnist` to stbin train.
+FASHION_DIR ?= data/fashion-mnist-deb
+fashion-mnist:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
+	elif apt-get install -y dataset-fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist); then \
+	  echo "Fashion-MNIST: /usr/share/datasets/fashion-mnist"; \
+	else mkdir -p $(FASHION_DIR) && cd $(FASHION_DIR) && apt-get download dataset-fashion-mnist && \
+	  dpkg -x dataset-fashion-mnist_*.deb . && echo "Fashion-MNIST: $(FASHION_DIR)/usr/share/datasets/fashion-mnist"; fi
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,11 +1,12 @@
-"""Multilayer perceptrons with stochastic binary hidden units and Bernoulli hidden weights."""
+"""Multilayer perceptrons: the stochastic binary MLP (``sbn_mlp``) and the generic ``mlp``."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from torch import nn
 
+from stbin.models.common import make_activation, make_linear, quant_kwargs
 from stbin.nn import BinaryLinear, StochasticSign
 
 
@@ -33,6 +34,30 @@ def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num
     return nn.Sequential(*layers)
 
 
+def mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_classes: int = 10,
+        batch_norm: bool = True, **quant: Any) -> nn.Sequential:
+    """MLP ``Flatten -> [Linear -> BN -> act] x len(hidden) -> Linear`` with any quantization.
+
+    ``quant``: the arguments of :class:`stbin.models.common.QuantSpec`. The first layer
+    (real-valued input) and the last (logits) are real-valued unless ``binary_first`` /
+    ``binary_last``; ``batch_norm=False`` drops BN (used by the DDP equality test).
+    """
+    q = quant_kwargs("mlp", quant, ("in_features", "hidden", "num_classes", "batch_norm"))
+    hidden = [int(h) for h in hidden]
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden must be a non-empty list of positive widths, got {hidden}")
+    layers: list[nn.Module] = [nn.Flatten()]
+    widths = [in_features, *hidden]
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(make_linear(q, a, b, bias=not batch_norm, binary=i > 0 or q.binary_first))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(b))
+        layers.append(make_activation(q))
+    layers.append(make_linear(q, hidden[-1], num_classes, binary=q.binary_last))
+    return nn.Sequential(*layers)
+
+
 from stbin.models import MODELS  # noqa: E402
 
 MODELS.register("sbn_mlp", sbn_mlp)
+MODELS.register("mlp", mlp)

@@ -1,0 +1,90 @@
+"""``stbin summary``: a per-layer table of a model (Larq-style): parameters and memory by
+precision, float32-equivalent size, compression ratio, MACs by precision.
+
+Examples::
+
+    stbin summary --model mlp                     # default arguments, MNIST-shaped input
+    stbin summary --preset sbn_mnist              # the model of a training preset
+    stbin summary --checkpoint runs/sbn_mnist/checkpoint-epoch0004.pt
+    stbin summary --model resnet20 --input-shape 3,32,32 --set weights=sign
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("summary", help="per-layer parameters, memory and MACs by precision of a model",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registered model name")
+    p.add_argument("--preset", help="take the model (and input shape) of a training preset")
+    p.add_argument("--checkpoint", metavar="PATH", help="summarise the model stored in a checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model argument, e.g. hidden=[256,256] or weights=sign (repeatable)")
+    p.add_argument("--input-shape", help="C,H,W of one input (default: from the preset's dataset, else 1,28,28)")
+    return p
+
+
+INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 8, 8),
+                "synthetic": (1, 8, 8)}
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--input-shape must be like 3,32,32, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"--input-shape must be positive integers, got {text!r}")
+    return shape
+
+
+def run(args: argparse.Namespace) -> int:
+    from stbin.models import MODELS, build_model
+    from stbin.training.config import parse_value
+    from stbin.training.summary import format_summary, model_summary
+
+    given = [x for x in (args.model, args.preset, args.checkpoint) if x]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --model, --preset or --checkpoint")
+    extra = {}
+    for item in args.overrides:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} is not of the form key=value")
+        k, v = item.split("=", 1)
+        extra[k.strip()] = parse_value(v.strip())
+    shape = _shape(args.input_shape) if args.input_shape else None
+    if args.checkpoint:
+        from stbin.training import load_checkpoint, load_model
+
+        ckpt = load_checkpoint(args.checkpoint)
+        model, name = load_model(ckpt), ckpt["model"]["name"]
+        kw = dict(ckpt["model"].get("kwargs", {}))
+        if shape is None:
+            ds = (ckpt.get("config") or {}).get("data", {}).get("name")
+            shape = INPUT_SHAPES.get(ds) or (kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
+    else:
+        if args.preset:
+            from stbin.training.presets import get_preset
+            from stbin.training.trainer import model_kwargs_for
+
+            cfg = get_preset(args.preset)
+            cfg.model.update(extra)
+            shape = shape or INPUT_SHAPES.get(cfg.data.name, (1, 28, 28))
+            name, kw = model_kwargs_for(cfg, shape, 10)
+        else:
+            name = args.model
+            MODELS.get(name)
+            shape = shape or (1, 28, 28)
+            from stbin.training.config import Config
+            from stbin.training.trainer import model_kwargs_for
+
+            name, kw = model_kwargs_for(Config(model={"name": name, **extra}), shape, 10)
+        try:
+            model = build_model(name, **kw)
+        except TypeError as e:
+            raise ValueError(f"model {name!r}: {e}") from None
+    print(format_summary(model_summary(model.eval(), shape), title=f"{name} on {'x'.join(map(str, shape))} inputs"),
+          end="")
+    return 0

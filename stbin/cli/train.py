@@ -1,0 +1,116 @@
+"""``stbin train``: train a model from a preset, a TOML config and ``--set key=value`` overrides.
+
+Examples::
+
+    stbin train                                   # the main job (preset sbn_mnist)
+    stbin train --preset sbn_fashion_mnist --epochs 10
+    stbin train --config my.toml --set optim.lr=0.01 --set model.hidden=[256,256]
+    stbin train --resume runs/sbn_mnist           # continue the last complete checkpoint
+    stbin train --list-presets
+
+Writes into the output folder: ``checkpoint-epochNNNN.pt`` (every epoch, atomically),
+``metrics.jsonl`` / ``metrics.csv``, ``report.md`` with ``loss.png`` / ``accuracy.png``.
+Distributed: ``torchrun --nproc_per_node=N -m stbin.cli.main train ...`` (batch size is global).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train a binary / stochastic binary network (presets, TOML configs)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help="named preset (default: sbn_mnist; see --list-presets)")
+    p.add_argument("--config", metavar="FILE", help="TOML config file (applied over the preset)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. optim.lr=0.01, model.hidden=[256,256] (repeatable)")
+    p.add_argument("--epochs", type=int, help="= --set train.epochs=N")
+    p.add_argument("--lr", type=float, help="= --set optim.lr=LR")
+    p.add_argument("--batch-size", type=int, help="= --set train.batch_size=B (global batch size)")
+    p.add_argument("--dataset", help="= --set data.name=NAME (mnist, fashion_mnist, cifar10, digits, synthetic)")
+    p.add_argument("--data-root", help="= --set data.root=PATH (folder of the data files)")
+    p.add_argument("--model", help="= --set model.name=NAME (keeps the quantization arguments)")
+    p.add_argument("--out", help="= --set out_dir=DIR (output folder)")
+    p.add_argument("--seed", type=int, help="= --set seed=S")
+    p.add_argument("--device", help="= --set device=DEV (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 mixed precision on CUDA")
+    p.add_argument("--resume", nargs="?", const="", metavar="PATH",
+                   help="continue from the last complete checkpoint of PATH (a run folder or a checkpoint "
+                        "file; default: the output folder)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resulting config as TOML and exit")
+    return p
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    items = list(args.overrides)
+    for flag, key in (("epochs", "train.epochs"), ("lr", "optim.lr"), ("batch_size", "train.batch_size"),
+                      ("seed", "seed")):
+        v = getattr(args, flag)
+        if v is not None:
+            items.append(f"{key}={v!r}")
+    for flag, key in (("dataset", "data.name"), ("data_root", "data.root"), ("model", "model.name"),
+                      ("out", "out_dir"), ("device", "device")):
+        v = getattr(args, flag)
+        if v is not None:
+            items.append(f"{key}={_toml_str(v)}")
+    if args.amp:
+        items.append("train.amp=true")
+    return items
+
+
+def _toml_str(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run(args: argparse.Namespace) -> int:
+    from stbin.training.config import build_config, dumps_toml, from_dict, merge, parse_override
+    from stbin.training.presets import PRESETS, preset_names
+
+    if args.list_presets:
+        from stbin.training import presets
+        doc = presets.__doc__ or ""
+        print("\n".join(line for line in doc.splitlines() if line.startswith("``") or line.startswith(" " * 23)) + "\n", end="")
+        return 0
+    overrides = _overrides(args)
+    resume = None
+    if args.resume is not None:
+        from pathlib import Path
+
+        from stbin.training.trainer import latest_checkpoint
+
+        target = args.resume or None
+        if target is None:  # the output folder of the (preset/config/overrides) run
+            target = build_config(args.preset, args.config, overrides).out_dir
+        resume = latest_checkpoint(target, warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
+        if not isinstance(resume.get("config"), dict):
+            raise ValueError(f"{resume['_path']} has no training configuration; it cannot be resumed")
+        cfg = from_dict(resume["config"])
+        for item in overrides:
+            cfg = merge(cfg, parse_override(item), "override")
+        if Path(target).is_dir():
+            cfg.out_dir = str(target)
+        cfg.validate()
+    else:
+        cfg = build_config(args.preset, args.config, overrides)
+    if args.print_config:
+        print(dumps_toml(cfg.to_dict()), end="")
+        return 0
+    _ = PRESETS, preset_names
+
+    from stbin.training.trainer import train
+
+    results = train(cfg, resume=resume, progress=False if args.no_progress else None)
+    if "report" not in results:  # a non-zero rank of a distributed run
+        return 0
+    t = results["test"]
+    parts = [f"mode {t['mode']:.2f}%" if "mode" in t else None, f"mean {t['mean']:.2f}%" if "mean" in t else None,
+             f"{cfg.eval.ensemble}-sample ensemble {t['ensemble']:.2f}%" if "ensemble" in t else None]
+    print("test accuracy: " + "  ".join(p for p in parts if p))
+    print(f"time: {results['time_s']:.1f} s")
+    print(f"report: {results['report']}")
+    print(f"checkpoint: {results['checkpoint']}")
+    return 0

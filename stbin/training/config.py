@@ -1,0 +1,288 @@
+"""Training configuration: dataclasses, TOML files, presets and ``section.key=value`` overrides.
+
+A config is built in layers: a named preset (:mod:`stbin.training.presets`), then a TOML
+file, then command-line overrides. Unknown sections or keys raise ValueError naming the
+nearest valid key (``unknown key 'optim.lrr' (did you mean 'optim.lr'?)``). The ``[model]``
+section holds ``name`` plus the model's keyword arguments (checked when it is built).
+
+Example TOML::
+
+    preset = "sbn_mnist"          # optional: start from a preset
+    seed = 1
+    out_dir = "runs/my-run"
+
+    [data]
+    name = "fashion_mnist"
+
+    [model]
+    name = "mlp"
+    hidden = [1024, 1024]
+    activation = "stochastic"
+    noise = "logistic"
+    weights = "bernoulli"
+
+    [optim]
+    name = "adam"
+    lr = 0.01
+
+    [train]
+    epochs = 10
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from stbin._registry import check_choice
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"
+    root: str | None = None          # folder of the data files (IDX, cifar-10-batches-py)
+    val_size: int = 0                # training images held out for validation
+    train_limit: int | None = None   # use only the first N training images
+    test_limit: int | None = None
+    crop_padding: int | None = None  # random crop with this padding (None: the dataset's default)
+    hflip: bool | None = None        # random horizontal flips (None: the dataset's default)
+    options: dict[str, Any] = field(default_factory=dict)  # extra loader arguments (synthetic sizes)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"               # adam, adamw, sgd
+    lr: float = 1e-3
+    momentum: float = 0.9            # sgd
+    nesterov: bool = False           # sgd
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0        # on real-valued parameters
+    latent_weight_decay: float = 0.0  # on latent weights (pulls P(w=+1) toward 1/2)
+    latent: str = "mirror"           # latent-weight gradient: mirror (dL/dw) or st (weight ST factor)
+    projection: str | None = "auto"  # auto: clip uniform-noise latents to [-s_w, s_w]; None: never
+    clip: float | None = None        # clip every latent weight to [-clip, clip] (BinaryNet)
+    latent_lr_scale: float = 1.0     # learning-rate multiplier of the latent weights
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"             # constant, cosine, step, linear
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0              # cosine / linear floor (absolute)
+    step_size: int = 30              # step: epochs between decays
+    gamma: float = 0.1               # step: decay factor
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 100
+    eval_batch_size: int = 1000
+    amp: bool = False                # bfloat16 autocast on CUDA (ignored on CPU)
+    progress: bool | None = None     # progress bar: None = only on a terminal
+    keep_checkpoints: int = 2        # per-epoch checkpoints kept
+    threads: int = 1                 # torch CPU threads (0: torch's default); 1 is fastest for small
+                                     # nets and robust on busy cores
+
+
+@dataclass
+class EvalConfig:
+    ensemble: int = 10               # K of the K-sample ensemble at the end (0: skip)
+    modes: tuple[str, ...] = ("mode", "mean")
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    device: str = "auto"             # auto, cpu, cuda, cuda:N
+    out_dir: str = "runs/train"
+    preset: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict[str, Any] = field(default_factory=lambda: {"name": "sbn_mlp"})
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists for tuples), storable in a weights-only checkpoint and as TOML."""
+        return _plain(asdict(self))
+
+    def validate(self) -> "Config":
+        check_choice("optimizer", self.optim.name, ("adam", "adamw", "sgd"))
+        check_choice("latent gradient", self.optim.latent, ("mirror", "st"))
+        check_choice("schedule", self.schedule.name, ("constant", "cosine", "step", "linear"))
+        for m in self.eval.modes:
+            check_choice("evaluation mode", m, ("mode", "mean", "sample"))
+        for name, v, lo in (("train.epochs", self.train.epochs, 1), ("train.batch_size", self.train.batch_size, 1),
+                            ("train.eval_batch_size", self.train.eval_batch_size, 1),
+                            ("eval.ensemble", self.eval.ensemble, 0), ("data.val_size", self.data.val_size, 0),
+                            ("train.keep_checkpoints", self.train.keep_checkpoints, 1)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        if not (isinstance(self.optim.lr, (int, float)) and self.optim.lr > 0):
+            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr!r}")
+        if not isinstance(self.model.get("name"), str):
+            raise ValueError("model.name must be a model name")
+        return self
+
+
+SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "train": TrainConfig,
+            "eval": EvalConfig}
+TOP_LEVEL = ("seed", "device", "out_dir", "preset")
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown config key {key!r}{hint}; valid: {', '.join(sorted(valid))}"
+
+
+def all_keys() -> list[str]:
+    keys = list(TOP_LEVEL) + ["model.name"]
+    for sec, cls in SECTIONS.items():
+        keys += [f"{sec}.{f.name}" for f in fields(cls)]
+    return keys
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Light type checking of a value against the field's default."""
+    if isinstance(default, tuple) and isinstance(value, list):
+        return tuple(value)
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if value == "none" or value == "None":
+        return None
+    return value
+
+
+def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Config:
+    """Apply a nested dict (as read from TOML) to ``cfg``; unknown keys raise with a suggestion."""
+    cfg = copy.deepcopy(cfg)
+    for key, value in updates.items():
+        if key in TOP_LEVEL:
+            setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+        elif key == "model":
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: [model] must be a table")
+            if "name" in value and value["name"] != cfg.model.get("name"):
+                # a different model: keep only the quantization arguments every model shares
+                from stbin.models.common import QuantSpec
+                keep = set(QuantSpec.__dataclass_fields__)
+                cfg.model = {k: v for k, v in cfg.model.items() if k in keep}
+            cfg.model.update(copy.deepcopy(value))
+        elif key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: [{key}] must be a table")
+            sec = getattr(cfg, key)
+            names = {f.name for f in fields(sec)}
+            for k, v in value.items():
+                if k not in names:
+                    raise ValueError(f"{source}: " + _did_you_mean(f"{key}.{k}", all_keys()))
+                setattr(sec, k, _coerce(f"{key}.{k}", v, getattr(sec, k)))
+        elif isinstance(value, dict) and value:
+            first = next(iter(value))
+            raise ValueError(f"{source}: " + _did_you_mean(f"{key}.{first}", all_keys()))
+        else:
+            raise ValueError(f"{source}: " + _did_you_mean(key, all_keys()))
+    return cfg
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: TOML syntax (numbers, true/false, [lists], "strings"), else a bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_override(item: str) -> dict[str, Any]:
+    """``"optim.lr=0.01"`` -> ``{"optim": {"lr": 0.01}}``; ``"seed=3"`` -> ``{"seed": 3}``."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not of the form section.key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not all(parts) or len(parts) > 2:
+        raise ValueError(f"override key {key!r} must be 'key' or 'section.key'")
+    value = parse_value(text.strip())
+    return {parts[0]: value} if len(parts) == 1 else {parts[0]: {parts[1]: value}}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: invalid TOML: {e}") from None
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. from a checkpoint)."""
+    return merge(Config(model=dict(d.get("model", {}))), {k: v for k, v in d.items() if k != "model"},
+                 "checkpoint config")
+
+
+def build_config(preset: str | None = None, path: str | Path | None = None,
+                 overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Preset (default: the default preset), then TOML file, then overrides; validated."""
+    from stbin.training.presets import DEFAULT_PRESET, get_preset
+
+    file_data = read_toml(path) if path is not None else {}
+    name = preset or file_data.get("preset") or DEFAULT_PRESET
+    cfg = get_preset(name)
+    if path is not None:
+        cfg = merge(cfg, {k: v for k, v in file_data.items() if k != "preset"}, str(path))
+    for item in overrides:
+        cfg = merge(cfg, parse_override(item), "override")
+    return cfg.validate()
+
+
+def dumps_toml(d: dict[str, Any]) -> str:
+    """A small TOML writer for configs (scalars, lists, one level of tables)."""
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items() if x is not None) + "}"
+        raise TypeError(type(v))
+    lines = [f"{k} = {val(v)}" for k, v in d.items() if not isinstance(v, dict) and v is not None]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]"] + [f"{kk} = {val(vv)}" for kk, vv in v.items() if vv is not None]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "build_config",
+           "merge", "parse_override", "read_toml", "from_dict", "dumps_toml", "all_keys"]
+_ = dataclasses  # re-exported for users building configs programmatically

@@ -1,0 +1,115 @@
+"""Named training presets. ``stbin train --preset NAME``; the default is :data:`DEFAULT_PRESET`.
+
+=====================  ==========================================================================
+preset                 what
+=====================  ==========================================================================
+``sbn_mnist``          **default / the main job**: all-binary stochastic MLP 784-512-512-512-10 on
+                       MNIST (hidden layers: Bernoulli logistic weights, logistic stochastic
+                       binary units, principled ST; first and last layer real-valued), Adam with
+                       mirror-descent latent updates, cosine schedule, 4 epochs (~2-4 min on 2 CPU cores)
+``sbn_mnist_full``     the same, 30 epochs
+``sbn_fashion_mnist``  the same network on Fashion-MNIST, 30 epochs
+``lenet5_mnist``       LeNet-5 with stochastic binary units and Bernoulli weights on MNIST
+``binarynet_cifar10``  BinaryNet VGG (sign activations, sign weights, htanh ST) on CIFAR-10
+``sbn_conv_cifar10``   the all-binary stochastic conv net on CIFAR-10
+``vgg11_cifar10``      VGG-11 with stochastic binary units / Bernoulli weights on CIFAR-10
+``resnet20_cifar10``   ResNet-20 with stochastic binary units / Bernoulli weights on CIFAR-10
+``tiny``               a few seconds on synthetic data (tests, smoke runs)
+=====================  ==========================================================================
+
+:func:`float_twin` turns any config into its real-valued twin (ReLU units, real weights),
+used by the throughput benchmark.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from stbin._registry import unknown_name_message
+from stbin.training.config import Config, merge
+
+DEFAULT_PRESET = "sbn_mnist"
+
+_SBN = {"activation": "stochastic", "noise": "logistic", "scale": 1.0, "weights": "bernoulli",
+        "weight_noise": "logistic", "weight_scale": 1.0}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "sbn_mnist": {
+        "out_dir": "runs/sbn_mnist",
+        "data": {"name": "mnist"},
+        "model": {"name": "mlp", "hidden": [512, 512, 512], **_SBN},
+        "optim": {"name": "adam", "lr": 0.03, "latent": "mirror"},
+        "schedule": {"name": "cosine"},
+        "train": {"epochs": 4, "batch_size": 100},
+        "eval": {"ensemble": 10},
+    },
+    "lenet5_mnist": {
+        "out_dir": "runs/lenet5_mnist",
+        "data": {"name": "mnist"},
+        "model": {"name": "lenet5", **_SBN},
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 10, "batch_size": 100},
+    },
+    "binarynet_cifar10": {
+        "out_dir": "runs/binarynet_cifar10",
+        "data": {"name": "cifar10"},
+        "model": {"name": "binarynet_vgg", "activation": "sign", "proxy": "htanh", "weights": "sign"},
+        "optim": {"name": "adam", "lr": 0.005, "clip": 1.0},
+        "train": {"epochs": 200, "batch_size": 100},
+    },
+    "sbn_conv_cifar10": {
+        "out_dir": "runs/sbn_conv_cifar10",
+        "data": {"name": "cifar10"},
+        "model": {"name": "sbn_conv", **_SBN},
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 200, "batch_size": 64},
+    },
+    "vgg11_cifar10": {
+        "out_dir": "runs/vgg11_cifar10",
+        "data": {"name": "cifar10"},
+        "model": {"name": "vgg11", **_SBN},
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 200, "batch_size": 128},
+    },
+    "resnet20_cifar10": {
+        "out_dir": "runs/resnet20_cifar10",
+        "data": {"name": "cifar10"},
+        "model": {"name": "resnet20", **_SBN},
+        "optim": {"name": "adam", "lr": 0.01},
+        "train": {"epochs": 200, "batch_size": 128},
+    },
+    "tiny": {
+        "out_dir": "runs/tiny",
+        "data": {"name": "synthetic", "options": {"n_train": 512, "n_test": 256}},
+        "model": {"name": "mlp", "hidden": [128, 128], **_SBN},
+        "optim": {"name": "adam", "lr": 0.05},
+        "train": {"epochs": 3, "batch_size": 32, "eval_batch_size": 256},
+        "eval": {"ensemble": 3},
+    },
+}
+PRESETS["sbn_mnist_full"] = merge_dict = copy.deepcopy(PRESETS["sbn_mnist"])
+merge_dict.update({"out_dir": "runs/sbn_mnist_full", "train": {"epochs": 30, "batch_size": 100}})
+PRESETS["sbn_fashion_mnist"] = fm = copy.deepcopy(PRESETS["sbn_mnist_full"])
+fm.update({"out_dir": "runs/sbn_fashion_mnist", "data": {"name": "fashion_mnist"}})
+del merge_dict, fm
+
+
+def preset_names() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> Config:
+    """The :class:`Config` of preset ``name`` (ValueError with the nearest names if unknown)."""
+    if name not in PRESETS:
+        raise ValueError(unknown_name_message("preset", name, PRESETS))
+    cfg = merge(Config(model={"name": PRESETS[name]["model"]["name"]}), PRESETS[name], f"preset {name}")
+    cfg.preset = name
+    return cfg
+
+
+def float_twin(cfg: Config) -> Config:
+    """The same run with real-valued units (ReLU) and real weights: the float baseline."""
+    cfg = copy.deepcopy(cfg)
+    cfg.model.update({"activation": "relu", "weights": "real"})
+    return cfg

@@ -1,0 +1,329 @@
+"""The trainer behind ``stbin train``: data, model, optimizer with the latent-weight rule,
+schedule, per-epoch atomic checkpoints, bit-exact resume on CPU, DDP, evaluation, report.
+
+Resume: a checkpoint holds the model, optimizer and scheduler states, the torch RNG state
+(and CUDA's), the data-order and augmentation generators, the epoch, the step and the
+metrics history; checkpoints are written at epoch ends, so a resumed run continues exactly
+where the straight run would be (on CPU: bit for bit). A run killed mid-epoch loses the
+unfinished epoch only; one killed while writing leaves at worst a stray temporary file and
+the previous checkpoint, from which it resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stbin.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stbin.training.config import Config
+from stbin.training import distributed as D
+
+CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but no CUDA GPU is available")
+    return dev
+
+
+def check_writable(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and check that files can be written there (OSError with the reason if not)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OSError(f"cannot write to the output folder {out}: {e.strerror or e}") from None
+    return out
+
+
+def checkpoint_path(out_dir: str | Path, epoch: int) -> Path:
+    return Path(out_dir) / f"checkpoint-epoch{epoch:04d}.pt"
+
+
+def find_checkpoints(path: str | Path) -> list[Path]:
+    """Checkpoint files of a run folder, newest first (or ``[path]`` if it is a file)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FileNotFoundError(f"nothing to resume at {p} (no such file or folder)")
+    return sorted(p.glob(CHECKPOINT_GLOB), reverse=True)
+
+
+def latest_checkpoint(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The newest checkpoint of a run folder that loads and validates; damaged newer ones are skipped."""
+    cands = find_checkpoints(path)
+    errors = []
+    for c in cands:
+        try:
+            ckpt = load_checkpoint(c)
+        except CheckpointError as e:
+            if Path(path).is_file():
+                raise
+            errors.append(str(e))
+            if warn:
+                warn(f"skipping {c.name}: {e}")
+            continue
+        ckpt["_path"] = str(c)
+        return ckpt
+    raise FileNotFoundError(f"no complete checkpoint to resume in {path}" + (f" ({len(errors)} damaged)" if errors else ""))
+
+
+def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> tuple[str, dict[str, Any]]:
+    """The model name and its keyword arguments, with the data-derived ones filled in."""
+    from stbin.models import MODELS
+
+    name = cfg.model["name"]
+    builder = MODELS.get(name)
+    kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    params = inspect.signature(builder).parameters
+    derived = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes,
+               "in_features": math.prod(input_shape)}
+    for k, v in derived.items():
+        if k in params and k not in kwargs:
+            kwargs[k] = v
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        from stbin._registry import unknown_name_message
+        for k in kwargs:
+            if k not in params:
+                raise ValueError(unknown_name_message(f"argument of model {name!r}", k, list(params)))
+    return name, kwargs
+
+
+def build_optimizer(model: nn.Module, cfg: Config) -> tuple[torch.optim.Optimizer, Any]:
+    from stbin.optim import LatentWeightRule, split_parameters
+
+    o = cfg.optim
+    latent, other = split_parameters(model)
+    groups = []
+    if other:
+        groups.append({"params": other, "weight_decay": o.weight_decay, "lr": o.lr})
+    if latent:
+        groups.append({"params": latent, "weight_decay": o.latent_weight_decay, "lr": o.lr * o.latent_lr_scale})
+    if o.name == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+    elif o.name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
+    else:
+        opt = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas))
+    rule = None
+    if latent:
+        rule = LatentWeightRule(model, gradient=o.latent, project=o.projection, clip=o.clip).attach(opt)
+    return opt, rule
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, x: torch.Tensor, y: torch.Tensor, mode: str, batch_size: int,
+             device: torch.device, samples: int = 1) -> dict[str, float]:
+    """Accuracy (%) and loss of ``model`` in ``mode``; ``samples`` > 1 averages sampled softmaxes (ensemble)."""
+    from stbin.nn import eval_mode
+
+    correct, loss, n = 0, 0.0, 0
+    with eval_mode(model, mode):
+        for i in range(0, len(x), batch_size):
+            xb = data.prepare(x[i: i + batch_size].to(device))
+            yb = y[i: i + batch_size].to(device)
+            if samples > 1:
+                p = sum(torch.softmax(model(xb).float(), -1) for _ in range(samples)) / samples
+                logp = torch.log(p.clamp_min(1e-30))
+            else:
+                logp = torch.log_softmax(model(xb).float(), -1)
+            loss += F.nll_loss(logp, yb, reduction="sum").item()
+            correct += int((logp.argmax(-1) == yb).sum())
+            n += len(yb)
+    return {"accuracy": 100.0 * correct / max(1, n), "loss": loss / max(1, n)}
+
+
+def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
+    st: dict[str, Any] = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any], gens: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(st["torch"])
+    for k, g in gens.items():
+        if k in st:
+            g.set_state(st[k])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str], None] = print,
+          progress: bool | None = None) -> dict[str, Any]:
+    """Run ``cfg`` (optionally continuing the checkpoint dict ``resume``); returns the results.
+
+    Results: ``{"test": {mode: acc, ..., "ensemble": acc}, "history": [...], "out_dir",
+    "checkpoint", "report", "time_s"}`` (files are written by rank 0 only).
+    """
+    from tqdm import tqdm
+
+    from stbin.data import load_dataset
+    from stbin.models import build_model
+
+    t_start = time.perf_counter()
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    dinfo = D.setup(device)
+    if dinfo.enabled and device.type == "cuda":
+        device = torch.device("cuda", dinfo.local_rank)
+        torch.cuda.set_device(device)
+    say = log if dinfo.is_main else (lambda s: None)
+    out = check_writable(cfg.out_dir) if dinfo.is_main else Path(cfg.out_dir)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    t0 = time.perf_counter()
+    d = cfg.data
+    data = load_dataset(d.name, root=d.root, val_size=d.val_size, train_limit=d.train_limit,
+                        test_limit=d.test_limit, seed=cfg.seed, **dict(d.options))
+    t_data = time.perf_counter() - t0
+    crop = data.augment.get("crop_padding", 0) if d.crop_padding is None else d.crop_padding
+    hflip = data.augment.get("hflip", False) if d.hflip is None else d.hflip
+
+    name, kwargs = model_kwargs_for(cfg, data.input_shape, data.num_classes)
+    torch.manual_seed(cfg.seed)  # same initial weights in every process
+    try:
+        model = build_model(name, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"model {name!r}: {e}") from None
+    model.to(device)
+    opt, _rule = build_optimizer(model, cfg)
+    n_train = len(data.x_train)
+    steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    from stbin.training.schedules import build_scheduler
+    s = cfg.schedule
+    sched = build_scheduler(opt, s.name, cfg.train.epochs, steps_per_epoch, s.warmup_epochs, s.min_lr,
+                            s.step_size, s.gamma)
+    g_data = torch.Generator().manual_seed(cfg.seed)
+    g_aug = torch.Generator(device=device).manual_seed(cfg.seed + 1000 + dinfo.rank)
+    gens = {"data": g_data, "augment": g_aug}
+    torch.manual_seed(cfg.seed + dinfo.rank)  # unit / weight noise: different in each process
+
+    start_epoch, step, history = 0, 0, []
+    if resume is not None:
+        spec = resume["model"]
+        if spec["name"] != name or dict(spec.get("kwargs", {})) != kwargs:
+            raise CheckpointError(f"the checkpoint holds model {spec['name']!r} with other arguments than "
+                                  f"this configuration ({name!r})")
+        model.load_state_dict(resume["model_state"])
+        opt.load_state_dict(resume["optimizer_state"])
+        fresh = dict(sched.lr_lambdas[0].__dict__)  # this config's schedule (e.g. more epochs)
+        sched.load_state_dict(resume["scheduler_state"])
+        sched.lr_lambdas[0].__dict__.update(fresh)
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        history = list(resume.get("metrics", []))
+        if "rng_state" in resume:
+            _set_rng_state(resume["rng_state"], gens)
+            if dinfo.enabled:
+                torch.manual_seed(cfg.seed + dinfo.rank + 7919 * start_epoch)
+        say(f"resuming from {resume.get('_path', 'checkpoint')} after epoch {start_epoch}")
+
+    net: nn.Module = model
+    if dinfo.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_amp = bool(cfg.train.amp) and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
+    x_eval, y_eval, eval_split = (data.x_val, data.y_val, "val") if data.x_val is not None else \
+        (data.x_test, data.y_test, "test")
+
+    say(f"stbin train: {cfg.preset or 'custom'} — model {name} on {d.name} ({n_train} training images, "
+        f"{len(data.x_test)} test), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {device}"
+        + (f", {dinfo.world_size} processes" if dinfo.enabled else "") + f" (data loaded in {t_data:.1f} s)")
+    show = progress if progress is not None else cfg.train.progress
+    last_ckpt: Path | None = None
+    for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
+        net.train()
+        t_ep = time.perf_counter()
+        perm = torch.randperm(n_train, generator=g_data).to(device)
+        bar = tqdm(range(0, n_train, cfg.train.batch_size), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+                   disable=(None if show is None else not show) if dinfo.is_main else True, file=sys.stderr)
+        loss_sum, correct, seen = 0.0, 0, 0
+        for i in bar:
+            gidx = perm[i: i + cfg.train.batch_size]
+            idx = D.shard(gidx, dinfo)
+            xb = x_train[idx]
+            if crop or hflip:
+                xb = data.augment_batch(xb, crop, hflip, g_aug)
+            xb, yb = data.prepare(xb), y_train[idx]
+            with autocast():
+                logits = net(xb)
+            losses = F.cross_entropy(logits.float(), yb, reduction="none")
+            # sum over this share / global batch size x world: DDP's average is the global mean
+            loss = losses.sum() * (dinfo.world_size / len(gidx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += float(losses.detach().sum())
+            correct += int((logits.detach().argmax(-1) == yb).sum())
+            seen += len(idx)
+            if dinfo.is_main and seen:
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+        train_time = time.perf_counter() - t_ep
+        if dinfo.enabled:  # the epoch's training loss / accuracy over all processes
+            tot = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(tot)
+            loss_sum, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
+        ev = evaluate(model, data, x_eval, y_eval, "mode", cfg.train.eval_batch_size, device)
+        rec = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
+               "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
+               f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
+               "epoch_time_s": train_time, "images_per_s": n_train / train_time if train_time > 0 else 0.0}
+        history.append(rec)
+        say(f"epoch {epoch}/{cfg.train.epochs}: train loss {rec['train_loss']:.4f}, "
+            f"{eval_split} accuracy (mode) {ev['accuracy']:.2f}%, {train_time:.1f} s")
+        if dinfo.is_main:
+            from stbin.training.metrics_log import write_metrics
+            last_ckpt = save_checkpoint(checkpoint_path(out, epoch), {
+                "model": {"name": name, "kwargs": kwargs}, "model_state": model.state_dict(),
+                "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
+                "rng_state": _rng_state(gens), "epoch": epoch, "step": step, "config": cfg.to_dict(),
+                "metrics": history})
+            write_metrics(out, history)
+            for old in find_checkpoints(out)[cfg.train.keep_checkpoints:]:
+                old.unlink(missing_ok=True)
+        D.barrier(dinfo)
+    if last_ckpt is None and dinfo.is_main:
+        cands = find_checkpoints(out)
+        last_ckpt = cands[0] if cands else None
+
+    results: dict[str, Any] = {"test": {}, "history": history, "out_dir": str(out),
+                               "checkpoint": str(last_ckpt) if last_ckpt else None}
+    if dinfo.is_main:
+        bs = cfg.train.eval_batch_size
+        for m in cfg.eval.modes:
+            results["test"][m] = evaluate(model, data, data.x_test, data.y_test, m, bs, device)["accuracy"]
+        if cfg.eval.ensemble:
+            results["test"]["ensemble"] = evaluate(model, data, data.x_test, data.y_test, "sample", bs, device,
+                                                   samples=cfg.eval.ensemble)["accuracy"]
+        results["time_s"] = time.perf_counter() - t_start
+        results["data_time_s"] = t_data
+        from stbin.training.report import write_report
+        results["report"] = str(write_report(out, cfg, name, kwargs, model, data.input_shape, results))
+    D.barrier(dinfo)
+    D.teardown(dinfo)
+    return results
