@@ -1,0 +1,97 @@
+"""``stbin export CHECKPOINT OUT``: write a true-binary deployable model (.stbn).
+
+The binary layers' weights are packed one bit per weight; each batch norm with the sign
+after it is folded into exact integer thresholds; the first and last (real-valued) layers
+stay float32. The file is versioned and checksummed (see docs/deploy.md); run it with
+``stbin.deploy.load(OUT)(x)``. ``--verify`` compares the predictions of the exported file
+with the PyTorch model evaluated in mode (on the MNIST test set for 784-input models,
+else on random inputs) and exits with 1 if any differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("export", help="export a checkpoint to a bit-packed deployable model (.stbn)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="training checkpoint (stbin.training.save_checkpoint)")
+    p.add_argument("out", help="output file, e.g. model.stbn")
+    p.add_argument("--input-shape", default=None,
+                   help="shape of one input sample, e.g. 1,28,28 (needed for convolutional models)")
+    p.add_argument("--verify", action="store_true",
+                   help="check that the exported model predicts exactly as the PyTorch model (mode)")
+    p.add_argument("--verify-samples", type=int, default=2000,
+                   help="random inputs for --verify when the model is not an MNIST model (default: 2000)")
+    return p
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise ValueError(f"--input-shape must be integers separated by commas, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"--input-shape must be positive integers, got {text!r}")
+    return shape
+
+
+def verification_inputs(input_shape, n_random: int):
+    """MNIST test images (normalised as in ``stbin demo``) for MNIST-shaped models, else N(0, 1)."""
+    import torch
+
+    shape = tuple(input_shape)
+    if int(torch.tensor(shape).prod()) == 784 and shape in ((784,), (1, 28, 28), (28, 28)):
+        from stbin.data import load_mnist
+
+        xte, _ = load_mnist("test")
+        return (xte.float() / 255.0 - 0.1307) / 0.3081, "the MNIST test set"
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((n_random, *shape), generator=g), f"{n_random} random N(0, 1) inputs"
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    shape = parse_shape(args.input_shape)
+    if args.verify_samples < 1:
+        raise ValueError(f"--verify-samples must be >= 1, got {args.verify_samples}")
+    if os.path.isdir(args.out):
+        raise ValueError(f"{args.out} is a directory; give a file name such as model.stbn")
+
+    from stbin.deploy import binary_weight_bytes, export_checkpoint
+    from stbin.training import load_checkpoint, load_model
+
+    ckpt = load_checkpoint(args.checkpoint)
+    net = export_checkpoint(ckpt, args.out, shape)
+    model = load_model(ckpt)
+    f32 = net.meta.get("float32_bytes", 0)
+    bf, bp = binary_weight_bytes(model)
+    size = os.path.getsize(args.out)
+    print(f"stbin export: {args.checkpoint} -> {args.out} ({size} bytes, format version 1)")
+    for op in net.ops:
+        arrays = ", ".join(f"{k}{tuple(v.shape)}" for k, v in op.arrays.items())
+        print(f"  {op.type:10s} {op.nbytes():>10d} B  {arrays}")
+    print(f"model: {f32} B as float32 -> {net.nbytes()} B packed ({f32 / max(1, net.nbytes()):.1f}x smaller)")
+    if bf:
+        print(f"binary weights: {bf} B as float32 -> {bp} B packed ({bf / bp:.1f}x smaller)")
+    if args.verify:
+        import numpy as np
+        import torch
+
+        from stbin.deploy import load
+        from stbin.nn import eval_mode
+
+        x, what = verification_inputs(net.meta["input_shape"], args.verify_samples)
+        loaded = load(args.out)
+        with torch.no_grad(), eval_mode(model, "mode"):
+            ref = model(x).argmax(-1).numpy()
+        got = loaded.predict(x, batch_size=1000).argmax(-1)
+        diff = int(np.sum(got != ref))
+        print(f"verify on {what}: {len(x) - diff}/{len(x)} predictions identical to PyTorch (mode)")
+        if diff:
+            return 1
+    return 0

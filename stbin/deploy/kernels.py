@@ -1,0 +1,243 @@
+"""XNOR-popcount kernels (numba JIT, compiled for the host CPU, cached on disk).
+
+All binary kernels take bit-packed operands (see :mod:`stbin.deploy.packing`: bit set =
+-1, tail bits 0) and compute, for ±1 vectors of length ``K``,
+
+    dot(x, w) = K - 2 * popcount(x XOR w)
+
+with one ``llvm.ctpop.i64`` per 64-bit word. LLVM vectorises the word loop; on CPUs with
+AVX-512 VPOPCNTDQ (Ice Lake, Zen 4 and later) it becomes ``vpopcntq`` on 512-bit registers
+(eight words, 512 binary multiply-accumulates, per instruction); elsewhere ``popcnt``.
+
+* :func:`bgemm` — packed (N, KW) x packed (M, KW) -> int32 dot products (N, M);
+* :func:`bgemm_sign` — the same fused with a per-output threshold and packing of the
+  result: output bit j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
+* :func:`bconv2d` / :func:`bconv2d_sign` — direct binary 2-D convolution on channel-packed
+  NHWC bits (N, H, W, CW) with weights (OC, KH, KW, CW); zero padding contributes 0 (only
+  the valid taps are counted: ``dot = C * taps - 2 * popcount``), as PyTorch's zero
+  padding of a ±1 input does;
+* :func:`bmaxpool2d` — max pooling of ±1 values on packed bits (AND of the "-1" bits);
+* :func:`float_sign_pack` — threshold float pre-activations and pack them.
+
+Outer loops are parallel (``prange``) over tiles of rows x outputs; a tile keeps about
+128 KiB of weights hot in the L2 cache while a block of input rows streams past it.
+"""
+
+from __future__ import annotations
+
+try:
+    import numba
+    from llvmlite import ir
+    from numba import njit, prange, types
+    from numba.extending import intrinsic
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError("stbin.deploy needs numba for its inference kernels: pip install 'stbin[deploy]' "
+                      f"({e})") from None
+
+import os
+import threading
+
+import numpy as np
+
+# Threading layer. numba's default (OpenMP where available) costs a thread wake-up per
+# parallel launch, which on a busy 2-core machine was measured at ~20 ms per call; the
+# "workqueue" layer wakes in ~0.1 ms. We choose it unless the user set
+# NUMBA_THREADING_LAYER or a parallel numba function already ran in this process.
+# workqueue must not be entered by two threads at once: every launch of these kernels goes
+# through KERNEL_LOCK (the engine takes it; see DeployedNet.predict).
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    try:
+        numba.threading_layer()
+    except ValueError:  # no parallel launch yet in this process
+        numba.config.THREADING_LAYER = "workqueue"
+
+KERNEL_LOCK = threading.RLock()
+
+_JIT = dict(cache=True, fastmath=False, nogil=True)
+_TILE_WEIGHT_BYTES = 128 * 1024
+_ROW_BLOCK = 16
+
+
+@intrinsic
+def popcount64(typingctx, x):  # type: ignore[no-untyped-def]
+    """Population count of a 64-bit integer (``llvm.ctpop.i64`` -> popcnt / vpopcntq)."""
+    if not isinstance(x, types.Integer) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
+        return builder.call(fn, [args[0]])
+
+    return types.uint64(x), codegen
+
+
+@njit(**_JIT)
+def _xor_popcount(x, w, kw):  # type: ignore[no-untyped-def]
+    acc = np.uint64(0)
+    for k in range(kw):
+        acc += popcount64(x[k] ^ w[k])
+    return acc
+
+
+@njit(**_JIT)
+def _tiles(n, m, kw, group):  # type: ignore[no-untyped-def]
+    jb = max(group, (_TILE_WEIGHT_BYTES // max(1, kw * 8)) // group * group)
+    nib = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
+    njb = (m + jb - 1) // jb
+    return jb, nib, njb
+
+
+@njit(parallel=True, **_JIT)
+def bgemm(X, W, k_bits, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = sum_k x_ik w_jk for packed ±1 rows: ``K - 2 popcount(X[i] ^ W[j])``."""
+    n, kw = X.shape
+    m = W.shape[0]
+    jb, nib, njb = _tiles(n, m, kw, 1)
+    kk = np.int64(k_bits)
+    for t in prange(nib * njb):
+        b = t // nib
+        a = t % nib
+        for i in range(a * _ROW_BLOCK, min(n, a * _ROW_BLOCK + _ROW_BLOCK)):
+            x = X[i]
+            for j in range(b * jb, min(m, b * jb + jb)):
+                out[i, j] = np.int32(kk - 2 * np.int64(_xor_popcount(x, W[j], kw)))
+
+
+@njit(parallel=True, **_JIT)
+def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
+    """Fused binary GEMM + threshold + packing: bit j of out[i] = not (S[j] * dot_ij >= T[j])."""
+    n, kw = X.shape
+    m = W.shape[0]
+    jb, nib, njb = _tiles(n, m, kw, 64)
+    kk = np.int64(k_bits)
+    for t in prange(nib * njb):
+        b = t // nib
+        a = t % nib
+        for i in range(a * _ROW_BLOCK, min(n, a * _ROW_BLOCK + _ROW_BLOCK)):
+            x = X[i]
+            j0 = b * jb
+            j1 = min(m, j0 + jb)
+            for g in range(j0 // 64, (j1 + 63) // 64):
+                word = np.uint64(0)
+                for j in range(g * 64, min(j1, g * 64 + 64)):
+                    d = kk - 2 * np.int64(_xor_popcount(x, W[j], kw))
+                    if not (np.int64(S[j]) * d >= np.int64(T[j])):
+                        word |= np.uint64(1) << np.uint64(j - g * 64)
+                out[i, g] = word
+
+
+@njit(**_JIT)
+def _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits):  # type: ignore[no-untyped-def]
+    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
+    kh, kw = W.shape[1], W.shape[2]
+    acc = np.int64(0)
+    taps = np.int64(0)
+    for u in range(kh):
+        iy = oy * stride_h - pad_h + u * dil_h
+        if iy < 0 or iy >= h:
+            continue
+        for v in range(kw):
+            ix = ox * stride_w - pad_w + v * dil_w
+            if ix < 0 or ix >= w_:
+                continue
+            taps += 1
+            acc += np.int64(_xor_popcount(X[nidx, iy, ix], W[o, u, v], cw))
+    return np.int64(c_bits) * taps - 2 * acc
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d(X, W, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
+    """Binary conv on packed NHWC bits: out (N, OH, OW, OC) int32 dot products (zero padding = 0)."""
+    n, oh, ow, oc = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        for ox in range(ow):
+            for o in range(oc):
+                out[nidx, oy, ox, o] = np.int32(_conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h,
+                                                          pad_w, dil_h, dil_w, c_bits))
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d_sign(X, W, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
+    """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
+    n, oh, ow, ocw = out.shape
+    oc = W.shape[0]
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        for ox in range(ow):
+            for g in range(ocw):
+                word = np.uint64(0)
+                for o in range(g * 64, min(oc, g * 64 + 64)):
+                    d = _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits)
+                    if not (np.int64(S[o]) * d >= np.int64(T[o])):
+                        word |= np.uint64(1) << np.uint64(o - g * 64)
+                out[nidx, oy, ox, g] = word
+
+
+@njit(parallel=True, **_JIT)
+def bmaxpool2d(X, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
+    """Max pooling of ±1 values on packed NHWC bits: the max is -1 (bit set) only if all taps are -1."""
+    n, h, w_, cw = X.shape
+    _, oh, ow, _ = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        for ox in range(ow):
+            for c in range(cw):
+                word = ~np.uint64(0)
+                for u in range(kh):
+                    iy = oy * stride_h - pad_h + u * dil_h
+                    if iy < 0 or iy >= h:
+                        continue
+                    for v in range(kw):
+                        ix = ox * stride_w - pad_w + v * dil_w
+                        if ix < 0 or ix >= w_:
+                            continue
+                        word &= X[nidx, iy, ix, c]
+                out[nidx, oy, ox, c] = word
+
+
+@njit(parallel=True, **_JIT)
+def float_sign_pack(Y, S, T, out):  # type: ignore[no-untyped-def]
+    """Threshold float rows and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j])."""
+    n, m = Y.shape
+    mw = out.shape[1]
+    for i in prange(n):
+        for g in range(mw):
+            word = np.uint64(0)
+            for j in range(g * 64, min(m, g * 64 + 64)):
+                if not (S[j] * Y[i, j] >= T[j]):
+                    word |= np.uint64(1) << np.uint64(j - g * 64)
+            out[i, g] = word
+
+
+def set_threads(n: int) -> None:
+    """Number of threads of the parallel kernels (numba's thread pool)."""
+    numba.set_num_threads(int(n))
+
+
+def get_threads() -> int:
+    return int(numba.get_num_threads())
+
+
+@njit(parallel=True, **_JIT)
+def popcount_peak(X, reps):  # type: ignore[no-untyped-def]
+    """XOR + popcount + add of two L1-resident rows X[t, 0], X[t, 1], ``reps`` times per thread t.
+
+    Returns the checksum; the benchmark times it to measure the machine's attainable
+    binary-MAC rate (64 MACs per word) with no cache misses: the roofline of :func:`bgemm`.
+    """
+    nt, _, kw = X.shape
+    sums = np.zeros(nt, np.uint64)
+    for t in prange(nt):
+        x = X[t, 0]
+        y = X[t, 1]
+        acc = np.uint64(0)
+        for r in range(reps):
+            key = np.uint64(r)
+            for k in range(kw):
+                acc += popcount64(x[k] ^ y[k] ^ key)
+        sums[t] = acc
+    return sums.sum()

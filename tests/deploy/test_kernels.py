@@ -1,0 +1,102 @@
+"""Each kernel equals the dense ±1 computation (matmul, conv, max pool) on random shapes."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stbin.deploy import kernels
+from stbin.deploy.packing import n_words, pack_sign, tail_is_clear, unpack_bits
+
+SHAPES = [(1, 1, 1), (3, 63, 5), (17, 64, 64), (5, 65, 130), (33, 200, 71), (2, 1000, 3)]
+
+
+def pm1(rng, *shape):
+    return rng.choice(np.array([-1, 1], dtype=np.int8), size=shape)
+
+
+def test_popcount_intrinsic():
+    from numba import njit
+
+    @njit
+    def pc(a):
+        out = np.empty(a.shape[0], np.int64)
+        for i in range(a.shape[0]):
+            out[i] = kernels.popcount64(a[i])
+        return out
+
+    a = np.array([0, 1, 2**63, 2**64 - 1, 0x5555555555555555, 12345678901234567], dtype=np.uint64)
+    assert pc(a).tolist() == [bin(int(v)).count("1") for v in a]
+
+
+@pytest.mark.parametrize("n, k, m", SHAPES)
+def test_bgemm_equals_dense(n, k, m):
+    rng = np.random.default_rng(n * 1000 + k)
+    x, w = pm1(rng, n, k), pm1(rng, m, k)
+    out = np.empty((n, m), np.int32)
+    kernels.bgemm(pack_sign(x), pack_sign(w), k, out)
+    np.testing.assert_array_equal(out, x.astype(np.int32) @ w.T.astype(np.int32))
+
+
+@pytest.mark.parametrize("n, k, m", SHAPES)
+def test_bgemm_sign_equals_dense_threshold(n, k, m):
+    rng = np.random.default_rng(n + k + m)
+    x, w = pm1(rng, n, k), pm1(rng, m, k)
+    S = rng.choice(np.array([-1, 1], np.int32), size=m)
+    T = rng.integers(-k - 1, k + 2, size=m).astype(np.int32)
+    out = np.empty((n, n_words(m)), np.uint64)
+    kernels.bgemm_sign(pack_sign(x), pack_sign(w), k, S, T, out)
+    dot = x.astype(np.int64) @ w.T.astype(np.int64)
+    np.testing.assert_array_equal(unpack_bits(out, m), np.where(S * dot >= T, 1, -1))
+    assert tail_is_clear(out, m)
+
+
+@pytest.mark.parametrize("n, c, h, w, oc, ks, stride, pad, dil", [
+    (2, 3, 7, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, 64, 5, 5, 3, (3, 3), (2, 2), (1, 1), (1, 1)),
+    (3, 70, 6, 7, 66, (2, 3), (1, 2), (0, 2), (2, 1)),
+    (1, 1, 4, 4, 1, (1, 1), (1, 1), (0, 0), (1, 1)),
+])
+def test_bconv2d_equals_torch_conv_with_zero_padding(n, c, h, w, oc, ks, stride, pad, dil):
+    rng = np.random.default_rng(c * oc)
+    x, wt = pm1(rng, n, c, h, w), pm1(rng, oc, c, *ks)
+    ref = F.conv2d(torch.from_numpy(x).float(), torch.from_numpy(wt).float(), None, stride, pad, dil)
+    ref = ref.permute(0, 2, 3, 1).numpy().astype(np.int32)
+    xp = pack_sign(x.transpose(0, 2, 3, 1))
+    wp = pack_sign(wt.transpose(0, 2, 3, 1))
+    out = np.empty(ref.shape, np.int32)
+    kernels.bconv2d(xp, wp, c, *stride, *pad, *dil, out)
+    np.testing.assert_array_equal(out, ref)
+    S = rng.choice(np.array([-1, 1], np.int32), size=oc)
+    T = rng.integers(-5, 6, size=oc).astype(np.int32)
+    ob = np.empty(ref.shape[:3] + (n_words(oc),), np.uint64)
+    kernels.bconv2d_sign(xp, wp, c, *stride, *pad, *dil, S, T, ob)
+    np.testing.assert_array_equal(unpack_bits(ob, oc), np.where(S * ref >= T, 1, -1))
+
+
+@pytest.mark.parametrize("ks, stride, pad", [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 2), (1, 1)), ((3, 2), (2, 1), (1, 0))])
+def test_bmaxpool_equals_torch(ks, stride, pad):
+    rng = np.random.default_rng(0)
+    x = pm1(rng, 2, 70, 7, 6).astype(np.float32)
+    ref = F.max_pool2d(torch.from_numpy(x), ks, stride, pad).permute(0, 2, 3, 1).numpy()
+    out = np.empty(ref.shape[:3] + (n_words(70),), np.uint64)
+    kernels.bmaxpool2d(pack_sign(x.transpose(0, 2, 3, 1)), *ks, *stride, *pad, 1, 1, out)
+    np.testing.assert_array_equal(unpack_bits(out, 70), ref)
+
+
+def test_float_sign_pack():
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal((9, 100)).astype(np.float32)
+    y[0, :4] = [0.0, -0.0, np.nan, np.inf]
+    S = rng.choice(np.array([-1.0, 1.0], np.float32), size=100)
+    T = rng.standard_normal(100).astype(np.float32)
+    T[:3] = [-np.inf, np.nan, 0.0]
+    out = np.empty((9, 2), np.uint64)
+    kernels.float_sign_pack(y, S, T, out)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(unpack_bits(out, 100), np.where(S * y >= T, 1, -1))
+
+
+def test_popcount_peak_runs():
+    x = np.zeros((2, 2, 8), np.uint64)
+    assert int(kernels.popcount_peak(x, 3)) == sum(bin(r).count("1") * 8 for r in range(3)) * 2
