@@ -16,12 +16,13 @@ training device (:meth:`ImageData.prepare`).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from stbin._registry import Registry
+from stbin._registry import Registry, unknown_name_message
 from stbin.data.cifar import load_cifar10
 from stbin.data.digits import load_digits
 from stbin.data.mnist import load_fashion_mnist, load_mnist
@@ -95,6 +96,11 @@ def load_dataset(name: str, root: str | None = None, val_size: int = 0, train_li
     ``test_limit`` keep only the first N images (before the validation split).
     """
     info = DATASETS.get(name)
+    accepted = set(inspect.signature(info.loader).parameters) - {"split", "root"}
+    for k in options:
+        if k not in accepted:
+            raise ValueError(unknown_name_message(f"option of dataset {name!r}", k, sorted(accepted)) if accepted
+                             else f"dataset {name!r} takes no options (got {k!r})")
     kw = dict(options)
     if info.uses_root:
         kw["root"] = root

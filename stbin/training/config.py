@@ -197,6 +197,8 @@ def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Confi
             if not isinstance(value, dict):
                 raise ValueError(f"{source}: [{key}] must be a table")
             sec = getattr(cfg, key)
+            if key == "data" and "name" in value and value["name"] != sec.name and "options" not in value:
+                sec.options = {}  # loader options belong to the previous dataset
             names = {f.name for f in fields(sec)}
             for k, v in value.items():
                 if k not in names:

@@ -7,8 +7,8 @@ preset                 what
                        MNIST (hidden layers: Bernoulli logistic weights, logistic stochastic
                        binary units, principled ST; first and last layer real-valued), Adam with
                        mirror-descent latent updates, cosine schedule, 4 epochs (~2-4 min on 2 CPU cores)
-``sbn_mnist_full``     the same, 30 epochs
-``sbn_fashion_mnist``  the same network on Fashion-MNIST, 30 epochs
+``sbn_mnist_full``     the same, 20 epochs
+``sbn_fashion_mnist``  the same network on Fashion-MNIST, 20 epochs
 ``lenet5_mnist``       LeNet-5 with stochastic binary units and Bernoulli weights on MNIST
 ``binarynet_cifar10``  BinaryNet VGG (sign activations, sign weights, htanh ST) on CIFAR-10
 ``sbn_conv_cifar10``   the all-binary stochastic conv net on CIFAR-10
@@ -89,7 +89,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 PRESETS["sbn_mnist_full"] = merge_dict = copy.deepcopy(PRESETS["sbn_mnist"])
-merge_dict.update({"out_dir": "runs/sbn_mnist_full", "train": {"epochs": 30, "batch_size": 100}})
+merge_dict.update({"out_dir": "runs/sbn_mnist_full", "train": {"epochs": 20, "batch_size": 100}})
 PRESETS["sbn_fashion_mnist"] = fm = copy.deepcopy(PRESETS["sbn_mnist_full"])
 fm.update({"out_dir": "runs/sbn_fashion_mnist", "data": {"name": "fashion_mnist"}})
 del merge_dict, fm

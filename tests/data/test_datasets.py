@@ -127,3 +127,10 @@ def test_hflip_and_augment():
     assert torch.equal(random_hflip(x, p=0.0), x)
     y = augment(x, crop_padding=1, hflip=True, generator=torch.Generator().manual_seed(1))
     assert y.shape == x.shape
+
+
+def test_unknown_loader_options():
+    with pytest.raises(ValueError, match="did you mean 'n_train'"):
+        load_dataset("synthetic", n_trian=3)
+    with pytest.raises(ValueError, match="takes no options"):
+        load_dataset("mnist", n_train=3)

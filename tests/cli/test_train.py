@@ -1,0 +1,83 @@
+"""``stbin train``: the real command on tiny data; user errors are one line with exit code 2."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+TINY = ["--preset", "tiny", "--set", "data.options={n_train=96, n_test=64}", "--no-progress"]
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stbin.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_user_error(r: subprocess.CompletedProcess, message: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("stbin train: error:") and message in lines[0], lines[0]
+
+
+def test_train_resume_and_outputs(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", *TINY, "--epochs", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"test accuracy: mode ([\d.]+)%\s+mean ([\d.]+)%\s+3-sample ensemble ([\d.]+)%", r.stdout)
+    assert m, r.stdout
+    assert f"report: {out / 'report.md'}" in r.stdout and (out / "report.md").is_file()
+    # continue the same run for one more epoch
+    r = run_cli("train", "--resume", str(out), "--epochs", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout and "epoch 2/2" in r.stdout and "epoch 1/2" not in r.stdout
+    assert (out / "checkpoint-epoch0002.pt").is_file()
+    assert (out / "metrics.csv").read_text().count("\n") == 3
+
+
+def test_config_file_and_print_config(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('preset = "tiny"\n[optim]\nlr = 0.02\n[model]\nhidden = [16]\n')
+    r = run_cli("train", "--config", str(cfg), "--lr", "0.5", "--print-config")
+    assert r.returncode == 0, r.stderr
+    assert "lr = 0.5" in r.stdout and "hidden = [16]" in r.stdout and 'preset = "tiny"' in r.stdout
+
+
+def test_list_presets():
+    r = run_cli("train", "--list-presets")
+    assert r.returncode == 0 and "sbn_mnist" in r.stdout and "tiny" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "sbn_mnst"], "unknown preset 'sbn_mnst' (did you mean 'sbn_mnist'?)"),
+    (["--model", "lenett"], "unknown model 'lenett' (did you mean 'lenet5'?)"),
+    (["--dataset", "fashion-mnist"], "unknown dataset 'fashion-mnist' (did you mean 'fashion_mnist'?)"),
+    (["--set", 'model.noise="gausian"'], "unknown noise 'gausian' (did you mean 'gaussian'?)"),
+    (["--set", 'model.activation="stochastc"'], "unknown activation 'stochastc' (did you mean 'stochastic'?)"),
+    (["--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"),
+    (["--set", "model.hiden=[3]"], "unknown argument of model 'mlp' 'hiden' (did you mean 'hidden'?)"),
+    (["--epochs", "0"], "train.epochs must be an integer >= 1"),
+    (["--dataset", "cifar10"], "CIFAR-10 not found"),
+    (["--dataset", "fashion_mnist", "--data-root", "/nonexistent/fm"], "Fashion-MNIST not found"),
+])
+def test_user_errors(tmp_path, args, message):
+    assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "o"), *args), message)
+
+
+def test_unwritable_output_folder(tmp_path):
+    (tmp_path / "f").write_text("not a folder")
+    assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "f" / "run")), "cannot write to the output folder")
+
+
+def test_bad_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    assert_user_error(run_cli("train", "--resume", str(bad)), "corrupted, truncated or foreign")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    assert_user_error(run_cli("train", "--resume", str(foreign)), "not an stbin checkpoint")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_user_error(run_cli("train", "--resume", str(empty)), "no complete checkpoint")
