@@ -116,12 +116,16 @@ for _m in (
                enumerable=True),
     MethodInfo("det_identity", "deterministic ST at the mode, identity backward", random=False, enumerable=True),
     MethodInfo("reinforce", "score function (REINFORCE), no baseline", enumerable=True),
-    MethodInfo("reinforce_baseline", "score function with the mean-field loss as per-example baseline",
+    MethodInfo("reinforce_baseline", "score function with the mean-field forward pass's loss as per-example "
+               "baseline (independent of the sample: unbiased)",
                enumerable=True),
-    MethodInfo("arm", "augment-REINFORCE-merge, layer by layer"),
-    MethodInfo("disarm", "DisARM, layer by layer"),
-    MethodInfo("concrete", "binary Concrete relaxation at temperature T (concrete:T)", temperature=True),
-    MethodInfo("st_concrete", "straight-through Concrete at temperature T (st_concrete:T)", temperature=True),
+    MethodInfo("arm", "augment-REINFORCE-merge, layer by layer, one downstream sample per branch with common "
+               "random numbers"),
+    MethodInfo("disarm", "DisARM, layer by layer, as ARM"),
+    MethodInfo("concrete", "binary Concrete relaxation at temperature T: pathwise gradient of "
+               "the relaxed network", temperature=True),
+    MethodInfo("st_concrete", "straight-through Concrete at temperature T: hard forward, "
+               "relaxed backward", temperature=True),
 ):
     METHODS.register(_m.name, _m)
 
@@ -392,7 +396,7 @@ def _check_n(n_samples: int) -> int:
 
 def _chunks(n: int, batch: int, chunk_size: int | None) -> list[int]:
     if chunk_size is None:
-        chunk_size = max(1, min(4096, (1 << 18) // max(batch, 1)))
+        chunk_size = max(1, min(4096, (1 << 16) // max(batch, 1)))
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     out = [chunk_size] * (n // chunk_size)
@@ -440,7 +444,7 @@ def sample_gradients(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
             ``st_concrete:T``); see the module docstring.
         n_samples: number of estimates.
         generator: ``torch.Generator`` for every random draw (seeded runs repeat exactly).
-        chunk_size: estimates computed at once (default: about 2^18 / batch).
+        chunk_size: estimates computed at once (default: about 2^16 / batch).
         dtype: computation dtype (default: the model's).
 
     Returns:

@@ -412,6 +412,14 @@ def write_report(result: LabResult, out_dir: str, figures: Sequence[str], csv_na
         f"{', '.join(map(str, ms))}. Seed {cfg.seed}.",
         "",
     ]
+    from stbin.analysis.estimators import parse_method
+    lines += ["Estimators (definitions and proofs of unbiasedness: docs/estimator-lab.md):", ""]
+    for m in cfg.methods:
+        info, temp = parse_method(m)
+        desc = info.description.replace("temperature T", f"temperature {temp:g}") if temp is not None else \
+            info.description
+        lines.append(f"- `{m}`: {desc}")
+    lines.append("")
     if cfg.n_estimates < 20000 or max(cfg.ms) < 9000:
         lines += [f"*Reduced run*: {cfg.n_estimates} estimates per estimator and M up to {ms[-1]} "
                   f"(the reference protocol uses 20000 and M up to 9000).", ""]
