@@ -1,0 +1,102 @@
+"""Training throughput (images/s) of each preset's model against its float twin.
+
+The float twin is the same architecture with ReLU units and real weights
+(:func:`stbin.training.presets.float_twin`). A training step is the trainer's: forward,
+cross-entropy, backward, optimizer step with the latent-weight rule. Inputs are random
+tensors of the dataset's shape (throughput does not depend on the pixel values; CIFAR-10 is
+not available offline). Binary and float steps are interleaved and the median over repeats
+is reported, so that load from other processes affects both alike.
+
+    python benchmarks/bench_training.py [--presets sbn_mnist,lenet5_mnist] [--threads 1] [--out FILE.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from stbin.cli.summary import INPUT_SHAPES
+from stbin.models import build_model
+from stbin.training.presets import float_twin, get_preset
+from stbin.training.trainer import build_optimizer, model_kwargs_for
+
+DEFAULT_PRESETS = ["sbn_mnist", "lenet5_mnist", "sbn_conv_cifar10", "binarynet_cifar10", "vgg11_cifar10",
+                   "resnet20_cifar10"]
+# images per step: the preset's batch for the small nets; fewer for the big CIFAR nets on a CPU
+BATCH = {"sbn_mnist": 100, "lenet5_mnist": 100}
+
+
+def make_step(cfg, shape, batch):
+    name, kw = model_kwargs_for(cfg, shape, 10)
+    torch.manual_seed(0)
+    model = build_model(name, **kw).train()
+    opt, _ = build_optimizer(model, cfg)
+    x = torch.randn(batch, *shape)
+    y = torch.randint(10, (batch,))
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def time_steps(step, n):
+    t = time.perf_counter()
+    for _ in range(n):
+        step()
+    return time.perf_counter() - t
+
+
+def bench(preset, repeats, min_time):
+    cfg = get_preset(preset)
+    shape = INPUT_SHAPES[cfg.data.name]
+    batch = BATCH.get(preset, 16)
+    steps = {"binary": make_step(cfg, shape, batch), "float": make_step(float_twin(cfg), shape, batch)}
+    n = {}
+    for k, s in steps.items():  # warm-up and choose steps per repeat
+        s()
+        t1 = time_steps(s, 1)
+        n[k] = max(1, int(min_time / max(t1, 1e-4)))
+    rates = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, s in steps.items():
+            rates[k].append(n[k] * batch / time_steps(s, n[k]))
+    b, f = statistics.median(rates["binary"]), statistics.median(rates["float"])
+    return {"preset": preset, "model": cfg.model["name"], "shape": "x".join(map(str, shape)), "batch": batch,
+            "binary": b, "float": f, "ratio": b / f}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--presets", default=",".join(DEFAULT_PRESETS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds per repeat and variant (approx.)")
+    p.add_argument("--out", help="also write the Markdown table to this file")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    rows = [bench(name.strip(), a.repeats, a.min_time) for name in a.presets.split(",") if name.strip()]
+    lines = [f"Training throughput, torch {torch.__version__}, {a.threads} thread(s), {platform.processor() or platform.machine()}",
+             "", "| preset | model | input | batch | binary (img/s) | float twin (img/s) | binary / float |",
+             "|---|---|---|--:|--:|--:|--:|"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['model']} | {r['shape']} | {r['batch']} | {r['binary']:.0f} | "
+                     f"{r['float']:.0f} | {r['ratio']:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
