@@ -27,7 +27,10 @@ layers) stay float32; ``BinaryLinear``/``BinaryConv2d`` with ±1 inputs become b
 XNOR-popcount ops (weights ``sign(theta)``, the mode, whatever ``eval_mode`` says), fused
 with the following batch norm and sign; a channel scale (``mean_abs``/``learned``) is
 folded into the threshold (``y = c * dot + b``). ``Flatten``, ``Dropout``, ``Identity`` and
-``MaxPool2d`` (after a sign) are supported; anything else is refused with a ValueError.
+``MaxPool2d`` (on signed maps, or between a convolution and its batch norm + sign: the max of
+real pre-activations is moved after the folded threshold, per channel an OR or an AND of the
+bits depending on the direction of the rule) are supported; anything else is refused with a
+ValueError.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import torch
 from torch import nn
 
 from stbin.deploy.engine import DeployedNet, Op, _conv_out
-from stbin.deploy.packing import n_words, pack_sign
+from stbin.deploy.packing import n_words, pack_bits, pack_sign
 from stbin.nn import BinaryConv2d, BinaryLinear, Sign, StochasticSign
 from stbin.nn.modes import eval_mode
 
@@ -201,6 +204,10 @@ class _Compiler:
                 i += 1
             elif _is_core(m) or isinstance(m, BN_MODULES):
                 j = i + 1 if _is_core(m) else i
+                pool = None
+                if _is_core(m) and j < len(mods) and isinstance(mods[j], nn.MaxPool2d):
+                    pool = mods[j]  # pooling of real pre-activations, before BN and sign
+                    j += 1
                 bn = None
                 if j < len(mods) and isinstance(mods[j], BN_MODULES):
                     bn = mods[j]
@@ -212,7 +219,7 @@ class _Compiler:
                     sign = mods[j]
                     j += 1
                 if _is_core(m):
-                    self.core(m, bn, sign)
+                    self.core(m, bn, sign, pool)
                 else:
                     self.float_post(None, bn, sign)
                 i = max(j, i + 1)
@@ -248,18 +255,31 @@ class _Compiler:
                 self.emit("flatten")
                 self.shape = (self.features(),)
 
-    def maxpool(self, m: nn.MaxPool2d) -> None:
-        if self.kind != "bits" or len(self.shape) != 3:
-            raise ValueError("cannot export MaxPool2d except on binary (signed) feature maps")
+    @staticmethod
+    def _pool_geometry(m: nn.MaxPool2d, h: int, w: int) -> tuple[dict[str, Any], tuple[int, int]]:
         if m.ceil_mode or m.return_indices:
             raise ValueError("cannot export MaxPool2d with ceil_mode or return_indices")
         ks, st, pd, dl = (tuple(v) if isinstance(v, (tuple, list)) else (v, v)
                           for v in (m.kernel_size, m.stride if m.stride is not None else m.kernel_size,
                                     m.padding, m.dilation))
+        geo = {"kernel_size": list(ks), "stride": list(st), "padding": list(pd), "dilation": list(dl)}
+        return geo, (_conv_out(h, ks[0], st[0], pd[0], dl[0]), _conv_out(w, ks[1], st[1], pd[1], dl[1]))
+
+    def maxpool(self, m: nn.MaxPool2d) -> None:
+        if self.kind != "bits" or len(self.shape) != 3:
+            raise ValueError("cannot export MaxPool2d except on binary (signed) feature maps or right after "
+                             "a convolution followed by batch norm and sign")
         h, w, c = self.shape
-        self.emit("maxpool2d", {"kernel_size": list(ks), "stride": list(st), "padding": list(pd),
-                                "dilation": list(dl)})
-        self.shape = (_conv_out(h, ks[0], st[0], pd[0], dl[0]), _conv_out(w, ks[1], st[1], pd[1], dl[1]), c)
+        geo, (oh, ow) = self._pool_geometry(m, h, w)
+        self.emit("maxpool2d", geo)
+        self.shape = (oh, ow, c)
+
+    def _emit_pool_after_sign(self, pool: nn.MaxPool2d, any_plus: np.ndarray) -> None:
+        """Max pooling of real pre-activations, moved after the folded sign (see kernels.bmaxpool2d)."""
+        h, w, c = self.shape
+        geo, (oh, ow) = self._pool_geometry(pool, h, w)
+        self.emit("maxpool2d", geo, any_mask=pack_bits(any_plus))
+        self.shape = (oh, ow, c)
 
     # post chain: batch norm and/or sign evaluated by PyTorch itself
     @staticmethod
@@ -295,8 +315,18 @@ class _Compiler:
         return decide
 
     def float_post(self, channels_spatial: tuple[int, tuple[int, ...]] | None, bn: nn.Module | None,
-                   sign: nn.Module | None) -> None:
-        """Batch norm and/or sign on the current float tensor."""
+                   sign: nn.Module | None, pool: nn.MaxPool2d | None = None) -> None:
+        """Batch norm and/or sign (after an optional max pooling) on the current float tensor."""
+        if pool is not None:
+            if sign is None:
+                raise ValueError("cannot export MaxPool2d on real values unless batch norm and sign follow")
+            c, h, w = self.shape
+            _, (oh, ow) = self._pool_geometry(pool, h, w)
+            S, T = float_thresholds(self._decision(bn, sign, c, (oh, ow), lambda v: v), c)
+            self.emit("sign2d", S=S, T=T)
+            self.kind, self.shape = "bits", (h, w, c)
+            self._emit_pool_after_sign(pool, S > 0)  # y increasing: +1 if any tap is +1 when S > 0
+            return
         if self.kind != "float":
             if bn is not None:
                 raise ValueError("cannot export a batch norm on binary values without a layer before it")
@@ -333,7 +363,8 @@ class _Compiler:
         if self.kind == "float":
             self.float_post(None, None, q)
 
-    def core(self, m: nn.Module, bn: nn.Module | None, sign: nn.Module | None) -> None:
+    def core(self, m: nn.Module, bn: nn.Module | None, sign: nn.Module | None,
+             pool: nn.MaxPool2d | None = None) -> None:
         if bn is not None and not bn.track_running_stats:
             raise ValueError("cannot export a batch norm without running statistics")
         is_conv = isinstance(m, (nn.Conv2d, BinaryConv2d))
@@ -342,8 +373,10 @@ class _Compiler:
             self._quantize_input(m)
         if is_conv and (self.kind == "float" and len(self.shape) != 3 or self.kind == "bits" and len(self.shape) != 3):
             raise ValueError(f"{type(m).__name__} needs an (C, H, W) input; give the input shape")
+        if pool is not None and not is_conv:
+            raise ValueError("cannot export MaxPool2d after a linear layer")
         if binary and self.kind == "bits":
-            self.binary_core(m, bn, sign, is_conv)
+            self.binary_core(m, bn, sign, is_conv, pool)
             return
         # float path: real weights, or binary weights on a real input
         self.to_float()
@@ -365,9 +398,10 @@ class _Compiler:
                 self.emit("flatten")
             self.emit("linear", weight=_f32(w), bias=_f32(m.bias))
             self.shape = (w.shape[0],)
-        self.float_post(None, bn, sign)
+        self.float_post(None, bn, sign, pool)
 
-    def binary_core(self, m: nn.Module, bn: nn.Module | None, sign: nn.Module | None, is_conv: bool) -> None:
+    def binary_core(self, m: nn.Module, bn: nn.Module | None, sign: nn.Module | None, is_conv: bool,
+                    pool: nn.MaxPool2d | None = None) -> None:
         wpm = m.binary_weight("mode")  # ±1, (out, in) or (out, in, kh, kw)
         with torch.no_grad():
             c = m._channel_factor()
@@ -392,6 +426,8 @@ class _Compiler:
             packed = pack_sign(wpm.permute(0, 2, 3, 1).numpy())  # (OC, KH, KW, CW)
             attrs = {**geo, "in_channels": cin, "out_channels": oc}
             k_max, spatial = cin * kh * kw, (oh, ow)
+            if pool is not None:
+                spatial = self._pool_geometry(pool, oh, ow)[1]
         else:
             if self.shape and self.shape[0] == "nhwc-flat":
                 _, h, w, cin = self.shape
@@ -406,7 +442,13 @@ class _Compiler:
             self.emit("bconv2d" if is_conv else "bdense", attrs, weight=packed, S=S, T=T)
             self.kind = "bits"
             self.shape = (oh, ow, oc) if is_conv else (oc,)
+            if pool is not None:
+                # the pre-activation y = c * dot + b increases with dot iff c >= 0 (no scale: c = 1)
+                negative_c = np.zeros(oc, bool) if scale is None else (scale.numpy() < 0)
+                self._emit_pool_after_sign(pool, (S > 0) != negative_c)
             return
+        if pool is not None:
+            raise ValueError("cannot export MaxPool2d on real values unless batch norm and sign follow")
         self.emit("bconv2d_f" if is_conv else "bdense_f", attrs, weight=packed, scale=_f32(scale), bias=_f32(bias))
         self.kind = "float"
         self.shape = (oc, oh, ow) if is_conv else (oc,)

@@ -18,7 +18,7 @@ type           in       out      what
 ``sign2d``     float    bits     as ``sign`` per channel, NCHW float -> NHWC bits
 ``bconv2d``    bits     bits     binary conv fused with integer thresholds
 ``bconv2d_f``  bits     float    binary conv, ``y = c * dot + b`` -> NCHW float
-``maxpool2d``  bits     bits     max pooling of ±1 values on packed bits
+``maxpool2d``  bits     bits     max pooling on packed bits (``any_mask``: see kernels.bmaxpool2d)
 ``affine``     float    float    per-channel ``y * alpha + beta`` (a batch norm with no sign after)
 ============== ======== ======== ==============================================================
 """
@@ -204,7 +204,8 @@ class DeployedNet:
             (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel_size"], a["stride"], a["padding"], a["dilation"]
             oh, ow = _conv_out(h, kh, sh, ph, dh), _conv_out(w, kw, sw, pw, dw)
             out = np.empty((n, oh, ow, cw), dtype=np.uint64)
-            _kernels().bmaxpool2d(x, kh, kw, sh, sw, ph, pw, dh, dw, out)
+            mask = A["any_mask"] if "any_mask" in A else np.full(cw, ~np.uint64(0), dtype=np.uint64)
+            _kernels().bmaxpool2d(x, mask, kh, kw, sh, sw, ph, pw, dh, dw, out)
             return out
         raise ValueError(f"unknown op type {t!r}")  # pragma: no cover
 

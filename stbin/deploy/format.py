@@ -251,6 +251,9 @@ def validate_op(op: Op) -> None:  # noqa: C901 - one branch per op type
     elif t == "maxpool2d":
         for a, mn in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
             _pair_attr(op, a, mn)
+        if "any_mask" in op.arrays:
+            _need(op, "any_mask", np.uint64, 1)
+        allowed = {"any_mask"}
     if t in ("bdense", "bconv2d"):
         m = op.arrays["weight"].shape[0]
         _vec(op, "S", np.int32, m)

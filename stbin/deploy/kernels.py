@@ -16,7 +16,8 @@ AVX-512 VPOPCNTDQ (Ice Lake, Zen 4 and later) it becomes ``vpopcntq`` on 512-bit
   NHWC bits (N, H, W, CW) with weights (OC, KH, KW, CW); zero padding contributes 0 (only
   the valid taps are counted: ``dot = C * taps - 2 * popcount``), as PyTorch's zero
   padding of a ±1 input does;
-* :func:`bmaxpool2d` — max pooling of ±1 values on packed bits (AND of the "-1" bits);
+* :func:`bmaxpool2d` — max pooling on packed bits (of ±1 values, or of the real values
+  before a folded threshold);
 * :func:`float_sign_pack` — threshold float pre-activations and pack them.
 
 Outer loops are parallel (``prange``) over tiles of rows x outputs; a tile keeps about
@@ -177,8 +178,14 @@ def bconv2d_sign(X, W, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S
 
 
 @njit(parallel=True, **_JIT)
-def bmaxpool2d(X, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
-    """Max pooling of ±1 values on packed NHWC bits: the max is -1 (bit set) only if all taps are -1."""
+def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
+    """Max pooling on packed NHWC bits (padding taps ignored).
+
+    For a channel whose bit is set in ``any_mask`` (CW words) the output is +1 if **any**
+    tap is +1 (the max of ±1 values: AND of the "-1" bits); for a clear bit it is +1 only
+    if **all** taps are +1 (OR of the "-1" bits) — the max of real pre-activations seen
+    through a *decreasing* threshold rule (see :mod:`stbin.deploy.compile`).
+    """
     n, h, w_, cw = X.shape
     _, oh, ow, _ = out.shape
     for t in prange(n * oh):
@@ -186,7 +193,8 @@ def bmaxpool2d(X, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out): 
         oy = t % oh
         for ox in range(ow):
             for c in range(cw):
-                word = ~np.uint64(0)
+                w_and = ~np.uint64(0)
+                w_or = np.uint64(0)
                 for u in range(kh):
                     iy = oy * stride_h - pad_h + u * dil_h
                     if iy < 0 or iy >= h:
@@ -195,8 +203,10 @@ def bmaxpool2d(X, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out): 
                         ix = ox * stride_w - pad_w + v * dil_w
                         if ix < 0 or ix >= w_:
                             continue
-                        word &= X[nidx, iy, ix, c]
-                out[nidx, oy, ox, c] = word
+                        w_and &= X[nidx, iy, ix, c]
+                        w_or |= X[nidx, iy, ix, c]
+                m = any_mask[c]
+                out[nidx, oy, ox, c] = (w_and & m) | (w_or & ~m)
 
 
 @njit(parallel=True, **_JIT)

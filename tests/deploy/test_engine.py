@@ -130,3 +130,39 @@ def test_unsupported_models_are_refused(model, match):
 def test_conv_needs_input_shape():
     with pytest.raises(ValueError, match="input_shape"):
         compile_model(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 1)))
+
+
+@pytest.mark.parametrize("name, kw, shape", [
+    ("lenet5", {}, (1, 28, 28)),
+    ("lenet5", {"activation": "sign", "weights": "sign", "channel_scale": "learned"}, (1, 28, 28)),
+    ("binarynet_vgg", {"width": 0.125}, (3, 32, 32)),
+    ("sbn_conv", {"width": 0.125, "channel_scale": "mean_abs"}, (3, 32, 32)),
+    ("vgg11", {"width": 0.0625, "activation": "sign"}, (3, 32, 32)),
+    ("mlp", {}, (1, 28, 28)),
+])
+def test_registered_models_identical_predictions(name, kw, shape):
+    """Max pooling before BN + sign (LeNet, VGG) is moved after the folded threshold exactly."""
+    from stbin.models import MODELS
+
+    if name not in MODELS:
+        pytest.skip(f"model {name} not registered in this build")
+    torch.manual_seed(0)
+    model = randomise_bn(build_model(name, **kw))
+    x = torch.randn(60, *shape)
+    with torch.no_grad(), eval_mode(model, "mode"):
+        ref = model(x).numpy()
+    net = from_bytes(to_bytes(compile_model(model, shape)))
+    out = net(x)
+    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+    np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
+
+
+def test_models_with_real_activations_or_skips_are_refused():
+    from stbin.models import MODELS
+
+    if "lenet5" in MODELS:
+        with pytest.raises(ValueError, match="MaxPool2d on real values"):
+            compile_model(build_model("lenet5", activation="relu"), (1, 28, 28))
+    if "resnet20" in MODELS:
+        with pytest.raises(ValueError, match="cannot export module"):
+            compile_model(build_model("resnet20"), (3, 32, 32))

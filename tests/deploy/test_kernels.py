@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from stbin.deploy import kernels
-from stbin.deploy.packing import n_words, pack_sign, tail_is_clear, unpack_bits
+from stbin.deploy.packing import n_words, pack_bits, pack_sign, tail_is_clear, unpack_bits
 
 SHAPES = [(1, 1, 1), (3, 63, 5), (17, 64, 64), (5, 65, 130), (33, 200, 71), (2, 1000, 3)]
 
@@ -80,8 +80,15 @@ def test_bmaxpool_equals_torch(ks, stride, pad):
     x = pm1(rng, 2, 70, 7, 6).astype(np.float32)
     ref = F.max_pool2d(torch.from_numpy(x), ks, stride, pad).permute(0, 2, 3, 1).numpy()
     out = np.empty(ref.shape[:3] + (n_words(70),), np.uint64)
-    kernels.bmaxpool2d(pack_sign(x.transpose(0, 2, 3, 1)), *ks, *stride, *pad, 1, 1, out)
+    xp = pack_sign(x.transpose(0, 2, 3, 1))
+    kernels.bmaxpool2d(xp, np.full(2, ~np.uint64(0), np.uint64), *ks, *stride, *pad, 1, 1, out)
     np.testing.assert_array_equal(unpack_bits(out, 70), ref)
+    # channels whose mask bit is clear take the min instead (all taps must be +1)
+    anyc = rng.random(70) < 0.5
+    mask = pack_bits(anyc)  # bit set = "any"
+    kernels.bmaxpool2d(xp, mask, *ks, *stride, *pad, 1, 1, out)
+    mn = -F.max_pool2d(-torch.from_numpy(x), ks, stride, pad).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(unpack_bits(out, 70), np.where(anyc, ref, mn))
 
 
 def test_float_sign_pack():
