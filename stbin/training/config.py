@@ -61,7 +61,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"               # adam, adamw, sgd
+    name: str = "adam"               # adam, adamw, sgd, bop (Bop on binary weights + Adam on the rest)
     lr: float = 1e-3
     momentum: float = 0.9            # sgd
     nesterov: bool = False           # sgd
@@ -72,6 +72,8 @@ class OptimConfig:
     projection: str | None = "auto"  # auto: clip uniform-noise latents to [-s_w, s_w]; None: never
     clip: float | None = None        # clip every latent weight to [-clip, clip] (BinaryNet)
     latent_lr_scale: float = 1.0     # learning-rate multiplier of the latent weights
+    bop_threshold: float = 1e-8      # bop: flip threshold tau
+    bop_gamma: float = 1e-4          # bop: adaptivity rate gamma
 
 
 @dataclass
@@ -119,7 +121,7 @@ class Config:
         return _plain(asdict(self))
 
     def validate(self) -> "Config":
-        check_choice("optimizer", self.optim.name, ("adam", "adamw", "sgd"))
+        check_choice("optimizer", self.optim.name, ("adam", "adamw", "sgd", "bop"))
         check_choice("latent gradient", self.optim.latent, ("mirror", "st"))
         check_choice("schedule", self.schedule.name, ("constant", "cosine", "step", "linear"))
         for m in self.eval.modes:

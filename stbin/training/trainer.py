@@ -111,21 +111,32 @@ def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int
 
 
 def build_optimizer(model: nn.Module, cfg: Config) -> tuple[torch.optim.Optimizer, Any]:
-    from stbin.optim import LatentWeightRule, split_parameters
+    """The optimizer of the real-valued (and, except for Bop, latent) parameters, and its companion:
+    the attached :class:`~stbin.optim.LatentWeightRule`, or the :class:`~stbin.optim.Bop` of the
+    latent weights (``optim.name = "bop"``: Bop on the binary weights, Adam on the rest), or None."""
+    from stbin.optim import Bop, LatentWeightRule, split_parameters
+    from stbin.optim.params import binary_layers
 
     o = cfg.optim
     latent, other = split_parameters(model)
     groups = []
     if other:
         groups.append({"params": other, "weight_decay": o.weight_decay, "lr": o.lr})
-    if latent:
+    if latent and o.name != "bop":
         groups.append({"params": latent, "weight_decay": o.latent_weight_decay, "lr": o.lr * o.latent_lr_scale})
+    if not groups:
+        raise ValueError(f"optimizer {o.name!r}: the model has no parameters for it to train")
     if o.name == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
     elif o.name == "adamw":
         opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
     else:
         opt = torch.optim.Adam(groups, lr=o.lr, betas=tuple(o.betas))
+    if o.name == "bop":
+        if not latent or any(layer.weights != "sign" for layer in binary_layers(model)):
+            raise ValueError("optim.name = bop needs binary layers with weights = sign (Bop flips deterministic "
+                             "binary weights); set model.weights=\"sign\"")
+        return opt, Bop(latent, threshold=o.bop_threshold, gamma=o.bop_gamma)
     rule = None
     if latent:
         rule = LatentWeightRule(model, gradient=o.latent, project=o.projection, clip=o.clip).attach(opt)
@@ -209,7 +220,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     except TypeError as e:
         raise ValueError(f"model {name!r}: {e}") from None
     model.to(device)
-    opt, _rule = build_optimizer(model, cfg)
+    opt, companion = build_optimizer(model, cfg)
+    from stbin.optim import Bop
+    bop = companion if isinstance(companion, Bop) else None
     n_train = len(data.x_train)
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     from stbin.training.schedules import build_scheduler
@@ -229,6 +242,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                                   f"this configuration ({name!r})")
         model.load_state_dict(resume["model_state"])
         opt.load_state_dict(resume["optimizer_state"])
+        if bop is not None:
+            bop.load_state_dict(resume["bop_state"])
         fresh = dict(sched.lr_lambdas[0].__dict__)  # this config's schedule (e.g. more epochs)
         sched.load_state_dict(resume["scheduler_state"])
         sched.lr_lambdas[0].__dict__.update(fresh)
@@ -274,8 +289,12 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             # sum over this share / global batch size x world: DDP's average is the global mean
             loss = losses.sum() * (dinfo.world_size / len(gidx))
             opt.zero_grad(set_to_none=True)
+            if bop is not None:
+                bop.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if bop is not None:
+                bop.step()
             sched.step()
             step += 1
             loss_sum += float(losses.detach().sum())
@@ -302,7 +321,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                 "model": {"name": name, "kwargs": kwargs}, "model_state": model.state_dict(),
                 "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
                 "rng_state": _rng_state(gens), "epoch": epoch, "step": step, "config": cfg.to_dict(),
-                "metrics": history})
+                "metrics": history, **({"bop_state": bop.state_dict()} if bop is not None else {})})
             write_metrics(out, history)
             for old in find_checkpoints(out)[cfg.train.keep_checkpoints:]:
                 old.unlink(missing_ok=True)

@@ -143,3 +143,19 @@ def test_step_schedule_and_warmup():
     assert (f(0), f(19), f(20), f(45)) == (1.0, 1.0, 0.5, 0.25)
     w = LRFactor("cosine", 100, 10, warmup_steps=4)
     assert [w(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0] and w(4) == 1.0
+
+
+def test_bop_trains_sign_weights_and_resumes_exactly(tmp_path):
+    cfg = cfg_for(tmp_path, "train.epochs=2", "optim.name=bop", 'model.weights="sign"', "optim.bop_threshold=1e-6",
+                  "optim.bop_gamma=0.01", "eval.ensemble=0")
+    train(cfg, log=quiet)
+    out = tmp_path / "run"
+    straight = load_checkpoint(checkpoint_path(out, 2))
+    assert "bop_state" in straight
+    lw = straight["model_state"]["4.latent_weight"]
+    assert set(lw.unique().tolist()) <= {-1.0, 1.0}
+    checkpoint_path(out, 2).unlink()
+    train(cfg, resume=latest_checkpoint(out), log=quiet)
+    _states_equal(straight["model_state"], load_checkpoint(checkpoint_path(out, 2))["model_state"])
+    with pytest.raises(ValueError, match="weights = sign"):
+        train(cfg_for(tmp_path, "optim.name=bop"), log=quiet)
