@@ -11,6 +11,7 @@ else on random inputs) and exits with 1 if any differs.
 from __future__ import annotations
 
 import argparse
+import re
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,7 +32,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+        shape = tuple(int(s) for s in re.split(r"[,xX]", text.strip()))
     except ValueError:
         raise ValueError(f"--input-shape must be integers separated by commas, got {text!r}") from None
     if not shape or min(shape) < 1:

@@ -1,0 +1,53 @@
+"""``stbin bench-inference --json`` on tiny sizes: the keys exist and are consistent (no timing assertions)."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from stbin.training import save_checkpoint
+
+
+def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stbin.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+TINY = ["--hidden", "32", "--batch", "8", "--linear-size", "130", "--linear-batch", "9", "--repeats", "2",
+        "--threads", "1"]
+
+
+def test_bench_inference_json_demo_network():
+    r = run_cli("bench-inference", *TINY, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert "linear_4096_speedup" in out and out["linear_4096_speedup"] is None  # size 130 here
+    lin = out["linear"]
+    assert lin["size"] == 130 and lin["exact"] is True and lin["speedup"] > 0 and out["linear_speedup"] > 0
+    assert lin["weights_packed_bytes"] == 130 * 3 * 8 and lin["popcount_peak_gmacs"] > 0
+    m = out["model"]
+    assert m["predictions_identical"] is True and m["name"] == "sbn_mlp"
+    assert m["binary_weights_float32_bytes"] == 2 * 32 * 32 * 4 and m["binary_weights_packed_bytes"] == 2 * 32 * 8
+    assert m["binary_weights_ratio"] == 16.0 and m["memory_ratio"] > 1
+    for key in ("torch_images_per_s", "engine_images_per_s", "throughput_speedup", "latency_speedup"):
+        assert m[key] > 0
+
+
+def test_bench_inference_table_on_a_checkpoint(tmp_path):
+    from stbin.models import build_model
+
+    kwargs = {"in_features": 20, "hidden": [64, 64], "num_classes": 3}
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, {"model": {"name": "sbn_mlp", "kwargs": kwargs},
+                           "model_state": build_model("sbn_mlp", **kwargs).state_dict()})
+    r = run_cli("bench-inference", str(path), *TINY, "--skip-linear")
+    assert r.returncode == 0, r.stderr
+    assert "binary linear" not in r.stdout and "throughput (batch 8)" in r.stdout
+    assert "binary weights 16384 B -> 512 B (32.0x)" in r.stdout
+    assert "predictions identical on the benchmark batch: True" in r.stdout
+
+
+def test_bench_inference_errors():
+    r = run_cli("bench-inference", "--repeats", "0")
+    assert r.returncode == 2 and r.stderr.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
