@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
     p.add_argument("--hidden", type=int, default=512, help="hidden width H (default: 512)")
     p.add_argument("--batch-size", type=int, default=100, help="mini-batch size (default: 100)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 3e-3)")
+    p.add_argument("--lr", type=float, default=3e-2, help="Adam learning rate (default: 3e-2)")
     p.add_argument("--noise", default="logistic", help="noise of activations and weights (default: logistic)")
     p.add_argument("--ensemble", type=int, default=10, help="samples in the ensemble evaluation (default: 10)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
