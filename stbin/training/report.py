@@ -17,6 +17,7 @@ def _plots(out: Path, history: list[dict[str, Any]]) -> list[str]:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:  # pragma: no cover - matplotlib is an optional extra
         return []
     if not history:
@@ -30,7 +31,10 @@ def _plots(out: Path, history: list[dict[str, Any]]) -> list[str]:
         fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
         for k in keys:
             if k and k in history[0]:
-                ax.plot(ep, [r[k] for r in history], marker="o", label=k.replace("_", " "))
+                split, _, what = k.partition("_")
+                label = f"{split} {what} ({'sampled network' if split == 'train' else 'mode'})"
+                ax.plot(ep, [r[k] for r in history], marker="o", label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
