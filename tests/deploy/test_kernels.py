@@ -105,5 +105,7 @@ def test_float_sign_pack():
 
 
 def test_popcount_peak_runs():
-    x = np.zeros((2, 2, 8), np.uint64)
-    assert int(kernels.popcount_peak(x, 3)) == sum(bin(r).count("1") * 8 for r in range(3)) * 2
+    x = np.zeros((2, 5, 8), np.uint64)
+    x[:, 1] = 1  # weight row 1 differs from the zero input in one bit per word
+    want = 2 * sum(8 * (4 * bin(r).count("1") + (bin(r ^ 1).count("1") - bin(r).count("1"))) for r in range(3))
+    assert int(kernels.popcount_peak(x, 3)) == want
