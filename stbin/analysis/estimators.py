@@ -252,6 +252,48 @@ def _rand(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | No
     return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
+_Cache = dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def _antithetic_terms(net: Network, params: _Params, loss_fn: LossFn, y: torch.Tensor, disarm: bool,
+                      cache: _Cache, inputs: dict[int, torch.Tensor], L: torch.Tensor) -> torch.Tensor:
+    r"""ARM / DisARM surrogate :math:`\sum_k \langle a_k, \hat g_{a_k}\rangle` (see the module docstring).
+
+    ``cache[k] = (pre, u, p, x)`` of node k from the main pass, ``inputs[step]`` the input
+    of each node's step, ``L`` (K, B) the main losses. For every node the downstream network
+    is re-run from the antithetic state with the main pass's uniforms (common random numbers).
+    """
+    B = L.shape[1]
+    total = torch.zeros((), dtype=L.dtype, device=L.device)
+    for i, (pre, u, p, x_) in cache.items():
+        nd = net.nodes[i]
+        with torch.no_grad():
+            xt = _plus_minus(u > 1 - p, pre.dtype)
+
+            def rerun(j: int, pre_j: torch.Tensor, i: int = i, xt: torch.Tensor = xt) -> torch.Tensor:
+                if j == i:
+                    return xt
+                nj = net.nodes[j]
+                return _plus_minus(cache[j][1] < nj.noise.prob_plus(pre_j, nj.scale), pre_j.dtype)
+
+            Lt = _losses(loss_fn, _run(net, params, inputs[nd.step].detach(), nd.step, rerun), y)
+            if nd.kind == "act":          # per example, for the batch mean
+                d = ((Lt - L) / B).unsqueeze(-1)
+            else:                         # weights are shared: the batch-mean loss
+                d = (Lt - L).mean(1).view(-1, *([1] * (pre.dim() - 1)))
+            t = pre.detach() / nd.scale
+            if not disarm:
+                g = d * (u - 0.5) * _logit_slope(nd, t, p)
+            else:
+                mn = torch.minimum(p, 1 - p)
+                ok = (x_ != xt) & (mn > 0)
+                slope = torch.where(ok, (nd.noise.pdf(t) / nd.scale) / torch.where(ok, mn, torch.ones_like(mn)),
+                                    torch.zeros_like(mn))
+                g = -0.5 * d * x_ * slope
+        total = total + (pre * g).sum()
+    return total
+
+
 def _surrogate(net: Network, params: _Params, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                info: MethodInfo, temperature: float | None, generator: torch.Generator | None,
                baseline: torch.Tensor | None, forced: list[torch.Tensor] | None = None
@@ -268,7 +310,7 @@ def _surrogate(net: Network, params: _Params, loss_fn: LossFn, x: torch.Tensor, 
     name = info.name
     logq: list[torch.Tensor] = []  # (K, B) per act node, (K, 1) per weight node
     probs: list[torch.Tensor] = []  # forced states only: their probabilities, same shapes
-    cache: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    cache: _Cache = {}
 
     def draw(i: int, pre: torch.Tensor) -> torch.Tensor:
         nd = net.nodes[i]
@@ -326,7 +368,6 @@ def _surrogate(net: Network, params: _Params, loss_fn: LossFn, x: torch.Tensor, 
     inputs: dict[int, torch.Tensor] = {}
     out = _run(net, params, h0, 0, node_fn, inputs)
     L = _losses(loss_fn, out, y)                                     # (K, B)
-    B = L.shape[1]
     weights = None
     if forced is not None:
         weights = torch.ones_like(L)
@@ -337,40 +378,8 @@ def _surrogate(net: Network, params: _Params, loss_fn: LossFn, x: torch.Tensor, 
         score = sum(logq) if logq else torch.zeros_like(L)
         sur = coef * score + L
     elif name in ("arm", "disarm"):
-        sur = L
-        Ld = L.detach()
-        with torch.no_grad():
-            deltas = {}
-            for i in cache:
-                nd = net.nodes[i]
-                pre, u, p, x_ = cache[i]
-                xt = _plus_minus(u > 1 - p, pre.dtype)
-
-                def rerun(j: int, pre_j: torch.Tensor, i: int = i, xt: torch.Tensor = xt) -> torch.Tensor:
-                    if j == i:
-                        return xt
-                    nj = net.nodes[j]
-                    return _plus_minus(cache[j][1] < nj.noise.prob_plus(pre_j, nj.scale), pre_j.dtype)
-
-                Lt = _losses(loss_fn, _run(net, params, inputs[nd.step].detach(), nd.step, rerun), y)
-                deltas[i] = (Lt - Ld) / B if nd.kind == "act" else (Lt - Ld).mean(1).view(-1, *([1] * (pre.dim() - 1)))
-        extra = 0
-        for i, d in deltas.items():
-            nd = net.nodes[i]
-            pre, u, p, x_ = cache[i]
-            dd = d.unsqueeze(-1) if nd.kind == "act" else d
-            t = pre.detach() / nd.scale
-            if name == "arm":
-                g = dd * (u - 0.5) * _logit_slope(nd, t, p)
-            else:
-                xt = _plus_minus(u > 1 - p, pre.dtype)
-                mn = torch.minimum(p, 1 - p)
-                ok = (x_ != xt) & (mn > 0)
-                slope = torch.where(ok, (nd.noise.pdf(t) / nd.scale) / torch.where(ok, mn, torch.ones_like(mn)),
-                                    torch.zeros_like(mn))
-                g = -0.5 * dd * x_ * slope
-            extra = extra + (pre * g).sum()
-        return sur.mean(1).sum() + extra, weights
+        return L.mean(1).sum() + _antithetic_terms(net, params, loss_fn, y, name == "disarm", cache, inputs,
+                                                   L.detach()), weights
     else:
         sur = L
     if weights is not None:
@@ -451,11 +460,15 @@ def sample_gradients(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         a dict keyed like ``model.named_parameters()`` (parameters with ``requires_grad``);
         entry ``name`` has shape ``(n_samples, *param.shape)``.
     """
-    parts: dict[str, list[torch.Tensor]] = {}
+    out: dict[str, torch.Tensor] = {}
+    k = 0
     for g in _iter_sample_chunks(model, loss_fn, x, y, method, n_samples, generator, chunk_size, dtype):
         for n, v in g.items():
-            parts.setdefault(n, []).append(v)
-    return {n: torch.cat(v) for n, v in parts.items()}
+            if n not in out:  # one buffer up front: keeping many small chunks alive fragments the heap
+                out[n] = torch.empty((n_samples, *v.shape[1:]), dtype=v.dtype, device=v.device)
+            out[n][k:k + v.shape[0]] = v
+        k += next(iter(g.values())).shape[0] if g else 0
+    return out
 
 
 def estimate_gradients(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, method: str,
@@ -465,7 +478,10 @@ def estimate_gradients(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: to
     total: dict[str, torch.Tensor] = {}
     for g in _iter_sample_chunks(model, loss_fn, x, y, method, n_samples, generator, chunk_size, dtype):
         for n, v in g.items():
-            total[n] = total[n] + v.sum(0) if n in total else v.sum(0)
+            if n in total:
+                total[n] += v.sum(0)
+            else:
+                total[n] = v.sum(0)
     return {n: v / n_samples for n, v in total.items()}
 
 

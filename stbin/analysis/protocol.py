@@ -259,20 +259,35 @@ def _reuses_protocol(cfg: LabConfig) -> bool:
     return cfg.sweep_epochs in cfg.epochs
 
 
-def lab_work(cfg: LabConfig) -> int:
-    """Units of progress of :func:`run_lab`: training epochs plus estimator runs."""
-    n = max(cfg.epochs) + len(cfg.epochs) * len(cfg.methods)
+def estimator_work(method: str, n_estimates: int, n_points: int) -> float:
+    """Progress units of one estimator run, roughly in the time of one training epoch of the protocol."""
+    name = method.partition(":")[0]
+    factor = {"arm": 2.5, "disarm": 2.5, "concrete": 1.5, "st_concrete": 1.5}.get(name, 1.0)
+    if name.startswith("det_"):
+        return 0.5
+    return factor * n_estimates * n_points / 25000.0
+
+
+def lab_work(cfg: LabConfig) -> float:
+    """Progress units of :func:`run_lab` (training epochs count 1, estimator runs :func:`estimator_work`)."""
+    n_points = 2 * cfg.n_per_class
+    n = float(max(cfg.epochs)) + len(cfg.epochs) * sum(estimator_work(m, cfg.n_estimates, n_points)
+                                                      for m in cfg.methods)
     if cfg.sweep:
         base = dict(depth=cfg.depth, width=cfg.width, noise=cfg.noise, scale=cfg.scale)
         unique = {tuple(sorted(c.items())) for _, c in _sweep_configs(cfg)}
-        n += len(unique) * (cfg.sweep_epochs + len(cfg.methods))
+        n += len(unique) * (cfg.sweep_epochs + sum(estimator_work(m, cfg.sweep_estimates, n_points)
+                                                   for m in cfg.methods))
         if tuple(sorted(base.items())) in unique and _reuses_protocol(cfg):
             n -= cfg.sweep_epochs
     return n
 
 
-def run_lab(cfg: LabConfig, progress: Callable[[int, str], None] | None = None) -> LabResult:
-    """Run the reference protocol and (if ``cfg.sweep``) the sweeps; ``progress(n_done, what)`` is called as work ends.
+def run_lab(cfg: LabConfig, progress: Callable[[float, str], None] | None = None) -> LabResult:
+    """Run the reference protocol and (if ``cfg.sweep``) the sweeps.
+
+    ``progress(units, what)`` is called as pieces of work end; the units add up to
+    :func:`lab_work` ``(cfg)``.
 
     Seeds: the data come from ``cfg.seed``; every network configuration gets its own seed
     for initialisation, batch order and sampling (the protocol's configuration the
@@ -310,7 +325,8 @@ def run_lab(cfg: LabConfig, progress: Callable[[int, str], None] | None = None) 
         gnorm = math.sqrt(sum(float((g ** 2).sum()) for g in exact.values()))
         res.snapshots.append({"epoch": ep, "expected_loss": loss, "expected_error": err, "grad_norm": gnorm})
         rows = measure_snapshot(model, x, y, cfg.methods, cfg.n_estimates, cfg.ms, est_gen,
-                                on_method=lambda m, ep=ep: tick(1, f"epoch {ep}: {m}"))
+                                on_method=lambda m, ep=ep: tick(estimator_work(m, cfg.n_estimates, len(x)),
+                                                                f"epoch {ep}: {m}"))
         for r in rows:
             res.rows.append({"experiment": "protocol", "epoch": ep, **base, **r})
     res.timings["estimators_s"] = time.perf_counter() - t0
@@ -331,7 +347,8 @@ def run_lab(cfg: LabConfig, progress: Callable[[int, str], None] | None = None) 
                                     on_epoch=lambda ep, desc=desc: tick(1, f"{desc}: epoch {ep}"))
                 done[key] = measure_snapshot(m, x, y, cfg.methods, cfg.sweep_estimates, cfg.sweep_ms,
                                              torch.Generator().manual_seed(sc + 3),
-                                             on_method=lambda meth, desc=desc: tick(1, f"{desc}: {meth}"))
+                                             on_method=lambda meth, desc=desc: tick(
+                                                 estimator_work(meth, cfg.sweep_estimates, len(x)), f"{desc}: {meth}"))
             for r in done[key]:
                 res.rows.append({"experiment": exp, "epoch": cfg.sweep_epochs, **c, **r})
         res.timings["sweeps_s"] = time.perf_counter() - t0
@@ -341,4 +358,4 @@ def run_lab(cfg: LabConfig, progress: Callable[[int, str], None] | None = None) 
 
 __all__ = ["DEFAULT_METHODS", "LabConfig", "LabResult", "ROW_FIELDS", "layer_groups", "logistic_loss",
            "measure_snapshot", "reference_data", "reference_network", "run_lab", "time_exact_gradients",
-           "train_snapshots", "lab_work"]
+           "train_snapshots", "lab_work", "estimator_work"]

@@ -123,10 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    bar = tqdm(total=lab_work(cfg), desc="estimators", unit="step", disable=args.no_progress,
-               file=sys.stderr, dynamic_ncols=True)
+    bar = tqdm(total=lab_work(cfg), desc="estimators", disable=args.no_progress, file=sys.stderr,
+               dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
 
-    def tick(n: int, what: str) -> None:
+    def tick(n: float, what: str) -> None:
         bar.set_postfix_str(what, refresh=False)
         bar.update(n)
 
