@@ -51,10 +51,11 @@ class _BinaryWeightMixin(nn.Module):
     latent_weight: nn.Parameter
     weight_scale: nn.Parameter | None
 
-    def _init_binary(self, weight_shape: tuple[int, ...], weights: str, weight_noise: str,
+    def _init_binary(self, weight_shape: tuple[int, ...], bias: bool, weights: str, weight_noise: str,
                      weight_scale: float, channel_scale: str | None, eval_mode: str,
                      input_quantizer: nn.Module | None, generator: torch.Generator | None,
                      factory: dict[str, Any]) -> None:
+        """Validate the binary options, create ``latent_weight``, ``weight_scale``, ``bias``; reset them."""
         self.weights = check_choice("weight kind", weights, WEIGHT_KINDS)
         self.weight_noise = get_noise(weight_noise).name
         self.weight_noise_scale = check_positive("weight_scale", weight_scale)
@@ -67,6 +68,18 @@ class _BinaryWeightMixin(nn.Module):
             self.weight_scale = nn.Parameter(torch.ones(weight_shape[0], **factory))
         else:
             self.register_parameter("weight_scale", None)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(weight_shape[0], **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Latent weights uniform (see :meth:`_reset_latent`), bias zero, learned scale = mean |theta|."""
+        self._reset_latent()
+        if self.bias is not None:
+            with torch.no_grad():
+                self.bias.zero_()
 
     # -- parameterisation -------------------------------------------------------------
     def _reset_latent(self) -> None:
@@ -155,19 +168,8 @@ class BinaryLinear(_BinaryWeightMixin):
         factory = {"device": device, "dtype": dtype}
         self.in_features = check_int_at_least("in_features", in_features, 1)
         self.out_features = check_int_at_least("out_features", out_features, 1)
-        self._init_binary((out_features, in_features), weights, weight_noise, weight_scale, channel_scale,
+        self._init_binary((out_features, in_features), bias, weights, weight_noise, weight_scale, channel_scale,
                           eval_mode, input_quantizer, generator, factory)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_features, **factory))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self._reset_latent()
-        if self.bias is not None:
-            with torch.no_grad():
-                self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -211,19 +213,8 @@ class BinaryConv2d(_BinaryWeightMixin):
         if isinstance(padding, str):
             check_choice("padding", padding, ("same", "valid"))
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self._init_binary(shape, weights, weight_noise, weight_scale, channel_scale, eval_mode,
+        self._init_binary(shape, bias, weights, weight_noise, weight_scale, channel_scale, eval_mode,
                           input_quantizer, generator, factory)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
-        else:
-            self.register_parameter("bias", None)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        self._reset_latent()
-        if self.bias is not None:
-            with torch.no_grad():
-                self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
