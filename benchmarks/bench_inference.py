@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         lin, m = results[-1].get("linear"), results[-1]["model"]
         if lin:
             print(f"run {i + 1}: linear {lin['size']}x{lin['size']} batch {lin['batch']}: torch {lin['torch_ms']:.2f} ms, "
-                  f"engine {lin['engine_ms']:.2f} ms -> {lin['speedup']:.1f}x (CPU time {lin['cpu_time_speedup']:.1f}x); "
-                  f"{lin['engine_gmacs']:.0f} of {lin['popcount_peak_gmacs']:.0f} GMAC/s roofline "
+                  f"engine {lin['engine_ms']:.2f} ms -> {lin['speedup']:.1f}x (wall {lin['wall_speedup']:.1f}x, "
+                  f"CPU time {lin['cpu_time_speedup']:.1f}x); per core {lin['engine_gmacs_per_core']:.0f} of "
+                  f"{lin['popcount_peak_gmacs_per_core']:.0f} GMAC/s roofline "
                   f"({100 * lin['fraction_of_popcount_peak']:.0f}%)")
         print(f"run {i + 1}: model batch {m['batch']}: {m['throughput_speedup']:.2f}x throughput, "
               f"batch 1: {m['latency_speedup']:.2f}x latency, memory {m['memory_ratio']:.2f}x, "

@@ -25,7 +25,8 @@ def test_bench_inference_json_demo_network():
     assert "linear_4096_speedup" in out and out["linear_4096_speedup"] is None  # size 130 here
     lin = out["linear"]
     assert lin["size"] == 130 and lin["exact"] is True and lin["speedup"] > 0 and out["linear_speedup"] > 0
-    assert lin["weights_packed_bytes"] == 130 * 3 * 8 and lin["popcount_peak_gmacs"] > 0
+    assert lin["weights_packed_bytes"] == 130 * 3 * 8 and lin["popcount_peak_gmacs_per_core"] > 0
+    assert lin["speedup"] == min(lin["wall_speedup"], lin["cpu_time_speedup"])
     m = out["model"]
     assert m["predictions_identical"] is True and m["name"] == "sbn_mlp"
     assert m["binary_weights_float32_bytes"] == 2 * 32 * 32 * 4 and m["binary_weights_packed_bytes"] == 2 * 32 * 8
@@ -51,3 +52,5 @@ def test_bench_inference_table_on_a_checkpoint(tmp_path):
 def test_bench_inference_errors():
     r = run_cli("bench-inference", "--repeats", "0")
     assert r.returncode == 2 and r.stderr.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
+    r = run_cli("bench-inference", "--threads", "999", "--skip-linear")
+    assert r.returncode == 2 and "exceeds numba's maximum" in r.stderr
