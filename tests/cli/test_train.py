@@ -62,8 +62,18 @@ def test_list_presets():
     (["--dataset", "cifar10"], "CIFAR-10 not found"),
     (["--dataset", "fashion_mnist", "--data-root", "/nonexistent/fm"], "Fashion-MNIST not found"),
 ])
-def test_user_errors(tmp_path, args, message):
-    assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "o"), *args), message)
+def test_user_errors(tmp_path, capsys, args, message):
+    # in-process (the same entry point as the command, without a new interpreter per case)
+    from stbin.cli.main import main
+
+    code = main(["train", *TINY, "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert_user_error(subprocess.CompletedProcess([], code, "", err), message)
+
+
+def test_user_error_from_the_real_command(tmp_path):
+    assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "o"), "--model", "lenett"),
+                      "unknown model 'lenett' (did you mean 'lenet5'?)")
 
 
 def test_unwritable_output_folder(tmp_path):
