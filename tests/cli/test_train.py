@@ -102,3 +102,38 @@ def test_default_preset_on_a_slice_of_mnist(tmp_path):
     assert "stbin train: sbn_mnist — model mlp on mnist (4000 training images" in r.stdout
     m = re.search(r"test accuracy: mode ([\d.]+)%\s+mean ([\d.]+)%\s+10-sample ensemble ([\d.]+)%", r.stdout)
     assert m and float(m.group(1)) > 30.0, r.stdout
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    """SIGKILL a real run mid-training, resume it, and compare with an uninterrupted run (CPU: identical)."""
+    import os
+    import signal
+    import time
+
+    from stbin.training import load_checkpoint
+
+    args = ["train", "--preset", "tiny", "--set", "data.options={n_train=768, n_test=64}", "--set",
+            "eval.ensemble=0", "--epochs", "8", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, "-m", "stbin.cli.main", *args, "--out", str(tmp_path / "killed")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while not (tmp_path / "killed" / "checkpoint-epoch0002.pt").exists() and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before it could be killed")
+    r = run_cli("train", "--resume", str(tmp_path / "killed"), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    a = load_checkpoint(tmp_path / "killed" / "checkpoint-epoch0008.pt")
+    b = load_checkpoint(tmp_path / "straight" / "checkpoint-epoch0008.pt")
+    for k, v in a["model_state"].items():
+        assert torch.equal(v, b["model_state"][k]), k
+    assert [m["epoch"] for m in a["metrics"]] == list(range(1, 9))
