@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from stbin.deploy.packing import n_words, pack_sign, unpack_bits
+from stbin.deploy.packing import n_words, unpack_bits
 
 OP_TYPES = ("flatten", "linear", "bits_float", "sign", "bdense", "bdense_f", "conv2d", "sign2d", "bconv2d",
             "bconv2d_f", "maxpool2d", "affine")
@@ -247,7 +247,3 @@ class DeployedNet:
             return out
         raise ValueError(f"unknown op type {t!r}")  # pragma: no cover
 
-
-def sign_pack(x: np.ndarray) -> np.ndarray:
-    """Pack ``sign(x)`` of float rows (convenience re-export of :func:`pack_sign`)."""
-    return pack_sign(x)
