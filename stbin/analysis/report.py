@@ -330,6 +330,16 @@ def findings(result: LabResult) -> list[str]:
                          f"at the first")
             out.append("ST's relative bias (all parameters) after " + ", ".join(f"{e} epochs: {_f(v)}"
                        for e, v in zip(eps, rbs)) + f" — {trend}.")
+        # 5b. ST vs the best unbiased estimator at M = 1 across training
+        if len(eps) > 1 and hidden:
+            t = hidden[0]
+            parts = []
+            for e in eps:
+                vals = {m: cos(m, t, 1, e) for m in unb}
+                bu = max(vals, key=lambda m: -math.inf if math.isnan(vals[m]) else vals[m])
+                parts.append(f"after {e} epochs ST {_f(cos('st', t, 1, e))} vs {bu} {_f(vals[bu])}")
+            out.append(f"Single-sample mean cosine on {t} across training (ST vs the best unbiased estimator): "
+                       + "; ".join(parts) + ".")
         # 6. ST across layers
         if len(hidden) > 1:
             vals = [(t, cos("st", t, 1)) for t in hidden]

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     bar = tqdm(total=lab_work(cfg), desc="estimators", disable=args.no_progress, file=sys.stderr,
-               dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}")
+               dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]{postfix}")
 
     def tick(n: float, what: str) -> None:
         bar.set_postfix_str(what, refresh=False)
