@@ -144,9 +144,7 @@ class DeployedNet:
     # -- run --------------------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
         """Outputs of the network for input ``x`` (numpy array or torch tensor), float32."""
-        if hasattr(x, "detach"):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        x = self._input(x)
         if batch_size is None or len(x) <= batch_size:
             return self._run(x)
         return np.concatenate([self._run(x[i: i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -155,9 +153,7 @@ class DeployedNet:
 
     def profile(self, x: Any) -> list[tuple[str, float]]:
         """Run once and return (op type, seconds) for each op."""
-        if hasattr(x, "detach"):
-            x = x.detach().cpu().numpy()
-        x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+        x = self._input(x)
         out = []
         with _kernels().KERNEL_LOCK:
             for op in self.ops:
@@ -165,6 +161,19 @@ class DeployedNet:
                 x = self._op(op, x)
                 out.append((op.type, time.perf_counter() - t))
         return out
+
+    def _input(self, x: Any) -> np.ndarray:
+        """float32 C-contiguous (N, *input_shape) array, or a ValueError naming the expected shape."""
+        if hasattr(x, "detach"):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x, dtype=np.float32)
+        shape = tuple(int(s) for s in self.meta.get("input_shape", ()))
+        if shape:
+            if x.ndim < 2 or int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+                raise ValueError(f"the network expects inputs of shape (N, {', '.join(map(str, shape))}), "
+                                 f"got {tuple(x.shape)}")
+            x = x.reshape((len(x),) + shape)
+        return np.ascontiguousarray(x)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with _kernels().KERNEL_LOCK:

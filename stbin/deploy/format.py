@@ -169,7 +169,16 @@ def from_bytes(data: bytes, name: str = "<bytes>") -> DeployedNet:
             validate_op(op)
         except ValueError as e:
             raise fail(f"op {k} ({op.type}): {e}") from None
-    return DeployedNet(ops, header.get("meta") or {})
+    try:
+        validate_graph(ops)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    meta = header.get("meta") or {}
+    shape = meta.get("input_shape") if isinstance(meta, dict) else None
+    if shape is not None and not (isinstance(shape, list) and shape and all(isinstance(v, int) and v >= 1
+                                                                            for v in shape)):
+        raise fail(f"bad input_shape {shape!r} in the header")
+    return DeployedNet(ops, meta if isinstance(meta, dict) else {})
 
 
 def load(path: str | os.PathLike) -> DeployedNet:
@@ -269,6 +278,26 @@ def validate_op(op: Op) -> None:  # noqa: C901 - one branch per op type
     extra = set(op.arrays) - allowed
     if extra:
         raise ValueError(f"unexpected arrays {sorted(extra)}")
+
+
+_IN_KIND = {"linear": "float", "conv2d": "float", "affine": "float", "sign": "float", "sign2d": "float",
+            "bdense": "bits", "bdense_f": "bits", "bconv2d": "bits", "bconv2d_f": "bits", "maxpool2d": "bits",
+            "bits_float": "bits", "flatten": None}
+_OUT_KIND = {"linear": "float", "conv2d": "float", "affine": "float", "sign": "bits", "sign2d": "bits",
+             "bdense": "bits", "bdense_f": "float", "bconv2d": "bits", "bconv2d_f": "float", "maxpool2d": "bits",
+             "bits_float": "float", "flatten": None}
+
+
+def validate_graph(ops: list[Op]) -> None:
+    """Check that each op gets the kind of tensor (float or bits) it takes and that the graph ends in floats."""
+    kind = "float"
+    for k, op in enumerate(ops):
+        want = _IN_KIND[op.type]
+        if want is not None and want != kind:
+            raise ValueError(f"op {k} ({op.type}) takes {want} input but gets {kind}")
+        kind = _OUT_KIND[op.type] or kind
+    if kind != "float":
+        raise ValueError("the graph ends in binary units instead of a float output")
 
 
 def describe(net: DeployedNet) -> list[dict[str, Any]]:

@@ -166,3 +166,13 @@ def test_models_with_real_activations_or_skips_are_refused():
     if "resnet20" in MODELS:
         with pytest.raises(ValueError, match="cannot export module"):
             compile_model(build_model("resnet20"), (3, 32, 32))
+
+
+def test_wrong_input_shape_is_a_clear_error():
+    torch.manual_seed(0)
+    net = compile_model(build_model("sbn_mlp", in_features=12, hidden=(8,), num_classes=2).eval())
+    assert net(np.zeros((3, 3, 4), np.float32)).shape == (3, 2)  # any (N, ...) with 12 values per sample
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(N, 12\), got \(3, 13\)"):
+        net(np.zeros((3, 13), np.float32))
+    with pytest.raises(ValueError, match="expects inputs"):
+        net(np.zeros(12, np.float32))

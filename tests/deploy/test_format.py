@@ -115,9 +115,16 @@ def test_inconsistent_shapes_are_refused_even_with_a_valid_checksum(net):
     def wrong_features(h):
         next(o for o in h["ops"] if o["type"] == "bdense")["attrs"]["in_features"] = 1000
 
+    def wrong_order(h):
+        h["ops"][1], h["ops"][2] = h["ops"][2], h["ops"][1]
+
+    def bad_input_shape(h):
+        h["meta"]["input_shape"] = [0]
+
     for edit, match in [(wrong_nbytes, "has shape"), (wrong_threshold_len, "entries, expected"),
                         (outside, "outside the payload"), (unknown, "unknown op type"),
-                        (wrong_features, "does not fit")]:
+                        (wrong_features, "does not fit"), (wrong_order, "takes bits input but gets float"),
+                        (bad_input_shape, "bad input_shape")]:
         with pytest.raises(DeployFormatError, match=match):
             from_bytes(_rewrite_header(data, edit))
 
