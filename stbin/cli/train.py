@@ -68,7 +68,6 @@ def _toml_str(s: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from stbin.training.config import build_config, dumps_toml, from_dict, merge, parse_override
-    from stbin.training.presets import PRESETS, preset_names
 
     if args.list_presets:
         from stbin.training import presets
@@ -99,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dumps_toml(cfg.to_dict()), end="")
         return 0
-    _ = PRESETS, preset_names
 
     from stbin.training.trainer import train
 

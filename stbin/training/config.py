@@ -32,7 +32,6 @@ Example TOML::
 from __future__ import annotations
 
 import copy
-import dataclasses
 import difflib
 import sys
 from dataclasses import asdict, dataclass, field, fields
@@ -289,4 +288,3 @@ def dumps_toml(d: dict[str, Any]) -> str:
 
 __all__ = ["Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "build_config",
            "merge", "parse_override", "read_toml", "from_dict", "dumps_toml", "all_keys"]
-_ = dataclasses  # re-exported for users building configs programmatically

@@ -1,6 +1,5 @@
 """Model summary: parameters, memory and MACs by precision."""
 
-import torch
 from torch import nn
 
 from stbin.models import build_model
@@ -43,4 +42,3 @@ def test_float_model_compression_is_one_and_training_mode_restored():
 def test_large_all_binary_compression():
     t = model_summary(build_model("binarynet_vgg", width=0.25), (3, 32, 32)).totals
     assert t["compression"] > 20 and t["macs_32x32"] == 0
-    _ = torch

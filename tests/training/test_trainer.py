@@ -1,8 +1,5 @@
 """Trainer: outputs, bit-exact resume on CPU, killed runs, damaged checkpoints, schedules."""
 
-import json
-import shutil
-
 import pytest
 import torch
 
@@ -125,7 +122,6 @@ def test_foreign_checkpoint_is_refused(tmp_path):
         latest_checkpoint(p)
     save_checkpoint(tmp_path / "x.pt", {"model": {"name": "mlp", "kwargs": {}}, "model_state": {}})
     assert latest_checkpoint(tmp_path / "x.pt")["model"]["name"] == "mlp"
-    _ = json, shutil
 
 
 @pytest.mark.parametrize("name, expect", [
