@@ -64,9 +64,16 @@ class Noise:
 
     def sample_z(self, shape: torch.Size | tuple[int, ...], *, generator: torch.Generator | None = None,
                  dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
-        """Draw standard noise z with CDF F by inverse-CDF sampling of a uniform variate."""
+        """Draw standard noise z with CDF F by inverse-CDF sampling of a uniform variate.
+
+        ``torch.rand`` returns multiples of the grid step d = eps/2 on [0, 1), 0 included.
+        The symmetric variate m = (1 - d) - 2u takes the odd multiples of d in (-1, 1) —
+        exactly representable, symmetric around 0, never ±1 — so z = -mean_inverse(m) is
+        always finite (u = 0 with m = 1 - 2u would give z = -inf for unbounded noises).
+        """
         u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
-        return -self.mean_inverse(1.0 - 2.0 * u)
+        m = u.mul_(-2.0).add_(1.0 - torch.finfo(u.dtype).eps / 2)
+        return -self.mean_inverse(m)
 
     def __repr__(self) -> str:
         return f"Noise({self.name!r})"

@@ -51,3 +51,15 @@ def test_sample_z_has_the_cdf(name):
 def test_unknown_noise_lists_valid_names():
     with pytest.raises(ValueError, match="unknown noise 'cauchy'.*gaussian, logistic, uniform"):
         get_noise("cauchy")
+
+
+@pytest.mark.parametrize("name", NOISES.names())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+def test_sample_z_is_finite_even_at_the_ends_of_the_uniform_grid(name, dtype, monkeypatch):
+    nz = get_noise(name)
+    eps = torch.finfo(dtype).eps
+    # the extreme values torch.rand can return: 0 and the last grid point below 1
+    extremes = torch.tensor([0.0, 1.0 - eps / 2], dtype=dtype)
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: extremes.clone())
+    z = nz.sample_z((2,), dtype=dtype)
+    assert torch.isfinite(z).all() and z[0] < 0 < z[1]
