@@ -155,3 +155,25 @@ def test_bop_trains_sign_weights_and_resumes_exactly(tmp_path):
     _states_equal(straight["model_state"], load_checkpoint(checkpoint_path(out, 2))["model_state"])
     with pytest.raises(ValueError, match="weights = sign"):
         train(cfg_for(tmp_path, "optim.name=bop"), log=quiet)
+
+
+def test_cifar_preset_on_a_generated_batches_folder(tmp_path):
+    """CIFAR-10 presets run end to end (augmentation on) on a tiny folder in the standard format."""
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        obj = {b"data": rng.integers(0, 256, (8, 3072), dtype=np.uint8), b"labels": list(range(8))}
+        (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
+    cfg = build_config("sbn_conv_cifar10", overrides=[f'out_dir="{tmp_path / "run"}"', f'data.root="{folder}"',
+                                                      "model.width=0.0625", "train.epochs=1", "train.batch_size=16",
+                                                      "eval.ensemble=2"])
+    r = train(cfg, log=quiet)
+    assert set(r["test"]) == {"mode", "mean", "ensemble"}
+    ckpt = load_checkpoint(r["checkpoint"])
+    assert ckpt["model"]["kwargs"]["in_channels"] == 3 and ckpt["model"]["kwargs"]["image_size"] == 32
+    assert load_model(ckpt)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
