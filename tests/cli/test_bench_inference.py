@@ -49,8 +49,10 @@ def test_bench_inference_table_on_a_checkpoint(tmp_path):
     assert "predictions identical on the benchmark batch: True" in r.stdout
 
 
-def test_bench_inference_errors():
-    r = run_cli("bench-inference", "--repeats", "0")
-    assert r.returncode == 2 and r.stderr.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
-    r = run_cli("bench-inference", "--threads", "999", "--skip-linear")
-    assert r.returncode == 2 and "exceeds numba's maximum" in r.stderr
+def test_bench_inference_errors(capsys):
+    from stbin.cli.main import main
+
+    assert main(["bench-inference", "--repeats", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
+    assert main(["bench-inference", "--threads", "999", "--skip-linear"]) == 2
+    assert "exceeds numba's maximum" in capsys.readouterr().err

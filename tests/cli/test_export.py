@@ -15,6 +15,15 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def run_inproc(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The same command in this process (fast; the dispatcher and its error handling are identical)."""
+    from stbin.cli.main import main
+
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out.out, out.err)
+
+
 def assert_user_error(r: subprocess.CompletedProcess, message: str) -> None:
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
@@ -60,17 +69,18 @@ def test_export_verify_and_load(tiny_ckpt, tmp_path):
     np.testing.assert_array_equal(net(x).argmax(-1), ref)
 
 
-def test_export_errors(tiny_ckpt, tmp_path):
+def test_export_errors(tiny_ckpt, tmp_path, capsys):
     assert_user_error(run_cli("export", str(tmp_path / "missing.pt"), str(tmp_path / "o.stbn")), "no checkpoint")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
-    assert_user_error(run_cli("export", str(bad), str(tmp_path / "o.stbn")), "not a readable stbin checkpoint")
-    assert_user_error(run_cli("export", str(tiny_ckpt), str(tmp_path)), "is a directory")
-    assert_user_error(run_cli("export", str(tiny_ckpt), str(tmp_path / "o.stbn"), "--input-shape", "1,x"),
+    assert_user_error(run_inproc(capsys, "export", str(bad), str(tmp_path / "o.stbn")),
+                      "not a readable stbin checkpoint")
+    assert_user_error(run_inproc(capsys, "export", str(tiny_ckpt), str(tmp_path)), "is a directory")
+    assert_user_error(run_inproc(capsys, "export", str(tiny_ckpt), str(tmp_path / "o.stbn"), "--input-shape", "1,x"),
                       "--input-shape must be integers")
 
 
-def test_export_refuses_unsupported_model(tmp_path):
+def test_export_refuses_unsupported_model(tmp_path, capsys):
     from stbin.models import MODELS, build_model
 
     if "mlp" not in MODELS:
@@ -82,4 +92,4 @@ def test_export_refuses_unsupported_model(tmp_path):
         pytest.skip("mlp takes other arguments in this build")
     path = tmp_path / "relu.pt"
     save_checkpoint(path, {"model": {"name": "mlp", "kwargs": kwargs}, "model_state": model.state_dict()})
-    assert_user_error(run_cli("export", str(path), str(tmp_path / "o.stbn")), "cannot export module ReLU")
+    assert_user_error(run_inproc(capsys, "export", str(path), str(tmp_path / "o.stbn")), "cannot export module ReLU")

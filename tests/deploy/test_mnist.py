@@ -53,7 +53,7 @@ def check_identical(ckpt, tmp_path):
 
 
 def test_small_trained_network_identical_on_the_whole_test_set(tmp_path):
-    acc = check_identical(train((96, 96, 96), 6000, 1), tmp_path)
+    acc = check_identical(train((64, 64, 64), 3000, 1), tmp_path)
     assert acc > 0.2  # trained (chance is 0.1); a short run of a stochastic net is weak in mode
 
 
