@@ -122,12 +122,43 @@ class DeployedNet:
     ``x`` is what the PyTorch model takes (float, e.g. normalised images (N, 1, 28, 28)).
     """
 
-    def __init__(self, ops: list[Op], meta: dict[str, Any] | None = None) -> None:
+    FLOAT_BACKENDS = ("auto", "torch", "numpy")
+
+    def __init__(self, ops: list[Op], meta: dict[str, Any] | None = None, float_backend: str = "auto") -> None:
         for op in ops:
             if op.type not in OP_TYPES:
                 raise ValueError(f"unknown op type {op.type!r}")
         self.ops = ops
         self.meta = dict(meta or {})
+        self.float_backend = float_backend
+
+    @property
+    def float_backend(self) -> str:
+        """Who runs the float32 (first/last) layers.
+
+        ``"torch"``: PyTorch's own kernels, so those layers compute bit for bit what the PyTorch
+        model computes on the same batch (the logits then equal PyTorch's exactly); ``"numpy"``:
+        BLAS, single-threaded per part and split over the engine's threads (robust on a busy
+        machine, where waking torch's OpenMP pool between the binary kernels cost milliseconds);
+        ``"auto"`` (default): numpy for linear layers, torch for convolutions (numpy's im2col
+        is slow).
+        """
+        return self._float_backend
+
+    @float_backend.setter
+    def float_backend(self, value: str) -> None:
+        if value not in self.FLOAT_BACKENDS:
+            raise ValueError(f"float_backend must be one of {self.FLOAT_BACKENDS}, got {value!r}")
+        self._float_backend = value
+        self._torch_cache: dict[int, Any] = {}
+
+    def _torch_arrays(self, op: Op) -> dict[str, Any]:
+        import torch
+
+        key = id(op)
+        if key not in self._torch_cache:
+            self._torch_cache[key] = {k: torch.from_numpy(v) for k, v in op.arrays.items()}
+        return self._torch_cache[key]
 
     # -- info -------------------------------------------------------------------------
     def nbytes(self) -> int:
@@ -188,6 +219,21 @@ class DeployedNet:
         t = op.type
         if t == "flatten":
             return x.reshape(len(x), -1)
+        if t == "linear" and self._float_backend == "torch":  # "auto": numpy
+            import torch
+
+            T_ = self._torch_arrays(op)
+            with torch.no_grad():
+                return torch.nn.functional.linear(torch.from_numpy(x.reshape(len(x), -1)), T_["weight"],
+                                                  T_.get("bias")).numpy()
+        if t == "conv2d" and self._float_backend in ("torch", "auto"):
+            import torch
+
+            T_ = self._torch_arrays(op)
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(torch.from_numpy(x), T_["weight"], T_.get("bias"),
+                                                  tuple(a["stride"]), tuple(a["padding"]),
+                                                  tuple(a["dilation"])).contiguous().numpy()
         if t == "linear":
             y = _matmul(x.reshape(len(x), -1), A["weight"].T)
             if "bias" in A:

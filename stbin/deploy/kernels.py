@@ -198,7 +198,7 @@ def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
 def _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits):  # type: ignore[no-untyped-def]
     h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
     kh, kw = W.shape[1], W.shape[2]
-    acc = np.int64(0)
+    acc = np.uint64(0)
     taps = np.int64(0)
     for u in range(kh):
         iy = oy * stride_h - pad_h + u * dil_h
@@ -209,8 +209,9 @@ def _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, di
             if ix < 0 or ix >= w_:
                 continue
             taps += 1
-            acc += np.int64(_xor_popcount(X[nidx, iy, ix], W[o, u, v], cw))
-    return np.int64(c_bits) * taps - 2 * acc
+            for k in range(cw):  # direct indexing: no array views (and no reference counting) per tap
+                acc += popcount64(X[nidx, iy, ix, k] ^ W[o, u, v, k])
+    return np.int64(c_bits) * taps - 2 * np.int64(acc)
 
 
 @njit(parallel=True, **_JIT)

@@ -176,3 +176,22 @@ def test_wrong_input_shape_is_a_clear_error():
         net(np.zeros((3, 13), np.float32))
     with pytest.raises(ValueError, match="expects inputs"):
         net(np.zeros(12, np.float32))
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "numpy"])
+def test_float_backends_agree_and_torch_is_bitwise(backend):
+    torch.manual_seed(4)
+    model = randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(40, 40), num_classes=4))
+    x = torch.randn(200, 30)
+    with torch.no_grad(), eval_mode(model, "mode"):
+        ref = model(x).numpy()
+    net = compile_model(model)
+    net.float_backend = backend
+    out = net(x)
+    np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
+    if backend == "torch":  # PyTorch's own kernels on the same batch: the logits are bit for bit PyTorch's
+        np.testing.assert_array_equal(out, ref)
+    else:
+        np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="float_backend"):
+        net.float_backend = "cuda"
