@@ -9,7 +9,7 @@ preset                 what
                        mirror-descent latent updates, cosine schedule, 4 epochs (~2-4 min on 2 CPU cores)
 ``sbn_mnist_full``     the same, 20 epochs
 ``sbn_fashion_mnist``  the same network on Fashion-MNIST, 20 epochs
-``lenet5_mnist``       LeNet-5 with stochastic binary units and Bernoulli weights on MNIST
+``lenet5_mnist``       LeNet-5 with stochastic binary units and Bernoulli weights (s_w = 0.1) on MNIST
 ``binarynet_cifar10``  BinaryNet VGG (sign activations, sign weights, htanh ST) on CIFAR-10
 ``sbn_conv_cifar10``   the all-binary stochastic conv net on CIFAR-10
 ``vgg11_cifar10``      VGG-11 with stochastic binary units / Bernoulli weights on CIFAR-10
@@ -34,6 +34,10 @@ DEFAULT_PRESET = "sbn_mnist"
 _SBN = {"activation": "stochastic", "noise": "logistic", "scale": 1.0, "weights": "bernoulli",
         "weight_noise": "logistic", "weight_scale": 1.0}
 
+# Conv nets: sharper Bernoulli weights (s_w = 0.1) and a 3x latent learning rate. On LeNet-5 / MNIST
+# (2 epochs) the MLP's settings (s_w = 1, latent lr 0.01) stayed at chance; these reach 96.8% (mode).
+_SBN_CONV = {**_SBN, "weight_scale": 0.1}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "sbn_mnist": {
         "out_dir": "runs/sbn_mnist",
@@ -47,8 +51,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lenet5_mnist": {
         "out_dir": "runs/lenet5_mnist",
         "data": {"name": "mnist"},
-        "model": {"name": "lenet5", **_SBN},
-        "optim": {"name": "adam", "lr": 0.01},
+        "model": {"name": "lenet5", **_SBN_CONV},
+        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
         "train": {"epochs": 10, "batch_size": 100},
     },
     "binarynet_cifar10": {
@@ -61,22 +65,22 @@ PRESETS: dict[str, dict[str, Any]] = {
     "sbn_conv_cifar10": {
         "out_dir": "runs/sbn_conv_cifar10",
         "data": {"name": "cifar10"},
-        "model": {"name": "sbn_conv", **_SBN},
-        "optim": {"name": "adam", "lr": 0.01},
+        "model": {"name": "sbn_conv", **_SBN_CONV},
+        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
         "train": {"epochs": 200, "batch_size": 64},
     },
     "vgg11_cifar10": {
         "out_dir": "runs/vgg11_cifar10",
         "data": {"name": "cifar10"},
-        "model": {"name": "vgg11", **_SBN},
-        "optim": {"name": "adam", "lr": 0.01},
+        "model": {"name": "vgg11", **_SBN_CONV},
+        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
         "train": {"epochs": 200, "batch_size": 128},
     },
     "resnet20_cifar10": {
         "out_dir": "runs/resnet20_cifar10",
         "data": {"name": "cifar10"},
-        "model": {"name": "resnet20", **_SBN},
-        "optim": {"name": "adam", "lr": 0.01},
+        "model": {"name": "resnet20", **_SBN_CONV},
+        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
         "train": {"epochs": 200, "batch_size": 128},
     },
     "tiny": {
