@@ -225,6 +225,10 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     bop = companion if isinstance(companion, Bop) else None
     n_train = len(data.x_train)
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    if n_train % cfg.train.batch_size and n_train % cfg.train.batch_size < 2 * dinfo.world_size:
+        steps_per_epoch -= 1  # a last batch too small for batch norm (< 2 per process) is skipped
+    if steps_per_epoch < 1:
+        raise ValueError(f"{n_train} training images are too few for batch size {cfg.train.batch_size}")
     from stbin.training.schedules import build_scheduler
     s = cfg.schedule
     sched = build_scheduler(opt, s.name, cfg.train.epochs, steps_per_epoch, s.warmup_epochs, s.min_lr,
@@ -273,7 +277,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         net.train()
         t_ep = time.perf_counter()
         perm = torch.randperm(n_train, generator=g_data).to(device)
-        bar = tqdm(range(0, n_train, cfg.train.batch_size), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+        bar = tqdm(range(0, steps_per_epoch * cfg.train.batch_size, cfg.train.batch_size), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
                    disable=(None if show is None else not show) if dinfo.is_main else True, file=sys.stderr)
         loss_sum, correct, seen = 0.0, 0, 0
         for i in bar:

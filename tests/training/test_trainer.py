@@ -177,3 +177,9 @@ def test_cifar_preset_on_a_generated_batches_folder(tmp_path):
     ckpt = load_checkpoint(r["checkpoint"])
     assert ckpt["model"]["kwargs"]["in_channels"] == 3 and ckpt["model"]["kwargs"]["image_size"] == 32
     assert load_model(ckpt)(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_last_batch_of_one_image_is_skipped(tmp_path):
+    r = train(cfg_for(tmp_path, "train.epochs=1", "data.options={n_train=65, n_test=32}", "eval.ensemble=0"),
+              log=quiet)
+    assert r["history"][-1]["step"] == 2
