@@ -150,7 +150,7 @@ class DeployedNet:
         if value not in self.FLOAT_BACKENDS:
             raise ValueError(f"float_backend must be one of {self.FLOAT_BACKENDS}, got {value!r}")
         self._float_backend = value
-        self._torch_cache: dict[int, Any] = {}
+        self._torch_cache: dict[Any, Any] = {}  # per-op run-time forms of the arrays
 
     def _torch_arrays(self, op: Op) -> dict[str, Any]:
         import torch
@@ -251,10 +251,9 @@ class DeployedNet:
             return out
         if t == "sign2d":
             n, c, h, w = x.shape
-            y = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(n * h * w, c)
-            out = np.empty((n * h * w, n_words(c)), dtype=np.uint64)
-            _kernels().float_sign_pack(y, A["S"], A["T"], out)
-            return out.reshape(n, h, w, -1)
+            out = np.empty((n, h, w, n_words(c)), dtype=np.uint64)
+            _kernels().float_sign_pack_nchw(np.ascontiguousarray(x), A["S"], A["T"], out)
+            return out
         if t in ("bdense", "bdense_f"):
             k = _kernels()
             wts = A["weight"]
@@ -274,7 +273,11 @@ class DeployedNet:
             return _float_conv2d(x, A["weight"], A.get("bias"), a["stride"], a["padding"], a["dilation"])
         if t in ("bconv2d", "bconv2d_f"):
             k = _kernels()
-            wts = A["weight"]
+            wts = A["weight"]  # (OC, KH, KW, CW) in the file; the kernels take it tap-major
+            key = ("tap-major", id(op))
+            if key not in self._torch_cache:
+                self._torch_cache[key] = np.ascontiguousarray(wts.transpose(1, 2, 3, 0))
+            wt = self._torch_cache[key]
             n, h, w, _ = x.shape
             (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
             oc, kh, kw = wts.shape[0], wts.shape[1], wts.shape[2]
@@ -282,10 +285,10 @@ class DeployedNet:
             c_bits = int(a["in_channels"])
             if t == "bconv2d":
                 out = np.empty((n, oh, ow, n_words(oc)), dtype=np.uint64)
-                k.bconv2d_sign(x, wts, c_bits, sh, sw, ph, pw, dh, dw, A["S"], A["T"], out)
+                k.bconv2d_sign(x, wt, c_bits, sh, sw, ph, pw, dh, dw, A["S"], A["T"], out)
                 return out
             dot = np.empty((n, oh, ow, oc), dtype=np.int32)
-            k.bconv2d(x, wts, c_bits, sh, sw, ph, pw, dh, dw, dot)
+            k.bconv2d(x, wt, c_bits, sh, sw, ph, pw, dh, dw, dot)
             y = dot.astype(np.float32)
             if "scale" in A:
                 y *= A["scale"]

@@ -13,9 +13,9 @@ AVX-512 VPOPCNTDQ (Ice Lake, Zen 4 and later) it becomes ``vpopcntq`` on 512-bit
 * :func:`bgemm_sign` — the same fused with a per-output threshold and packing of the
   result: output bit j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
 * :func:`bconv2d` / :func:`bconv2d_sign` — direct binary 2-D convolution on channel-packed
-  NHWC bits (N, H, W, CW) with weights (OC, KH, KW, CW); zero padding contributes 0 (only
-  the valid taps are counted: ``dot = C * taps - 2 * popcount``), as PyTorch's zero
-  padding of a ±1 input does;
+  NHWC bits (N, H, W, CW) with tap-major weights (KH, KW, CW, OC), vectorised over output
+  channels; zero padding contributes 0 (only the valid taps are counted: ``dot = C * taps -
+  2 * popcount``), as PyTorch's zero padding of a ±1 input does;
 * :func:`bmaxpool2d` — max pooling on packed bits (of ±1 values, or of the real values
   before a folded threshold);
 * :func:`float_sign_pack` — threshold float pre-activations and pack them.
@@ -195,11 +195,17 @@ def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
 
 
 @njit(**_JIT)
-def _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits):  # type: ignore[no-untyped-def]
+def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc):  # type: ignore[no-untyped-def]
+    """acc[o] = popcount over the valid taps of output pixel (oy, ox); returns the number of taps.
+
+    The loop over output channels is innermost (weights tap-major, channels contiguous), so
+    LLVM vectorises it: one input word is XORed with 8 output channels' words per vpopcntq.
+    """
     h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
-    kh, kw = W.shape[1], W.shape[2]
-    acc = np.uint64(0)
-    taps = np.int64(0)
+    kh, kw, _, oc = Wt.shape
+    for o in range(oc):
+        acc[o] = 0
+    taps = 0
     for u in range(kh):
         iy = oy * stride_h - pad_h + u * dil_h
         if iy < 0 or iy >= h:
@@ -209,39 +215,45 @@ def _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, di
             if ix < 0 or ix >= w_:
                 continue
             taps += 1
-            for k in range(cw):  # direct indexing: no array views (and no reference counting) per tap
-                acc += popcount64(X[nidx, iy, ix, k] ^ W[o, u, v, k])
-    return np.int64(c_bits) * taps - 2 * np.int64(acc)
+            for k in range(cw):
+                xv = X[nidx, iy, ix, k]
+                for o in range(oc):
+                    acc[o] += popcount64(xv ^ Wt[u, v, k, o])
+    return taps
 
 
 @njit(parallel=True, **_JIT)
-def bconv2d(X, W, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
-    """Binary conv on packed NHWC bits: out (N, OH, OW, OC) int32 dot products (zero padding = 0)."""
+def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
+    """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
+    out (N, OH, OW, OC) int32 dot products, zero padding contributing 0."""
     n, oh, ow, oc = out.shape
     for t in prange(n * oh):
         nidx = t // oh
         oy = t % oh
+        acc = np.empty(oc, np.uint64)
         for ox in range(ow):
+            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
+            full = np.int64(c_bits) * taps
             for o in range(oc):
-                out[nidx, oy, ox, o] = np.int32(_conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h,
-                                                          pad_w, dil_h, dil_w, c_bits))
+                out[nidx, oy, ox, o] = np.int32(full - 2 * np.int64(acc[o]))
 
 
 @njit(parallel=True, **_JIT)
-def bconv2d_sign(X, W, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
+def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
     """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
     n, oh, ow, ocw = out.shape
-    oc = W.shape[0]
+    oc = Wt.shape[3]
     for t in prange(n * oh):
         nidx = t // oh
         oy = t % oh
+        acc = np.empty(oc, np.uint64)
         for ox in range(ow):
+            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
+            full = np.int64(c_bits) * taps
             for g in range(ocw):
                 word = np.uint64(0)
                 for o in range(g * 64, min(oc, g * 64 + 64)):
-                    d = _conv_dot(X, W, nidx, oy, ox, o, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits)
-                    if not (np.int64(S[o]) * d >= np.int64(T[o])):
-                        word |= np.uint64(1) << np.uint64(o - g * 64)
+                    word |= _minus(full - 2 * np.int64(acc[o]), S[o], T[o]) << np.uint64(o - g * 64)
                 out[nidx, oy, ox, g] = word
 
 
@@ -275,6 +287,28 @@ def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
                         w_or |= X[nidx, iy, ix, c]
                 m = any_mask[c]
                 out[nidx, oy, ox, c] = (w_and & m) | (w_or & ~m)
+
+
+@njit(parallel=True, **_JIT)
+def float_sign_pack_nchw(Y, S, T, out):  # type: ignore[no-untyped-def]
+    """Threshold an NCHW float map per channel and pack it to NHWC bits (N, H, W, ceil(C/64)):
+    bit c of out[n, y, x] = not (S[c] * Y[n, c, y, x] >= T[c]). Reads rows contiguously."""
+    n, c, h, w_ = Y.shape
+    cw = out.shape[3]
+    for t in prange(n * h):
+        nidx = t // h
+        y = t % h
+        for x in range(w_):
+            for g in range(cw):
+                out[nidx, y, x, g] = 0
+        for ch in range(c):
+            g = ch // 64
+            bit = np.uint64(1) << np.uint64(ch % 64)
+            s = S[ch]
+            th = T[ch]
+            for x in range(w_):
+                if not (s * Y[nidx, ch, y, x] >= th):
+                    out[nidx, y, x, g] |= bit
 
 
 @njit(parallel=True, **_JIT)

@@ -63,7 +63,7 @@ def test_bconv2d_equals_torch_conv_with_zero_padding(n, c, h, w, oc, ks, stride,
     ref = F.conv2d(torch.from_numpy(x).float(), torch.from_numpy(wt).float(), None, stride, pad, dil)
     ref = ref.permute(0, 2, 3, 1).numpy().astype(np.int32)
     xp = pack_sign(x.transpose(0, 2, 3, 1))
-    wp = pack_sign(wt.transpose(0, 2, 3, 1))
+    wp = np.ascontiguousarray(pack_sign(wt.transpose(0, 2, 3, 1)).transpose(1, 2, 3, 0))  # (KH, KW, CW, OC)
     out = np.empty(ref.shape, np.int32)
     kernels.bconv2d(xp, wp, c, *stride, *pad, *dil, out)
     np.testing.assert_array_equal(out, ref)
@@ -109,3 +109,14 @@ def test_popcount_peak_runs():
     x[:, 1] = 1  # weight row 1 differs from the zero input in one bit per word
     want = 2 * sum(8 * (4 * bin(r).count("1") + (bin(r ^ 1).count("1") - bin(r).count("1"))) for r in range(3))
     assert int(kernels.popcount_peak(x, 3)) == want
+
+
+def test_float_sign_pack_nchw():
+    rng = np.random.default_rng(2)
+    y = rng.standard_normal((2, 70, 3, 5)).astype(np.float32)
+    S = rng.choice(np.array([-1.0, 1.0], np.float32), size=70)
+    T = rng.standard_normal(70).astype(np.float32)
+    out = np.empty((2, 3, 5, 2), np.uint64)
+    kernels.float_sign_pack_nchw(y, S, T, out)
+    want = np.where(S[None, :, None, None] * y >= T[None, :, None, None], 1, -1).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(unpack_bits(out, 70), want)
