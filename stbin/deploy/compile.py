@@ -86,8 +86,9 @@ def _check_int(decide: Callable[[torch.Tensor], torch.Tensor], S: torch.Tensor, 
                k_max: int) -> None:
     """Verify the rule on a window of integers around each threshold (and the ends)."""
     centre = torch.clamp(S * T, -k_max, k_max)
-    for off in (-2, -1, 0, 1, 2, None, None):
-        d = centre + off if off is not None else torch.full_like(centre, -k_max if off is None else 0)
+    checks = [centre + off for off in (-2, -1, 0, 1, 2)]
+    checks += [torch.full_like(centre, -k_max), torch.full_like(centre, k_max)]
+    for d in checks:
         d = torch.clamp(d, -k_max, k_max)
         if not torch.equal(decide(d), S * d >= T):  # pragma: no cover - a non-monotone decision
             raise RuntimeError("threshold folding failed: the unit's decision is not monotone in the dot product")
@@ -289,7 +290,8 @@ class _Compiler:
                 y = bn(y)
             if sign is None:
                 return y
-            return sign(y) > 0
+            with eval_mode(sign, "mode"):  # the export is the mode network, whatever eval_mode says
+                return sign(y) > 0
 
     def _layout(self, channels: int, spatial: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
         def shape_up(v: torch.Tensor) -> torch.Tensor:
@@ -381,10 +383,11 @@ class _Compiler:
         # float path: real weights, or binary weights on a real input
         self.to_float()
         with torch.no_grad():
-            w = m.effective_weight() if binary else m.weight
             if binary:
                 with eval_mode(m, "mode"):
                     w = m.effective_weight()
+            else:
+                w = m.weight
         if is_conv:
             geo = _conv_geometry(m)
             c, h, wd = self.shape

@@ -195,3 +195,18 @@ def test_float_backends_agree_and_torch_is_bitwise(backend):
         np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="float_backend"):
         net.float_backend = "cuda"
+
+
+def test_export_is_the_mode_network_whatever_eval_mode_says():
+    torch.manual_seed(5)
+    model = randomise_bn(build_model("sbn_mlp", in_features=16, hidden=(40, 40), num_classes=3))
+    x = torch.randn(100, 16)
+    with torch.no_grad(), eval_mode(model, "mode"):
+        ref = model(x).numpy()
+    from stbin.nn import set_eval_mode
+
+    set_eval_mode(model, "sample")
+    net = compile_model(model)
+    np.testing.assert_array_equal(net(x).argmax(1), ref.argmax(1))
+    np.testing.assert_allclose(net(x), ref, rtol=0, atol=1e-4)
+    assert all(m.eval_mode == "sample" for m in model.modules() if isinstance(m, StochasticSign))
