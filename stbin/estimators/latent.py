@@ -34,7 +34,7 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import plus_minus_one, upcast
+from stbin.estimators._common import plus_minus_one, sample_sign, upcast
 from stbin.estimators.noise import Noise, get_noise
 from stbin.estimators.stochastic import MODES
 
@@ -47,11 +47,9 @@ class BernoulliWeight(torch.autograd.Function):
                 generator: torch.Generator | None) -> torch.Tensor:
         if mode == "mode":
             return plus_minus_one(theta >= 0, theta.dtype)
-        t = upcast(theta) / scale
         if mode == "mean":
-            return noise.mean(t).to(theta.dtype)
-        u = torch.rand(theta.shape, generator=generator, dtype=t.dtype, device=theta.device)
-        return plus_minus_one(u < noise.cdf(t), theta.dtype)
+            return noise.mean(upcast(theta) / scale).to(theta.dtype)
+        return sample_sign(theta, noise, scale, generator)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:

@@ -34,11 +34,69 @@ from typing import Any
 import torch
 
 from stbin._registry import check_choice
-from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import plus_minus_one, scaled_grad, upcast
+from stbin._validation import check_floating, check_positive, compute_dtype
+from stbin.estimators._common import CHUNK_NUMEL, plus_minus_one, sample_sign, scaled, scaled_grad, upcast
 from stbin.estimators.noise import Noise, get_noise
 
 MODES = ("sample", "mode", "mean")
+
+_LOGISTIC = get_noise("logistic")
+
+
+def _is_logistic(noise: Noise) -> bool:
+    """Whether ``noise`` is the logistic family (F = sigmoid, F' = sigmoid (1 - sigmoid)).
+
+    Its backward takes a fused path, ``aten.sigmoid_backward`` (``g * (1 - y) * y`` in one
+    pass), the same expression as the logistic ``pdf`` of :mod:`stbin.estimators.noise`.
+    """
+    return noise is _LOGISTIC or (noise.cdf is _LOGISTIC.cdf and noise.pdf is _LOGISTIC.pdf)
+
+
+def _st_backward(grad: torch.Tensor, a: torch.Tensor, noise: Noise, scale: float) -> torch.Tensor:
+    r"""``grad`` times the ST factor :math:`\frac{2}{s}F'(a/s)`, in ``grad``'s dtype."""
+    if not _is_logistic(noise) or torch.is_grad_enabled():
+        # generic path (also for double backward: no in-place ops on the graph)
+        return scaled_grad(grad, noise.st_factor(upcast(a), scale))
+    if (a.device.type == "cpu" and a.numel() >= CHUNK_NUMEL and grad.shape == a.shape
+            and a.is_contiguous() and grad.is_contiguous()):
+        return _logistic_st_backward_chunked(grad, a, scale)
+    t, fresh = scaled(a, scale)
+    y = t.sigmoid_() if fresh else torch.sigmoid(t)
+    g = grad if grad.dtype == y.dtype else grad.to(y.dtype)
+    out = torch.ops.aten.sigmoid_backward(g, y).mul_(2.0 / scale)
+    return out if out.dtype == grad.dtype else out.to(grad.dtype)
+
+
+def _logistic_st_backward_chunked(grad: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor:
+    """The logistic branch of :func:`_st_backward` on cache-sized chunks of contiguous CPU tensors.
+
+    Only the result is allocated at full size (sigmoid and, for half types, the upcast
+    gradient live in two reused chunk buffers): fresh pages of large tensors are costly.
+    """
+    out = torch.empty_like(grad)
+    cdt = compute_dtype(a.dtype)
+    n = a.numel()
+    a_flat, g_flat, o_flat = a.view(-1), grad.view(-1), out.view(-1)
+    m = min(n, CHUNK_NUMEL)
+    y_buf = torch.empty(m, dtype=cdt)
+    g_buf = torch.empty(m, dtype=cdt) if grad.dtype != cdt else None
+    factor = 2.0 / scale
+    for lo in range(0, n, CHUNK_NUMEL):
+        hi = min(lo + CHUNK_NUMEL, n)
+        y = y_buf[: hi - lo]
+        src = a_flat[lo:hi]
+        if a.dtype != cdt:
+            src = y.copy_(src)  # upcast first, then divide, as upcast(a) / scale
+        if scale != 1.0:
+            src = torch.div(src, scale, out=y)
+        torch.sigmoid(src, out=y)
+        if g_buf is None:
+            torch.ops.aten.sigmoid_backward.grad_input(g_flat[lo:hi], y, grad_input=o_flat[lo:hi])
+        else:
+            g = g_buf[: hi - lo].copy_(g_flat[lo:hi])
+            torch.ops.aten.sigmoid_backward.grad_input(g, y, grad_input=g)
+            o_flat[lo:hi].copy_(g.mul_(factor))
+    return out.mul_(factor) if g_buf is None else out
 
 
 class StochasticSign(torch.autograd.Function):
@@ -51,19 +109,16 @@ class StochasticSign(torch.autograd.Function):
         ctx.noise, ctx.scale = noise, scale
         if mode == "mode":
             return plus_minus_one(a >= 0, a.dtype)
-        t = upcast(a) / scale
         if mode == "mean":
-            return noise.mean(t).to(a.dtype)
-        u = torch.rand(a.shape, generator=generator, dtype=t.dtype, device=a.device)
-        return plus_minus_one(u < noise.cdf(t), a.dtype)
+            return noise.mean(upcast(a) / scale).to(a.dtype)
+        return sample_sign(a, noise, scale, generator)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
         (a,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
-        factor = ctx.noise.st_factor(upcast(a), ctx.scale)
-        return scaled_grad(grad, factor), None, None, None, None
+        return _st_backward(grad, a, ctx.noise, ctx.scale), None, None, None, None
 
 
 def stochastic_sign(a: torch.Tensor, noise: str | Noise = "logistic", scale: float = 1.0,
