@@ -399,7 +399,13 @@ class _Compiler:
         else:
             if len(self.shape) != 1:
                 self.emit("flatten")
-            self.emit("linear", weight=_f32(w), bias=_f32(m.bias))
+            if binary:  # binary weights on a real input: stored packed, run as a float GEMM
+                scale = m._channel_factor()
+                self.emit("blinear", {"in_features": int(w.shape[1]), "out_features": int(w.shape[0])},
+                          weight=pack_sign(m.binary_weight("mode").numpy()),
+                          scale=None if scale is None else _f32(scale.detach().flatten()), bias=_f32(m.bias))
+            else:
+                self.emit("linear", weight=_f32(w), bias=_f32(m.bias))
             self.shape = (w.shape[0],)
         self.float_post(None, bn, sign, pool)
 

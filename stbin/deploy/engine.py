@@ -10,6 +10,7 @@ type           in       out      what
 ============== ======== ======== ==============================================================
 ``flatten``    any      same     (N, ...) -> (N, F); bits NHWC -> (N, H*W*CW) words
 ``linear``     float    float    ``y = x W^T + b`` in float32 (first/last layers)
+``blinear``    float    float    the same with bit-packed ±1 weights (times ``scale``) on a real input
 ``bits_float`` bits     float    unpack ±1 values (NHWC bits -> NCHW floats) for a float layer
 ``sign``       float    bits     folded BN + sign on float pre-activations: bit = not (S*y >= T)
 ``bdense``     bits     bits     binary GEMM fused with integer thresholds (BN + sign folded)
@@ -33,7 +34,7 @@ import numpy as np
 
 from stbin.deploy.packing import n_words, unpack_bits
 
-OP_TYPES = ("flatten", "linear", "bits_float", "sign", "bdense", "bdense_f", "conv2d", "sign2d", "bconv2d",
+OP_TYPES = ("flatten", "linear", "blinear", "bits_float", "sign", "bdense", "bdense_f", "conv2d", "sign2d", "bconv2d",
             "bconv2d_f", "maxpool2d", "affine")
 
 
@@ -219,6 +220,15 @@ class DeployedNet:
         t = op.type
         if t == "flatten":
             return x.reshape(len(x), -1)
+        if t == "blinear":  # unpack the ±1 weights once (exactly PyTorch's w * c), then as "linear"
+            key = ("dense", id(op))
+            if key not in self._torch_cache:
+                w = unpack_bits(A["weight"], int(a["in_features"]), np.float32)
+                if "scale" in A:
+                    w = w * A["scale"][:, None]
+                self._torch_cache[key] = Op("linear", {}, {"weight": np.ascontiguousarray(w),
+                                                           **({"bias": A["bias"]} if "bias" in A else {})})
+            return self._op(self._torch_cache[key], x)
         if t == "linear" and self._float_backend == "torch":  # "auto": numpy
             import torch
 

@@ -243,7 +243,7 @@ def validate_op(op: Op) -> None:  # noqa: C901 - one branch per op type
         a = _need(op, "alpha", np.float32, 1)
         _vec(op, "beta", np.float32, a.shape[0])
         allowed = {"alpha", "beta"}
-    elif t in ("bdense", "bdense_f"):
+    elif t in ("bdense", "bdense_f", "blinear"):
         k, m = _int_attr(op, "in_features"), _int_attr(op, "out_features")
         w = _need(op, "weight", np.uint64, 2)
         if w.shape[0] != m or w.shape[1] < n_words(k):
@@ -270,7 +270,7 @@ def validate_op(op: Op) -> None:  # noqa: C901 - one branch per op type
         if not np.all(np.abs(op.arrays["S"]) == 1):
             raise ValueError("threshold directions S must be +1 or -1")
         allowed |= {"S", "T"}
-    if t in ("bdense_f", "bconv2d_f"):
+    if t in ("bdense_f", "bconv2d_f", "blinear"):
         m = op.arrays["weight"].shape[0]
         _vec(op, "scale", np.float32, m, required=False)
         _vec(op, "bias", np.float32, m, required=False)
@@ -280,10 +280,10 @@ def validate_op(op: Op) -> None:  # noqa: C901 - one branch per op type
         raise ValueError(f"unexpected arrays {sorted(extra)}")
 
 
-_IN_KIND = {"linear": "float", "conv2d": "float", "affine": "float", "sign": "float", "sign2d": "float",
+_IN_KIND = {"linear": "float", "blinear": "float", "conv2d": "float", "affine": "float", "sign": "float", "sign2d": "float",
             "bdense": "bits", "bdense_f": "bits", "bconv2d": "bits", "bconv2d_f": "bits", "maxpool2d": "bits",
             "bits_float": "bits", "flatten": None}
-_OUT_KIND = {"linear": "float", "conv2d": "float", "affine": "float", "sign": "bits", "sign2d": "bits",
+_OUT_KIND = {"linear": "float", "blinear": "float", "conv2d": "float", "affine": "float", "sign": "bits", "sign2d": "bits",
              "bdense": "bits", "bdense_f": "float", "bconv2d": "bits", "bconv2d_f": "float", "maxpool2d": "bits",
              "bits_float": "float", "flatten": None}
 

@@ -111,8 +111,8 @@ def test_binary_weights_on_real_input_use_the_float_path():
     x = torch.randn(100, 10)
     with torch.no_grad(), eval_mode(model, "mode"):
         ref = model(x).numpy()
-    net = compile_model(model)
-    assert net.ops[0].type == "linear"
+    net = from_bytes(to_bytes(compile_model(model)))
+    assert net.ops[0].type == "blinear" and net.ops[0].arrays["weight"].dtype == np.uint64
     np.testing.assert_allclose(net(x), ref, rtol=0, atol=1e-4)
 
 
@@ -139,6 +139,8 @@ def test_conv_needs_input_shape():
     ("sbn_conv", {"width": 0.125, "channel_scale": "mean_abs"}, (3, 32, 32)),
     ("vgg11", {"width": 0.0625, "activation": "sign"}, (3, 32, 32)),
     ("mlp", {}, (1, 28, 28)),
+    ("mlp", {"activation": "stochastic", "weights": "bernoulli", "weight_scale": 0.1, "binary_first": True},
+     (1, 28, 28)),
 ])
 def test_registered_models_identical_predictions(name, kw, shape):
     """Max pooling before BN + sign (LeNet, VGG) is moved after the folded threshold exactly."""
