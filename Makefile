@@ -45,6 +45,10 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py
+	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_inference.py
+	$(PY) benchmarks/bench_exact.py
+	$(PY) benchmarks/bench_theory.py
 
 # Fashion-MNIST (SPEC C): the Debian package's gzipped IDX files in /usr/share/datasets/fashion-mnist.
 # Without root (or apt), download the .deb and unpack it into $(FASHION_DIR); then pass

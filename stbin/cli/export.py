@@ -41,15 +41,17 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def verification_inputs(input_shape, n_random: int):
-    """MNIST test images (normalised as in ``stbin demo``) for MNIST-shaped models, else N(0, 1)."""
+    """MNIST test images (normalised as ``stbin train`` does) for MNIST-shaped models, else N(0, 1)."""
     import torch
 
     shape = tuple(input_shape)
     if int(torch.tensor(shape).prod()) == 784 and shape in ((784,), (1, 28, 28), (28, 28)):
         from stbin.data import load_mnist
+        from stbin.data.datasets import DATASETS
 
+        info = DATASETS.get("mnist")
         xte, _ = load_mnist("test")
-        return (xte.float() / 255.0 - 0.1307) / 0.3081, "the MNIST test set"
+        return (xte.float() / 255.0 - info.mean[0]) / info.std[0], "the MNIST test set"
     g = torch.Generator().manual_seed(0)
     return torch.randn((n_random, *shape), generator=g), f"{n_random} random N(0, 1) inputs"
 

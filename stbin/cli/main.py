@@ -21,7 +21,6 @@ from stbin import __version__
 
 # Sub-command name -> module. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
-    "demo": "stbin.cli.demo",
     "train": "stbin.cli.train",
     "summary": "stbin.cli.summary",
     "export": "stbin.cli.export",

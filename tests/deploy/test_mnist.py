@@ -13,7 +13,7 @@ from stbin.training import load_model, save_checkpoint
 
 
 def prep(x):
-    return (x.float() / 255.0 - 0.1307) / 0.3081  # as in stbin demo
+    return (x.float() / 255.0 - 0.1307) / 0.3081  # as stbin train normalises MNIST
 
 
 def train(hidden, n_train, epochs, seed=0):
