@@ -108,6 +108,7 @@ class Config:
     device: str = "auto"             # auto, cpu, cuda, cuda:N
     out_dir: str = "runs/train"
     preset: str | None = None
+    init_from: str | None = None     # initial weights: a run folder or checkpoint (matching tensors only)
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=lambda: {"name": "sbn_mlp"})
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -140,7 +141,7 @@ class Config:
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "train": TrainConfig,
             "eval": EvalConfig}
-TOP_LEVEL = ("seed", "device", "out_dir", "preset")
+TOP_LEVEL = ("seed", "device", "out_dir", "preset", "init_from")
 
 
 def _plain(x: Any) -> Any:

@@ -89,6 +89,20 @@ def latest_checkpoint(path: str | Path, warn: Callable[[str], None] | None = Non
     raise FileNotFoundError(f"no complete checkpoint to resume in {path}" + (f" ({len(errors)} damaged)" if errors else ""))
 
 
+def init_weights(model: nn.Module, path: str | Path) -> int:
+    """Copy into ``model`` the tensors of the newest checkpoint at ``path`` whose names and shapes match
+    (e.g. a full-precision run into its quantized twin); module settings (``_extra_state``: bits,
+    STE) stay this model's. Returns how many tensors were copied; ValueError if none match."""
+    ckpt = latest_checkpoint(path)
+    own = model.state_dict()
+    take = {k: v for k, v in ckpt["model_state"].items()
+            if k in own and not k.endswith("_extra_state") and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
+    if not any(not k.endswith("num_batches_tracked") for k in take):
+        raise ValueError(f"init_from {path}: no parameter of the checkpoint matches this model")
+    model.load_state_dict(take, strict=False)
+    return len(take)
+
+
 def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> tuple[str, dict[str, Any]]:
     """The model name and its keyword arguments, with the data-derived ones filled in."""
     from stbin.models import MODELS
@@ -219,6 +233,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         model = build_model(name, **kwargs)
     except TypeError as e:
         raise ValueError(f"model {name!r}: {e}") from None
+    if cfg.init_from and resume is None:
+        n_init = init_weights(model, cfg.init_from)
+        say(f"initial weights: {n_init} tensors from {cfg.init_from}")
     model.to(device)
     opt, companion = build_optimizer(model, cfg)
     from stbin.optim import Bop

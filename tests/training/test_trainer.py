@@ -183,3 +183,23 @@ def test_a_last_batch_of_one_image_is_skipped(tmp_path):
     r = train(cfg_for(tmp_path, "train.epochs=1", "data.options={n_train=65, n_test=32}", "eval.ensemble=0"),
               log=quiet)
     assert r["history"][-1]["step"] == 2
+
+
+def test_init_from_copies_matching_weights_and_keeps_the_new_ste(tmp_path):
+    from stbin.training.trainer import init_weights
+    from stbin.models import build_model
+
+    over = ['data.name="synthetic"', "data.options={n_train=64, n_test=32, image_size=28}", "train.epochs=1",
+            "train.batch_size=32", "eval.ensemble=0", 'model.name="lenet5"', 'model.activation="relu"',
+            'model.weights="real"', "model.bn_affine=false"]
+    src = build_config("tiny", overrides=over + [f'out_dir="{tmp_path / "fp"}"'])
+    train(src, log=lambda s: None)
+    dst = build_config("tiny", overrides=over + [f'out_dir="{tmp_path / "q"}"', 'model.activation="quant_relu"',
+                                                 'model.ste="identity"', f'init_from="{tmp_path / "fp"}"'])
+    res = train(dst, log=lambda s: None)
+    assert res["history"]
+    q = build_model("lenet5", activation="quant_relu", ste="identity", weights="real", bn_affine=False)
+    n = init_weights(q, tmp_path / "q")
+    assert n > 0 and all(m.ste == "identity" for m in q.modules() if hasattr(m, "ste"))
+    with pytest.raises(ValueError, match="no parameter"):
+        init_weights(build_model("mlp", in_features=5, num_classes=3, hidden=[7]), tmp_path / "q")
