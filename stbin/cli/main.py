@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "bench-inference": "stbin.cli.bench_inference",
     "estimators": "stbin.cli.estimators",
     "theory": "stbin.cli.theory",
+    "reproduce": "stbin.cli.reproduce",
 }
 
 

@@ -1,0 +1,271 @@
+"""Paper-reproduction recipes behind ``stbin reproduce NAME``.
+
+A recipe is a list of :class:`Run` s — trainer configurations (preset + ``--set`` style
+overrides) executed in order by :func:`stbin.training.train`, where a run may start from
+another run's weights (``init_from``: pretrained -> quantized -> identity continuation) —
+and a ``summarize`` function that turns the runs' metrics into a Markdown table
+(mean ± std over seeds), PNG plots and findings sentences computed from the numbers.
+
+Layout of ``--out DIR``: ``DIR/runs/<run key>/`` holds each run (checkpoints, metrics,
+``report.md`` and ``recipe-result.json``); runs with the same key are shared between
+recipes and reused when their configuration is unchanged (so ``ste-instability`` reuses the
+quantized networks of ``activation-quantized``, and an interrupted recipe continues where it
+stopped). ``DIR/<recipe>/README.md`` is the recipe's report, with its plots beside it.
+
+Runs on CIFAR-10 are *optional*: when the data is missing (or fails to load) the error is
+recorded, the rows say so, and runs that depend on them are skipped; the recipe goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stbin._registry import unknown_name_message
+
+RESULT_FILE = "recipe-result.json"
+
+
+@dataclass
+class Run:
+    """One training run of a recipe.
+
+    ``key``: unique folder name under ``DIR/runs``; ``preset`` + ``overrides``: the trainer
+    config (``section.key=value`` strings); ``init_from``: the key of the run whose final
+    weights start this one; ``optional``: a failure (e.g. CIFAR-10 missing) is recorded
+    instead of raised; ``cifar``: the user's ``--set`` overrides do not apply (they are
+    meant for the MNIST-like runs) but ``--cifar-root`` does; ``tags``: labels for tables.
+    """
+
+    key: str
+    preset: str
+    overrides: list[str]
+    seed: int = 0
+    init_from: str | None = None
+    optional: bool = False
+    cifar: bool = False
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    name: str
+    title: str
+    runs: Callable[[bool, list[int]], list[Run]]          # (quick, seeds) -> runs
+    summarize: Callable[["RecipeContext"], str]           # -> Markdown body
+
+
+@dataclass
+class RecipeContext:
+    recipe: Recipe
+    quick: bool
+    seeds: list[int]
+    out: Path                          # DIR/<recipe>
+    runs: list[Run]
+    results: dict[str, dict[str, Any]]  # run key -> {"test", "history", "time_s"} or {"error"}
+
+    def result(self, key: str) -> dict[str, Any]:
+        return self.results.get(key, {"error": "not run"})
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def recipe_names() -> list[str]:
+    _load_all()
+    return sorted(RECIPES)
+
+
+def get_recipe(name: str) -> Recipe:
+    _load_all()
+    if name not in RECIPES:
+        raise ValueError(unknown_name_message("recipe", name, RECIPES))
+    return RECIPES[name]
+
+
+def _load_all() -> None:
+    from stbin.recipes import activation_quantized, sbn_study, ste_instability  # noqa: F401
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False, seeds: int | None = None,
+               overrides: list[str] | tuple[str, ...] = (), cifar_root: str | None = None,
+               device: str | None = None, log: Callable[[str], None] = print) -> Path:
+    """Run recipe ``name`` (all its runs, reusing finished ones), write its report; returns its path."""
+    from stbin.training.config import build_config
+    from stbin.training.trainer import train
+
+    recipe = get_recipe(name)
+    n_seeds = (1 if quick else 3) if seeds is None else int(seeds)
+    if n_seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    seed_list = list(range(n_seeds))
+    root = Path(out_dir)
+    runs = recipe.runs(quick, seed_list)
+    results: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for i, run in enumerate(runs, 1):
+        rdir = root / "runs" / run.key
+        if run.init_from is not None and "error" in results.get(run.init_from, {"error": "not run"}):
+            results[run.key] = {"error": f"skipped: its starting run {run.init_from} did not finish"}
+            log(f"[{i}/{len(runs)}] {run.key}: skipped ({run.init_from} did not finish)")
+            continue
+        items = list(run.overrides) + [f"seed={run.seed}", f"out_dir={_q(str(rdir))}", "train.progress=false"]
+        if run.init_from is not None:
+            items.append(f"init_from={_q(str(root / 'runs' / run.init_from))}")
+        if device is not None:
+            items.append(f"device={_q(device)}")
+        if run.cifar:
+            if cifar_root is not None:
+                items.append(f"data.root={_q(cifar_root)}")
+        else:
+            items += list(overrides)
+        try:
+            cfg = build_config(run.preset, overrides=items)
+            cached = _cached(rdir, cfg.to_dict())
+            if cached is not None:
+                results[run.key] = cached
+                log(f"[{i}/{len(runs)}] {run.key}: reused the finished run in {rdir}")
+                continue
+            log(f"[{i}/{len(runs)}] {run.key}: training ({cfg.train.epochs} epochs, seed {run.seed})")
+            if run.cifar and not quick and device is None:
+                import torch
+                if not torch.cuda.is_available():
+                    raise ValueError("the CIFAR-10 rows need a CUDA GPU in the full setting "
+                                     "(pass --device cpu to force a CPU run)")
+            res = train(cfg, log=lambda s: None)
+        except (ValueError, OSError) as e:
+            if not run.optional:
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if run.cifar and "CIFAR-10" in msg:
+                msg += " (stbin reproduce: --cifar-root DIR)"
+            results[run.key] = {"error": msg}
+            log(f"[{i}/{len(runs)}] {run.key}: not run: {msg}")
+            continue
+        rec = {"config": cfg.to_dict(), "test": res["test"], "history": res["history"], "time_s": res.get("time_s")}
+        (rdir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
+        results[run.key] = rec
+        acc = ", ".join(f"{k} {v:.2f}%" for k, v in res["test"].items())
+        log(f"[{i}/{len(runs)}] {run.key}: done in {res.get('time_s', 0):.1f} s (test {acc})")
+    out = root / name
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = RecipeContext(recipe, quick, seed_list, out, runs, results)
+    body = recipe.summarize(ctx)
+    setting = "quick (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick else "full"
+    head = [f"# stbin reproduce {name}: {recipe.title}", "",
+            f"Setting: **{setting}**; seeds {seed_list}; {len(runs)} runs, "
+            f"{sum('error' not in results[r.key] for r in runs if r.key in results)} finished; "
+            f"wall time of this invocation {time.perf_counter() - t0:.0f} s. Runs are in `{root / 'runs'}`.", ""]
+    extra = [f"`{o}`" for o in overrides]
+    if extra:
+        head += [f"Overrides applied to the non-CIFAR runs: {', '.join(extra)}.", ""]
+    head.append("")
+    report = out / "README.md"
+    report.write_text("\n".join(head) + body.rstrip() + "\n")
+    summary = {"recipe": name, "quick": quick, "seeds": seed_list, "overrides": list(overrides),
+               "runs": {r.key: {"seed": r.seed, "tags": r.tags, "init_from": r.init_from,
+                                **{k: v for k, v in results.get(r.key, {}).items() if k in ("test", "error", "time_s")}}
+                        for r in runs}}
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    return report
+
+
+def _cached(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    f = rdir / RESULT_FILE
+    if not f.is_file():
+        return None
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("config") == json.loads(json.dumps(cfg)) else None
+
+
+# ----------------------------------------------------------------------------- helpers for summaries
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan, 0
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+
+def fmt(values: list[float], digits: int = 2, unit: str = "") -> str:
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "—"
+    if n == 1:
+        return f"{m:.{digits}f}{unit}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}{unit}"
+
+
+def final(res: dict[str, Any], key: str) -> float | None:
+    h = res.get("history") or []
+    return h[-1].get(key) if h else None
+
+
+def errors_note(ctx: RecipeContext, keys: list[str]) -> list[str]:
+    """Distinct error messages of the runs ``keys`` (for a 'not run' note under a table)."""
+    seen: dict[str, list[str]] = {}
+    for k in keys:
+        e = ctx.result(k).get("error")
+        if e:
+            seen.setdefault(e, []).append(k)
+    return [f"* not run ({len(v)} runs, e.g. `{v[0]}`): {e}" for e, v in seen.items()]
+
+
+def line_plot(path: Path, series: list[tuple[str, list[float], list[float]]], xlabel: str, ylabel: str,
+              title: str = "", vline: float | None = None) -> str | None:
+    """Save a line plot of ``(label, x, y)`` series; returns the file name (None without matplotlib/data)."""
+    series = [s for s in series if s[1]]
+    if not series:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    for label, x, y in series:
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    if vline is not None:
+        ax.axvline(vline, color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path.name
+
+
+def mean_curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[float], list[float]]:
+    """Epoch-wise mean of ``key`` over the runs' histories (up to the shortest)."""
+    hs = [h for h in histories if h]
+    if not hs:
+        return [], []
+    n = min(len(h) for h in hs)
+    xs = [float(hs[0][i]["epoch"]) for i in range(n)]
+    ys = [statistics.fmean(float(h[i][key]) for h in hs) for i in range(n)]
+    return xs, ys
+
+
+__all__ = ["Run", "Recipe", "RecipeContext", "RECIPES", "register", "recipe_names", "get_recipe", "run_recipe"]

@@ -1,0 +1,74 @@
+"""The reproduction recipes in their --quick setting on tiny synthetic data (28x28 images)."""
+
+import json
+
+import pytest
+
+from stbin.recipes import get_recipe, recipe_names, run_recipe
+from stbin.training.config import build_config
+
+TINY = ['data.name="synthetic"', "data.options={n_train=128, n_test=64, image_size=28}"]
+
+
+def test_registry_and_unknown_name():
+    assert recipe_names() == ["activation-quantized", "sbn-study", "ste-instability"]
+    with pytest.raises(ValueError, match="activation-quantized"):
+        get_recipe("activation-quantised")
+
+
+@pytest.mark.parametrize("name", ["activation-quantized", "ste-instability", "sbn-study"])
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_run_config_is_valid(name, quick):
+    runs = get_recipe(name).runs(quick, [0, 1, 2])
+    keys = [r.key for r in runs]
+    assert len(keys) == len(set(keys))
+    for r in runs:
+        cfg = build_config(r.preset, overrides=r.overrides + [f"seed={r.seed}"])
+        assert cfg.seed == r.seed
+        if r.init_from is not None:
+            assert r.init_from in keys[: keys.index(r.key)]  # dependencies run first
+    if name != "sbn-study" and not quick:
+        lenet = [build_config(r.preset, overrides=r.overrides) for r in runs if r.key.startswith("lenet5-q")]
+        assert lenet and all(c.optim.name == "sgd" and c.optim.momentum == 0.9 and c.model["weights"] == "real"
+                             and c.model["bn_affine"] is False for c in lenet)
+    if name == "activation-quantized" and not quick:
+        assert all(c.train.epochs == 50 for c in lenet)
+
+
+def test_activation_quantized_then_instability_reuses_runs(tmp_path):
+    logs = []
+    report = run_recipe("activation-quantized", tmp_path, quick=True, seeds=2, overrides=TINY, log=logs.append)
+    text = report.read_text()
+    assert "| LeNet-5 / MNIST | 2 |" in text and "| LeNet-5 / MNIST | 4 |" in text
+    assert " ± " in text  # two seeds: mean ± std
+    assert "VGG-11 / CIFAR-10 | — | not run: CIFAR-10 not found" in text  # optional rows say why
+    assert (tmp_path / "activation-quantized" / "lenet5_2bit_loss.png").is_file()
+    res = json.loads((tmp_path / "activation-quantized" / "results.json").read_text())
+    assert res["seeds"] == [0, 1] and "mode" in res["runs"]["lenet5-q4-relu-s1"]["test"]
+    assert "error" in res["runs"]["vgg11-q2-relu-s0"]
+    # the quantized run started from the full-precision one
+    assert any("lenet5-fp-s0" in r.get("init_from") or "" for r in [res["runs"]["lenet5-q2-identity-s0"]])
+
+    logs.clear()
+    report = run_recipe("ste-instability", tmp_path, quick=True, seeds=2, overrides=TINY, log=logs.append)
+    assert any("lenet5-q2-relu-s0: reused" in s for s in logs)
+    assert not any("lenet5-fp-s0: training" in s for s in logs)
+    text = report.read_text()
+    assert "| LeNet-5 / MNIST | 4 | clipped ReLU |" in text and "switching to the identity STE" in text
+    assert (tmp_path / "ste-instability" / "lenet5_4bit_identity_loss.png").is_file()
+
+
+def test_sbn_study_quick(tmp_path):
+    report = run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=lambda s: None)
+    text = report.read_text()
+    assert "| BinaryNet" in text and "weight gradient through F'" in text and "mirror latent step, SGD" in text
+    assert "SPEC A3, mirror step vs gradient through F'" in text
+    res = json.loads((tmp_path / "sbn-study" / "results.json").read_text())
+    t = res["runs"]["sbn-mnist-logistic-mirror-adam-s0"]["test"]
+    assert set(t) == {"mode", "mean", "ensemble"}
+    assert (tmp_path / "sbn-study" / "mnist_train_loss.png").is_file()
+
+
+def test_bad_seed_count(tmp_path):
+    with pytest.raises(ValueError, match="seeds"):
+        run_recipe("sbn-study", tmp_path, quick=True, seeds=0)
