@@ -35,12 +35,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from stbin._io import atomic_write
 from stbin.deploy.engine import OP_TYPES, DeployedNet, Op
 from stbin.deploy.packing import n_words
 
@@ -93,23 +93,8 @@ def to_bytes(net: DeployedNet) -> bytes:
 
 def save(net: DeployedNet, path: str | os.PathLike) -> Path:
     """Write ``net`` to ``path`` atomically (temporary file + rename)."""
-    path = Path(path)
     data = to_bytes(net)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda f: f.write(data))
 
 
 def from_bytes(data: bytes, name: str = "<bytes>") -> DeployedNet:

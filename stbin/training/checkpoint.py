@@ -19,12 +19,13 @@ target (``os.replace``), so a run killed mid-write leaves the previous checkpoin
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from stbin._io import atomic_write
 
 CHECKPOINT_FORMAT = "stbin-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -40,29 +41,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     if "model" not in state or "model_state" not in state:
         raise ValueError("a checkpoint needs 'model' ({'name', 'kwargs'}) and 'model_state'")
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-    return path
+    return atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
