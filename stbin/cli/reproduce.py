@@ -12,7 +12,7 @@ Writes ``OUT/NAME/README.md`` (Markdown tables, mean ± std over seeds, findings
 from the numbers), PNG plots and ``results.json`` beside it; every run lives in
 ``OUT/runs/KEY`` and is reused when rerun with the same configuration. CIFAR-10 rows run
 when ``--cifar-root`` (or the default data folder) has CIFAR-10 and a GPU is there; else
-the table says why they did not run.
+the table says why they did not run. ``--quick`` writes under ``OUT/quick/`` instead.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ Layout of ``--out DIR``: ``DIR/runs/<run key>/`` holds each run (checkpoints, me
 ``report.md`` and ``recipe-result.json``); runs with the same key are shared between
 recipes and reused when their configuration is unchanged (so ``ste-instability`` reuses the
 quantized networks of ``activation-quantized``, and an interrupted recipe continues where it
-stopped). ``DIR/<recipe>/README.md`` is the recipe's report, with its plots beside it.
+stopped). ``DIR/<recipe>/README.md`` is the recipe's report, with its plots beside it. With ``--quick``
+everything goes under ``DIR/quick/`` instead, so quick and full runs never mix.
 
 Runs on CIFAR-10 are *optional*: when the data is missing (or fails to load) the error is
 recorded, the rows say so, and runs that depend on them are skipped; the recipe goes on.
@@ -113,7 +114,7 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     if n_seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     seed_list = list(range(n_seeds))
-    root = Path(out_dir)
+    root = Path(out_dir) / "quick" if quick else Path(out_dir)  # quick runs never mix with full ones
     runs = recipe.runs(quick, seed_list)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
@@ -144,8 +145,11 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
             if run.cifar and not quick and device is None:
                 import torch
                 if not torch.cuda.is_available():
-                    raise ValueError("the CIFAR-10 rows need a CUDA GPU in the full setting "
-                                     "(pass --device cpu to force a CPU run)")
+                    raise ValueError("the CIFAR-10 rows need CIFAR-10 (--cifar-root DIR) and a CUDA GPU in the "
+                                     "full setting; no GPU here (--device cpu forces a CPU run)")
+            for stale in rdir.glob("checkpoint-epoch*.pt"):  # of an earlier configuration of this run
+                stale.unlink()
+            (rdir / RESULT_FILE).unlink(missing_ok=True)
             res = train(cfg, log=lambda s: None)
         except (ValueError, OSError) as e:
             if not run.optional:

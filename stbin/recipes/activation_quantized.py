@@ -28,14 +28,14 @@ LR = {"lenet5": 0.05, "vgg11": 0.05, "resnet20": 0.1}
 
 
 def common(model: str, quick: bool, cifar: bool) -> list[str]:
-    epochs = (1 if quick else (200 if cifar else 50))
+    epochs = (2 if quick else (200 if cifar else 50))
     o = ['model.weights="real"', 'optim.name="sgd"', "optim.momentum=0.9", f"optim.lr={LR[model]}",
          'schedule.name="cosine"', f"train.epochs={epochs}", "eval.ensemble=0", 'eval.modes=["mode"]',
          "train.keep_checkpoints=1"]
     if model != "lenet5":
         o.append("optim.weight_decay=0.0005")
     if quick:
-        o += ["data.train_limit=2000", "data.test_limit=1000", "train.batch_size=50"]
+        o += ["data.train_limit=10000", "data.test_limit=2000"]
     return o
 
 

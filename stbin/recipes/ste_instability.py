@@ -87,7 +87,8 @@ def summarize(ctx: RecipeContext) -> str:
             series_l, series_a, switch = [], [], None
             for src in SOURCES:
                 cs = [c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s)) is not None]
-                keys += [k(model, bits, src, s) for s in ctx.seeds for k in (q_key, small_key, normal_key)]
+                keys += [fp_key(model, s) for s in ctx.seeds] + \
+                    [k(model, bits, src, s) for s in ctx.seeds for k in (q_key, small_key, normal_key)]
                 if not cs:
                     continue
                 degraded = [c["end_loss"] > c["start_loss"] * (1 + LOSS_REL) or c["end_acc"] < c["start_acc"] - ACC_DROP
@@ -118,7 +119,7 @@ def summarize(ctx: RecipeContext) -> str:
         lines += errors_note(ctx, keys)
     lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete continuation to report."])
     if ctx.quick:
-        lines.append("* Quick setting: one epoch per phase on a subset; these numbers only show that the pipeline runs.")
+        lines.append("* Quick setting: 1 + 2 epochs on a 10000-image subset; these numbers only show that the pipeline runs.")
     if plots:
         lines += ["", "## Curves (mean over seeds; dotted line: end of the small-learning-rate phase)", ""] + \
             [f"![{p[:-4]}]({p})" for p in plots]

@@ -25,6 +25,6 @@ def test_quick_run_writes_table_and_plots(tmp_path, capsys):
                "--set", "data.options={n_train=128, n_test=64, image_size=12}"])
     assert rc == 0
     assert "report:" in capsys.readouterr().out
-    text = (tmp_path / "sbn-study" / "README.md").read_text()
+    text = (tmp_path / "quick" / "sbn-study" / "README.md").read_text()
     assert "Setting: **quick" in text and "| BinaryNet" in text
-    assert list((tmp_path / "sbn-study").glob("*.png"))
+    assert list((tmp_path / "quick" / "sbn-study").glob("*.png"))

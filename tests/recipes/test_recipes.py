@@ -42,8 +42,8 @@ def test_activation_quantized_then_instability_reuses_runs(tmp_path):
     assert "| LeNet-5 / MNIST | 2 |" in text and "| LeNet-5 / MNIST | 4 |" in text
     assert " ± " in text  # two seeds: mean ± std
     assert "VGG-11 / CIFAR-10 | — | not run: CIFAR-10 not found" in text  # optional rows say why
-    assert (tmp_path / "activation-quantized" / "lenet5_2bit_loss.png").is_file()
-    res = json.loads((tmp_path / "activation-quantized" / "results.json").read_text())
+    assert (tmp_path / "quick" / "activation-quantized" / "lenet5_2bit_loss.png").is_file()
+    res = json.loads((tmp_path / "quick" / "activation-quantized" / "results.json").read_text())
     assert res["seeds"] == [0, 1] and "mode" in res["runs"]["lenet5-q4-relu-s1"]["test"]
     assert "error" in res["runs"]["vgg11-q2-relu-s0"]
     # the quantized run started from the full-precision one
@@ -55,7 +55,7 @@ def test_activation_quantized_then_instability_reuses_runs(tmp_path):
     assert not any("lenet5-fp-s0: training" in s for s in logs)
     text = report.read_text()
     assert "| LeNet-5 / MNIST | 4 | clipped ReLU |" in text and "switching to the identity STE" in text
-    assert (tmp_path / "ste-instability" / "lenet5_4bit_identity_loss.png").is_file()
+    assert (tmp_path / "quick" / "ste-instability" / "lenet5_4bit_identity_loss.png").is_file()
 
 
 def test_sbn_study_quick(tmp_path):
@@ -63,12 +63,38 @@ def test_sbn_study_quick(tmp_path):
     text = report.read_text()
     assert "| BinaryNet" in text and "weight gradient through F'" in text and "mirror latent step, SGD" in text
     assert "SPEC A3, mirror step vs gradient through F'" in text
-    res = json.loads((tmp_path / "sbn-study" / "results.json").read_text())
+    res = json.loads((tmp_path / "quick" / "sbn-study" / "results.json").read_text())
     t = res["runs"]["sbn-mnist-logistic-mirror-adam-s0"]["test"]
     assert set(t) == {"mode", "mean", "ensemble"}
-    assert (tmp_path / "sbn-study" / "mnist_train_loss.png").is_file()
+    assert (tmp_path / "quick" / "sbn-study" / "mnist_train_loss.png").is_file()
 
 
 def test_bad_seed_count(tmp_path):
     with pytest.raises(ValueError, match="seeds"):
         run_recipe("sbn-study", tmp_path, quick=True, seeds=0)
+
+
+def test_finished_runs_are_reused_and_a_changed_config_retrains(tmp_path):
+    from stbin.recipes import sbn_study
+
+    one = sbn_study.runs
+    try:  # only two runs, to keep the test short
+        sbn_study_runs = [r for r in one(True, [0]) if r.tags["variant"] == "binarynet"]
+        sbn_study.runs = lambda quick, seeds: sbn_study_runs
+        from stbin.recipes import RECIPES
+        RECIPES["sbn-study"].runs = sbn_study.runs
+        logs = []
+        run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append)
+        assert sum("training" in s for s in logs) == 2
+        logs.clear()
+        run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append)
+        assert sum("reused" in s for s in logs) == 2 and not any("training" in s for s in logs)
+        logs.clear()
+        run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY[:1] + ["data.options={n_train=96, n_test=32}"],
+                   log=logs.append)
+        assert sum("training" in s for s in logs) == 2
+        ckpts = sorted(p.name for p in (tmp_path / "quick" / "runs" / "sbn-mnist-binarynet-s0").glob("checkpoint*"))
+        assert ckpts == ["checkpoint-epoch0002.pt"]
+    finally:
+        sbn_study.runs = one
+        RECIPES["sbn-study"].runs = one
