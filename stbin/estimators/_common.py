@@ -58,6 +58,21 @@ _TWO_POW_MINUS_24 = 2.0 ** -24
 _WORD_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def noisy_sign(a: torch.Tensor, noise: Noise, scale: float, mode: str,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """The forward of a noise-injected sign, ``x = sign(a - s z)``, in one of three modes.
+
+    ``"mode"``: sign(a) with sign(0) = +1; ``"mean"``: 2F(a/s) - 1; ``"sample"``:
+    :func:`sample_sign`. Shared by the stochastic activation and the Bernoulli weights,
+    which differ only in their backward.
+    """
+    if mode == "mode":
+        return plus_minus_one(a >= 0, a.dtype)
+    if mode == "mean":
+        return noise.mean(upcast(a) / scale).to(a.dtype)
+    return sample_sign(a, noise, scale, generator)
+
+
 def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
                 generator: torch.Generator | None) -> torch.Tensor:
     """``sign(a - s z)``, ``z`` i.i.d. standard noise of CDF ``F``: +1 with probability ``F(a / s)``.

@@ -34,7 +34,7 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import plus_minus_one, sample_sign, upcast
+from stbin.estimators._common import noisy_sign
 from stbin.estimators.noise import Noise, get_noise
 from stbin.estimators.stochastic import MODES
 
@@ -45,11 +45,7 @@ class BernoulliWeight(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, theta: torch.Tensor, noise: Noise, scale: float, mode: str,
                 generator: torch.Generator | None) -> torch.Tensor:
-        if mode == "mode":
-            return plus_minus_one(theta >= 0, theta.dtype)
-        if mode == "mean":
-            return noise.mean(upcast(theta) / scale).to(theta.dtype)
-        return sample_sign(theta, noise, scale, generator)
+        return noisy_sign(theta, noise, scale, mode, generator)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None, None]:

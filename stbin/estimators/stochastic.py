@@ -35,7 +35,7 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive, compute_dtype
-from stbin.estimators._common import CHUNK_NUMEL, plus_minus_one, sample_sign, scaled, scaled_grad, upcast
+from stbin.estimators._common import CHUNK_NUMEL, noisy_sign, scaled, scaled_grad, upcast
 from stbin.estimators.noise import Noise, get_noise
 
 MODES = ("sample", "mode", "mean")
@@ -107,11 +107,7 @@ class StochasticSign(torch.autograd.Function):
                 generator: torch.Generator | None) -> torch.Tensor:
         ctx.save_for_backward(a)
         ctx.noise, ctx.scale = noise, scale
-        if mode == "mode":
-            return plus_minus_one(a >= 0, a.dtype)
-        if mode == "mean":
-            return noise.mean(upcast(a) / scale).to(a.dtype)
-        return sample_sign(a, noise, scale, generator)
+        return noisy_sign(a, noise, scale, mode, generator)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
