@@ -4,7 +4,6 @@ import json
 import subprocess
 import sys
 
-import torch
 
 from stbin.training import save_checkpoint
 

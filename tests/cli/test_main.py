@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 
 
 def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
