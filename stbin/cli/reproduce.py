@@ -7,6 +7,7 @@ Examples::
     stbin reproduce activation-quantized --out reproduce  # the full setting, 3 seeds
     stbin reproduce ste-instability --out reproduce       # reuses the quantized networks above
     stbin reproduce sbn-study --seeds 5
+    stbin reproduce sbn-study --jobs 2 --epoch-scale 0.25   # 2 cores, 5 instead of 20 epochs
 
 Writes ``OUT/NAME/README.md`` (Markdown tables, mean ± std over seeds, findings computed
 from the numbers), PNG plots and ``results.json`` beside it; every run lives in
@@ -31,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="config override for every non-CIFAR run, e.g. data.root=PATH (repeatable)")
     p.add_argument("--cifar-root", metavar="DIR", help="folder with cifar-10-batches-py for the CIFAR-10 rows")
     p.add_argument("--device", help="device of every run (auto, cpu, cuda; default auto)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="train N runs at once, one process each (a run waits for the run it starts from); "
+                        "on CPU set N to the number of cores: every run uses one thread (default 1)")
+    p.add_argument("--epoch-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every run's epochs by F (e.g. 0.4: 50 -> 20 epochs) when the paper's schedule "
+                        "is too long for the machine; the report states F (default 1: the paper's epochs)")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     return p
 
@@ -46,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"name a recipe: {', '.join(recipe_names())} (or --list)")
     get_recipe(args.name)  # unknown name: ValueError listing the valid ones
     report = run_recipe(args.name, args.out, quick=args.quick, seeds=args.seeds, overrides=args.overrides,
-                        cifar_root=args.cifar_root, device=args.device)
+                        cifar_root=args.cifar_root, device=args.device, jobs=args.jobs,
+                        epoch_scale=args.epoch_scale)
     print(f"report: {report}")
     return 0

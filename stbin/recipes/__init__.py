@@ -104,26 +104,41 @@ def _q(s: str) -> str:
 
 def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False, seeds: int | None = None,
                overrides: list[str] | tuple[str, ...] = (), cifar_root: str | None = None,
-               device: str | None = None, log: Callable[[str], None] = print) -> Path:
-    """Run recipe ``name`` (all its runs, reusing finished ones), write its report; returns its path."""
+               device: str | None = None, log: Callable[[str], None] = print, jobs: int = 1,
+               epoch_scale: float = 1.0) -> Path:
+    """Run recipe ``name`` (all its runs, reusing finished ones), write its report; returns its path.
+
+    ``jobs``: how many runs train at once, each in its own process (a run starts once the run
+    it starts from has finished); 1 trains them one after another in this process. Every run
+    is seeded, so the results do not depend on ``jobs``. ``epoch_scale``: every run's number
+    of epochs is multiplied by this factor (rounded, at least 1) — a shortened setting for
+    machines that cannot afford the paper's schedule; the report states the factor.
+    """
     from stbin.training.config import build_config
-    from stbin.training.trainer import train
 
     recipe = get_recipe(name)
     n_seeds = (1 if quick else 3) if seeds is None else int(seeds)
     if n_seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if int(jobs) < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if not (math.isfinite(epoch_scale) and epoch_scale > 0):
+        raise ValueError(f"--epoch-scale must be a positive number, got {epoch_scale}")
     seed_list = list(range(n_seeds))
     root = Path(out_dir) / "quick" if quick else Path(out_dir)  # quick runs never mix with full ones
     runs = recipe.runs(quick, seed_list)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
-    for i, run in enumerate(runs, 1):
+    index = {run.key: i for i, run in enumerate(runs, 1)}
+
+    def prepare(run: Run) -> tuple[Any, Path] | None:
+        """The run's config and folder; None when its result is already known (reused, skipped, not run)."""
+        i = index[run.key]
         rdir = root / "runs" / run.key
         if run.init_from is not None and "error" in results.get(run.init_from, {"error": "not run"}):
             results[run.key] = {"error": f"skipped: its starting run {run.init_from} did not finish"}
             log(f"[{i}/{len(runs)}] {run.key}: skipped ({run.init_from} did not finish)")
-            continue
+            return None
         items = list(run.overrides) + [f"seed={run.seed}", f"out_dir={_q(str(rdir))}", "train.progress=false"]
         if run.init_from is not None:
             items.append(f"init_from={_q(str(root / 'runs' / run.init_from))}")
@@ -136,44 +151,64 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
             items += list(overrides)
         try:
             cfg = build_config(run.preset, overrides=items)
+            if epoch_scale != 1.0:
+                cfg.train.epochs = max(1, math.floor(cfg.train.epochs * epoch_scale + 0.5))
             cached = _cached(rdir, cfg.to_dict())
             if cached is not None:
                 results[run.key] = cached
                 log(f"[{i}/{len(runs)}] {run.key}: reused the finished run in {rdir}")
-                continue
-            log(f"[{i}/{len(runs)}] {run.key}: training ({cfg.train.epochs} epochs, seed {run.seed})")
+                return None
             if run.cifar and not quick and device is None:
                 import torch
                 if not torch.cuda.is_available():
                     raise ValueError("the CIFAR-10 rows need CIFAR-10 (--cifar-root DIR) and a CUDA GPU in the "
                                      "full setting; no GPU here (--device cpu forces a CPU run)")
-            for stale in rdir.glob("checkpoint-epoch*.pt"):  # of an earlier configuration of this run
-                stale.unlink()
-            (rdir / RESULT_FILE).unlink(missing_ok=True)
-            res = train(cfg, log=lambda s: None)
         except (ValueError, OSError) as e:
-            if not run.optional:
-                raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if run.cifar and "CIFAR-10" in msg:
-                msg += " (stbin reproduce: --cifar-root DIR)"
-            results[run.key] = {"error": msg}
-            log(f"[{i}/{len(runs)}] {run.key}: not run: {msg}")
-            continue
-        rec = {"config": cfg.to_dict(), "test": res["test"], "history": res["history"], "time_s": res.get("time_s")}
-        (rdir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
+            fail(run, e)
+            return None
+        log(f"[{i}/{len(runs)}] {run.key}: training ({cfg.train.epochs} epochs, seed {run.seed})")
+        return cfg, rdir
+
+    def fail(run: Run, e: BaseException) -> None:
+        if not run.optional:
+            raise e
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if run.cifar and "CIFAR-10" in msg:
+            msg += " (stbin reproduce: --cifar-root DIR)"
+        results[run.key] = {"error": msg}
+        log(f"[{index[run.key]}/{len(runs)}] {run.key}: not run: {msg}")
+
+    def done(run: Run, rec: dict[str, Any]) -> None:
         results[run.key] = rec
-        acc = ", ".join(f"{k} {v:.2f}%" for k, v in res["test"].items())
-        log(f"[{i}/{len(runs)}] {run.key}: done in {res.get('time_s', 0):.1f} s (test {acc})")
+        acc = ", ".join(f"{k} {v:.2f}%" for k, v in rec["test"].items())
+        log(f"[{index[run.key]}/{len(runs)}] {run.key}: done in {rec.get('time_s') or 0:.1f} s (test {acc})")
+
+    if jobs == 1:
+        for run in runs:
+            prep = prepare(run)
+            if prep is None:
+                continue
+            try:
+                rec = _train_run(*prep)
+            except (ValueError, OSError) as e:
+                fail(run, e)
+                continue
+            done(run, rec)
+    else:
+        _run_parallel(runs, int(jobs), prepare, fail, done, results)
+
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
     ctx = RecipeContext(recipe, quick, seed_list, out, runs, results)
     body = recipe.summarize(ctx)
     setting = "quick (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick else "full"
+    if epoch_scale != 1.0:
+        setting += f", **epochs scaled by {epoch_scale:g}** (`--epoch-scale`: shorter than the paper's schedule)"
     head = [f"# stbin reproduce {name}: {recipe.title}", "",
             f"Setting: **{setting}**; seeds {seed_list}; {len(runs)} runs, "
             f"{sum('error' not in results[r.key] for r in runs if r.key in results)} finished; "
-            f"wall time of this invocation {time.perf_counter() - t0:.0f} s. Runs are in `{root / 'runs'}`.", ""]
+            f"wall time of this invocation {time.perf_counter() - t0:.0f} s"
+            + (f" ({jobs} runs at a time)" if jobs > 1 else "") + f". Runs are in `{root / 'runs'}`.", ""]
     extra = [f"`{o}`" for o in overrides]
     if extra:
         head += [f"Overrides applied to the non-CIFAR runs: {', '.join(extra)}.", ""]
@@ -181,11 +216,76 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     report = out / "README.md"
     report.write_text("\n".join(head) + body.rstrip() + "\n")
     summary = {"recipe": name, "quick": quick, "seeds": seed_list, "overrides": list(overrides),
+               "epoch_scale": epoch_scale,
                "runs": {r.key: {"seed": r.seed, "tags": r.tags, "init_from": r.init_from,
                                 **{k: v for k, v in results.get(r.key, {}).items() if k in ("test", "error", "time_s")}}
                         for r in runs}}
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     return report
+
+
+def _train_run(cfg: Any, rdir: Path) -> dict[str, Any]:
+    """Train one run from scratch (stale checkpoints of an older configuration removed); its record."""
+    from stbin.training.trainer import train
+
+    for stale in rdir.glob("checkpoint-epoch*.pt"):  # of an earlier configuration of this run
+        stale.unlink()
+    (rdir / RESULT_FILE).unlink(missing_ok=True)
+    res = train(cfg, log=lambda s: None)
+    rec = {"config": cfg.to_dict(), "test": res["test"], "history": res["history"], "time_s": res.get("time_s")}
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
+    return rec
+
+
+def _train_worker(cfg: Any, rdir: Path) -> tuple[str, Any]:
+    """Process-pool entry: ("ok", record) or ("error", exception) for the expected failures."""
+    try:
+        return "ok", _train_run(cfg, rdir)
+    except (ValueError, OSError) as e:
+        return "error", e
+
+
+def _run_parallel(runs: list[Run], jobs: int, prepare: Callable, fail: Callable, done: Callable,
+                  results: dict[str, dict[str, Any]]) -> None:
+    """Train ``runs`` with up to ``jobs`` worker processes, each run once the run it starts from is done."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    pending = list(runs)
+    running: dict[cf.Future, Run] = {}
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            while pending or running:
+                progressed = True
+                while progressed and len(running) < jobs:
+                    progressed = False
+                    for run in pending:
+                        if run.init_from is not None and run.init_from not in results:
+                            continue  # its starting run is not done yet
+                        pending.remove(run)
+                        progressed = True
+                        prep = prepare(run)
+                        if prep is not None:
+                            running[pool.submit(_train_worker, *prep)] = run
+                        break
+                if not running:
+                    if pending:  # dependencies that never run (cannot happen with a valid recipe)
+                        raise ValueError(f"runs wait on unknown starting runs: {[r.key for r in pending]}")
+                    break
+                finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    run = running.pop(fut)
+                    status, value = fut.result()
+                    if status == "ok":
+                        done(run, value)
+                    else:
+                        fail(run, value)
+        except BaseException:
+            for fut in running:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 def _cached(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:

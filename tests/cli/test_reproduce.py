@@ -20,6 +20,13 @@ def test_unknown_name_is_one_line_exit_2():
     assert "sbn-study" in r.stderr and "activation-quantized" in r.stderr
 
 
+def test_bad_jobs_is_one_line_exit_2(tmp_path):
+    for flag, value in (("--jobs", "0"), ("--epoch-scale", "-1")):
+        r = subprocess.run([sys.executable, "-m", "stbin.cli.main", "reproduce", "sbn-study", "--quick", flag, value,
+                            "--out", str(tmp_path)], capture_output=True, text=True)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and flag in r.stderr
+
+
 def test_quick_run_writes_table_and_plots(tmp_path, capsys):
     rc = main(["reproduce", "sbn-study", "--quick", "--out", str(tmp_path), "--set", 'data.name="synthetic"',
                "--set", "data.options={n_train=128, n_test=64, image_size=12}"])

@@ -98,3 +98,57 @@ def test_finished_runs_are_reused_and_a_changed_config_retrains(tmp_path):
     finally:
         sbn_study.runs = one
         RECIPES["sbn-study"].runs = one
+
+
+def _test_numbers(out):
+    res = json.loads((out / "quick" / "activation-quantized" / "results.json").read_text())
+    return {k: v["test"] for k, v in res["runs"].items() if "test" in v}
+
+
+def test_parallel_runs_give_the_same_numbers_and_respect_dependencies(tmp_path):
+    """--jobs 2: runs train in two processes, each quantized run after its pretrained start;
+    every run is seeded, so the numbers equal those of the one-process run bit for bit."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_recipe("activation-quantized", one, quick=True, seeds=1, overrides=TINY, log=lambda s: None)
+    logs = []
+    run_recipe("activation-quantized", two, quick=True, seeds=1, overrides=TINY, log=logs.append, jobs=2)
+    a, b = _test_numbers(one), _test_numbers(two)
+    assert len(a) == 7 and a == b
+    started = [s.split("]")[1].split(":")[0].strip() for s in logs if "training" in s and "lenet5" in s]
+    finished = [s.split("]")[1].split(":")[0].strip() for s in logs if "done in" in s]
+    assert started[0] == "lenet5-fp-s0" and len(started) == 7
+    for key in started[1:]:  # every quantized run started after the pretrained network had finished
+        assert logs.index(next(s for s in logs if "lenet5-fp-s0: done" in s)) < \
+            logs.index(next(s for s in logs if f"{key}: training" in s))
+    assert sorted(started) == sorted(finished)
+
+
+def test_epoch_scale_shortens_every_run_and_is_part_of_the_configuration(tmp_path):
+    from stbin.recipes import RECIPES, sbn_study
+
+    one = sbn_study.runs
+    try:
+        kept = [r for r in one(True, [0]) if r.tags["variant"] == "binarynet"]
+        RECIPES["sbn-study"].runs = lambda quick, seeds: kept
+        logs = []
+        report = run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append, epoch_scale=1.5)
+        assert sum("training (3 epochs" in s for s in logs) == 2  # 2 quick epochs x 1.5
+        assert "epochs scaled by 1.5" in report.read_text()
+        hist = json.loads((tmp_path / "quick" / "runs" / "sbn-mnist-binarynet-s0" / "recipe-result.json")
+                          .read_text())["history"]
+        assert [h["epoch"] for h in hist] == [1, 2, 3]
+        logs.clear()
+        run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append, epoch_scale=1.5)
+        assert sum("reused" in s for s in logs) == 2
+        logs.clear()
+        run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append, epoch_scale=0.1)
+        assert sum("training (1 epochs" in s for s in logs) == 2  # at least one epoch
+    finally:
+        RECIPES["sbn-study"].runs = one
+
+
+@pytest.mark.parametrize("kw, match", [({"jobs": 0}, "--jobs"), ({"epoch_scale": 0.0}, "--epoch-scale"),
+                                       ({"epoch_scale": float("nan")}, "--epoch-scale")])
+def test_bad_jobs_and_epoch_scale(tmp_path, kw, match):
+    with pytest.raises(ValueError, match=match):
+        run_recipe("sbn-study", tmp_path, quick=True, **kw)
