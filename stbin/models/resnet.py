@@ -3,7 +3,9 @@
 Block: ``act(BN(conv(act(BN(conv(x))))) + shortcut(x))``; the shortcut is the identity, or a
 real-valued 1x1 conv + BN where the shape changes (downsampling shortcuts stay real-valued,
 as usual in binary ResNets). The 3x3 convs of the blocks follow ``weights``; the stem conv
-and the final FC are real-valued unless ``binary_first`` / ``binary_last``.
+and the final FC are real-valued unless ``binary_first`` / ``binary_last``. ``bn_affine=False``:
+every batch norm without scale and shift (Yin et al.'s setting: a plain normalisation before
+each quantizer).
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ from stbin.models.common import QuantSpec, make_activation, make_conv, make_line
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, q: QuantSpec, c_in: int, c_out: int, stride: int) -> None:
+    def __init__(self, q: QuantSpec, c_in: int, c_out: int, stride: int, bn_affine: bool = True) -> None:
         super().__init__()
         self.conv1 = make_conv(q, c_in, c_out, 3, stride, 1)
-        self.bn1 = nn.BatchNorm2d(c_out)
+        self.bn1 = nn.BatchNorm2d(c_out, affine=bn_affine)
         self.act1 = make_activation(q)
         self.conv2 = make_conv(q, c_out, c_out, 3, 1, 1)
-        self.bn2 = nn.BatchNorm2d(c_out)
+        self.bn2 = nn.BatchNorm2d(c_out, affine=bn_affine)
         self.act2 = make_activation(q)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out, affine=bn_affine))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.bn1(self.conv1(x)))
@@ -35,15 +38,15 @@ class BasicBlock(nn.Module):
 
 
 def resnet20(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
-             blocks: int = 3, **quant: Any) -> nn.Sequential:
-    q = quant_kwargs("resnet20", quant, ("in_channels", "num_classes", "image_size", "width", "blocks"))
+             blocks: int = 3, bn_affine: bool = True, **quant: Any) -> nn.Sequential:
+    q = quant_kwargs("resnet20", quant, ("in_channels", "num_classes", "image_size", "width", "blocks", "bn_affine"))
     chans = [max(1, int(round(c * width))) for c in (16, 32, 64)]
     layers: list[nn.Module] = [make_conv(q, in_channels, chans[0], 3, 1, 1, binary=q.binary_first),
-                               nn.BatchNorm2d(chans[0]), make_activation(q)]
+                               nn.BatchNorm2d(chans[0], affine=bn_affine), make_activation(q)]
     c = chans[0]
     for i, out in enumerate(chans):
         for j in range(blocks):
-            layers.append(BasicBlock(q, c, out, 2 if (i > 0 and j == 0) else 1))
+            layers.append(BasicBlock(q, c, out, 2 if (i > 0 and j == 0) else 1, bn_affine))
             c = out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_linear(q, c, num_classes, binary=q.binary_last)]
     return nn.Sequential(*layers)

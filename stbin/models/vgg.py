@@ -26,7 +26,8 @@ VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 BINARYNET = (128, 128, "M", 256, 256, "M", 512, 512, "M")
 
 
-def _features(q: QuantSpec, cfg: Sequence[Any], in_channels: int, width: float) -> tuple[nn.Sequential, int, int]:
+def _features(q: QuantSpec, cfg: Sequence[Any], in_channels: int, width: float,
+              bn_affine: bool = True) -> tuple[nn.Sequential, int, int]:
     layers: list[nn.Module] = []
     c, first, pools = in_channels, True, 0
     for i, v in enumerate(cfg):
@@ -37,7 +38,7 @@ def _features(q: QuantSpec, cfg: Sequence[Any], in_channels: int, width: float) 
         if i + 1 < len(cfg) and cfg[i + 1] == "M":  # pool before BN and activation
             layers.append(nn.MaxPool2d(2))
             pools += 1
-        layers += [nn.BatchNorm2d(out), make_activation(q)]
+        layers += [nn.BatchNorm2d(out, affine=bn_affine), make_activation(q)]
         c, first = out, False
     return nn.Sequential(*layers), c, pools
 
@@ -52,9 +53,11 @@ def _spatial(image_size: int, pools: int, model: str) -> int:
 
 
 def vgg11(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
-          **quant: Any) -> nn.Sequential:
-    q = quant_kwargs("vgg11", quant, ("in_channels", "num_classes", "image_size", "width"))
-    feats, c, pools = _features(q, VGG11, in_channels, width)
+          bn_affine: bool = True, **quant: Any) -> nn.Sequential:
+    """VGG-11 (BN after each conv, before its activation); ``bn_affine=False``: batch norms
+    without scale and shift (Yin et al.'s setting before each quantizer)."""
+    q = quant_kwargs("vgg11", quant, ("in_channels", "num_classes", "image_size", "width", "bn_affine"))
+    feats, c, pools = _features(q, VGG11, in_channels, width, bn_affine)
     s = _spatial(image_size, pools, "vgg11")
     return nn.Sequential(*feats, nn.Flatten(), make_linear(q, c * s * s, num_classes, binary=q.binary_last))
 

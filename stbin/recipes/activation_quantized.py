@@ -7,8 +7,7 @@ architecture with ReLU units) trained first by the recipe; SGD with momentum 0.9
 cosine schedule, 50 epochs. Reported per cell: final training loss and test accuracy.
 
 VGG-11 and ResNet-20 on CIFAR-10 (200 epochs) are optional rows: they run when CIFAR-10 is
-found (``--cifar-root``) and a GPU is there; their batch norms keep the affine parameters
-(the CIFAR models have no ``bn_affine`` switch yet).
+found (``--cifar-root``) and a GPU is there; their batch norms are non-affine too.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ STE_LABEL = {"identity": "identity", "relu": "ReLU", "clipped_relu": "clipped Re
 
 # (label, model, dataset preset, extra model overrides, cifar)
 NETS = (("LeNet-5 / MNIST", "lenet5", "lenet5_mnist", ["model.bn_affine=false"], False),
-        ("VGG-11 / CIFAR-10", "vgg11", "vgg11_cifar10", [], True),
-        ("ResNet-20 / CIFAR-10", "resnet20", "resnet20_cifar10", [], True))
+        ("VGG-11 / CIFAR-10", "vgg11", "vgg11_cifar10", ["model.bn_affine=false"], True),
+        ("ResNet-20 / CIFAR-10", "resnet20", "resnet20_cifar10", ["model.bn_affine=false"], True))
 
 LR = {"lenet5": 0.05, "vgg11": 0.05, "resnet20": 0.1}
 

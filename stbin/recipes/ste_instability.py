@@ -20,7 +20,7 @@ SOURCES = ("relu", "clipped_relu")
 SMALL_LR = 1e-5
 # (label, model, preset, extra, cifar, bits)
 NETS = (("LeNet-5 / MNIST", "lenet5", "lenet5_mnist", ["model.bn_affine=false"], False, (2, 4)),
-        ("ResNet-20 / CIFAR-10", "resnet20", "resnet20_cifar10", [], True, (4,)))
+        ("ResNet-20 / CIFAR-10", "resnet20", "resnet20_cifar10", ["model.bn_affine=false"], True, (4,)))
 # degradation thresholds for the findings sentences
 LOSS_REL = 0.05     # final training loss more than 5% above the start's
 ACC_DROP = 0.5      # or test accuracy more than 0.5 points below

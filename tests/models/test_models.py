@@ -90,6 +90,18 @@ def test_lenet_has_batch_norm_before_each_activation():
             assert isinstance(mods[i - 1], (nn.BatchNorm1d, nn.BatchNorm2d))
 
 
+@pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet20"])
+def test_bn_affine_false_removes_every_batch_norm_scale_and_shift(name):
+    """Yin et al.'s setting (SPEC B2): a plain normalisation before each quantizer."""
+    kw, shape = SMALL[name]
+    for affine in (True, False):
+        m = build_model(name, activation="quant_relu", weights="real", bn_affine=affine, **kw)
+        bns = [x for x in m.modules() if isinstance(x, nn.modules.batchnorm._BatchNorm)]
+        assert bns and all(b.affine is affine for b in bns)
+        out = m(torch.randn(4, *shape))
+        assert out.shape == (4, 10)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"activaton": "sign"}, "did you mean 'activation'"),
     ({"activation": "swish"}, "unknown activation 'swish'"),
