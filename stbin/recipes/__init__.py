@@ -201,11 +201,12 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     out.mkdir(parents=True, exist_ok=True)
     ctx = RecipeContext(recipe, quick, seed_list, out, runs, results)
     body = recipe.summarize(ctx)
-    setting = "quick (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick else "full"
+    setting = "**quick** (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick \
+        else "**full**"
     if epoch_scale != 1.0:
         setting += f", **epochs scaled by {epoch_scale:g}** (`--epoch-scale`: shorter than the paper's schedule)"
     head = [f"# stbin reproduce {name}: {recipe.title}", "",
-            f"Setting: **{setting}**; seeds {seed_list}; {len(runs)} runs, "
+            f"Setting: {setting}; seeds {seed_list}; {len(runs)} runs, "
             f"{sum('error' not in results[r.key] for r in runs if r.key in results)} finished; "
             f"wall time of this invocation {time.perf_counter() - t0:.0f} s"
             + (f" ({jobs} runs at a time)" if jobs > 1 else "") + f". Runs are in `{root / 'runs'}`.", ""]
@@ -323,18 +324,27 @@ def final(res: dict[str, Any], key: str) -> float | None:
 
 
 def errors_note(ctx: RecipeContext, keys: list[str]) -> list[str]:
-    """Distinct error messages of the runs ``keys`` (for a 'not run' note under a table)."""
+    """Why the runs ``keys`` did not run, one line per reason (for a 'not run' note under a table).
+
+    Runs skipped because the run they start from did not finish are counted in one line.
+    """
     seen: dict[str, list[str]] = {}
-    for k in keys:
+    for k in dict.fromkeys(keys):
         e = ctx.result(k).get("error")
         if e:
+            if e.startswith("skipped: its starting run"):
+                e = "skipped: the run it starts from did not finish"
             seen.setdefault(e, []).append(k)
-    return [f"* not run ({len(v)} runs, e.g. `{v[0]}`): {e}" for e, v in seen.items()]
+    return [f"* not run ({len(v)} run{'s' if len(v) > 1 else ''}, e.g. `{v[0]}`): {e}" for e, v in seen.items()]
 
 
-def line_plot(path: Path, series: list[tuple[str, list[float], list[float]]], xlabel: str, ylabel: str,
-              title: str = "", vline: float | None = None) -> str | None:
-    """Save a line plot of ``(label, x, y)`` series; returns the file name (None without matplotlib/data)."""
+def line_plot(path: Path, series: list[tuple], xlabel: str, ylabel: str,
+              title: str = "", vline: float | None = None, logy: bool = False) -> str | None:
+    """Save a line plot of ``(label, x, y)`` or ``(label, x, y, style)`` series; returns the file name.
+
+    ``style``: matplotlib keyword arguments of that line (colour, linestyle); ``logy``: log-scale
+    y axis (when every value is positive). None without matplotlib or data.
+    """
     series = [s for s in series if s[1]]
     if not series:
         return None
@@ -345,8 +355,10 @@ def line_plot(path: Path, series: list[tuple[str, list[float], list[float]]], xl
     except ImportError:  # pragma: no cover
         return None
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    for label, x, y in series:
-        ax.plot(x, y, marker="o", markersize=3, label=label)
+    for label, x, y, *style in series:
+        ax.plot(x, y, marker="o", markersize=3, label=label, **(style[0] if style else {}))
+    if logy and all(v > 0 for _, _, y, *_ in series for v in y):
+        ax.set_yscale("log")
     if vline is not None:
         ax.axvline(vline, color="gray", linestyle=":", linewidth=1)
     ax.set_xlabel(xlabel)

@@ -5,7 +5,12 @@ Start from the quantized networks trained with the ReLU and the clipped-ReLU STE
 continue training with the **identity** STE: first with a small learning rate (1e-5,
 constant, 20 epochs), then with the normal schedule (SGD lr 0.05, cosine, 50 epochs).
 Plot training loss and test accuracy per epoch (epoch 0 = the starting network) and report
-whether and by how much they degrade. LeNet-5 / MNIST on CPU (2- and 4-bit); ResNet-20 /
+whether and by how much they degrade.
+
+Control: the same two phases with the *source* STE kept (ReLU -> ReLU, clipped ReLU ->
+clipped ReLU). Restarting a learning-rate schedule on a converged network perturbs it by
+itself; the control measures that part, so the identity STE's own effect is the gap between
+the two continuations, not the gap to the starting network. LeNet-5 / MNIST on CPU (2- and 4-bit); ResNet-20 /
 CIFAR-10 (4-bit; 20 + 200 epochs) when CIFAR-10 and a GPU are there.
 """
 
@@ -26,39 +31,44 @@ LOSS_REL = 0.05     # final training loss more than 5% above the start's
 ACC_DROP = 0.5      # or test accuracy more than 0.5 points below
 
 
-def small_key(model: str, bits: int, src: str, seed: int) -> str:
-    return f"{model}-q{bits}-{src}-to-identity-small-s{seed}"
+def small_key(model: str, bits: int, src: str, seed: int, target: str = "identity") -> str:
+    """Phase 1 (small constant lr) of continuing the ``src``-STE network with the ``target`` STE."""
+    return f"{model}-q{bits}-{src}-to-{target}-small-s{seed}"
 
 
-def normal_key(model: str, bits: int, src: str, seed: int) -> str:
-    return f"{model}-q{bits}-{src}-to-identity-s{seed}"
+def normal_key(model: str, bits: int, src: str, seed: int, target: str = "identity") -> str:
+    """Phase 2 (the normal schedule) of that continuation."""
+    return f"{model}-q{bits}-{src}-to-{target}-s{seed}"
 
 
 def runs(quick: bool, seeds: list[int]) -> list[Run]:
     out: list[Run] = []
     for _, model, preset, extra, cifar, bits_list in NETS:
         out += net_runs(model, preset, extra, cifar, quick, seeds, stes=SOURCES, bits_list=bits_list)
-        base = common(model, quick, cifar) + extra + ['model.activation="quant_relu"', 'model.ste="identity"']
         small_epochs = 1 if quick else 20
         for seed in seeds:
             for bits in bits_list:
                 for src in SOURCES:
-                    tags = {"model": model, "bits": bits, "source": src}
-                    out.append(Run(small_key(model, bits, src, seed), preset,
-                                   base + [f"model.bits={bits}", f"optim.lr={SMALL_LR}", 'schedule.name="constant"',
-                                           f"train.epochs={small_epochs}"],
-                                   seed, init_from=q_key(model, bits, src, seed), optional=cifar, cifar=cifar,
-                                   tags={**tags, "phase": "small"}))
-                    out.append(Run(normal_key(model, bits, src, seed), preset, base + [f"model.bits={bits}"],
-                                   seed, init_from=small_key(model, bits, src, seed), optional=cifar, cifar=cifar,
-                                   tags={**tags, "phase": "normal"}))
+                    for target in ("identity", src):  # the identity STE, then the control
+                        base = common(model, quick, cifar) + extra + [
+                            'model.activation="quant_relu"', f'model.ste="{target}"', f"model.bits={bits}"]
+                        tags = {"model": model, "bits": bits, "source": src, "target": target}
+                        out.append(Run(small_key(model, bits, src, seed, target), preset,
+                                       base + [f"optim.lr={SMALL_LR}", 'schedule.name="constant"',
+                                               f"train.epochs={small_epochs}"],
+                                       seed, init_from=q_key(model, bits, src, seed), optional=cifar, cifar=cifar,
+                                       tags={**tags, "phase": "small"}))
+                        out.append(Run(normal_key(model, bits, src, seed, target), preset, base,
+                                       seed, init_from=small_key(model, bits, src, seed, target), optional=cifar,
+                                       cifar=cifar, tags={**tags, "phase": "normal"}))
     return out
 
 
-def _curve(ctx: RecipeContext, model: str, bits: int, src: str, seed: int) -> dict[str, Any] | None:
+def _curve(ctx: RecipeContext, model: str, bits: int, src: str, seed: int, target: str) -> dict[str, Any] | None:
     """Epoch 0 = the starting network, then the small-lr and the normal phase; None if incomplete."""
-    start, small, normal = (ctx.result(k) for k in (q_key(model, bits, src, seed), small_key(model, bits, src, seed),
-                                                    normal_key(model, bits, src, seed)))
+    start, small, normal = (ctx.result(k) for k in (q_key(model, bits, src, seed),
+                                                    small_key(model, bits, src, seed, target),
+                                                    normal_key(model, bits, src, seed, target)))
     if any("error" in r for r in (start, small, normal)):
         return None
     h0 = start["history"][-1]
@@ -68,52 +78,84 @@ def _curve(ctx: RecipeContext, model: str, bits: int, src: str, seed: int) -> di
     return {"x": [p[0] for p in pts], "loss": [p[1] for p in pts], "acc": [p[2] for p in pts],
             "switch": len(small["history"]), "start_loss": h0["train_loss"], "start_acc": start["test"]["mode"],
             "end_loss": final(normal, "train_loss"), "end_acc": normal["test"]["mode"],
-            "max_loss": max(p[1] for p in pts[1:]), "min_acc": min(p[2] for p in pts[1:])}
+            "max_loss": max(p[1] for p in pts[1:]), "min_acc": min(p[2] for p in pts[1:]), "seed": seed}
+
+
+def _worse(loss: float, acc: float, ref_loss: float, ref_acc: float) -> bool:
+    """The degradation criterion: loss more than LOSS_REL above ``ref_loss`` or accuracy ACC_DROP points lower."""
+    return loss > ref_loss * (1 + LOSS_REL) or acc < ref_acc - ACC_DROP
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
 
 
 def summarize(ctx: RecipeContext) -> str:
     from stbin.recipes import fmt
 
-    lines = ["## Continuing with the identity STE", "",
-             f"Phase 1: lr {SMALL_LR:g} (constant); phase 2: the normal schedule. Start = the network trained "
-             "with the source STE. Mean ± std over seeds " + str(ctx.seeds) + ".", "",
-             "| network | bits | source STE | start: train loss | start: test acc. | end: train loss | "
-             "end: test acc. | worst train loss | worst test acc. | degraded (seeds) |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = ["## Continuing with the identity STE, against continuing with the source STE (control)", "",
+             f"Both continuations: phase 1 lr {SMALL_LR:g} (constant), phase 2 the normal schedule, from the same "
+             "start (the network trained with the source STE). Mean ± std over seeds " + str(ctx.seeds) + ". "
+             "*Worst* = the highest training loss / lowest test accuracy over the continuation's epochs. "
+             f"Degradation criterion: training loss more than {LOSS_REL:.0%} higher or test accuracy more than "
+             f"{ACC_DROP:g} points lower than the reference (the start, or the control's end on the same seed).", "",
+             "| network | bits | source STE | start: train loss | start: test acc. "
+             "| identity: end train loss | identity: end test acc. | identity: worst train loss | identity: worst test acc. "
+             "| control: end train loss | control: end test acc. | control: worst train loss | control: worst test acc. "
+             "| identity degraded vs start (seeds) | identity worse than control (seeds) |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     findings, plots = [], []
     for label, model, _, _, _, bits_list in NETS:
-        keys = []
+        keys = [fp_key(model, s) for s in ctx.seeds]
         for bits in bits_list:
             series_l, series_a, switch = [], [], None
-            for src in SOURCES:
-                cs = [c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s)) is not None]
-                keys += [fp_key(model, s) for s in ctx.seeds] + \
-                    [k(model, bits, src, s) for s in ctx.seeds for k in (q_key, small_key, normal_key)]
-                if not cs:
+            for color, src in zip(("C0", "C1"), SOURCES):
+                keys += [q_key(model, bits, src, s) for s in ctx.seeds] + \
+                    [k(model, bits, src, s, t) for s in ctx.seeds for t in ("identity", src) for k in (small_key, normal_key)]
+                ci = {c["seed"]: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, "identity")) is not None}
+                cc = {c["seed"]: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, src)) is not None}
+                if not ci:
                     continue
-                degraded = [c["end_loss"] > c["start_loss"] * (1 + LOSS_REL) or c["end_acc"] < c["start_acc"] - ACC_DROP
-                            for c in cs]
-                g = lambda f: [c[f] for c in cs]  # noqa: E731
-                lines.append(f"| {label} | {bits} | {STE_LABEL[src]} | {fmt(g('start_loss'), 4)} | {fmt(g('start_acc'))} | "
-                             f"{fmt(g('end_loss'), 4)} | {fmt(g('end_acc'))} | {fmt(g('max_loss'), 4)} | "
-                             f"{fmt(g('min_acc'))} | {sum(degraded)}/{len(cs)} |")
-                sl, el = sum(g("start_loss")) / len(cs), sum(g("end_loss")) / len(cs)
-                sa, ea = sum(g("start_acc")) / len(cs), sum(g("end_acc")) / len(cs)
-                verdict = "degraded" if sum(degraded) * 2 > len(cs) else "did not degrade (majority of seeds)"
-                findings.append(f"* {label}, {bits} bits, from the {STE_LABEL[src]} STE: switching to the identity STE "
-                                f"{verdict}: degradation in {sum(degraded)} of {len(cs)} seeds (criterion: final training loss > "
-                                f"{1 + LOSS_REL:g}x the start's or test accuracy > {ACC_DROP:g} points lower); "
-                                f"training loss {sl:.4f} -> {el:.4f} ({(el / sl - 1) * 100 if sl else 0:+.1f}%), "
-                                f"test accuracy {sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); worst epoch "
-                                f"loss {max(g('max_loss')):.4f}, accuracy {min(g('min_acc')):.2f}%.")
-                n = min(len(c["x"]) for c in cs)
-                xs = cs[0]["x"][:n]
-                series_l.append((f"from {STE_LABEL[src]} STE", xs, [sum(c["loss"][i] for c in cs) / len(cs) for i in range(n)]))
-                series_a.append((f"from {STE_LABEL[src]} STE", xs, [sum(c["acc"][i] for c in cs) / len(cs) for i in range(n)]))
-                switch = cs[0]["switch"]
+                ids, ctl = list(ci.values()), list(cc.values())
+                gi = lambda f: [c[f] for c in ids]  # noqa: E731
+                gc = lambda f: [c[f] for c in ctl]  # noqa: E731
+                vs_start = sum(_worse(c["end_loss"], c["end_acc"], c["start_loss"], c["start_acc"]) for c in ids)
+                paired = [s for s in ci if s in cc]
+                vs_ctl = sum(_worse(ci[s]["end_loss"], ci[s]["end_acc"], cc[s]["end_loss"], cc[s]["end_acc"])
+                             for s in paired)
+                lines.append(f"| {label} | {bits} | {STE_LABEL[src]} | {fmt(gi('start_loss'), 4)} | {fmt(gi('start_acc'))} "
+                             f"| {fmt(gi('end_loss'), 4)} | {fmt(gi('end_acc'))} | {fmt(gi('max_loss'), 4)} | {fmt(gi('min_acc'))} "
+                             f"| {fmt(gc('end_loss'), 4)} | {fmt(gc('end_acc'))} | {fmt(gc('max_loss'), 4)} | {fmt(gc('min_acc'))} "
+                             f"| {vs_start}/{len(ids)} | {f'{vs_ctl}/{len(paired)}' if paired else '—'} |")
+                sl, el, sa, ea = (_mean(gi(f)) for f in ("start_loss", "end_loss", "start_acc", "end_acc"))
+                text = (f"* {label}, {bits} bits, from the {STE_LABEL[src]} STE: with the identity STE the training loss "
+                        f"went {sl:.4f} -> {el:.4f} ({(el / sl - 1) * 100 if sl else 0:+.1f}%) and the test accuracy "
+                        f"{sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
+                        f"{len(ids)} seeds; worst epoch: loss {_mean(gi('max_loss')):.4f}, accuracy "
+                        f"{_mean(gi('min_acc')):.2f}% (seed means).")
+                if paired:
+                    cl, ca = _mean([cc[s]["end_loss"] for s in paired]), _mean([cc[s]["end_acc"] for s in paired])
+                    il, ia = _mean([ci[s]["end_loss"] for s in paired]), _mean([ci[s]["end_acc"] for s in paired])
+                    text += (f" Control ({STE_LABEL[src]} STE kept): end loss {cl:.4f}, accuracy {ca:.2f}%, worst epoch "
+                             f"loss {_mean(gc('max_loss')):.4f}, accuracy {_mean(gc('min_acc')):.2f}%; the identity STE "
+                             f"ends at {il / cl if cl else float('nan'):.2f}x the control's training loss and "
+                             f"{ia - ca:+.2f} points of test accuracy, worse than the control in {vs_ctl} of "
+                             f"{len(paired)} seeds.")
+                findings.append(text)
+                for tag, cs, style in ((f"from {STE_LABEL[src]}: identity STE", ids, "-"),
+                                       (f"from {STE_LABEL[src]}: {STE_LABEL[src]} STE kept (control)", ctl, "--")):
+                    if not cs:
+                        continue
+                    n = min(len(c["x"]) for c in cs)
+                    xs = cs[0]["x"][:n]
+                    kw = {"color": color, "linestyle": style}
+                    series_l.append((tag, xs, [_mean([c["loss"][i] for c in cs]) for i in range(n)], kw))
+                    series_a.append((tag, xs, [_mean([c["acc"][i] for c in cs]) for i in range(n)], kw))
+                switch = ids[0]["switch"]
             for what, series, ylabel in (("loss", series_l, "training loss"), ("accuracy", series_a, "test accuracy (%)")):
                 p = line_plot(ctx.out / f"{model}_{bits}bit_identity_{what}.png", series, "epoch of the continuation",
-                              ylabel, f"{label}, {bits}-bit: continued with the identity STE", vline=switch)
+                              ylabel, f"{label}, {bits}-bit: identity STE vs control", vline=switch,
+                              logy=what == "loss")
                 if p:
                     plots.append(p)
         lines += errors_note(ctx, keys)
@@ -121,8 +163,8 @@ def summarize(ctx: RecipeContext) -> str:
     if ctx.quick:
         lines.append("* Quick setting: 1 + 2 epochs on a 10000-image subset; these numbers only show that the pipeline runs.")
     if plots:
-        lines += ["", "## Curves (mean over seeds; dotted line: end of the small-learning-rate phase)", ""] + \
-            [f"![{p[:-4]}]({p})" for p in plots]
+        lines += ["", "## Curves (mean over seeds; solid: identity STE, dashed: control; dotted line: end of the "
+                  "small-learning-rate phase; log-scale loss)", ""] + [f"![{p[:-4]}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
 

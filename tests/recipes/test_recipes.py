@@ -54,8 +54,18 @@ def test_activation_quantized_then_instability_reuses_runs(tmp_path):
     assert any("lenet5-q2-relu-s0: reused" in s for s in logs)
     assert not any("lenet5-fp-s0: training" in s for s in logs)
     text = report.read_text()
-    assert "| LeNet-5 / MNIST | 4 | clipped ReLU |" in text and "switching to the identity STE" in text
+    assert "| LeNet-5 / MNIST | 4 | clipped ReLU |" in text and "with the identity STE the training loss" in text
     assert (tmp_path / "quick" / "ste-instability" / "lenet5_4bit_identity_loss.png").is_file()
+    # the control continuation keeps the source STE, from the same start, with the same two phases
+    res = json.loads((tmp_path / "quick" / "ste-instability" / "results.json").read_text())["runs"]
+    ctl, idt = res["lenet5-q2-relu-to-relu-s1"], res["lenet5-q2-relu-to-identity-s1"]
+    assert ctl["tags"]["target"] == "relu" and idt["tags"]["target"] == "identity"
+    assert res["lenet5-q2-relu-to-relu-small-s1"]["init_from"] == "lenet5-q2-relu-s1"
+    assert "Control (ReLU STE kept)" in text and "worse than the control in" in text
+    row = next(r for r in text.splitlines() if r.startswith("| LeNet-5 / MNIST | 2 | ReLU |"))
+    assert row.count("|") == 16 and row.rstrip(" |").endswith("/2")  # 15 columns; paired over both seeds
+    # the ResNet-20 continuations that could not start are summed up in one line, not one per run
+    assert text.count("skipped: the run it starts from did not finish") == 1
 
 
 def test_sbn_study_quick(tmp_path):
