@@ -205,11 +205,14 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         else "**full**"
     if epoch_scale != 1.0:
         setting += f", **epochs scaled by {epoch_scale:g}** (`--epoch-scale`: shorter than the paper's schedule)"
+    run_time = sum(results[r.key].get("time_s") or 0.0 for r in runs if r.key in results)
     head = [f"# stbin reproduce {name}: {recipe.title}", "",
             f"Setting: {setting}; seeds {seed_list}; {len(runs)} runs, "
             f"{sum('error' not in results[r.key] for r in runs if r.key in results)} finished; "
             f"wall time of this invocation {time.perf_counter() - t0:.0f} s"
-            + (f" ({jobs} runs at a time)" if jobs > 1 else "") + f". Runs are in `{root / 'runs'}`.", ""]
+            + (f" ({jobs} runs at a time)" if jobs > 1 else "")
+            + f"; training time of the finished runs {run_time:.0f} s in total (reused runs included, each "
+            f"measured when it trained). Runs are in `{root / 'runs'}`.", ""]
     extra = [f"`{o}`" for o in overrides]
     if extra:
         head += [f"Overrides applied to the non-CIFAR runs: {', '.join(extra)}.", ""]

@@ -126,7 +126,7 @@ def summarize(ctx: RecipeContext) -> str:
             series_a.append((f"{bits}-bit, {STE_LABEL[ste]} STE",) + mean_curve(hs, "test_accuracy"))
         for what, series, ylabel in (("loss", series_l, "training loss"), ("accuracy", series_a, "test accuracy (%)")):
             p = line_plot(ctx.out / f"lenet5_{bits}bit_{what}.png", series, "epoch", ylabel,
-                          f"LeNet-5 / MNIST, {bits}-bit quantized ReLU (mean over seeds)")
+                          f"LeNet-5 / MNIST, {bits}-bit quantized ReLU (mean over seeds)", logy=what == "loss")
             if p:
                 plots.append(p)
     if plots:

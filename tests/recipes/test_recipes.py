@@ -97,8 +97,12 @@ def test_finished_runs_are_reused_and_a_changed_config_retrains(tmp_path):
         run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append)
         assert sum("training" in s for s in logs) == 2
         logs.clear()
-        run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append)
+        report = run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY, log=logs.append)
         assert sum("reused" in s for s in logs) == 2 and not any("training" in s for s in logs)
+        # the report of a reusing invocation still states the runs' own training time
+        times = [json.loads((tmp_path / "quick" / "runs" / r.key / "recipe-result.json").read_text())["time_s"]
+                 for r in sbn_study_runs]
+        assert f"training time of the finished runs {sum(times):.0f} s in total" in report.read_text()
         logs.clear()
         run_recipe("sbn-study", tmp_path, quick=True, overrides=TINY[:1] + ["data.options={n_train=96, n_test=32}"],
                    log=logs.append)
