@@ -376,6 +376,13 @@ def line_plot(path: Path, series: list[tuple], xlabel: str, ylabel: str,
     return path.name
 
 
+def images_section(heading: str, plots: list[str]) -> list[str]:
+    """Markdown lines of a report section embedding the PNG files ``plots`` (none when empty)."""
+    if not plots:
+        return []
+    return ["", f"## {heading}", ""] + [f"![{p.rsplit('.', 1)[0]}]({p})" for p in plots]
+
+
 def mean_curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[float], list[float]]:
     """Epoch-wise mean of ``key`` over the runs' histories (up to the shortest)."""
     hs = [h for h in histories if h]

@@ -12,7 +12,8 @@ found (``--cifar-root``) and a GPU is there; their batch norms are non-affine to
 
 from __future__ import annotations
 
-from stbin.recipes import Recipe, RecipeContext, Run, errors_note, final, fmt, line_plot, mean_curve, register
+from stbin.recipes import (Recipe, RecipeContext, Run,
+                           errors_note, final, fmt, images_section, line_plot, mean_curve, register)
 
 BITS = (2, 4)
 STES = ("identity", "relu", "clipped_relu")
@@ -129,8 +130,7 @@ def summarize(ctx: RecipeContext) -> str:
                           f"LeNet-5 / MNIST, {bits}-bit quantized ReLU (mean over seeds)", logy=what == "loss")
             if p:
                 plots.append(p)
-    if plots:
-        lines += ["", "## Curves (LeNet-5 / MNIST)", ""] + [f"![{p[:-4]}]({p})" for p in plots]
+    lines += images_section("Curves (LeNet-5 / MNIST)", plots)
     return "\n".join(lines) + "\n"
 
 

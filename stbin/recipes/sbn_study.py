@@ -18,7 +18,8 @@ Test accuracy in mode, mean-field and 10-sample ensemble; training curves.
 
 from __future__ import annotations
 
-from stbin.recipes import Recipe, RecipeContext, Run, errors_note, fmt, line_plot, mean_curve, register
+from stbin.recipes import (Recipe, RecipeContext, Run,
+                           errors_note, fmt, images_section, line_plot, mean_curve, register)
 
 DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 _BN = ['model.activation="sign"', 'model.proxy="htanh"', 'model.weights="sign"', 'optim.name="adam"',
@@ -127,8 +128,7 @@ def summarize(ctx: RecipeContext) -> str:
             p = line_plot(ctx.out / f"{ds}_{what}.png", series, "epoch", ylabel, f"{dl} (mean over seeds)")
             if p:
                 plots.append(p)
-    if plots:
-        lines += ["", "## Training curves", ""] + [f"![{p[:-4]}]({p})" for p in plots]
+    lines += images_section("Training curves", plots)
     return "\n".join(lines) + "\n"
 
 

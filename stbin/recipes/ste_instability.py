@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stbin.recipes import Recipe, RecipeContext, Run, errors_note, final, line_plot, register
+from stbin.recipes import (Recipe, RecipeContext, Run,
+                           errors_note, final, fmt, images_section, line_plot, register)
 from stbin.recipes.activation_quantized import STE_LABEL, common, fp_key, net_runs, q_key
 
 SOURCES = ("relu", "clipped_relu")
@@ -91,8 +92,6 @@ def _mean(xs: list[float]) -> float:
 
 
 def summarize(ctx: RecipeContext) -> str:
-    from stbin.recipes import fmt
-
     lines = ["## Continuing with the identity STE, against continuing with the source STE (control)", "",
              f"Both continuations: phase 1 lr {SMALL_LR:g} (constant), phase 2 the normal schedule, from the same "
              "start (the network trained with the source STE). Mean ± std over seeds " + str(ctx.seeds) + ". "
@@ -162,9 +161,8 @@ def summarize(ctx: RecipeContext) -> str:
     lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete continuation to report."])
     if ctx.quick:
         lines.append("* Quick setting: 1 + 2 epochs on a 10000-image subset; these numbers only show that the pipeline runs.")
-    if plots:
-        lines += ["", "## Curves (mean over seeds; solid: identity STE, dashed: control; dotted line: end of the "
-                  "small-learning-rate phase; log-scale loss)", ""] + [f"![{p[:-4]}]({p})" for p in plots]
+    lines += images_section("Curves (mean over seeds; solid: identity STE, dashed: control; dotted line: end of "
+                            "the small-learning-rate phase; log-scale loss)", plots)
     return "\n".join(lines) + "\n"
 
 
