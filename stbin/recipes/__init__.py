@@ -30,6 +30,7 @@ from typing import Any, Callable
 from stbin._registry import unknown_name_message
 
 RESULT_FILE = "recipe-result.json"
+SKIPPED = "skipped: the run it starts from did not finish"  # one reason for all, so reports count them in one line
 
 
 @dataclass
@@ -136,7 +137,7 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         i = index[run.key]
         rdir = root / "runs" / run.key
         if run.init_from is not None and "error" in results.get(run.init_from, {"error": "not run"}):
-            results[run.key] = {"error": f"skipped: its starting run {run.init_from} did not finish"}
+            results[run.key] = {"error": SKIPPED}
             log(f"[{i}/{len(runs)}] {run.key}: skipped ({run.init_from} did not finish)")
             return None
         items = list(run.overrides) + [f"seed={run.seed}", f"out_dir={_q(str(rdir))}", "train.progress=false"]
@@ -327,16 +328,11 @@ def final(res: dict[str, Any], key: str) -> float | None:
 
 
 def errors_note(ctx: RecipeContext, keys: list[str]) -> list[str]:
-    """Why the runs ``keys`` did not run, one line per reason (for a 'not run' note under a table).
-
-    Runs skipped because the run they start from did not finish are counted in one line.
-    """
+    """Why the runs ``keys`` did not run, one line per reason (for a 'not run' note under a table)."""
     seen: dict[str, list[str]] = {}
     for k in dict.fromkeys(keys):
         e = ctx.result(k).get("error")
         if e:
-            if e.startswith("skipped: its starting run"):
-                e = "skipped: the run it starts from did not finish"
             seen.setdefault(e, []).append(k)
     return [f"* not run ({len(v)} run{'s' if len(v) > 1 else ''}, e.g. `{v[0]}`): {e}" for e, v in seen.items()]
 

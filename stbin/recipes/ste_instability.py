@@ -10,12 +10,15 @@ whether and by how much they degrade.
 Control: the same two phases with the *source* STE kept (ReLU -> ReLU, clipped ReLU ->
 clipped ReLU). Restarting a learning-rate schedule on a converged network perturbs it by
 itself; the control measures that part, so the identity STE's own effect is the gap between
-the two continuations, not the gap to the starting network. LeNet-5 / MNIST on CPU (2- and 4-bit); ResNet-20 /
-CIFAR-10 (4-bit; 20 + 200 epochs) when CIFAR-10 and a GPU are there.
+the two continuations, not the gap to the starting network.
+
+LeNet-5 / MNIST on CPU (2- and 4-bit); ResNet-20 / CIFAR-10 (4-bit; 20 + 200 epochs) when
+CIFAR-10 and a GPU are there.
 """
 
 from __future__ import annotations
 
+from statistics import fmean
 from typing import Any
 
 from stbin.recipes import (Recipe, RecipeContext, Run,
@@ -79,7 +82,7 @@ def _curve(ctx: RecipeContext, model: str, bits: int, src: str, seed: int, targe
     return {"x": [p[0] for p in pts], "loss": [p[1] for p in pts], "acc": [p[2] for p in pts],
             "switch": len(small["history"]), "start_loss": h0["train_loss"], "start_acc": start["test"]["mode"],
             "end_loss": final(normal, "train_loss"), "end_acc": normal["test"]["mode"],
-            "max_loss": max(p[1] for p in pts[1:]), "min_acc": min(p[2] for p in pts[1:]), "seed": seed}
+            "max_loss": max(p[1] for p in pts[1:]), "min_acc": min(p[2] for p in pts[1:])}
 
 
 def _worse(loss: float, acc: float, ref_loss: float, ref_acc: float) -> bool:
@@ -87,8 +90,39 @@ def _worse(loss: float, acc: float, ref_loss: float, ref_acc: float) -> bool:
     return loss > ref_loss * (1 + LOSS_REL) or acc < ref_acc - ACC_DROP
 
 
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
+def _compare(ctx: RecipeContext, label: str, model: str, bits: int, src: str) -> tuple[str, str, list] | None:
+    """Table row, findings sentence and plot series (identity, control) of one start; None if no identity run finished."""
+    ci = {s: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, "identity")) is not None}
+    cc = {s: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, src)) is not None}
+    if not ci:
+        return None
+    ids, ctl = list(ci.values()), list(cc.values())
+    gi = lambda f: [c[f] for c in ids]  # noqa: E731
+    gc = lambda f: [c[f] for c in ctl]  # noqa: E731
+    vs_start = sum(_worse(c["end_loss"], c["end_acc"], c["start_loss"], c["start_acc"]) for c in ids)
+    paired = [s for s in ci if s in cc]
+    vs_ctl = sum(_worse(ci[s]["end_loss"], ci[s]["end_acc"], cc[s]["end_loss"], cc[s]["end_acc"]) for s in paired)
+    row = (f"| {label} | {bits} | {STE_LABEL[src]} | {fmt(gi('start_loss'), 4)} | {fmt(gi('start_acc'))} "
+           f"| {fmt(gi('end_loss'), 4)} | {fmt(gi('end_acc'))} | {fmt(gi('max_loss'), 4)} | {fmt(gi('min_acc'))} "
+           f"| {fmt(gc('end_loss'), 4)} | {fmt(gc('end_acc'))} | {fmt(gc('max_loss'), 4)} | {fmt(gc('min_acc'))} "
+           f"| {vs_start}/{len(ids)} | {f'{vs_ctl}/{len(paired)}' if paired else '—'} |")
+    sl, el, sa, ea = (fmean(gi(f)) for f in ("start_loss", "end_loss", "start_acc", "end_acc"))
+    text = (f"* {label}, {bits} bits, from the {STE_LABEL[src]} STE: with the identity STE the training loss "
+            f"went {sl:.4f} -> {el:.4f} ({(el / sl - 1) * 100 if sl else 0:+.1f}%) and the test accuracy "
+            f"{sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
+            f"{len(ids)} seeds; worst epoch: loss {fmean(gi('max_loss')):.4f}, accuracy "
+            f"{fmean(gi('min_acc')):.2f}% (seed means).")
+    if paired:
+        cl, ca = fmean(cc[s]["end_loss"] for s in paired), fmean(cc[s]["end_acc"] for s in paired)
+        il, ia = fmean(ci[s]["end_loss"] for s in paired), fmean(ci[s]["end_acc"] for s in paired)
+        text += (f" Control ({STE_LABEL[src]} STE kept): end loss {cl:.4f}, accuracy {ca:.2f}%, worst epoch "
+                 f"loss {fmean(gc('max_loss')):.4f}, accuracy {fmean(gc('min_acc')):.2f}%; the identity STE "
+                 f"ends at {il / cl if cl else float('nan'):.2f}x the control's training loss and "
+                 f"{ia - ca:+.2f} points of test accuracy, worse than the control in {vs_ctl} of "
+                 f"{len(paired)} seeds.")
+    series = [(f"from {STE_LABEL[src]}: identity STE", ids, "-"),
+              (f"from {STE_LABEL[src]}: {STE_LABEL[src]} STE kept (control)", ctl, "--")]
+    return row, text, [s for s in series if s[1]]
 
 
 def summarize(ctx: RecipeContext) -> str:
@@ -111,48 +145,20 @@ def summarize(ctx: RecipeContext) -> str:
             for color, src in zip(("C0", "C1"), SOURCES):
                 keys += [q_key(model, bits, src, s) for s in ctx.seeds] + \
                     [k(model, bits, src, s, t) for s in ctx.seeds for t in ("identity", src) for k in (small_key, normal_key)]
-                ci = {c["seed"]: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, "identity")) is not None}
-                cc = {c["seed"]: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, src)) is not None}
-                if not ci:
+                cmp = _compare(ctx, label, model, bits, src)
+                if cmp is None:
                     continue
-                ids, ctl = list(ci.values()), list(cc.values())
-                gi = lambda f: [c[f] for c in ids]  # noqa: E731
-                gc = lambda f: [c[f] for c in ctl]  # noqa: E731
-                vs_start = sum(_worse(c["end_loss"], c["end_acc"], c["start_loss"], c["start_acc"]) for c in ids)
-                paired = [s for s in ci if s in cc]
-                vs_ctl = sum(_worse(ci[s]["end_loss"], ci[s]["end_acc"], cc[s]["end_loss"], cc[s]["end_acc"])
-                             for s in paired)
-                lines.append(f"| {label} | {bits} | {STE_LABEL[src]} | {fmt(gi('start_loss'), 4)} | {fmt(gi('start_acc'))} "
-                             f"| {fmt(gi('end_loss'), 4)} | {fmt(gi('end_acc'))} | {fmt(gi('max_loss'), 4)} | {fmt(gi('min_acc'))} "
-                             f"| {fmt(gc('end_loss'), 4)} | {fmt(gc('end_acc'))} | {fmt(gc('max_loss'), 4)} | {fmt(gc('min_acc'))} "
-                             f"| {vs_start}/{len(ids)} | {f'{vs_ctl}/{len(paired)}' if paired else '—'} |")
-                sl, el, sa, ea = (_mean(gi(f)) for f in ("start_loss", "end_loss", "start_acc", "end_acc"))
-                text = (f"* {label}, {bits} bits, from the {STE_LABEL[src]} STE: with the identity STE the training loss "
-                        f"went {sl:.4f} -> {el:.4f} ({(el / sl - 1) * 100 if sl else 0:+.1f}%) and the test accuracy "
-                        f"{sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
-                        f"{len(ids)} seeds; worst epoch: loss {_mean(gi('max_loss')):.4f}, accuracy "
-                        f"{_mean(gi('min_acc')):.2f}% (seed means).")
-                if paired:
-                    cl, ca = _mean([cc[s]["end_loss"] for s in paired]), _mean([cc[s]["end_acc"] for s in paired])
-                    il, ia = _mean([ci[s]["end_loss"] for s in paired]), _mean([ci[s]["end_acc"] for s in paired])
-                    text += (f" Control ({STE_LABEL[src]} STE kept): end loss {cl:.4f}, accuracy {ca:.2f}%, worst epoch "
-                             f"loss {_mean(gc('max_loss')):.4f}, accuracy {_mean(gc('min_acc')):.2f}%; the identity STE "
-                             f"ends at {il / cl if cl else float('nan'):.2f}x the control's training loss and "
-                             f"{ia - ca:+.2f} points of test accuracy, worse than the control in {vs_ctl} of "
-                             f"{len(paired)} seeds.")
+                row, text, series = cmp
+                lines.append(row)
                 findings.append(text)
-                for tag, cs, style in ((f"from {STE_LABEL[src]}: identity STE", ids, "-"),
-                                       (f"from {STE_LABEL[src]}: {STE_LABEL[src]} STE kept (control)", ctl, "--")):
-                    if not cs:
-                        continue
+                for tag, cs, style in series:
                     n = min(len(c["x"]) for c in cs)
-                    xs = cs[0]["x"][:n]
                     kw = {"color": color, "linestyle": style}
-                    series_l.append((tag, xs, [_mean([c["loss"][i] for c in cs]) for i in range(n)], kw))
-                    series_a.append((tag, xs, [_mean([c["acc"][i] for c in cs]) for i in range(n)], kw))
-                switch = ids[0]["switch"]
-            for what, series, ylabel in (("loss", series_l, "training loss"), ("accuracy", series_a, "test accuracy (%)")):
-                p = line_plot(ctx.out / f"{model}_{bits}bit_identity_{what}.png", series, "epoch of the continuation",
+                    series_l.append((tag, cs[0]["x"][:n], [fmean(c["loss"][i] for c in cs) for i in range(n)], kw))
+                    series_a.append((tag, cs[0]["x"][:n], [fmean(c["acc"][i] for c in cs) for i in range(n)], kw))
+                switch = series[0][1][0]["switch"]
+            for what, ser, ylabel in (("loss", series_l, "training loss"), ("accuracy", series_a, "test accuracy (%)")):
+                p = line_plot(ctx.out / f"{model}_{bits}bit_identity_{what}.png", ser, "epoch of the continuation",
                               ylabel, f"{label}, {bits}-bit: identity STE vs control", vline=switch,
                               logy=what == "loss")
                 if p:
