@@ -26,6 +26,7 @@ from stbin.theory.lab import (
     GRAD_TOL,
     MONOTONE_ATOL,
     Teacher,
+    ZERO_TOL,
     TheoryConfig,
     near_spurious_start,
     w_at_angle,
@@ -33,6 +34,12 @@ from stbin.theory.lab import (
 
 
 def _vec_err(mc: np.ndarray, se: np.ndarray, cf: np.ndarray) -> dict[str, float]:
+    """Errors of a Monte Carlo estimate ``mc`` (standard errors ``se``) against the closed form ``cf``.
+
+    The relative error is ``nan`` where the closed form is zero up to rounding (norm <=
+    :data:`~stbin.theory.lab.ZERO_TOL`, e.g. the ReLU coarse gradients at the spurious
+    minimiser): a ratio to rounding noise means nothing.
+    """
     diff = np.abs(np.asarray(mc) - np.asarray(cf))
     se = np.asarray(se)
     z = np.where(se > 0, diff / np.where(se > 0, se, 1.0), np.where(diff > 0, np.inf, 0.0))
@@ -42,9 +49,8 @@ def _vec_err(mc: np.ndarray, se: np.ndarray, cf: np.ndarray) -> dict[str, float]
         max_abs_err=float(diff.max()),
         max_se=float(se.max()),
         max_z=float(z.max()),
-        rel_err=float(np.linalg.norm(diff) / cf_norm) if cf_norm > 0 else float("nan"),
+        rel_err=float(np.linalg.norm(diff) / cf_norm) if cf_norm > ZERO_TOL else float("nan"),
     )
-
 
 
 # --------------------------------------------------------------------------- (a)
@@ -169,7 +175,6 @@ def experiment_descent(cfg: TheoryConfig, teacher: Teacher, rng: np.random.Gener
             ))
             tick()
     return dict(starts=starts, runs=runs, sampled=sampled, sweep=sweep)
-
 
 
 def experiment_census(cfg: TheoryConfig, teacher: Teacher, rng: np.random.Generator, tick: Callable[[], None]) -> dict[str, Any]:

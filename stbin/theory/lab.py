@@ -18,6 +18,8 @@ GLOBAL_TOL = 1e-6
 GRAD_TOL = 1e-6
 #: A one-step loss increase larger than this is not rounding (losses here are O(1)).
 MONOTONE_ATOL = 1e-12
+#: A closed-form value (or vector norm) this small is zero up to rounding (values here are O(1)).
+ZERO_TOL = 1e-12
 
 #: min ||w|| below which a run counts as having passed (near) the origin.
 COLLAPSE = 0.05

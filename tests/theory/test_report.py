@@ -4,12 +4,16 @@ matplotlib is handled by the one reporting policy (simulated in a subprocess).""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from stbin.reporting import INSTALL_HINT
 from stbin.theory.lab import TheoryConfig
@@ -60,11 +64,24 @@ def test_report_tables_render_with_headers_and_figures_are_pngs(tmp_path, markdo
             "correlation.png"} <= set(images)
     for name in images:
         assert (path.parent / name).read_bytes()[:8] == PNG_MAGIC, name
+    # The relative error of the clipped-ReLU check is taken where the closed form is not zero
+    # (it is zero up to rounding at the spurious minimiser, where a ratio would be ~1e14).
+    rel = float(re.search(r"relative error <= (\S+) across the points where it is nonzero", text).group(1))
+    assert 0 < rel < 100  # Monte Carlo noise of 2000 samples, not 1e14
     assert "SPEC" not in text and not re.search(r"\b[AB]\d\b", text)
     # A second run with the same seed writes the same report (figures not redrawn).
     again = run_report(tiny_config(), tmp_path / "again", progress=False, plots=False)
     assert without_timing(re.sub(r"!\[[^\]]*\]\([^)]+\)\n\n", "", text)) == without_timing(again.read_text())
     assert not list((tmp_path / "again").glob("*.png"))
+
+
+def test_relative_error_is_undefined_where_the_closed_form_is_rounding_noise():
+    from stbin.theory.experiments import _vec_err
+
+    zero = _vec_err(np.array([0.01, -0.02]), np.array([0.01, 0.01]), np.array([3e-17, -1e-17]))
+    assert math.isnan(zero["rel_err"]) and zero["max_z"] == pytest.approx(2.0)
+    real = _vec_err(np.array([1.01, 0.0]), np.array([0.01, 0.01]), np.array([1.0, 0.0]))
+    assert real["rel_err"] == pytest.approx(0.01)
 
 
 def test_no_plots_runs_without_matplotlib(tmp_path):
