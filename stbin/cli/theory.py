@@ -1,12 +1,13 @@
-"""``stbin theory``: the coarse-gradient theory lab (SPEC B1) as a Markdown report with plots."""
+"""``stbin theory``: the coarse-gradient theory lab (Yin et al., ICLR 2019) as a Markdown report with plots."""
 
 from __future__ import annotations
 
 import argparse
 
 DESCRIPTION = """\
-Reproduce the statements of SPEC B1 (Yin et al., ICLR 2019) on the two-linear-layer
-network with a binarized ReLU and write a Markdown report with PNG plots:
+Check the coarse-gradient theory of Yin et al. ("Understanding Straight-Through Estimator
+in Training Activation Quantized Neural Nets", ICLR 2019) on its two-linear-layer network
+with a binarized ReLU and write a Markdown report with PNG plots:
 
   (a) closed forms (loss, gradient, expected coarse gradients of the identity, ReLU and
       clipped-ReLU STEs) against Monte Carlo, with errors and standard errors;
@@ -17,7 +18,7 @@ network with a binarized ReLU and write a Markdown report with PNG plots:
   (d) <E g, df/dw> against the angle for each STE.
 
 Output: OUT/report.md, OUT/*.png. --quick runs everything small (well under a minute).
-Plots need matplotlib: pip install 'stbin[reports]'.
+Plots need matplotlib: pip install "stbin[reports]"; --no-plots writes the text alone.
 
 examples:
   stbin theory                         # full run into runs/theory (a few minutes)
@@ -29,7 +30,7 @@ examples:
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "theory",
-        help="coarse-gradient theory lab (SPEC B1): closed forms vs Monte Carlo, STE descent; Markdown report",
+        help="coarse-gradient theory lab (Yin et al. 2019): closed forms vs Monte Carlo, STE descent; Markdown report",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -44,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--lr", type=float, default=None, help="learning rate of the main descent runs (default 0.1)")
     p.add_argument("--starts", type=int, default=None, help="random starting points in (b) (default 5; --quick 2)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    p.add_argument("--no-plots", action="store_true", help="write the report without figures (no matplotlib needed)")
     return p
 
 
@@ -69,11 +71,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    try:
-        path = run_report(cfg, out, progress=False if args.no_progress else None)
-    except ImportError as e:
-        if "matplotlib" in str(e):
-            raise UsageError(str(e)) from e
-        raise
-    print(f"wrote {path} and its plots")
+    path = run_report(cfg, out, progress=False if args.no_progress else None, plots=not args.no_plots)
+    print(f"wrote {path}" + ("" if args.no_plots else " and its plots"))
     return 0

@@ -1,4 +1,4 @@
-"""Coarse-gradient theory of activation-quantized networks (SPEC B1).
+"""Coarse-gradient theory of activation-quantized networks (Yin et al., ICLR 2019).
 
 :mod:`stbin.theory.two_layer` holds the closed forms, Monte Carlo estimators, critical
 points and coarse gradient descent of the two-linear-layer model with a binarized ReLU;
