@@ -39,9 +39,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -q -n 0 --doctest-modules stbin
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -q -n 0 --doctest-modules stbin
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py
