@@ -132,5 +132,5 @@ def summarize(ctx: RecipeContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-register(Recipe("sbn-study", "deterministic vs stochastic binary networks, latent-weight updates (SPEC A2-A3)",
+register(Recipe("sbn-study", "deterministic vs stochastic binary networks, latent-weight updates (Shekhovtsov & Yanush, GCPR 2021)",
                 runs, summarize))
