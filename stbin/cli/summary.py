@@ -51,11 +51,11 @@ def run(args: argparse.Namespace) -> int:
     if len(given) != 1:
         raise ValueError("give exactly one of --model, --preset or --checkpoint")
     extra: dict = {}
+    deprecated = []
     for item in args.overrides:  # the keys of stbin train: model.KEY=VALUE
         key = item.split("=", 1)[0].strip()
-        if "=" in item and "." not in key:  # the old short form KEY=VALUE
-            print(f"stbin summary: warning: --set {key}=... is deprecated; write --set model.{key}=... "
-                  "(the key of stbin train)", file=sys.stderr)
+        if "=" in item and "." not in key:  # the old short form KEY=VALUE (noted once the model is built)
+            deprecated.append(key)
             item = "model." + item.strip()
         parsed = parse_override(item)
         if list(parsed) != ["model"]:
@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
             model = build_model(name, **kw)
         except TypeError as e:
             raise ValueError(f"model {name!r}: {e}") from None
+    for key in deprecated:
+        print(f"stbin summary: warning: --set {key}=... is deprecated; write --set model.{key}=... "
+              "(the key of stbin train)", file=sys.stderr)
     print(format_summary(model_summary(model.eval(), shape), title=f"{name} on {'x'.join(map(str, shape))} inputs"),
           end="")
     return 0
