@@ -15,8 +15,9 @@ from torch import nn
 
 from stbin.nn import BinaryConv2d, BinaryLinear
 from stbin.optim import LatentWeightRule
+from stbin.estimators import NOISES as _NOISE_REGISTRY
 
-NOISES = ("logistic", "uniform", "gaussian")
+NOISES = tuple(_NOISE_REGISTRY)  # every registered noise
 
 
 def forward_with_readback(layer: BinaryLinear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
