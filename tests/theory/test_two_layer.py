@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stbin.theory import two_layer as tl
 
-STES = ("identity", "relu", "clipped_relu")
+STES = tuple(tl.STES)  # every STE of the theory lab
 K_SE = 5.0  # Monte Carlo tolerance: |MC - closed| <= K_SE * standard error, component-wise
 
 
