@@ -9,6 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stbin.estimators.stochastic import MODES
 from stbin.estimators import (ESTIMATORS, NOISES, SIGN_PROXIES, STES, bernoulli_weight, get_estimator, heaviside,
                               magnitude_aware_sign, quant_relu, sign, stochastic_sign)
 
@@ -21,7 +22,7 @@ def _seeded() -> torch.Generator:
 
 CALLS = {
     **{f"stochastic_sign/{n}/{mode}": (lambda x, n=n, s=SCALES[i % 3], mode=mode: stochastic_sign(x, n, s, mode, _seeded()))
-       for i, n in enumerate(NOISES) for mode in ("sample", "mean")},
+       for i, n in enumerate(NOISES) for mode in MODES},
     **{f"sign/{p}": (lambda x, p=p: sign(x, p)) for p in SIGN_PROXIES},
     **{f"heaviside/{ste}": (lambda x, ste=ste: heaviside(x, ste)) for ste in STES},
     **{f"quant_relu/{ste}": (lambda x, ste=ste: quant_relu(x, 2, 0.5, ste)) for ste in STES},
@@ -112,7 +113,7 @@ shapes = st.lists(st.integers(1, 5), min_size=0, max_size=4)
 
 
 @given(shape=shapes, dtype=st.sampled_from(DTYPES), noise=st.sampled_from(NOISES.names()),
-       scale=st.floats(0.1, 10.0), mode=st.sampled_from(["sample", "mode", "mean"]), seed=st.integers(0, 2**31))
+       scale=st.floats(0.1, 10.0), mode=st.sampled_from(MODES), seed=st.integers(0, 2**31))
 def test_stochastic_sign_shapes_and_values(shape, dtype, noise, scale, mode, seed):
     gen = torch.Generator().manual_seed(seed)
     a = (torch.randn(shape, generator=gen) * 3).to(dtype).requires_grad_()
