@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from stbin._io import atomic_write
 from stbin._registry import unknown_name_message
 
 RESULT_FILE = "recipe-result.json"
@@ -99,6 +100,11 @@ def _load_all() -> None:
     from stbin.recipes import activation_quantized, sbn_study, ste_instability  # noqa: F401
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a kill mid-write leaves the old file or none)."""
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def _q(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -167,7 +173,9 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         except (ValueError, OSError) as e:
             fail(run, e)
             return None
-        log(f"[{i}/{len(runs)}] {run.key}: training ({cfg.train.epochs} epochs, seed {run.seed})")
+        ckpt = _resumable(rdir, cfg.to_dict())
+        how = f"resuming after epoch {ckpt['epoch']} of {cfg.train.epochs}" if ckpt else f"{cfg.train.epochs} epochs"
+        log(f"[{i}/{len(runs)}] {run.key}: training ({how}, seed {run.seed})")
         return cfg, rdir
 
     def fail(run: Run, e: BaseException) -> None:
@@ -219,27 +227,52 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         head += [f"Overrides applied to the non-CIFAR runs: {', '.join(extra)}.", ""]
     head.append("")
     report = out / "README.md"
-    report.write_text("\n".join(head) + body.rstrip() + "\n")
+    write_text(report, "\n".join(head) + body.rstrip() + "\n")
     summary = {"recipe": name, "quick": quick, "seeds": seed_list, "overrides": list(overrides),
                "epoch_scale": epoch_scale,
                "runs": {r.key: {"seed": r.seed, "tags": r.tags, "init_from": r.init_from,
                                 **{k: v for k, v in results.get(r.key, {}).items() if k in ("test", "error", "time_s")}}
                         for r in runs}}
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    write_text(out / "results.json", json.dumps(summary, indent=1))
     return report
 
 
+def _resumable(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest complete checkpoint of ``rdir`` if it was written by this very configuration, else None."""
+    from stbin.training.trainer import latest_checkpoint
+
+    if not any(rdir.glob("checkpoint-epoch*.pt")):
+        return None
+    try:
+        ckpt = latest_checkpoint(rdir)
+    except (OSError, ValueError):  # every checkpoint damaged: train from scratch
+        return None
+    return ckpt if ckpt.get("config") == json.loads(json.dumps(cfg)) else None
+
+
 def _train_run(cfg: Any, rdir: Path) -> dict[str, Any]:
-    """Train one run from scratch (stale checkpoints of an older configuration removed); its record."""
+    """Train one run, continuing its newest checkpoint when that was written by the same configuration
+    (an interrupted run resumes where it stopped, bit for bit on CPU); checkpoints of another
+    configuration are removed and the run trains from scratch. Returns its record.
+
+    ``time_s`` of a resumed run adds the training time of the epochs done before the interruption
+    (their per-epoch time; the evaluation time of those epochs is not counted).
+    """
     from stbin.training.trainer import train
 
-    for stale in rdir.glob("checkpoint-epoch*.pt"):  # of an earlier configuration of this run
-        stale.unlink()
+    resume = _resumable(rdir, cfg.to_dict())
+    if resume is None:
+        for stale in rdir.glob("checkpoint-epoch*.pt"):  # of an earlier configuration of this run
+            stale.unlink()
     (rdir / RESULT_FILE).unlink(missing_ok=True)
-    res = train(cfg, log=lambda s: None)
+    res = train(cfg, resume=resume, log=lambda s: None)
     rec = {"config": cfg.to_dict(), "test": res["test"], "history": res["history"], "time_s": res.get("time_s")}
+    if resume is not None:
+        done = int(resume["epoch"])
+        rec["resumed_after_epoch"] = done
+        rec["time_s"] = (rec["time_s"] or 0.0) + sum(float(h.get("epoch_time_s") or 0.0) for h in res["history"][:done])
     rdir.mkdir(parents=True, exist_ok=True)
-    (rdir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
+    write_text(rdir / RESULT_FILE, json.dumps(rec, indent=1))
     return rec
 
 

@@ -166,3 +166,58 @@ def test_epoch_scale_shortens_every_run_and_is_part_of_the_configuration(tmp_pat
 def test_bad_jobs_and_epoch_scale(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         run_recipe("sbn-study", tmp_path, quick=True, **kw)
+
+
+class _Killed(BaseException):
+    """Stands for the process being killed (not an Exception: nothing may catch it)."""
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_as_the_straight_run(tmp_path, monkeypatch):
+    """A run killed after epoch 2 of 3 continues from its epoch-2 checkpoint when the recipe is rerun
+    (not from scratch) and ends with the same history and test accuracies, bit for bit on CPU, as
+    the run that was never interrupted; a changed configuration still trains from scratch."""
+    import stbin.training.metrics_log as ml
+    from stbin.recipes import RECIPES, sbn_study
+
+    kept = [r for r in sbn_study.runs(True, [0]) if r.key == "sbn-mnist-binarynet-s0"]
+    monkeypatch.setattr(RECIPES["sbn-study"], "runs", lambda quick, seeds: kept)
+    over = TINY + ["train.epochs=3"]
+    run_recipe("sbn-study", tmp_path / "straight", quick=True, overrides=over, log=lambda s: None)
+
+    calls, kills = [], []
+    real = ml.write_metrics
+
+    def killed_after_epoch_2(out, history):
+        real(out, history)
+        calls.append(len(history))
+        if len(history) == 2 and not kills:  # once
+            kills.append(1)
+            raise _Killed
+
+    monkeypatch.setattr(ml, "write_metrics", killed_after_epoch_2)
+    with pytest.raises(_Killed):
+        run_recipe("sbn-study", tmp_path / "cut", quick=True, overrides=over, log=lambda s: None)
+    rdir = tmp_path / "cut" / "quick" / "runs" / "sbn-mnist-binarynet-s0"
+    assert max(p.name for p in rdir.glob("checkpoint*")) == "checkpoint-epoch0002.pt"
+    assert not (rdir / "recipe-result.json").exists()
+
+    calls.clear()
+    logs = []
+    run_recipe("sbn-study", tmp_path / "cut", quick=True, overrides=over, log=logs.append)
+    assert any("resuming after epoch 2 of 3" in s for s in logs)
+    assert calls == [3]  # only the third epoch trained again
+
+    def rec(root):
+        return json.loads((root / "quick" / "runs" / "sbn-mnist-binarynet-s0" / "recipe-result.json").read_text())
+
+    a, b = rec(tmp_path / "straight"), rec(tmp_path / "cut")
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("epoch_time_s", "images_per_s")} for e in h]  # noqa: E731
+    assert a["test"] == b["test"] and strip(a["history"]) == strip(b["history"])
+    assert b["resumed_after_epoch"] == 2 and "resumed_after_epoch" not in a
+
+    # another configuration of the same run: its checkpoints are not resumed but removed
+    calls.clear()
+    logs.clear()
+    run_recipe("sbn-study", tmp_path / "cut", quick=True, overrides=TINY + ["train.epochs=2"], log=logs.append)
+    assert any("training (2 epochs" in s for s in logs) and calls == [1, 2]
+    assert "resumed_after_epoch" not in rec(tmp_path / "cut")
