@@ -32,6 +32,7 @@ from stbin._registry import unknown_name_message
 
 RESULT_FILE = "recipe-result.json"
 SKIPPED = "skipped: the run it starts from did not finish"  # one reason for all, so reports count them in one line
+NOT_SELECTED = "not selected (--only) and not finished before"
 
 
 @dataclass
@@ -41,8 +42,10 @@ class Run:
     ``key``: unique folder name under ``DIR/runs``; ``preset`` + ``overrides``: the trainer
     config (``section.key=value`` strings); ``init_from``: the key of the run whose final
     weights start this one; ``optional``: a failure (e.g. CIFAR-10 missing) is recorded
-    instead of raised; ``cifar``: the user's ``--set`` overrides do not apply (they are
-    meant for the MNIST-like runs) but ``--cifar-root`` does; ``tags``: labels for tables.
+    instead of raised; ``dataset``: the run trains on the invocation's ``--dataset`` (the deep
+    networks' rows), its overrides come from ``--deep-set`` and, for CIFAR-10, its data folder
+    from ``--cifar-root``; None: the run keeps the recipe's own data (LeNet-5 / MNIST, the MLPs)
+    and takes the ``--set`` overrides; ``tags``: labels for tables.
     """
 
     key: str
@@ -51,7 +54,7 @@ class Run:
     seed: int = 0
     init_from: str | None = None
     optional: bool = False
-    cifar: bool = False
+    dataset: str | None = None
     tags: dict[str, Any] = field(default_factory=dict)
 
 
@@ -59,7 +62,7 @@ class Run:
 class Recipe:
     name: str
     title: str
-    runs: Callable[[bool, list[int]], list[Run]]          # (quick, seeds) -> runs
+    runs: Callable[[bool, list[int], str], list[Run]]     # (quick, seeds, dataset of the deep rows) -> runs
     summarize: Callable[["RecipeContext"], str]           # -> Markdown body
 
 
@@ -69,6 +72,7 @@ class RecipeContext:
     quick: bool
     seeds: list[int]
     out: Path                          # DIR/<recipe>
+    dataset: str                       # the deep rows' dataset (--dataset)
     runs: list[Run]
     results: dict[str, dict[str, Any]]  # run key -> {"test", "history", "time_s"} or {"error"}
 
@@ -112,7 +116,8 @@ def _q(s: str) -> str:
 def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False, seeds: int | None = None,
                overrides: list[str] | tuple[str, ...] = (), cifar_root: str | None = None,
                device: str | None = None, log: Callable[[str], None] = print, jobs: int = 1,
-               epoch_scale: float = 1.0) -> Path:
+               epoch_scale: float = 1.0, dataset: str = "cifar10", deep_overrides: list[str] | tuple[str, ...] = (),
+               only: list[str] | tuple[str, ...] | None = None, amp: bool = False) -> Path:
     """Run recipe ``name`` (all its runs, reusing finished ones), write its report; returns its path.
 
     ``jobs``: how many runs train at once, each in its own process (a run starts once the run
@@ -120,6 +125,12 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     is seeded, so the results do not depend on ``jobs``. ``epoch_scale``: every run's number
     of epochs is multiplied by this factor (rounded, at least 1) — a shortened setting for
     machines that cannot afford the paper's schedule; the report states the factor.
+    ``dataset``: the dataset of the deep networks' rows (VGG-11, ResNet-20, the conv nets),
+    any name of :data:`stbin.data.DATASETS`; ``deep_overrides``: ``section.key=value`` items
+    for those runs only (``overrides`` apply to the recipe's other runs). ``only``: fnmatch
+    patterns of run keys (comma-separated items allowed): only those runs and the runs they
+    start from train; the others are reused when finished, else reported as not selected.
+    ``amp``: bfloat16 autocast on CUDA (``train.amp``; ignored on CPU).
     """
     from stbin.training.config import build_config
 
@@ -131,9 +142,13 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     if not (math.isfinite(epoch_scale) and epoch_scale > 0):
         raise ValueError(f"--epoch-scale must be a positive number, got {epoch_scale}")
+    from stbin.data import DATASETS
+
+    DATASETS.get(dataset)  # unknown name: ValueError listing the registered datasets
     seed_list = list(range(n_seeds))
     root = Path(out_dir) / "quick" if quick else Path(out_dir)  # quick runs never mix with full ones
-    runs = recipe.runs(quick, seed_list)
+    runs = recipe.runs(quick, seed_list, dataset)
+    selected = select_runs(runs, only)
     results: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     index = {run.key: i for i, run in enumerate(runs, 1)}
@@ -142,18 +157,18 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         """The run's config and folder; None when its result is already known (reused, skipped, not run)."""
         i = index[run.key]
         rdir = root / "runs" / run.key
-        if run.init_from is not None and "error" in results.get(run.init_from, {"error": "not run"}):
-            results[run.key] = {"error": SKIPPED}
-            log(f"[{i}/{len(runs)}] {run.key}: skipped ({run.init_from} did not finish)")
-            return None
         items = list(run.overrides) + [f"seed={run.seed}", f"out_dir={_q(str(rdir))}", "train.progress=false"]
         if run.init_from is not None:
             items.append(f"init_from={_q(str(root / 'runs' / run.init_from))}")
         if device is not None:
             items.append(f"device={_q(device)}")
-        if run.cifar:
-            if cifar_root is not None:
+        if amp:
+            items.append("train.amp=true")
+        if run.dataset is not None:
+            items.append(f"data.name={_q(run.dataset)}")
+            if run.dataset == "cifar10" and cifar_root is not None:
                 items.append(f"data.root={_q(cifar_root)}")
+            items += list(deep_overrides)
         else:
             items += list(overrides)
         try:
@@ -165,7 +180,14 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
                 results[run.key] = cached
                 log(f"[{i}/{len(runs)}] {run.key}: reused the finished run in {rdir}")
                 return None
-            if run.cifar and not quick and device is None:
+            if run.key not in selected:
+                results[run.key] = {"error": NOT_SELECTED}
+                return None
+            if run.init_from is not None and "error" in results.get(run.init_from, {"error": "not run"}):
+                results[run.key] = {"error": SKIPPED}
+                log(f"[{i}/{len(runs)}] {run.key}: skipped ({run.init_from} did not finish)")
+                return None
+            if run.dataset == "cifar10" and not quick and device is None:
                 import torch
                 if not torch.cuda.is_available():
                     raise ValueError("the CIFAR-10 rows need CIFAR-10 (--cifar-root DIR) and a CUDA GPU in the "
@@ -182,7 +204,7 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
         if not run.optional:
             raise e
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if run.cifar and "CIFAR-10" in msg:
+        if run.dataset == "cifar10" and "CIFAR-10" in msg:
             msg += " (stbin reproduce: --cifar-root DIR)"
         results[run.key] = {"error": msg}
         log(f"[{index[run.key]}/{len(runs)}] {run.key}: not run: {msg}")
@@ -208,7 +230,7 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
 
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
-    ctx = RecipeContext(recipe, quick, seed_list, out, runs, results)
+    ctx = RecipeContext(recipe, quick, seed_list, out, dataset, runs, results)
     body = recipe.summarize(ctx)
     setting = "**quick** (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick \
         else "**full**"
@@ -222,16 +244,28 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
             + (f" ({jobs} runs at a time)" if jobs > 1 else "")
             + f"; training time of the finished runs {run_time:.0f} s in total (reused runs included, each "
             f"measured when it trained). Runs are in `{root / 'runs'}`.", ""]
-    extra = [f"`{o}`" for o in overrides]
-    if extra:
-        head += [f"Overrides applied to the non-CIFAR runs: {', '.join(extra)}.", ""]
+    devices = sorted({str(results[r.key].get("device") or "unrecorded") for r in runs
+                      if "error" not in results.get(r.key, {"error": ""})})
+    head += [f"Device of the finished runs: {', '.join(devices) if devices else 'none finished'}"
+             + (" (one torch thread per run)" if "cpu" in devices else "")
+             + ("; bfloat16 autocast on CUDA (`--amp`)" if amp else "")
+             + f". Dataset of the deep networks' rows: {dataset_label(dataset)} (`--dataset {dataset}`).", ""]
+    for what, items_ in (("the recipe's own runs (`--set`)", overrides), ("the deep networks' runs (`--deep-set`)",
+                                                                           deep_overrides)):
+        if items_:
+            head += [f"Overrides applied to {what}: {', '.join(f'`{o}`' for o in items_)}.", ""]
+    if only:
+        head += [f"Runs selected with `--only {','.join(only)}` (and the runs they start from); the others are "
+                 "reused when finished.", ""]
     head.append("")
     report = out / "README.md"
     write_text(report, "\n".join(head) + body.rstrip() + "\n")
     summary = {"recipe": name, "quick": quick, "seeds": seed_list, "overrides": list(overrides),
-               "epoch_scale": epoch_scale,
+               "deep_overrides": list(deep_overrides), "dataset": dataset, "only": list(only or []),
+               "epoch_scale": epoch_scale, "devices": devices, "wall_time_s": time.perf_counter() - t0,
                "runs": {r.key: {"seed": r.seed, "tags": r.tags, "init_from": r.init_from,
-                                **{k: v for k, v in results.get(r.key, {}).items() if k in ("test", "error", "time_s")}}
+                                **{k: v for k, v in results.get(r.key, {}).items()
+                                   if k in ("test", "error", "time_s", "device", "images_per_s", "epochs")}}
                         for r in runs}}
     write_text(out / "results.json", json.dumps(summary, indent=1))
     return report
@@ -266,7 +300,13 @@ def _train_run(cfg: Any, rdir: Path) -> dict[str, Any]:
             stale.unlink()
     (rdir / RESULT_FILE).unlink(missing_ok=True)
     res = train(cfg, resume=resume, log=lambda s: None)
-    rec = {"config": cfg.to_dict(), "test": res["test"], "history": res["history"], "time_s": res.get("time_s")}
+    from stbin.training.trainer import resolve_device
+
+    hist = res["history"]
+    ips = [h["images_per_s"] for h in hist if h.get("images_per_s")]
+    rec = {"config": cfg.to_dict(), "test": res["test"], "history": hist, "time_s": res.get("time_s"),
+           "device": str(resolve_device(cfg.device)), "epochs": len(hist),
+           "images_per_s": statistics.median(ips) if ips else None}
     if resume is not None:
         done = int(resume["epoch"])
         rec["resumed_after_epoch"] = done
@@ -324,6 +364,52 @@ def _run_parallel(runs: list[Run], jobs: int, prepare: Callable, fail: Callable,
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def select_runs(runs: list[Run], only: list[str] | tuple[str, ...] | None) -> set[str]:
+    """Keys of the runs matching the fnmatch patterns ``only`` plus the runs they start from (all if None).
+
+    ValueError when a pattern matches no run of the recipe (a typo would silently select nothing).
+    """
+    import fnmatch
+
+    keys = [r.key for r in runs]
+    if not only:
+        return set(keys)
+    pats = [p.strip() for item in only for p in str(item).split(",") if p.strip()]
+    if not pats:
+        raise ValueError("--only needs at least one run-key pattern, e.g. 'resnet20-*-q2-*'")
+    chosen: set[str] = set()
+    for pat in pats:
+        hit = fnmatch.filter(keys, pat)
+        if not hit:
+            raise ValueError(f"--only {pat!r} matches no run of this recipe; its runs are e.g. "
+                             f"{', '.join(keys[:3])} ... {keys[-1]}")
+        chosen.update(hit)
+    parent = {r.key: r.init_from for r in runs}
+    for k in list(chosen):
+        while parent.get(k) is not None:
+            k = parent[k]
+            chosen.add(k)
+    return chosen
+
+
+DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits",
+                  "synthetic": "synthetic"}
+
+
+def dataset_label(name: str) -> str:
+    """How a table names dataset ``name`` (its registry name when no label is known)."""
+    return DATASET_LABELS.get(name, name)
+
+
+def run_dataset(ctx: "RecipeContext", keys: list[str], default: str) -> str:
+    """The dataset the finished runs ``keys`` trained on (from their configuration), else ``default``."""
+    for k in keys:
+        name = ((ctx.result(k).get("config") or {}).get("data") or {}).get("name")
+        if name:
+            return name
+    return default
 
 
 def _cached(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
@@ -423,4 +509,5 @@ def mean_curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[fl
     return xs, ys
 
 
-__all__ = ["Run", "Recipe", "RecipeContext", "RECIPES", "register", "recipe_names", "get_recipe", "run_recipe"]
+__all__ = ["Run", "Recipe", "RecipeContext", "RECIPES", "register", "recipe_names", "get_recipe", "run_recipe",
+           "select_runs", "dataset_label", "run_dataset"]
