@@ -86,7 +86,7 @@ def test_bad_seed_count(tmp_path):
 
 
 def test_finished_runs_are_reused_and_a_changed_config_retrains(tmp_path):
-    from stbin.recipes import sbn_study
+    from stbin.recipes.catalog import sbn_study
 
     one = sbn_study.runs
     try:  # only two runs, to keep the test short
@@ -139,7 +139,8 @@ def test_parallel_runs_give_the_same_numbers_and_respect_dependencies(tmp_path):
 
 
 def test_epoch_scale_shortens_every_run_and_is_part_of_the_configuration(tmp_path):
-    from stbin.recipes import RECIPES, sbn_study
+    from stbin.recipes import RECIPES
+    from stbin.recipes.catalog import sbn_study
 
     one = sbn_study.runs
     try:
@@ -178,7 +179,8 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_as_the_straight
     (not from scratch) and ends with the same history and test accuracies, bit for bit on CPU, as
     the run that was never interrupted; a changed configuration still trains from scratch."""
     import stbin.training.metrics_log as ml
-    from stbin.recipes import RECIPES, sbn_study
+    from stbin.recipes import RECIPES
+    from stbin.recipes.catalog import sbn_study
 
     kept = [r for r in sbn_study.runs(True, [0]) if r.key == "sbn-mnist-binarynet-s0"]
     monkeypatch.setattr(RECIPES["sbn-study"], "runs", lambda quick, seeds, dataset="cifar10": kept)

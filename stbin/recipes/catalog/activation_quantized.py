@@ -15,8 +15,11 @@ networks take without a change of depth (ResNet-20 pools globally; VGG-11 zero-p
 
 from __future__ import annotations
 
-from stbin.recipes import (Recipe, RecipeContext, Run, dataset_label, errors_note, final, fmt, images_section,
-                           line_plot, mean_curve, register, run_dataset)
+from statistics import fmean
+
+from stbin.recipes.base import Recipe, RecipeContext, Run, register
+from stbin.recipes.summary import (dataset_label, errors_note, final, fmt, images_section, line_plot, mean_curve,
+                                   run_dataset)
 
 BITS = (2, 4)
 STES = ("identity", "relu", "clipped_relu")
@@ -85,13 +88,75 @@ def runs(quick: bool, seeds: list[int], dataset: str = "cifar10") -> list[Run]:
     return out
 
 
+def _cell(ctx: RecipeContext, net: str, bits: int, ste: str) -> dict[int, dict[str, float]]:
+    """seed -> {"acc", "loss"} of the finished runs of one cell."""
+    out = {}
+    for s in ctx.seeds:
+        r = ctx.result(q_key(net, bits, ste, s))
+        if "error" not in r:
+            out[s] = {"acc": r["test"]["mode"], "loss": final(r, "train_loss")}
+    return out
+
+
+def _finding(label: str, bits: int, cells: dict[str, dict[int, dict[str, float]]]) -> str | None:
+    """One sentence on which STE is best at ``bits`` bits, by how much, and in how many seeds."""
+    done = {t: c for t, c in cells.items() if c}
+    if len(done) < 2:
+        return None
+    acc = {t: fmean(v["acc"] for v in c.values()) for t, c in done.items()}
+    loss = {t: fmean(v["loss"] for v in c.values()) for t, c in done.items()}
+    order = sorted(acc, key=lambda t: -acc[t])
+    best, worst = order[0], order[-1]
+    paired = [s for s in done[best] if all(s in c for c in done.values())]
+    wins = sum(all(done[best][s]["acc"] >= done[t][s]["acc"] for t in done) for s in paired)
+    text = (f"* {label}, {bits} bits: best test accuracy with the {STE_LABEL[best]} STE ({acc[best]:.2f}%, "
+            f"{acc[best] - acc[order[1]]:+.2f} points over the {STE_LABEL[order[1]]} STE"
+            + (f", {acc[best] - acc[worst]:+.2f} over the {STE_LABEL[worst]} STE" if len(order) > 2 else "")
+            + f"; the best of the STEs in {wins} of {len(paired)} seeds); lowest training loss with the "
+            f"{STE_LABEL[min(loss, key=loss.get)]} STE.")
+    if "relu" in done and "clipped_relu" in done:
+        both = [s for s in done["relu"] if s in done["clipped_relu"]]
+        ahead = sum(done["clipped_relu"][s]["acc"] > done["relu"][s]["acc"] for s in both)
+        text += (f" Clipped ReLU vs ReLU STE: {acc['clipped_relu'] - acc['relu']:+.2f} points, ahead in {ahead} of "
+                 f"{len(both)} seeds.")
+    return text
+
+
+def _costs(ctx: RecipeContext, labels: dict[str, str]) -> list[str]:
+    """Training time and throughput per network (finished runs; time of a resumed run summed over its parts)."""
+    rows = []
+    for net, label in labels.items():
+        keys = [fp_key(net, s) for s in ctx.seeds] + [q_key(net, b, t, s) for b in BITS for t in STES
+                                                      for s in ctx.seeds]
+        recs = [r for k in keys if "error" not in (r := ctx.result(k))]
+        if not recs:
+            continue
+        t = [r["time_s"] for r in recs if r.get("time_s")]
+        ips = [r["images_per_s"] for r in recs if r.get("images_per_s")]
+        ep = [r.get("epochs") or len(r.get("history") or []) for r in recs]
+        dev = sorted({str(r.get("device") or "unrecorded") for r in recs})
+        rows.append(f"| {label} | {len(recs)} | {fmean(ep):.0f} | {sum(t) / 3600:.2f} | "
+                    f"{fmean(t) if t else float('nan'):.0f} | {fmean(ips) if ips else float('nan'):.0f} | "
+                    f"{', '.join(dev)} |")
+    if not rows:
+        return []
+    return ["", "## Cost", "", "Training time of the finished runs (each measured when it trained) and training "
+            "throughput (median over a run's epochs, then the mean over runs; the evaluation after each epoch is "
+            "not in it).", "",
+            "| network | finished runs | epochs per run | training time (h, total) | per run (s) | "
+            "training images/s | device |", "|---|--:|--:|--:|--:|--:|---|"] + rows
+
+
 def summarize(ctx: RecipeContext) -> str:
     lines = ["## Table 1: training loss / test accuracy (%) per cell", "",
              "Mean ± std over seeds " + str(ctx.seeds) + "; test accuracy of the final network; "
              "training loss = mean cross-entropy over the last epoch.", "",
              "| network | bits | " + " | ".join(f"{STE_LABEL[s]} STE: train loss | test acc." for s in STES) + " |",
              "|---|---|" + "--:|--:|" * len(STES)]
-    findings, labels = [], {}
+    notes: list[str] = []
+    findings: list[str] = []
+    labels: dict[str, str] = {}
+    spread: dict[tuple[str, int], tuple[float, str]] = {}  # (label, bits) -> (best - identity, name)
     for name, model, _, _, deep in NETS:
         net = net_id(model, ctx.dataset if deep else None)
         keys = [fp_key(net, s) for s in ctx.seeds] + [q_key(net, b, t, s) for b in BITS for t in STES
@@ -102,40 +167,36 @@ def summarize(ctx: RecipeContext) -> str:
         if not fp_ok:
             note = fp[0].get("error", "not run")
             lines.append(f"| {label} | — | not run: {note} |" + " |" * (2 * len(STES) - 1))
-            lines += errors_note(ctx, keys[len(ctx.seeds):])
+            notes += errors_note(ctx, keys[len(ctx.seeds):])
             continue
-        fp_acc = [r["test"]["mode"] for r in fp_ok]
         lines.append(f"| {label} | float (ReLU) | {fmt([final(r, 'train_loss') for r in fp_ok], 4)} | "
-                     f"{fmt(fp_acc)} |" + " — |" * (2 * len(STES) - 2))
+                     f"{fmt([r['test']['mode'] for r in fp_ok])} |" + " — |" * (2 * len(STES) - 2))
         for bits in BITS:
-            cells, best = [], None
-            for ste in STES:
-                rs = [ctx.result(q_key(net, bits, ste, s)) for s in ctx.seeds]
-                ok = [r for r in rs if "error" not in r]
-                acc = [r["test"]["mode"] for r in ok]
-                cells += [fmt([final(r, "train_loss") for r in ok], 4), fmt(acc)]
-                if acc:
-                    m = sum(acc) / len(acc)
-                    if best is None or m > best[1]:
-                        best = (ste, m)
-                    loss = [final(r, "train_loss") for r in ok]
-                    findings.append((label, bits, ste, m, sum(loss) / len(loss)))
-            lines.append(f"| {label} | {bits} | " + " | ".join(cells) + " |")
-        lines += errors_note(ctx, keys)
-    lines += ["", "## Findings (computed from the table)", ""]
-    for label in labels.values():
-        for bits in BITS:
-            cell = {ste: (m, l) for (lb, b, ste, m, l) in findings if lb == label and b == bits}
-            if len(cell) < 2:
-                continue
-            order = sorted(cell, key=lambda s: -cell[s][0])
-            lines.append(f"* {label}, {bits} bits: best test accuracy with the {STE_LABEL[order[0]]} STE "
-                         f"({cell[order[0]][0]:.2f}%), worst with the {STE_LABEL[order[-1]]} STE "
-                         f"({cell[order[-1]][0]:.2f}%, {cell[order[0]][0] - cell[order[-1]][0]:.2f} points lower); "
-                         f"lowest training loss with the {STE_LABEL[min(cell, key=lambda s: cell[s][1])]} STE.")
+            cells = {ste: _cell(ctx, net, bits, ste) for ste in STES}
+            lines.append(f"| {label} | {bits} | " + " | ".join(
+                f"{fmt([v['loss'] for v in c.values()], 4)} | {fmt([v['acc'] for v in c.values()])}"
+                for c in cells.values()) + " |")
+            text = _finding(label, bits, cells)
+            if text:
+                findings.append(text)
+            acc = {t: fmean(v["acc"] for v in c.values()) for t, c in cells.items() if c}
+            if "identity" in acc and len(acc) > 1:
+                spread[(label, bits)] = (max(acc.values()) - acc["identity"], deep)
+        notes += errors_note(ctx, keys)
+    lines += ([""] + notes if notes else [])
+    for bits in BITS:  # Yin et al.: the choice of STE matters more in deeper networks
+        shallow = [(lb, d) for (lb, b), (d, deep) in spread.items() if b == bits and not deep]
+        deep_ = [(lb, d) for (lb, b), (d, deep) in spread.items() if b == bits and deep]
+        for (ls, ds) in shallow:
+            for (ld, dd) in deep_:
+                findings.append(f"* Depth, {bits} bits: the identity STE is {ds:.2f} points below the best STE on "
+                                f"{ls} and {dd:.2f} points on {ld}: the choice of STE matters "
+                                f"{'more' if dd > ds else 'less' if dd < ds else 'as much'} on the deeper network.")
+    lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete cell to compare."])
     if ctx.quick:
         lines.append("* Quick setting: these numbers only show that the pipeline runs; they say nothing about "
                      "the paper's claims.")
+    lines += _costs(ctx, labels)
     plots = []
     for net, label in labels.items():
         for bits in BITS:

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from stbin.recipes import (Recipe, RecipeContext, Run, dataset_label, errors_note, fmt, images_section, line_plot,
-                           mean_curve, register, run_dataset)
+from stbin.recipes.base import Recipe, RecipeContext, Run, register
+from stbin.recipes.summary import dataset_label, errors_note, fmt, images_section, line_plot, mean_curve, run_dataset
 
 DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 _BN = ['model.activation="sign"', 'model.proxy="htanh"', 'model.weights="sign"', 'optim.name="adam"',
@@ -160,7 +160,8 @@ def summarize(ctx: RecipeContext) -> str:
     for v, (label, _) in VARIANTS.items():
         lines.append(f"| {label} | " + " | ".join(fmt(_acc(ctx, kf, v, e)) for _, _, kf in parts for e, _ in EVALS)
                      + " |")
-    lines += errors_note(ctx, [r.key for r in ctx.runs])
+    notes = errors_note(ctx, [r.key for r in ctx.runs])
+    lines += ([""] + notes if notes else [])
     f: list[str] = []
     for pl, _, kf in parts:
         f += _findings(ctx, pl, kf)

@@ -22,9 +22,9 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Any
 
-from stbin.recipes import (Recipe, RecipeContext, Run, dataset_label, errors_note, final, fmt, images_section,
-                           line_plot, register, run_dataset)
-from stbin.recipes.activation_quantized import FIXED_DATA, STE_LABEL, common, fp_key, net_id, net_runs, q_key
+from stbin.recipes.base import Recipe, RecipeContext, Run, register
+from stbin.recipes.summary import dataset_label, errors_note, final, fmt, images_section, line_plot, run_dataset
+from stbin.recipes.catalog.activation_quantized import FIXED_DATA, STE_LABEL, common, fp_key, net_id, net_runs, q_key
 
 SOURCES = ("relu", "clipped_relu")
 SMALL_LR = 1e-5
@@ -94,8 +94,10 @@ def _worse(loss: float, acc: float, ref_loss: float, ref_acc: float) -> bool:
     return loss > ref_loss * (1 + LOSS_REL) or acc < ref_acc - ACC_DROP
 
 
-def _compare(ctx: RecipeContext, label: str, net: str, bits: int, src: str) -> tuple[str, str, list] | None:
-    """Table row, findings sentence and plot series (identity, control) of one start; None if no identity run finished."""
+def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
+             src: str) -> tuple[str, str, list, float | None] | None:
+    """Table row, findings sentence, plot series (identity, control) and the identity-minus-control test accuracy
+    (seeds with both; None without a control) of one start; None if no identity continuation finished."""
     ci = {s: c for s in ctx.seeds if (c := _curve(ctx, net, bits, src, s, "identity")) is not None}
     cc = {s: c for s in ctx.seeds if (c := _curve(ctx, net, bits, src, s, src)) is not None}
     if not ci:
@@ -116,6 +118,7 @@ def _compare(ctx: RecipeContext, label: str, net: str, bits: int, src: str) -> t
             f"{sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
             f"{len(ids)} seeds; worst epoch: loss {fmean(gi('max_loss')):.4f}, accuracy "
             f"{fmean(gi('min_acc')):.2f}% (seed means).")
+    gap = None
     if paired:
         cl, ca = fmean(cc[s]["end_loss"] for s in paired), fmean(cc[s]["end_acc"] for s in paired)
         il, ia = fmean(ci[s]["end_loss"] for s in paired), fmean(ci[s]["end_acc"] for s in paired)
@@ -124,9 +127,10 @@ def _compare(ctx: RecipeContext, label: str, net: str, bits: int, src: str) -> t
                  f"ends at {il / cl if cl else float('nan'):.2f}x the control's training loss and "
                  f"{ia - ca:+.2f} points of test accuracy, worse than the control in {vs_ctl} of "
                  f"{len(paired)} seeds.")
+        gap = ia - ca
     series = [(f"from {STE_LABEL[src]}: identity STE", ids, "-"),
               (f"from {STE_LABEL[src]}: {STE_LABEL[src]} STE kept (control)", ctl, "--")]
-    return row, text, [s for s in series if s[1]]
+    return row, text, [s for s in series if s[1]], gap
 
 
 def summarize(ctx: RecipeContext) -> str:
@@ -141,7 +145,8 @@ def summarize(ctx: RecipeContext) -> str:
              "| control: end train loss | control: end test acc. | control: worst train loss | control: worst test acc. "
              "| identity degraded vs start (seeds) | identity worse than control (seeds) |",
              "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    findings, plots = [], []
+    findings, plots, notes = [], [], []
+    gaps: dict[tuple[int, str], list[tuple[str, bool, float]]] = {}  # (bits, source) -> [(label, deep, gap)]
     for name, model, _, _, deep, bits_list in NETS:
         net = net_id(model, ctx.dataset if deep else None)
         keys = [fp_key(net, s) for s in ctx.seeds]
@@ -154,9 +159,11 @@ def summarize(ctx: RecipeContext) -> str:
                 cmp = _compare(ctx, label, net, bits, src)
                 if cmp is None:
                     continue
-                row, text, series = cmp
+                row, text, series, gap = cmp
                 lines.append(row)
                 findings.append(text)
+                if gap is not None:
+                    gaps.setdefault((bits, src), []).append((label, deep, gap))
                 for tag, cs, style in series:
                     n = min(len(c["x"]) for c in cs)
                     kw = {"color": color, "linestyle": style}
@@ -169,7 +176,15 @@ def summarize(ctx: RecipeContext) -> str:
                               logy=what == "loss")
                 if p:
                     plots.append(p)
-        lines += errors_note(ctx, keys)
+        notes += errors_note(ctx, keys)
+    lines += ([""] + notes if notes else [])
+    for (bits, src), g in gaps.items():  # Yin et al.: the instability shows on the deeper network
+        for ls, _, gs in (x for x in g if not x[1]):
+            for ld, _, gd in (x for x in g if x[1]):
+                findings.append(f"* Depth, {bits} bits, from the {STE_LABEL[src]} STE: against its control the "
+                                f"identity continuation ends {gs:+.2f} points of test accuracy on {ls} and {gd:+.2f} "
+                                f"on {ld}: it degrades the deeper network "
+                                f"{'more' if gd < gs else 'less' if gd > gs else 'as much'}.")
     lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete continuation to report."])
     if ctx.quick:
         lines.append("* Quick setting: 1 + 2 epochs on a 10000-image subset; these numbers only show that the pipeline runs.")

@@ -1,0 +1,114 @@
+"""Helpers of the recipes' reports: mean ± std cells, notes on runs that did not run, curves, labels."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from stbin.recipes.base import RecipeContext
+
+
+DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits",
+                  "synthetic": "synthetic"}
+
+
+def dataset_label(name: str) -> str:
+    """How a table names dataset ``name`` (its registry name when no label is known)."""
+    return DATASET_LABELS.get(name, name)
+
+
+def run_dataset(ctx: "RecipeContext", keys: list[str], default: str) -> str:
+    """The dataset the finished runs ``keys`` trained on (from their configuration), else ``default``."""
+    for k in keys:
+        name = ((ctx.result(k).get("config") or {}).get("data") or {}).get("name")
+        if name:
+            return name
+    return default
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    if not vals:
+        return math.nan, math.nan, 0
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+
+
+def fmt(values: list[float], digits: int = 2, unit: str = "") -> str:
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "—"
+    if n == 1:
+        return f"{m:.{digits}f}{unit}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}{unit}"
+
+
+def final(res: dict[str, Any], key: str) -> float | None:
+    h = res.get("history") or []
+    return h[-1].get(key) if h else None
+
+
+def errors_note(ctx: RecipeContext, keys: list[str]) -> list[str]:
+    """Why the runs ``keys`` did not run, one line per reason (for a 'not run' note under a table)."""
+    seen: dict[str, list[str]] = {}
+    for k in dict.fromkeys(keys):
+        e = ctx.result(k).get("error")
+        if e:
+            seen.setdefault(e, []).append(k)
+    return [f"* not run ({len(v)} run{'s' if len(v) > 1 else ''}, e.g. `{v[0]}`): {e}" for e, v in seen.items()]
+
+
+def line_plot(path: Path, series: list[tuple], xlabel: str, ylabel: str,
+              title: str = "", vline: float | None = None, logy: bool = False) -> str | None:
+    """Save a line plot of ``(label, x, y)`` or ``(label, x, y, style)`` series; returns the file name.
+
+    ``style``: matplotlib keyword arguments of that line (colour, linestyle); ``logy``: log-scale
+    y axis (when every value is positive). None without matplotlib or data.
+    """
+    series = [s for s in series if s[1]]
+    if not series:
+        return None
+    try:  # the object API: no pyplot state, the global backend of the user's session is untouched
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover
+        return None
+    fig = Figure(figsize=(6, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, x, y, *style in series:
+        ax.plot(x, y, marker="o", markersize=3, label=label, **(style[0] if style else {}))
+    if logy and all(v > 0 for _, _, y, *_ in series for v in y):
+        ax.set_yscale("log")
+    if vline is not None:
+        ax.axvline(vline, color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path.name
+
+
+def images_section(heading: str, plots: list[str]) -> list[str]:
+    """Markdown lines of a report section embedding the PNG files ``plots`` (none when empty)."""
+    if not plots:
+        return []
+    return ["", f"## {heading}", ""] + [f"![{p.rsplit('.', 1)[0]}]({p})" for p in plots]
+
+
+def mean_curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[float], list[float]]:
+    """Epoch-wise mean of ``key`` over the runs' histories (up to the shortest)."""
+    hs = [h for h in histories if h]
+    if not hs:
+        return [], []
+    n = min(len(h) for h in hs)
+    xs = [float(hs[0][i]["epoch"]) for i in range(n)]
+    ys = [statistics.fmean(float(h[i][key]) for h in hs) for i in range(n)]
+    return xs, ys
+
+
