@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from stbin.recipes.base import NOT_SELECTED, SKIPPED, RecipeContext, Run, get_recipe
 from stbin.recipes.execution import cached_result, resumable_checkpoint, toml_str, train_parallel, train_run, write_text
-from stbin.recipes.summary import dataset_label
+from stbin.recipes.summary import report_head, trained_on
 
 
 def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False, seeds: int | None = None,
@@ -132,43 +132,51 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     out.mkdir(parents=True, exist_ok=True)
     ctx = RecipeContext(recipe, quick, seed_list, out, dataset, runs, results)
     body = recipe.summarize(ctx)
-    setting = "**quick** (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick \
-        else "**full**"
-    if epoch_scale != 1.0:
-        setting += f", **epochs scaled by {epoch_scale:g}** (`--epoch-scale`: shorter than the paper's schedule)"
     run_time = sum(results[r.key].get("time_s") or 0.0 for r in runs if r.key in results)
-    head = [f"# stbin reproduce {name}: {recipe.title}", "",
-            f"Setting: {setting}; seeds {seed_list}; {len(runs)} runs, "
-            f"{sum('error' not in results[r.key] for r in runs if r.key in results)} finished; "
-            f"wall time of this invocation {time.perf_counter() - t0:.0f} s"
-            + (f" ({jobs} runs at a time)" if jobs > 1 else "")
-            + f"; training time of the finished runs {run_time:.0f} s in total (reused runs included, each "
-            f"measured when it trained). Runs are in `{root / 'runs'}`.", ""]
     devices = sorted({str(results[r.key].get("device") or "unrecorded") for r in runs
                       if "error" not in results.get(r.key, {"error": ""})})
-    head += [f"Device of the finished runs: {', '.join(devices) if devices else 'none finished'}"
-             + (" (one torch thread per run)" if "cpu" in devices else "")
-             + ("; bfloat16 autocast on CUDA (`--amp`)" if amp else "")
-             + f". Dataset of the deep networks' rows: {dataset_label(dataset)} (`--dataset {dataset}`).", ""]
-    for what, items_ in (("the recipe's own runs (`--set`)", overrides), ("the deep networks' runs (`--deep-set`)",
-                                                                           deep_overrides)):
-        if items_:
-            head += [f"Overrides applied to {what}: {', '.join(f'`{o}`' for o in items_)}.", ""]
-    if only:
-        head += [f"Runs selected with `--only {','.join(only)}` (and the runs they start from); the others are "
-                 "reused when finished.", ""]
-    head.append("")
-    report = out / "README.md"
-    write_text(report, "\n".join(head) + body.rstrip() + "\n")
-    summary = {"recipe": name, "quick": quick, "seeds": seed_list, "overrides": list(overrides),
+    summary = {"recipe": name, "title": recipe.title, "quick": quick, "seeds": seed_list,
+               "command": command_line(name, out_dir, quick, n_seeds, overrides, dataset, deep_overrides, only,
+                                       epoch_scale, jobs, device, amp, cifar_root),
+               "overrides": list(overrides),
                "deep_overrides": list(deep_overrides), "dataset": dataset, "only": list(only or []),
-               "epoch_scale": epoch_scale, "devices": devices, "wall_time_s": time.perf_counter() - t0,
+               "epoch_scale": epoch_scale, "jobs": int(jobs), "devices": devices,
+               "wall_time_s": time.perf_counter() - t0, "run_time_s": run_time,
                "runs": {r.key: {"seed": r.seed, "tags": r.tags, "init_from": r.init_from,
+                                **({"dataset": d} if (d := trained_on(results.get(r.key, {}))) else {}),
                                 **{k: v for k, v in results.get(r.key, {}).items()
-                                   if k in ("test", "error", "time_s", "device", "images_per_s", "epochs")}}
+                                   if k in ("test", "error", "time_s", "device", "images_per_s", "epochs",
+                                            "history")}}
                         for r in runs}}
+    report = out / "README.md"
+    write_text(report, "\n".join(report_head(summary, f"{name}: {recipe.title}", 1, root / "runs"))
+               + "\n" + body.rstrip() + "\n")
     write_text(out / "results.json", json.dumps(summary, indent=1))
     return report
+
+
+def command_line(name: str, out_dir: str | Path, quick: bool, seeds: int, overrides: Any, dataset: str, deep_overrides: Any,
+                 only: Any, epoch_scale: float, jobs: int, device: str | None, amp: bool,
+                 cifar_root: str | None) -> str:
+    """The ``stbin reproduce`` command line of these settings, shell-quoted."""
+    import shlex
+
+    a = ["stbin", "reproduce", name, "--out", str(out_dir)] + (["--quick"] if quick else []) + ["--seeds", str(seeds)]
+    if dataset != "cifar10":
+        a += ["--dataset", dataset]
+    a += [x for o in overrides for x in ("--set", o)] + [x for o in deep_overrides for x in ("--deep-set", o)]
+    a += [x for o in (only or []) for x in ("--only", o)]
+    if epoch_scale != 1.0:
+        a += ["--epoch-scale", f"{epoch_scale:g}"]
+    if int(jobs) != 1:
+        a += ["--jobs", str(jobs)]
+    if device is not None:
+        a += ["--device", device]
+    if amp:
+        a.append("--amp")
+    if cifar_root is not None:
+        a += ["--cifar-root", cifar_root]
+    return " ".join(shlex.quote(x) for x in a)
 
 
 def select_runs(runs: list[Run], only: list[str] | tuple[str, ...] | None) -> set[str]:

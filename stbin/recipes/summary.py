@@ -22,10 +22,16 @@ def dataset_label(name: str) -> str:
 def run_dataset(ctx: "RecipeContext", keys: list[str], default: str) -> str:
     """The dataset the finished runs ``keys`` trained on (from their configuration), else ``default``."""
     for k in keys:
-        name = ((ctx.result(k).get("config") or {}).get("data") or {}).get("name")
+        name = trained_on(ctx.result(k))
         if name:
             return name
     return default
+
+
+def trained_on(rec: dict[str, Any]) -> str | None:
+    """The dataset of a run record (its configuration's, or the ``dataset`` field of a results.json entry)."""
+    name = ((rec.get("config") or {}).get("data") or {}).get("name") or rec.get("dataset")
+    return name if isinstance(name, str) else None
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -112,3 +118,41 @@ def mean_curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[list[fl
     return xs, ys
 
 
+
+
+def report_head(summary: dict[str, Any], title: str, level: int = 1, runs_dir: Path | str | None = None) -> list[str]:
+    """The header of a recipe report from its ``results.json`` content: title, the command, the setting,
+    wall and training time, devices, dataset, overrides and selection (Markdown lines)."""
+    runs = summary.get("runs") or {}
+    finished = sum("error" not in r for r in runs.values())
+    quick, scale, jobs = summary.get("quick"), summary.get("epoch_scale", 1.0), summary.get("jobs", 1)
+    setting = "**quick** (smoke-test setting: small subsets, few epochs — not the paper's numbers)" if quick \
+        else "**full**"
+    if scale != 1.0:
+        setting += f", **epochs scaled by {scale:g}** (`--epoch-scale`: shorter than the paper's schedule)"
+    run_time = summary.get("run_time_s")
+    if run_time is None:
+        run_time = sum(r.get("time_s") or 0.0 for r in runs.values())
+    wall = summary.get("wall_time_s")
+    head = [f"{'#' * level} stbin reproduce {title}", ""]
+    if summary.get("command"):
+        head += [f"Command: `{summary['command']}`", ""]
+    head += [f"Setting: {setting}; seeds {summary.get('seeds')}; {len(runs)} runs, {finished} finished"
+             + (f"; wall time of this invocation {wall:.0f} s" if wall is not None else "")
+             + (f" ({jobs} runs at a time)" if jobs and jobs > 1 else "")
+             + f"; training time of the finished runs {run_time:.0f} s in total (reused runs included, each "
+             "measured when it trained)" + (f". Runs are in `{runs_dir}`." if runs_dir else "."), ""]
+    devices = summary.get("devices") or (["unrecorded"] if finished else [])
+    dataset = summary.get("dataset", "cifar10")
+    head += [f"Device of the finished runs: {', '.join(devices) if devices else 'none finished'}"
+             + (" (one torch thread per run)" if "cpu" in devices else "")
+             + ("; bfloat16 autocast on CUDA (`--amp`)" if "--amp" in str(summary.get("command", "")) else "")
+             + f". Dataset of the deep networks' rows: {dataset_label(dataset)} (`--dataset {dataset}`).", ""]
+    for what, items in (("the recipe's own runs (`--set`)", summary.get("overrides")),
+                        ("the deep networks' runs (`--deep-set`)", summary.get("deep_overrides"))):
+        if items:
+            head += [f"Overrides applied to {what}: {', '.join(f'`{o}`' for o in items)}.", ""]
+    if summary.get("only"):
+        head += [f"Runs selected with `--only {','.join(summary['only'])}` (and the runs they start from); the "
+                 "others are reused when finished.", ""]
+    return head

@@ -104,7 +104,7 @@ def _finding(label: str, bits: int, cells: dict[str, dict[int, dict[str, float]]
     if len(done) < 2:
         return None
     acc = {t: fmean(v["acc"] for v in c.values()) for t, c in done.items()}
-    loss = {t: fmean(v["loss"] for v in c.values()) for t, c in done.items()}
+    loss = {t: fmean(ls) for t, c in done.items() if (ls := [v["loss"] for v in c.values() if v["loss"] is not None])}
     order = sorted(acc, key=lambda t: -acc[t])
     best, worst = order[0], order[-1]
     paired = [s for s in done[best] if all(s in c for c in done.values())]
@@ -112,8 +112,8 @@ def _finding(label: str, bits: int, cells: dict[str, dict[int, dict[str, float]]
     text = (f"* {label}, {bits} bits: best test accuracy with the {STE_LABEL[best]} STE ({acc[best]:.2f}%, "
             f"{acc[best] - acc[order[1]]:+.2f} points over the {STE_LABEL[order[1]]} STE"
             + (f", {acc[best] - acc[worst]:+.2f} over the {STE_LABEL[worst]} STE" if len(order) > 2 else "")
-            + f"; the best of the STEs in {wins} of {len(paired)} seeds); lowest training loss with the "
-            f"{STE_LABEL[min(loss, key=loss.get)]} STE.")
+            + f"; the best of the STEs in {wins} of {len(paired)} seeds)"
+            + (f"; lowest training loss with the {STE_LABEL[min(loss, key=loss.get)]} STE." if loss else "."))
     if "relu" in done and "clipped_relu" in done:
         both = [s for s in done["relu"] if s in done["clipped_relu"]]
         ahead = sum(done["clipped_relu"][s]["acc"] > done["relu"][s]["acc"] for s in both)
@@ -133,10 +133,10 @@ def _costs(ctx: RecipeContext, labels: dict[str, str]) -> list[str]:
             continue
         t = [r["time_s"] for r in recs if r.get("time_s")]
         ips = [r["images_per_s"] for r in recs if r.get("images_per_s")]
-        ep = [r.get("epochs") or len(r.get("history") or []) for r in recs]
+        ep = [e for r in recs if (e := r.get("epochs") or len(r.get("history") or []))]
         dev = sorted({str(r.get("device") or "unrecorded") for r in recs})
-        rows.append(f"| {label} | {len(recs)} | {fmean(ep):.0f} | {sum(t) / 3600:.2f} | "
-                    f"{fmean(t) if t else float('nan'):.0f} | {fmean(ips) if ips else float('nan'):.0f} | "
+        num = lambda xs, f="{:.0f}": f.format(fmean(xs)) if xs else "—"  # noqa: E731
+        rows.append(f"| {label} | {len(recs)} | {num(ep)} | {sum(t) / 3600:.2f} | {num(t)} | {num(ips)} | "
                     f"{', '.join(dev)} |")
     if not rows:
         return []

@@ -77,8 +77,8 @@ def _curve(ctx: RecipeContext, net: str, bits: int, src: str, seed: int, target:
     start, small, normal = (ctx.result(k) for k in (q_key(net, bits, src, seed),
                                                     small_key(net, bits, src, seed, target),
                                                     normal_key(net, bits, src, seed, target)))
-    if any("error" in r for r in (start, small, normal)):
-        return None
+    if any("error" in r or not r.get("history") for r in (start, small, normal)):
+        return None  # not finished, or a summary without per-epoch histories
     h0 = start["history"][-1]
     pts = [(0, h0["train_loss"], start["test"]["mode"])]
     for h in small["history"] + normal["history"]:
