@@ -155,8 +155,8 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     return report
 
 
-def command_line(name: str, out_dir: str | Path, quick: bool, seeds: int, overrides: Any, dataset: str, deep_overrides: Any,
-                 only: Any, epoch_scale: float, jobs: int, device: str | None, amp: bool,
+def command_line(name: str, out_dir: str | Path, quick: bool, seeds: int, overrides: Any, dataset: str,
+                 deep_overrides: Any, only: Any, epoch_scale: float, jobs: int, device: str | None, amp: bool,
                  cifar_root: str | None) -> str:
     """The ``stbin reproduce`` command line of these settings, shell-quoted."""
     import shlex

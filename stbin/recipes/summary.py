@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from stbin.recipes.base import RecipeContext
+from stbin.recipes.base import RecipeContext, Run
 
 
 DATASET_LABELS = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "digits": "digits",
@@ -156,3 +156,33 @@ def report_head(summary: dict[str, Any], title: str, level: int = 1, runs_dir: P
         head += [f"Runs selected with `--only {','.join(summary['only'])}` (and the runs they start from); the "
                  "others are reused when finished.", ""]
     return head
+
+
+def cost_section(ctx: RecipeContext, group: Callable[[Run], str | None]) -> list[str]:
+    """A "Cost" section: per group of finished runs (``group(run)``, None = left out) their number, epochs,
+    training time (each run measured when it trained; a resumed run's parts summed) and training throughput
+    (median over a run's epochs, then the mean over runs; the per-epoch evaluation is not in it)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in ctx.runs:
+        g = group(run)
+        if g is not None and "error" not in (rec := ctx.result(run.key)):
+            groups.setdefault(g, []).append(rec)
+    if not groups:
+        return []
+
+    def num(xs: list[float]) -> str:
+        return f"{statistics.fmean(xs):.0f}" if xs else "—"
+
+    rows = []
+    for g, recs in groups.items():
+        t = [r["time_s"] for r in recs if r.get("time_s")]
+        ips = [r["images_per_s"] for r in recs if r.get("images_per_s")]
+        ep = [e for r in recs if (e := r.get("epochs") or len(r.get("history") or []))]
+        dev = sorted({str(r.get("device") or "unrecorded") for r in recs})
+        rows.append(f"| {g} | {len(recs)} | {num(ep)} | {sum(t) / 3600:.2f} | {num(t)} | {num(ips)} | "
+                    f"{', '.join(dev)} |")
+    return ["", "## Cost", "", "Training time of the finished runs (each measured when it trained) and training "
+            "throughput (median over a run's epochs, then the mean over runs; the evaluation after each epoch is "
+            "not in it).", "",
+            "| runs | finished | epochs per run | training time (h, total) | per run (s) | training images/s "
+            "| device |", "|---|--:|--:|--:|--:|--:|---|"] + rows

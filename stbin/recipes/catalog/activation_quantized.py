@@ -18,8 +18,8 @@ from __future__ import annotations
 from statistics import fmean
 
 from stbin.recipes.base import Recipe, RecipeContext, Run, register
-from stbin.recipes.summary import (dataset_label, errors_note, final, fmt, images_section, line_plot, mean_curve,
-                                   run_dataset)
+from stbin.recipes.summary import (cost_section, dataset_label, errors_note, final, fmt, images_section, line_plot,
+                                   mean_curve, run_dataset)
 
 BITS = (2, 4)
 STES = ("identity", "relu", "clipped_relu")
@@ -122,31 +122,6 @@ def _finding(label: str, bits: int, cells: dict[str, dict[int, dict[str, float]]
     return text
 
 
-def _costs(ctx: RecipeContext, labels: dict[str, str]) -> list[str]:
-    """Training time and throughput per network (finished runs; time of a resumed run summed over its parts)."""
-    rows = []
-    for net, label in labels.items():
-        keys = [fp_key(net, s) for s in ctx.seeds] + [q_key(net, b, t, s) for b in BITS for t in STES
-                                                      for s in ctx.seeds]
-        recs = [r for k in keys if "error" not in (r := ctx.result(k))]
-        if not recs:
-            continue
-        t = [r["time_s"] for r in recs if r.get("time_s")]
-        ips = [r["images_per_s"] for r in recs if r.get("images_per_s")]
-        ep = [e for r in recs if (e := r.get("epochs") or len(r.get("history") or []))]
-        dev = sorted({str(r.get("device") or "unrecorded") for r in recs})
-        num = lambda xs, f="{:.0f}": f.format(fmean(xs)) if xs else "—"  # noqa: E731
-        rows.append(f"| {label} | {len(recs)} | {num(ep)} | {sum(t) / 3600:.2f} | {num(t)} | {num(ips)} | "
-                    f"{', '.join(dev)} |")
-    if not rows:
-        return []
-    return ["", "## Cost", "", "Training time of the finished runs (each measured when it trained) and training "
-            "throughput (median over a run's epochs, then the mean over runs; the evaluation after each epoch is "
-            "not in it).", "",
-            "| network | finished runs | epochs per run | training time (h, total) | per run (s) | "
-            "training images/s | device |", "|---|--:|--:|--:|--:|--:|---|"] + rows
-
-
 def summarize(ctx: RecipeContext) -> str:
     lines = ["## Table 1: training loss / test accuracy (%) per cell", "",
              "Mean ± std over seeds " + str(ctx.seeds) + "; test accuracy of the final network; "
@@ -196,7 +171,7 @@ def summarize(ctx: RecipeContext) -> str:
     if ctx.quick:
         lines.append("* Quick setting: these numbers only show that the pipeline runs; they say nothing about "
                      "the paper's claims.")
-    lines += _costs(ctx, labels)
+    lines += cost_section(ctx, lambda r: labels.get(net_id(r.tags["model"], r.dataset)))
     plots = []
     for net, label in labels.items():
         for bits in BITS:

@@ -29,7 +29,8 @@ from __future__ import annotations
 from typing import Callable
 
 from stbin.recipes.base import Recipe, RecipeContext, Run, register
-from stbin.recipes.summary import dataset_label, errors_note, fmt, images_section, line_plot, mean_curve, run_dataset
+from stbin.recipes.summary import (cost_section, dataset_label, errors_note, fmt, images_section, line_plot, mean_curve,
+                                   run_dataset)
 
 DATASETS = (("mnist", "MNIST"), ("fashion_mnist", "Fashion-MNIST"))
 _BN = ['model.activation="sign"', 'model.proxy="htanh"', 'model.weights="sign"', 'optim.name="adam"',
@@ -172,6 +173,9 @@ def summarize(ctx: RecipeContext) -> str:
     if ctx.quick:
         lines.append("* Quick setting (2 epochs, 10000 training images, 128-unit layers, quarter-width conv nets): "
                      "these numbers only show that the pipeline runs; they support no claim.")
+    lines += cost_section(ctx, lambda r: f"{'conv' if r.tags.get('part') == 'conv' else 'MLP'} / "
+                          f"{dataset_label(r.tags['dataset'])}: "
+                          + ("BinaryNet" if r.tags["variant"] == "binarynet" else "stochastic binary"))
     plots = []
     for pl, stem, kf in parts:
         for what, ylabel in (("train_loss", "training loss"), ("test_accuracy", "test accuracy (%, mode)")):

@@ -23,8 +23,10 @@ from statistics import fmean
 from typing import Any
 
 from stbin.recipes.base import Recipe, RecipeContext, Run, register
-from stbin.recipes.summary import dataset_label, errors_note, final, fmt, images_section, line_plot, run_dataset
-from stbin.recipes.catalog.activation_quantized import FIXED_DATA, STE_LABEL, common, fp_key, net_id, net_runs, q_key
+from stbin.recipes.catalog.activation_quantized import (FIXED_DATA, STE_LABEL, common, fp_key, net_id, net_runs,
+                                                        q_key)
+from stbin.recipes.summary import (cost_section, dataset_label, errors_note, final, fmt, images_section, line_plot,
+                                   run_dataset)
 
 SOURCES = ("relu", "clipped_relu")
 SMALL_LR = 1e-5
@@ -186,6 +188,9 @@ def summarize(ctx: RecipeContext) -> str:
                                 f"on {ld}: it degrades the deeper network "
                                 f"{'more' if gd < gs else 'less' if gd > gs else 'as much'}.")
     lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete continuation to report."])
+    phase = {"small": f"continuation, lr {SMALL_LR:g} phase", "normal": "continuation, normal schedule"}
+    lines += cost_section(ctx, lambda r: f"{r.tags['model']} / {dataset_label(r.tags['dataset'])}: "
+                          + phase.get(r.tags.get("phase"), "float" if r.tags.get("kind") == "fp" else "quantized"))
     if ctx.quick:
         lines.append("* Quick setting: 1 + 2 epochs on a 10000-image subset; these numbers only show that the pipeline runs.")
     lines += images_section("Curves (mean over seeds; solid: identity STE, dashed: control; dotted line: end of "
