@@ -45,6 +45,10 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     from stbin.data import DATASETS
 
     DATASETS.get(dataset)  # unknown name: ValueError listing the registered datasets
+    if device is not None:  # a bad or missing device fails here, before any run starts
+        from stbin.training.trainer import resolve_device
+
+        resolve_device(device)
     seed_list = list(range(n_seeds))
     root = Path(out_dir) / "quick" if quick else Path(out_dir)  # quick runs never mix with full ones
     runs = recipe.runs(quick, seed_list, dataset)

@@ -52,3 +52,13 @@ def test_bad_dataset_and_only_pattern_are_one_line_exit_2(tmp_path):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert all(w in r.stderr for w in words)
         assert not (tmp_path / "quick" / "runs").exists()  # checked before any run starts
+
+
+def test_unavailable_device_fails_before_any_run(tmp_path):
+    import torch
+
+    bad = "cuda" if not torch.cuda.is_available() else "tpu"
+    r = subprocess.run([sys.executable, "-m", "stbin.cli.main", "reproduce", "sbn-study", "--quick", "--device", bad,
+                        "--out", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and bad in r.stderr
+    assert not (tmp_path / "quick").exists()
