@@ -8,8 +8,8 @@ Examples::
     stbin reproduce ste-instability --out reproduce       # reuses the quantized networks above
     stbin reproduce sbn-study --seeds 5
     stbin reproduce sbn-study --jobs 2 --epoch-scale 0.25   # 2 cores, 5 instead of 20 epochs
-    stbin reproduce activation-quantized --dataset fashion_mnist --only 'resnet20-*' \
-        --deep-set data.train_limit=10000 --epoch-scale 0.06 --jobs 2   # ResNet-20 rows on CPU
+    stbin reproduce activation-quantized --dataset fashion_mnist --only 'resnet20-*'   # ResNet-20 rows
+    stbin reproduce activation-quantized --list-runs --dataset fashion_mnist           # the run keys
     stbin reproduce ste-instability --only 'lenet5-q2-relu-to-*-s0' --seeds 1   # one cell
 
 Writes ``OUT/NAME/README.md`` (Markdown tables, mean ± std over seeds, findings computed
@@ -29,7 +29,8 @@ import argparse
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("reproduce", help="reproduce a paper's experiment (tables and plots)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.replace("``", "").replace("::", ":"),  # plain text
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", nargs="?", help="recipe name (see --list)")
     p.add_argument("--quick", action="store_true", help="small subsets and few epochs (minutes on CPU)")
     p.add_argument("--seeds", type=int, help="number of seeds (0..N-1; default 3, or 1 with --quick)")

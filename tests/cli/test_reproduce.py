@@ -62,3 +62,12 @@ def test_unavailable_device_fails_before_any_run(tmp_path):
                         "--out", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and bad in r.stderr
     assert not (tmp_path / "quick").exists()
+
+
+def test_help_is_plain_text(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    out = capsys.readouterr().out
+    assert "``" not in out and "::" not in out and "--dataset" in out and "--only" in out
