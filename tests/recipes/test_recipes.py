@@ -224,3 +224,32 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_ends_as_the_straight
     run_recipe("sbn-study", tmp_path / "cut", quick=True, overrides=TINY + ["train.epochs=2"], log=logs.append)
     assert any("training (2 epochs" in s for s in logs) and calls == [1, 2]
     assert "resumed_after_epoch" not in rec(tmp_path / "cut")
+
+
+def test_a_run_killed_after_its_last_epoch_only_evaluates_again(tmp_path, monkeypatch):
+    """Killed between the last checkpoint and the result file: the rerun trains no epoch, evaluates the
+    checkpointed network and records the straight run's numbers."""
+    import stbin.training.metrics_log as ml
+    from stbin.recipes import RECIPES
+    from stbin.recipes.catalog import sbn_study
+
+    kept = [r for r in sbn_study.runs(True, [0]) if r.key == "sbn-mnist-binarynet-s0"]
+    monkeypatch.setattr(RECIPES["sbn-study"], "runs", lambda quick, seeds, dataset="cifar10": kept)
+    run_recipe("sbn-study", tmp_path / "straight", quick=True, overrides=TINY, log=lambda s: None)
+    calls, real = [], ml.write_metrics
+
+    def killed_at_the_end(out, history):
+        real(out, history)
+        calls.append(len(history))
+        if len(history) == 2 and len(calls) == 2:
+            raise _Killed
+
+    monkeypatch.setattr(ml, "write_metrics", killed_at_the_end)
+    with pytest.raises(_Killed):
+        run_recipe("sbn-study", tmp_path / "cut", quick=True, overrides=TINY, log=lambda s: None)
+    logs = []
+    run_recipe("sbn-study", tmp_path / "cut", quick=True, overrides=TINY, log=logs.append)
+    assert any("resuming after epoch 2 of 2" in s for s in logs) and calls == [1, 2]
+    a, b = (json.loads((root / "quick" / "runs" / "sbn-mnist-binarynet-s0" / "recipe-result.json").read_text())
+            for root in (tmp_path / "straight", tmp_path / "cut"))
+    assert a["test"] == b["test"] and len(b["history"]) == 2 and b["resumed_after_epoch"] == 2
