@@ -6,15 +6,22 @@ another run's weights (``init_from``: pretrained -> quantized -> identity contin
 and a ``summarize`` function that turns the runs' metrics into a Markdown table
 (mean ± std over seeds), PNG plots and findings sentences computed from the numbers.
 
+Modules: :mod:`~stbin.recipes.base` (the model and the registry), :mod:`~stbin.recipes.runner`
+(:func:`run_recipe`), :mod:`~stbin.recipes.execution` (training a run, resuming it, worker
+processes), :mod:`~stbin.recipes.summary` (report helpers), :mod:`~stbin.recipes.results_doc`
+(the results document), :mod:`stbin.recipes.catalog` (the recipes, one module each).
+
 Layout of ``--out DIR``: ``DIR/runs/<run key>/`` holds each run (checkpoints, metrics,
 ``report.md`` and ``recipe-result.json``); runs with the same key are shared between
 recipes and reused when their configuration is unchanged (so ``ste-instability`` reuses the
-quantized networks of ``activation-quantized``, and an interrupted recipe continues where it
-stopped). ``DIR/<recipe>/README.md`` is the recipe's report, with its plots beside it. With ``--quick``
-everything goes under ``DIR/quick/`` instead, so quick and full runs never mix.
+quantized networks of ``activation-quantized``), and a run that was interrupted resumes from
+its newest checkpoint of the same configuration. ``DIR/<recipe>/README.md`` is the recipe's
+report, with its plots and ``results.json`` beside it. With ``--quick`` everything goes under
+``DIR/quick/`` instead, so quick and full runs never mix.
 
-Runs on CIFAR-10 are *optional*: when the data is missing (or fails to load) the error is
-recorded, the rows say so, and runs that depend on them are skipped; the recipe goes on.
+The deep networks' rows train on the dataset given by ``--dataset`` (CIFAR-10 by default).
+They are *optional*: when the data is missing (or fails to load) the error is recorded, the
+rows say so, and runs that depend on them are skipped; the recipe goes on.
 """
 
 from stbin.recipes.base import (NOT_SELECTED, RECIPES, RESULT_FILE, SKIPPED, Recipe, RecipeContext, Run, get_recipe,
