@@ -1,4 +1,4 @@
-"""VGG-style networks for 32x32 (CIFAR) or 28x28 images.
+"""VGG-style networks for 32x32 (CIFAR) or 28x28 (MNIST-like, 1 channel) images.
 
 * ``vgg11`` — VGG-11 (CIFAR variant: 8 convs 64-M-128-M-256-256-M-512-512-M-512-512-M, then
   a single FC to the classes), BN before each activation;
@@ -55,11 +55,26 @@ def _spatial(image_size: int, pools: int, model: str) -> int:
 def vgg11(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
           bn_affine: bool = True, **quant: Any) -> nn.Sequential:
     """VGG-11 (BN after each conv, before its activation); ``bn_affine=False``: batch norms
-    without scale and shift (Yin et al.'s setting before each quantizer)."""
+    without scale and shift (Yin et al.'s setting before each quantizer).
+
+    Its five 2x2 poolings need at least 32x32 inputs: smaller images (MNIST's 1x28x28) are
+    zero-padded to 32x32 by a ``nn.ZeroPad2d`` in front (zero = the dataset mean after
+    normalisation), so the depth and the layers stay those of the CIFAR network.
+
+    >>> import torch
+    >>> vgg11(in_channels=1, image_size=28, width=0.125)(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
     q = quant_kwargs("vgg11", quant, ("in_channels", "num_classes", "image_size", "width", "bn_affine"))
     feats, c, pools = _features(q, VGG11, in_channels, width, bn_affine)
+    need = 2 ** pools
+    pad: list[nn.Module] = []
+    if 0 < image_size < need:
+        lo = (need - image_size) // 2
+        pad = [nn.ZeroPad2d((lo, need - image_size - lo, lo, need - image_size - lo))]
+        image_size = need
     s = _spatial(image_size, pools, "vgg11")
-    return nn.Sequential(*feats, nn.Flatten(), make_linear(q, c * s * s, num_classes, binary=q.binary_last))
+    return nn.Sequential(*pad, *feats, nn.Flatten(), make_linear(q, c * s * s, num_classes, binary=q.binary_last))
 
 
 def _binarynet_like(name: str, q: QuantSpec, in_channels: int, num_classes: int, image_size: int,

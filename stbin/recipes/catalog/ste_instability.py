@@ -1,4 +1,4 @@
-"""``ste-instability``: Yin et al.'s instability experiment (SPEC B2).
+"""``ste-instability``: Yin et al.'s instability experiment (Yin et al., ICLR 2019, Sec. 4).
 
 Start from the quantized networks trained with the ReLU and the clipped-ReLU STE (the
 ``activation-quantized`` runs, shared and reused when present in the same ``--out``) and
@@ -12,8 +12,9 @@ clipped ReLU). Restarting a learning-rate schedule on a converged network pertur
 itself; the control measures that part, so the identity STE's own effect is the gap between
 the two continuations, not the gap to the starting network.
 
-LeNet-5 / MNIST on CPU (2- and 4-bit); ResNet-20 / CIFAR-10 (4-bit; 20 + 200 epochs) when
-CIFAR-10 and a GPU are there.
+LeNet-5 / MNIST (2- and 4-bit; 20 + 50 epochs); ResNet-20 (2- and 4-bit; 20 + 200 epochs) on the
+dataset given by ``--dataset``: CIFAR-10 by default (the paper's 4-bit experiment; it runs when
+CIFAR-10 and a GPU are there), or any dataset of the registry, e.g. Fashion-MNIST.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from __future__ import annotations
 from statistics import fmean
 from typing import Any
 
-from stbin.recipes import (Recipe, RecipeContext, Run,
-                           errors_note, final, fmt, images_section, line_plot, register)
-from stbin.recipes.activation_quantized import STE_LABEL, common, fp_key, net_runs, q_key
+from stbin.recipes.base import Recipe, RecipeContext, Run, register
+from stbin.recipes.catalog.activation_quantized import (FIXED_DATA, STE_LABEL, common, fp_key, net_id, net_runs,
+                                                        q_key)
+from stbin.recipes.summary import (cost_section, dataset_label, errors_note, final, fmt, images_section, line_plot,
+                                   run_dataset)
 
 SOURCES = ("relu", "clipped_relu")
 SMALL_LR = 1e-5
-# (label, model, preset, extra, cifar, bits)
-NETS = (("LeNet-5 / MNIST", "lenet5", "lenet5_mnist", ["model.bn_affine=false"], False, (2, 4)),
-        ("ResNet-20 / CIFAR-10", "resnet20", "resnet20_cifar10", ["model.bn_affine=false"], True, (4,)))
+# (label, model, preset, extra, deep, bits): deep rows train on --dataset
+NETS = (("LeNet-5", "lenet5", "lenet5_mnist", ["model.bn_affine=false"], False, (2, 4)),
+        ("ResNet-20", "resnet20", "resnet20_cifar10", ["model.bn_affine=false"], True, (2, 4)))
 # degradation thresholds for the findings sentences
 LOSS_REL = 0.05     # final training loss more than 5% above the start's
 ACC_DROP = 0.5      # or test accuracy more than 0.5 points below
@@ -45,36 +48,39 @@ def normal_key(model: str, bits: int, src: str, seed: int, target: str = "identi
     return f"{model}-q{bits}-{src}-to-{target}-s{seed}"
 
 
-def runs(quick: bool, seeds: list[int]) -> list[Run]:
+def runs(quick: bool, seeds: list[int], dataset: str = "cifar10") -> list[Run]:
     out: list[Run] = []
-    for _, model, preset, extra, cifar, bits_list in NETS:
-        out += net_runs(model, preset, extra, cifar, quick, seeds, stes=SOURCES, bits_list=bits_list)
+    for _, model, preset, extra, deep, bits_list in NETS:
+        ds = dataset if deep else None
+        net = net_id(model, ds)
+        out += net_runs(model, preset, extra, ds, quick, seeds, stes=SOURCES, bits_list=bits_list)
         small_epochs = 1 if quick else 20
         for seed in seeds:
             for bits in bits_list:
                 for src in SOURCES:
                     for target in ("identity", src):  # the identity STE, then the control
-                        base = common(model, quick, cifar) + extra + [
+                        base = common(model, quick, deep) + extra + [
                             'model.activation="quant_relu"', f'model.ste="{target}"', f"model.bits={bits}"]
-                        tags = {"model": model, "bits": bits, "source": src, "target": target}
-                        out.append(Run(small_key(model, bits, src, seed, target), preset,
+                        tags = {"model": model, "dataset": ds or FIXED_DATA, "bits": bits, "source": src,
+                                "target": target}
+                        out.append(Run(small_key(net, bits, src, seed, target), preset,
                                        base + [f"optim.lr={SMALL_LR}", 'schedule.name="constant"',
                                                f"train.epochs={small_epochs}"],
-                                       seed, init_from=q_key(model, bits, src, seed), optional=cifar, cifar=cifar,
+                                       seed, init_from=q_key(net, bits, src, seed), optional=deep, dataset=ds,
                                        tags={**tags, "phase": "small"}))
-                        out.append(Run(normal_key(model, bits, src, seed, target), preset, base,
-                                       seed, init_from=small_key(model, bits, src, seed, target), optional=cifar,
-                                       cifar=cifar, tags={**tags, "phase": "normal"}))
+                        out.append(Run(normal_key(net, bits, src, seed, target), preset, base,
+                                       seed, init_from=small_key(net, bits, src, seed, target), optional=deep,
+                                       dataset=ds, tags={**tags, "phase": "normal"}))
     return out
 
 
-def _curve(ctx: RecipeContext, model: str, bits: int, src: str, seed: int, target: str) -> dict[str, Any] | None:
+def _curve(ctx: RecipeContext, net: str, bits: int, src: str, seed: int, target: str) -> dict[str, Any] | None:
     """Epoch 0 = the starting network, then the small-lr and the normal phase; None if incomplete."""
-    start, small, normal = (ctx.result(k) for k in (q_key(model, bits, src, seed),
-                                                    small_key(model, bits, src, seed, target),
-                                                    normal_key(model, bits, src, seed, target)))
-    if any("error" in r for r in (start, small, normal)):
-        return None
+    start, small, normal = (ctx.result(k) for k in (q_key(net, bits, src, seed),
+                                                    small_key(net, bits, src, seed, target),
+                                                    normal_key(net, bits, src, seed, target)))
+    if any("error" in r or not r.get("history") for r in (start, small, normal)):
+        return None  # not finished, or a summary without per-epoch histories
     h0 = start["history"][-1]
     pts = [(0, h0["train_loss"], start["test"]["mode"])]
     for h in small["history"] + normal["history"]:
@@ -90,10 +96,12 @@ def _worse(loss: float, acc: float, ref_loss: float, ref_acc: float) -> bool:
     return loss > ref_loss * (1 + LOSS_REL) or acc < ref_acc - ACC_DROP
 
 
-def _compare(ctx: RecipeContext, label: str, model: str, bits: int, src: str) -> tuple[str, str, list] | None:
-    """Table row, findings sentence and plot series (identity, control) of one start; None if no identity run finished."""
-    ci = {s: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, "identity")) is not None}
-    cc = {s: c for s in ctx.seeds if (c := _curve(ctx, model, bits, src, s, src)) is not None}
+def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
+             src: str) -> tuple[str, str, list, float | None] | None:
+    """Table row, findings sentence, plot series (identity, control) and the identity-minus-control test accuracy
+    (seeds with both; None without a control) of one start; None if no identity continuation finished."""
+    ci = {s: c for s in ctx.seeds if (c := _curve(ctx, net, bits, src, s, "identity")) is not None}
+    cc = {s: c for s in ctx.seeds if (c := _curve(ctx, net, bits, src, s, src)) is not None}
     if not ci:
         return None
     ids, ctl = list(ci.values()), list(cc.values())
@@ -112,6 +120,7 @@ def _compare(ctx: RecipeContext, label: str, model: str, bits: int, src: str) ->
             f"{sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
             f"{len(ids)} seeds; worst epoch: loss {fmean(gi('max_loss')):.4f}, accuracy "
             f"{fmean(gi('min_acc')):.2f}% (seed means).")
+    gap = None
     if paired:
         cl, ca = fmean(cc[s]["end_loss"] for s in paired), fmean(cc[s]["end_acc"] for s in paired)
         il, ia = fmean(ci[s]["end_loss"] for s in paired), fmean(ci[s]["end_acc"] for s in paired)
@@ -120,9 +129,10 @@ def _compare(ctx: RecipeContext, label: str, model: str, bits: int, src: str) ->
                  f"ends at {il / cl if cl else float('nan'):.2f}x the control's training loss and "
                  f"{ia - ca:+.2f} points of test accuracy, worse than the control in {vs_ctl} of "
                  f"{len(paired)} seeds.")
+        gap = ia - ca
     series = [(f"from {STE_LABEL[src]}: identity STE", ids, "-"),
               (f"from {STE_LABEL[src]}: {STE_LABEL[src]} STE kept (control)", ctl, "--")]
-    return row, text, [s for s in series if s[1]]
+    return row, text, [s for s in series if s[1]], gap
 
 
 def summarize(ctx: RecipeContext) -> str:
@@ -137,20 +147,25 @@ def summarize(ctx: RecipeContext) -> str:
              "| control: end train loss | control: end test acc. | control: worst train loss | control: worst test acc. "
              "| identity degraded vs start (seeds) | identity worse than control (seeds) |",
              "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
-    findings, plots = [], []
-    for label, model, _, _, _, bits_list in NETS:
-        keys = [fp_key(model, s) for s in ctx.seeds]
+    findings, plots, notes = [], [], []
+    gaps: dict[tuple[int, str], list[tuple[str, bool, float]]] = {}  # (bits, source) -> [(label, deep, gap)]
+    for name, model, _, _, deep, bits_list in NETS:
+        net = net_id(model, ctx.dataset if deep else None)
+        keys = [fp_key(net, s) for s in ctx.seeds]
+        label = f"{name} / {dataset_label(run_dataset(ctx, keys, ctx.dataset if deep else FIXED_DATA))}"
         for bits in bits_list:
             series_l, series_a, switch = [], [], None
             for color, src in zip(("C0", "C1"), SOURCES):
-                keys += [q_key(model, bits, src, s) for s in ctx.seeds] + \
-                    [k(model, bits, src, s, t) for s in ctx.seeds for t in ("identity", src) for k in (small_key, normal_key)]
-                cmp = _compare(ctx, label, model, bits, src)
+                keys += [q_key(net, bits, src, s) for s in ctx.seeds] + \
+                    [k(net, bits, src, s, t) for s in ctx.seeds for t in ("identity", src) for k in (small_key, normal_key)]
+                cmp = _compare(ctx, label, net, bits, src)
                 if cmp is None:
                     continue
-                row, text, series = cmp
+                row, text, series, gap = cmp
                 lines.append(row)
                 findings.append(text)
+                if gap is not None:
+                    gaps.setdefault((bits, src), []).append((label, deep, gap))
                 for tag, cs, style in series:
                     n = min(len(c["x"]) for c in cs)
                     kw = {"color": color, "linestyle": style}
@@ -158,13 +173,24 @@ def summarize(ctx: RecipeContext) -> str:
                     series_a.append((tag, cs[0]["x"][:n], [fmean(c["acc"][i] for c in cs) for i in range(n)], kw))
                 switch = series[0][1][0]["switch"]
             for what, ser, ylabel in (("loss", series_l, "training loss"), ("accuracy", series_a, "test accuracy (%)")):
-                p = line_plot(ctx.out / f"{model}_{bits}bit_identity_{what}.png", ser, "epoch of the continuation",
+                p = line_plot(ctx.out / f"{net}_{bits}bit_identity_{what}.png", ser, "epoch of the continuation",
                               ylabel, f"{label}, {bits}-bit: identity STE vs control", vline=switch,
                               logy=what == "loss")
                 if p:
                     plots.append(p)
-        lines += errors_note(ctx, keys)
+        notes += errors_note(ctx, keys)
+    lines += ([""] + notes if notes else [])
+    for (bits, src), g in gaps.items():  # Yin et al.: the instability shows on the deeper network
+        for ls, _, gs in (x for x in g if not x[1]):
+            for ld, _, gd in (x for x in g if x[1]):
+                findings.append(f"* Depth, {bits} bits, from the {STE_LABEL[src]} STE: against its control the "
+                                f"identity continuation ends {gs:+.2f} points of test accuracy on {ls} and {gd:+.2f} "
+                                f"on {ld}: it degrades the deeper network "
+                                f"{'more' if gd < gs else 'less' if gd > gs else 'as much'}.")
     lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete continuation to report."])
+    phase = {"small": f"continuation, lr {SMALL_LR:g} phase", "normal": "continuation, normal schedule"}
+    lines += cost_section(ctx, lambda r: f"{r.tags['model']} / {dataset_label(r.tags['dataset'])}: "
+                          + phase.get(r.tags.get("phase"), "float" if r.tags.get("kind") == "fp" else "quantized"))
     if ctx.quick:
         lines.append("* Quick setting: 1 + 2 epochs on a 10000-image subset; these numbers only show that the pipeline runs.")
     lines += images_section("Curves (mean over seeds; solid: identity STE, dashed: control; dotted line: end of "

@@ -1,0 +1,88 @@
+"""docs/results.md from results.json files: python -m stbin.recipes.results_doc."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from stbin.recipes import run_recipe
+from stbin.recipes.results_doc import load_summary, main
+
+TINY = ['data.name="synthetic"', "data.options={n_train=128, n_test=64, image_size=28}"]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep")
+    run_recipe("activation-quantized", out, quick=True, overrides=TINY, log=lambda s: None,
+               only=["lenet5-q2-*", "lenet5-q4-relu-s0"])
+    return out
+
+
+def _tables(text):
+    """Every Markdown table as a list of rows (header first), parsed from the pipes."""
+    tables, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cur.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def test_document_is_the_recipe_report_computed_from_results_json(reproduced, tmp_path):
+    doc = tmp_path / "docs" / "results.md"
+    assert main([str(reproduced), "--quick", "--output", str(doc)]) == 0
+    text = doc.read_text()
+    report = (reproduced / "quick" / "activation-quantized" / "README.md").read_text()
+    table = next(t for t in _tables(report) if t[0][0] == "network")
+    assert table in _tables(text)  # the same numbers as the recipe's own report
+    for t in _tables(text):  # every table: a header, a delimiter row, rows of the header's width
+        assert set("".join(t[1])) <= set("-:") and all(len(r) == len(t[0]) for r in t)
+    assert "### Findings (computed from the table)" in text and "best test accuracy with the" in text
+    assert "Command: `stbin reproduce activation-quantized --out" in text
+    pngs = sorted(p.name for p in (tmp_path / "docs" / "results" / "activation-quantized").glob("*.png"))
+    assert "lenet5_2bit_loss.png" in pngs and "](results/activation-quantized/lenet5_2bit_loss.png)" in text
+    # the findings follow the numbers: swap two cells' accuracies in the file and the sentence changes
+    f = reproduced / "quick" / "activation-quantized" / "results.json"
+    data = json.loads(f.read_text())
+    for s in data["runs"]:
+        if s.startswith("lenet5-q2-identity"):
+            data["runs"][s]["test"]["mode"] = 100.0
+    g = tmp_path / "edited.json"
+    g.write_text(json.dumps(data))
+    assert main([str(g), "--output", str(tmp_path / "x.md")]) == 0
+    assert "2 bits: best test accuracy with the identity STE (100.00%" in (tmp_path / "x.md").read_text()
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d.update(recipe="activation-quantised"), ["activation-quantized"]),
+    (lambda d: d.update(seeds=[]), ["'seeds'"]),
+    (lambda d: d["runs"]["lenet5-fp-s0"].update(test={"mode": 250.0}), ["lenet5-fp-s0", "percentage"]),
+    (lambda d: d["runs"]["lenet5-fp-s0"].update(history=[{"loss": 1}]), ["lenet5-fp-s0", "epoch"]),
+    (lambda d: d.update(runs=[]), ["'runs'"]),
+])
+def test_bad_results_json_is_one_line_exit_2(reproduced, tmp_path, edit, words):
+    data = json.loads((reproduced / "quick" / "activation-quantized" / "results.json").read_text())
+    edit(data)
+    bad = tmp_path / "results.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError):
+        load_summary(bad)
+    r = subprocess.run([sys.executable, "-m", "stbin.recipes.results_doc", str(bad), "--output",
+                        str(tmp_path / "out.md")], capture_output=True, text=True)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and all(w in r.stderr for w in words)
+    assert not (tmp_path / "out.md").exists()
+
+
+def test_missing_and_non_json_inputs(tmp_path):
+    (tmp_path / "results.json").write_text("{not json")
+    for path, word in ((tmp_path / "nope", "no such file"), (tmp_path / "results.json", "not JSON"),
+                       (tmp_path / "empty-dir", "no results.json")):
+        if word == "no results.json":
+            path.mkdir()
+        r = subprocess.run([sys.executable, "-m", "stbin.recipes.results_doc", str(path), "--output",
+                            str(tmp_path / "o.md")], capture_output=True, text=True)
+        assert r.returncode == 2 and word in r.stderr and len(r.stderr.strip().splitlines()) == 1
