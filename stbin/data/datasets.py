@@ -92,8 +92,21 @@ def load_dataset(name: str, root: str | None = None, val_size: int = 0, train_li
                  test_limit: int | None = None, seed: int = 0, **options: Any) -> ImageData:
     """Load dataset ``name``; ``val_size`` training images (seeded choice) become a validation split.
 
-    ``options`` go to the loader (e.g. ``n_train`` of ``synthetic``). ``train_limit`` /
-    ``test_limit`` keep only the first N images (before the validation split).
+    Args:
+        name: a name registered in :data:`DATASETS`.
+        root: the data folder, for the datasets that read one (ValueError for the others).
+        val_size: how many training images become the validation split (0: none).
+        train_limit, test_limit: keep only the first N images (before the validation split).
+        seed: the seed of the validation split.
+        **options: passed to the loader (e.g. ``n_train`` of ``synthetic``); unknown ones
+            are a ValueError naming the valid ones.
+
+    Shape:
+        images (N, C, H, W) uint8, labels (N,) int64.
+
+    >>> data = load_dataset("synthetic", n_train=100, val_size=20)
+    >>> len(data.x_train), len(data.x_val), data.x_test.shape
+    (80, 20, torch.Size([256, 1, 8, 8]))
     """
     info = DATASETS.get(name)
     accepted = set(inspect.signature(info.loader).parameters) - {"split", "root"}

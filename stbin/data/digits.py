@@ -18,6 +18,7 @@ from stbin._registry import check_choice
 
 
 def digits_file() -> Path:
+    """Path of ``digits.csv.gz`` in the installed scikit-learn (FileNotFoundError if none)."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
         raise FileNotFoundError("the digits set comes with scikit-learn: pip install scikit-learn")
@@ -28,7 +29,20 @@ def digits_file() -> Path:
 
 
 def load_digits(split: str = "train", test_fraction: float = 0.2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Digits ``split`` as uint8 images (N, 8, 8) and int64 labels (fixed seeded split)."""
+    """Digits ``split`` as uint8 images (N, 8, 8) and int64 labels (fixed seeded split).
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        test_fraction: the share of the 1797 images in the test split.
+        seed: the seed of the split's permutation.
+
+    Shape:
+        images (N, 8, 8) uint8 in 0..255, labels (N,) int64 in 0..9.
+
+    >>> x, y = load_digits("test")  # doctest: +SKIP
+    >>> x.shape                     # doctest: +SKIP
+    torch.Size([359, 8, 8])
+    """
     check_choice("split", split, ("train", "test"))
     with gzip.open(digits_file(), "rt") as f:
         arr = np.loadtxt(f, delimiter=",", dtype=np.float64)

@@ -15,7 +15,18 @@ _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (``.gz`` or plain) into a NumPy array; malformed files raise ValueError."""
+    """Read an IDX file (``.gz`` or plain) into a NumPy array; malformed files raise ValueError.
+
+    Args:
+        path: the file. Its size must match the header exactly (no truncated or padded data).
+
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte")
+    >>> with open(path, "wb") as f:   # uint8 (0x08), 1 dimension of size 3, then the data
+    ...     _ = f.write(bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 2, 1]))
+    >>> read_idx(path)
+    array([7, 2, 1], dtype=uint8)
+    """
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":

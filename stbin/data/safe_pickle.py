@@ -32,7 +32,14 @@ for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only NumPy array/dtype reconstruction globals."""
+    """Unpickler that resolves only NumPy array/dtype reconstruction globals.
+
+    >>> import io, pickle
+    >>> RestrictedUnpickler(io.BytesIO(pickle.dumps(print))).load()
+    Traceback (most recent call last):
+        ...
+    _pickle.UnpicklingError: refusing to load builtins.print from a data pickle (only NumPy arrays are allowed)
+    """
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -43,7 +50,20 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_numpy_pickle(path: str | Path, encoding: str = "latin1") -> Any:
-    """Load a (optionally gzipped) pickle holding NumPy arrays, tuples, lists and dicts only."""
+    """Load a (optionally gzipped) pickle holding NumPy arrays, tuples, lists and dicts only.
+
+    Args:
+        path: the file (gzip detected by its magic bytes).
+        encoding: how Python 2 strings are decoded (``"latin1"``; ``"bytes"`` keeps them bytes).
+
+    >>> import os, pickle, tempfile
+    >>> import numpy as np
+    >>> path = os.path.join(tempfile.mkdtemp(), "batch.pkl")
+    >>> with open(path, "wb") as f:
+    ...     pickle.dump({"data": np.arange(3, dtype=np.uint8)}, f)
+    >>> load_numpy_pickle(path)
+    {'data': array([0, 1, 2], dtype=uint8)}
+    """
     path = Path(path)
     raw = path.read_bytes()
     if raw[:2] == b"\x1f\x8b":

@@ -16,7 +16,18 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def build_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the model registered as ``name`` (ValueError listing the valid names if unknown)."""
+    """Build the model registered as ``name`` (ValueError listing the valid names if unknown).
+
+    Args:
+        name: a name registered in :data:`MODELS` (``mlp``, ``sbn_mlp``, ``lenet5``, ...).
+        **kwargs: the builder's arguments (sizes and the quantization of
+            :class:`stbin.models.common.QuantSpec`).
+
+    >>> import torch
+    >>> net = build_model("mlp", in_features=16, hidden=[8], num_classes=3, activation="sign")
+    >>> net(torch.randn(5, 16)).shape
+    torch.Size([5, 3])
+    """
     return MODELS.get(name)(**kwargs)
 
 

@@ -22,6 +22,24 @@ from stbin.models.common import make_activation, make_conv, make_linear, quant_k
 
 def lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: float = 1.0,
            bn_affine: bool = True, **quant: Any) -> nn.Sequential:
+    """LeNet-5 (see the module docstring) with the quantization given by ``quant``.
+
+    Args:
+        in_channels: channels of the input images.
+        num_classes: the number of outputs.
+        image_size: the side of the square input images (at least 12).
+        width: multiplies every layer's width (6, 16, 120, 84), at least 1 unit each.
+        bn_affine: whether the batch norms learn a scale and shift.
+        **quant: the arguments of :class:`stbin.models.common.QuantSpec`.
+
+    Shape:
+        input (N, in_channels, image_size, image_size); output (N, num_classes).
+
+    >>> import torch
+    >>> net = lenet5(image_size=12, width=0.5, activation="heaviside", weights="sign")
+    >>> net(torch.randn(2, 1, 12, 12)).shape
+    torch.Size([2, 10])
+    """
     q = quant_kwargs("lenet5", quant, ("in_channels", "num_classes", "image_size", "width", "bn_affine"))
     c1, c2, f1, f2 = (max(1, int(round(c * width))) for c in (6, 16, 120, 84))
     s = (image_size // 2 - 4) // 2

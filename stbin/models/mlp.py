@@ -21,6 +21,21 @@ def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num
 
     Hidden units: ``x = sign(a - s z)`` with ``noise``/``scale``; hidden weights Bernoulli
     ``w = sign(theta - s_w z)`` with ``weight_noise``/``weight_scale``.
+
+    Args:
+        in_features: inputs per sample (after flattening).
+        hidden: the widths of the hidden layers.
+        num_classes: the number of outputs.
+        noise, scale: the noise of the hidden units and its scale.
+        weight_noise, weight_scale: the noise of the Bernoulli weights and its scale.
+
+    Shape:
+        input (N, *) with ``in_features`` values per sample; output (N, num_classes).
+
+    >>> import torch
+    >>> net = sbn_mlp(in_features=16, hidden=[8, 8], num_classes=3)
+    >>> net(torch.randn(4, 1, 4, 4)).shape
+    torch.Size([4, 3])
     """
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:
@@ -41,6 +56,21 @@ def mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_cla
     ``quant``: the arguments of :class:`stbin.models.common.QuantSpec`. The first layer
     (real-valued input) and the last (logits) are real-valued unless ``binary_first`` /
     ``binary_last``; ``batch_norm=False`` drops BN (used by the DDP equality test).
+
+    Args:
+        in_features: inputs per sample (after flattening).
+        hidden: the widths of the hidden layers.
+        num_classes: the number of outputs.
+        batch_norm: batch norm before each activation (else the linear layers get biases).
+        **quant: the arguments of :class:`stbin.models.common.QuantSpec`.
+
+    Shape:
+        input (N, *) with ``in_features`` values per sample; output (N, num_classes).
+
+    >>> import torch
+    >>> net = mlp(in_features=16, hidden=[8], num_classes=3, activation="quant_relu", bits=2, weights="real")
+    >>> net(torch.randn(4, 16)).shape
+    torch.Size([4, 3])
     """
     q = quant_kwargs("mlp", quant, ("in_features", "hidden", "num_classes", "batch_norm"))
     hidden = [int(h) for h in hidden]

@@ -37,6 +37,14 @@ class Bop(torch.optim.Optimizer):
         gamma: the adaptivity rate :math:`\\gamma \\in (0, 1]`.
 
     ``self.last_flips`` holds the number of weights flipped by the latest step.
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.tensor([1.0, 1.0, -1.0]))
+    >>> opt = Bop([w], threshold=0.1, gamma=0.5)
+    >>> w.grad = torch.tensor([1.0, 0.1, 1.0])   # m = 0.5 * grad = [0.5, 0.05, 0.5]
+    >>> opt.step()
+    >>> w.data, opt.last_flips                   # flips where w * m > 0.1
+    (tensor([-1.,  1., -1.]), 1)
     """
 
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], threshold: float = 1e-8,

@@ -2,7 +2,7 @@ r"""Latent-weight updates: mirror descent, the weight-ST alternative, projection
 
 The binary-weight layers (:mod:`stbin.nn.binary`) put :math:`g = \partial L/\partial w` (the
 gradient with respect to the *binary* weight) into ``latent_weight.grad``. What an
-optimizer then does with it defines the algorithm (SPEC A3):
+optimizer then does with it defines the algorithm (Shekhovtsov & Yanush, GCPR 2021, Sec. 4):
 
 ``gradient="mirror"`` (default) — the latent update :math:`\theta \leftarrow \theta -
 \text{lr}\, g`. With plain SGD this is **exact mirror descent** on the expected weights
@@ -65,6 +65,16 @@ class LatentWeightRule:
     :meth:`attach` registers hooks on an optimizer so that :meth:`transform_gradients`
     runs before and :meth:`project` after every ``optimizer.step()``; both can also be
     called by hand. :meth:`detach` removes the hooks.
+
+    >>> import torch
+    >>> from stbin.nn import BinaryLinear
+    >>> layer = BinaryLinear(3, 2, bias=False, weight_noise="uniform", weight_scale=1.0)
+    >>> opt = torch.optim.SGD(layer.parameters(), lr=10.0)
+    >>> rule = LatentWeightRule(layer).attach(opt)
+    >>> layer(torch.randn(4, 3)).sum().backward()
+    >>> opt.step()                                    # a huge step, then the projection
+    >>> bool(layer.latent_weight.abs().max() <= 1.0)  # uniform noise: theta in [-s_w, s_w]
+    True
     """
 
     def __init__(self, model: nn.Module, gradient: str = "mirror", project: str | None = "auto",
@@ -109,6 +119,7 @@ class LatentWeightRule:
         return self
 
     def detach(self) -> None:
+        """Remove the optimizer hooks set by :meth:`attach`."""
         for h in self._handles:
             h.remove()
         self._handles.clear()

@@ -15,7 +15,16 @@ from stbin.optim.params import binary_layers
 
 
 def flip_ratio(before: Sequence[torch.Tensor] | torch.Tensor, after: Sequence[torch.Tensor] | torch.Tensor) -> float:
-    """Fraction of entries whose sign (sign(0)=+1) differs between ``before`` and ``after``."""
+    """Fraction of entries whose sign (sign(0)=+1) differs between ``before`` and ``after``.
+
+    Args:
+        before: a tensor or a sequence of tensors.
+        after: the same number of tensors, of the same shapes.
+
+    >>> import torch
+    >>> flip_ratio(torch.tensor([1.0, -2.0, 0.0, 3.0]), torch.tensor([2.0, 1.0, -1.0, 3.0]))
+    0.5
+    """
     if isinstance(before, torch.Tensor):
         before, after = [before], [after]  # type: ignore[list-item]
     if len(before) != len(after):
@@ -35,6 +44,21 @@ class FlipRatio:
     ``FlipRatio(model).attach(optimizer)`` records, after each step, the overall ratio in
     :attr:`last` and per layer in :attr:`last_per_layer` (keyed by module name), and
     appends the overall ratio to :attr:`history`.
+
+    Args:
+        model: a model with at least one binary-weight layer.
+
+    >>> import torch
+    >>> from stbin.nn import BinaryLinear
+    >>> layer = BinaryLinear(4, 2)
+    >>> with torch.no_grad():
+    ...     _ = layer.latent_weight.copy_(torch.tensor([[1.0] * 4, [-1.0] * 4]))
+    >>> tracker = FlipRatio(layer)
+    >>> tracker.snapshot()
+    >>> with torch.no_grad():
+    ...     layer.latent_weight[0, 0] = -1.0
+    >>> tracker.update()   # one of the 8 weights changed sign
+    0.125
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -69,11 +93,13 @@ class FlipRatio:
         return self.last
 
     def attach(self, optimizer: torch.optim.Optimizer) -> "FlipRatio":
+        """Call :meth:`snapshot` before and :meth:`update` after every ``optimizer.step()``."""
         self._handles.append(optimizer.register_step_pre_hook(lambda o, a, k: self.snapshot()))
         self._handles.append(optimizer.register_step_post_hook(lambda o, a, k: self.update()))
         return self
 
     def detach(self) -> None:
+        """Remove the optimizer hooks set by :meth:`attach`."""
         for h in self._handles:
             h.remove()
         self._handles.clear()

@@ -8,7 +8,17 @@ from stbin.nn.binary import _BinaryWeightMixin
 
 
 def binary_layers(model: nn.Module) -> list[_BinaryWeightMixin]:
-    """All binary-weight layers (:class:`stbin.nn.BinaryLinear`, :class:`stbin.nn.BinaryConv2d`) of ``model``."""
+    """All binary-weight layers (:class:`stbin.nn.BinaryLinear`, :class:`stbin.nn.BinaryConv2d`) of ``model``.
+
+    Args:
+        model: any module; its sub-modules are searched in :meth:`~torch.nn.Module.modules` order.
+
+    >>> from torch import nn
+    >>> from stbin.nn import BinaryLinear
+    >>> model = nn.Sequential(nn.Linear(4, 8), BinaryLinear(8, 8), nn.Linear(8, 2))
+    >>> [type(m).__name__ for m in binary_layers(model)]
+    ['BinaryLinear']
+    """
     return [m for m in model.modules() if isinstance(m, _BinaryWeightMixin)]
 
 
@@ -16,7 +26,18 @@ def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Para
     """``(latent, other)``: the latent binary weights, and every other trainable parameter.
 
     Typical use: ``Bop`` on the first list and Adam on the second, or different learning
-    rates / weight decay for the two groups.
+    rates / weight decay for the two groups. Frozen parameters (``requires_grad=False``) are
+    in neither list.
+
+    Args:
+        model: the model whose parameters to split.
+
+    >>> from torch import nn
+    >>> from stbin.nn import BinaryLinear
+    >>> model = nn.Sequential(nn.Linear(4, 8), BinaryLinear(8, 2, bias=False))
+    >>> latent, other = split_parameters(model)
+    >>> [tuple(p.shape) for p in latent], [tuple(p.shape) for p in other]
+    ([(2, 8)], [(8, 4), (8,)])
     """
     latent_ids = {id(layer.latent_weight) for layer in binary_layers(model)}
     latent, other = [], []

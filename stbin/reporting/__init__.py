@@ -26,7 +26,7 @@ from stbin.reporting.figures import (
     save_figure,
 )
 from stbin.reporting.files import write_text
-from stbin.reporting.markdown import code, escape_cell, format_cell, format_number, table
+from stbin.reporting.markdown import code, escape_cell, format_cell, format_number, plural, table
 from stbin.reporting.palette import COLORS, LINESTYLES, MARKERS, MAX_DISTINCT, series_style, series_styles
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "format_number",
     "matplotlib_available",
     "new_figure",
+    "plural",
     "require_matplotlib",
     "save_figure",
     "series_style",

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["escape_cell", "format_number", "format_cell", "table", "code"]
+__all__ = ["escape_cell", "format_number", "format_cell", "table", "code", "plural"]
 
 #: Alignment names accepted by :func:`table` and the delimiter cell each one writes.
 _ALIGN = {None: "---", "left": ":--", "right": "--:", "center": ":-:"}
@@ -149,3 +149,18 @@ def code(text: Any) -> str:
     fence = "`" * (longest + 1)
     pad = " " if s.startswith("`") or s.endswith("`") else ""
     return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``n`` and ``noun`` in the right number: one epoch, two epochs (English, regular
+    plural unless ``plural_form`` is given).
+
+    Args:
+        n: the count.
+        noun: the singular noun.
+        plural_form: the plural if it is not ``noun + "s"``.
+
+    >>> plural(1, "epoch"), plural(3, "epoch"), plural(0, "run"), plural(2, "matrix", "matrices")
+    ('1 epoch', '3 epochs', '0 runs', '2 matrices')
+    """
+    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"

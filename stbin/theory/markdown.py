@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from stbin.reporting import table, write_text
+from stbin.reporting import plural, table, write_text
 from stbin.theory import two_layer as tl
 from stbin.theory.lab import COLLAPSE, GLOBAL_TOL, GRAD_TOL, Teacher, TheoryConfig
 
@@ -21,7 +21,7 @@ def findings(mc: dict[str, Any], desc: dict[str, Any], census: dict[str, Any], o
     zs = [r["max_z"] for r in rows if math.isfinite(r["max_z"])]
     crelu = [r for r in rows if r["quantity"] == "E g_clipped_relu"]
     out.append(
-        f"Closed forms vs Monte Carlo ({cfg.samples} samples per point): over {len(rows)} compared quantities the "
+        f"Closed forms vs Monte Carlo ({plural(cfg.samples, 'sample')} per point): over {len(rows)} compared quantities the "
         f"largest component-wise |error|/s.e. is {max(zs):.2f}; the clipped-ReLU coarse gradient "
         f"(closed form derived in docs/theory.md) has max |z| = {max(r['max_z'] for r in crelu):.2f} and relative error "
         f"<= {max((r['rel_err'] for r in crelu if math.isfinite(r['rel_err'])), default=math.nan):.2e} across the "
@@ -45,7 +45,7 @@ def findings(mc: dict[str, Any], desc: dict[str, Any], census: dict[str, Any], o
         )
         reached = f"f <= {GLOBAL_TOL:g} after {min(it)}-{max(it)} iterations. " if it else "none reached the global minimum. "
         out.append(
-            f"Descent, {ste}, lr = {cfg.lr}, {cfg.steps} steps, {len(rnd)} random starts: "
+            f"Descent, {ste}, lr = {cfg.lr}, {plural(cfg.steps, 'step')}, {plural(len(rnd), 'random start')}: "
             f"{sum(r['monotone'] for r in rnd)}/{len(rnd)} monotone "
             f"(largest one-step change of f {max(r['max_increase'] for r in rnd):.1e}); ends: {ends}; {reached}"
             f"Near the spurious minimiser: f {near['initial_loss']:.4f} -> {near['final_loss']:.4f} "
@@ -54,8 +54,8 @@ def findings(mc: dict[str, Any], desc: dict[str, Any], census: dict[str, Any], o
         )
     for r in census["rows"]:
         out.append(
-            f"Monotonicity census ({r['n']} more random starts, lr = {cfg.lr}), {r['ste']}: {r['monotone']}/{r['n']} monotone; "
-            f"{r['collapsed']} runs had ||w|| fall below {COLLAPSE}; non-monotone runs: {r['nonmono_collapsed']} with that "
+            f"Monotonicity census ({plural(r['n'], 'more random start')}, lr = {cfg.lr}), {r['ste']}: {r['monotone']}/{r['n']} monotone; "
+            f"{plural(r['collapsed'], 'run')} had ||w|| fall below {COLLAPSE}; non-monotone runs: {r['nonmono_collapsed']} with that "
             f"collapse, {r['nonmono_not_collapsed']} without; ends: {r['global_min']} global, {r['spurious']} spurious, "
             f"{r['other']} other."
         )
@@ -68,8 +68,8 @@ def findings(mc: dict[str, Any], desc: dict[str, Any], census: dict[str, Any], o
             "theta (hence f) jumps; the monotone-descent statement holds only along runs that keep ||w|| away from 0."
         )
     out.append(
-        f"Sampled descent ({cfg.sampled_batch} samples per step, first random start): "
-        + ", ".join(f"{r['ste']} final f {r['final_loss']:.2e} ({r['increases']} of {cfg.steps} steps increased f)"
+        f"Sampled descent ({plural(cfg.sampled_batch, 'sample')} per step, first random start): "
+        + ", ".join(f"{r['ste']} final f {r['final_loss']:.2e} ({r['increases']} of {plural(cfg.steps, 'step')} increased f)"
                     for r in desc["sampled"])
         + "."
     )
@@ -131,7 +131,7 @@ def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str,
     L.append("")
     # (a)
     L.append("## (a) Closed forms against Monte Carlo\n")
-    L.append(f"{cfg.samples} samples per point and STE. `closed` is the closed-form value (norm for vectors); "
+    L.append(f"{plural(cfg.samples, 'sample')} per point and STE. `closed` is the closed-form value (norm for vectors); "
              "errors are component-wise maxima; z = |MC - closed| / s.e.\n")
     L.append(table(["point", "theta", "||w||"], [[str(i), p["theta"], p["w_norm"]] for i, p in enumerate(mc["points"])]))
     L.append("")
@@ -145,7 +145,7 @@ def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str,
     L.append("")
     # (b)
     L.append("## (b) Coarse gradient descent\n")
-    L.append(f"Full-batch (expected) coarse gradients, lr = {cfg.lr}, {cfg.steps} steps. Random starts: v0 ~ N(0, I_m), "
+    L.append(f"Full-batch (expected) coarse gradients, lr = {cfg.lr}, {plural(cfg.steps, 'step')}. Random starts: v0 ~ N(0, I_m), "
              "w0 ~ N(0, I_n). Near-spurious start: the spurious minimiser with v perturbed by 0.01 N(0, I) and w = -w* "
              f"rotated by 0.05 rad. `iters f<={GLOBAL_TOL:g}`: first iteration with f <= {GLOBAL_TOL:g}; "
              f"`iters crit`: first iteration with ||(G_v, G_w)|| <= {GRAD_TOL:g}.\n")
@@ -169,7 +169,7 @@ def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str,
                       r["median_iters"], r["worst_increase"], r["near_monotone"], r["near_end"], r["near_final"],
                       r["near_max_increase"]] for r in desc["sweep"]]))
     L.append("")
-    L.append(f"Monotonicity census: {cfg.census_starts} further random starts per STE, lr = {cfg.lr}, {cfg.steps} steps; "
+    L.append(f"Monotonicity census: {plural(cfg.census_starts, 'further random start')} per STE, lr = {cfg.lr}, {plural(cfg.steps, 'step')}; "
              f"'collapsed' = min ||w|| < {COLLAPSE} along the run (w passed near the origin):\n")
     L.append(table(["STE", "monotone", "collapsed", "non-monotone & collapsed", "non-monotone, not collapsed",
                      "worst increase (not collapsed)", "global min", "spurious min", "other"],
@@ -209,7 +209,7 @@ def write_markdown(out: Path, cfg: TheoryConfig, teacher: Teacher, mc: dict[str,
         z = np.abs(e["value"] - e["closed"]) / e["se"]
         rows.append([ste, float(np.max(z)), float(np.min(e["closed"])), corr["random_min"][ste],
                      float(np.nanmax(corr["cosines"][ste]))])
-    L.append(f"Curves at v = v*. Monte Carlo at {cfg.corr_points} angles ({cfg.corr_samples} samples each, ||w|| = 1); "
+    L.append(f"Curves at v = v*. Monte Carlo at {plural(cfg.corr_points, 'angle')} ({plural(cfg.corr_samples, 'sample')} each, ||w|| = 1); "
              f"minimum of ||w|| <E g, df/dw> / (v^T v*)^2 over {cfg.random_points} random points (random teacher, v, w); "
              "largest cosine between E g_w and df/dw along the curve:\n")
     L.append(table(["STE", "max z (MC vs closed)", "min closed value on MC angles", "min over random points", "max cosine"], rows))

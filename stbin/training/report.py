@@ -14,6 +14,7 @@ from torch import nn
 from stbin.reporting import (
     matplotlib_available,
     new_figure,
+    plural,
     require_matplotlib,
     save_figure,
     series_style,
@@ -77,7 +78,7 @@ def write_report(out_dir: str | Path, cfg: Config, model_name: str, model_kwargs
     curves = _curves(out, history) if plots else []
     test = results.get("test", {})
     lines = [f"# stbin training report: {cfg.preset or 'custom configuration'}", "",
-             f"Model `{model_name}` on `{cfg.data.name}`, {len(history)} epochs, batch {cfg.train.batch_size}, "
+             f"Model `{model_name}` on `{cfg.data.name}`, {plural(len(history), 'epoch')}, batch {cfg.train.batch_size}, "
              f"optimizer {cfg.optim.name} (lr {cfg.optim.lr:g}, latent gradient `{cfg.optim.latent}`), "
              f"schedule {cfg.schedule.name}.", "", "## Test accuracy", ""]
     labels = dict(_EVAL_LABELS, ensemble=f"{cfg.eval.ensemble}-sample ensemble (averaged softmax)")

@@ -1,7 +1,7 @@
 """Model summary: parameters, memory and MACs by precision, per layer (Larq-style).
 
-:func:`model_summary` runs one forward pass (evaluation, ``mode``) on a zero... batch of
-``input_shape`` with hooks on the leaf modules and returns one row per layer plus totals:
+:func:`model_summary` runs one forward pass (evaluation, ``mode``) on a batch of two random
+inputs of ``input_shape`` with hooks on the leaf modules and returns one row per layer plus totals:
 
 * parameters split into **1-bit** (latent weights of binary layers: deployed as ±1) and
   **32-bit** (everything else that is trainable: real layers, biases, BN affine, scales);
@@ -29,6 +29,8 @@ from stbin.nn.modes import eval_mode
 
 @dataclass
 class LayerRow:
+    """One layer of a :class:`Summary`: its parameters by precision and its MACs per image."""
+
     name: str
     kind: str
     output_shape: tuple[int, ...]
@@ -45,6 +47,8 @@ class LayerRow:
 
 @dataclass
 class Summary:
+    """The per-layer rows and the totals (parameters, memory, compression, MACs) of a model."""
+
     rows: list[LayerRow]
     totals: dict[str, float] = field(default_factory=dict)
 
@@ -73,6 +77,21 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], device: str | to
 
     The forward uses a batch of two random inputs in evaluation mode (``mode``); the model's
     train/eval state is restored afterwards.
+
+    Args:
+        model: the model; every trainable parameter is counted once, also of modules the
+            forward does not reach (as "(other parameters)").
+        input_shape: the shape of one input, without the batch dimension.
+        device: where to run the forward (default: the device of the model's parameters).
+
+    >>> from torch import nn
+    >>> from stbin.nn import BinaryLinear, Sign
+    >>> model = nn.Sequential(nn.Linear(4, 8), Sign(), BinaryLinear(8, 2, bias=False))
+    >>> s = model_summary(model, (4,))
+    >>> [(r.name, r.params_1bit, r.params_32bit, r.macs_1x1, r.macs_32x32) for r in s.rows]
+    [('0', 0, 40, 0, 32), ('2', 16, 0, 16, 0)]
+    >>> s.totals["memory_bytes"], s.totals["compression"]
+    (162.0, 1.382716049382716)
     """
     if device is None:
         p = next(model.parameters(), None)
@@ -138,7 +157,16 @@ def _size(b: float) -> str:
 
 
 def format_summary(summary: Summary, title: str | None = None) -> str:
-    """A Markdown table of the rows plus a totals block."""
+    """A Markdown table of the rows plus a totals block.
+
+    Args:
+        summary: the result of :func:`model_summary`.
+        title: an optional heading above the table.
+
+    >>> from stbin.nn import BinaryLinear
+    >>> print(format_summary(model_summary(BinaryLinear(8, 2, bias=False), (8,))).splitlines()[-3])
+    - parameters: 16 (16 binary, 0 real-valued)
+    """
     lines = []
     if title:
         lines += [f"### {title}", ""]

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stbin.reporting.markdown import plural
 from stbin.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from stbin.training.config import Config
 from stbin.training import distributed as D
@@ -196,11 +197,12 @@ def _set_rng_state(st: dict[str, Any], gens: dict[str, torch.Generator]) -> None
 
 
 def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-          progress: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, plots: bool | None = None) -> dict[str, Any]:
     """Run ``cfg`` (optionally continuing the checkpoint dict ``resume``); returns the results.
 
     Results: ``{"test": {mode: acc, ..., "ensemble": acc}, "history": [...], "out_dir",
-    "checkpoint", "report", "time_s"}`` (files are written by rank 0 only).
+    "checkpoint", "report", "time_s"}`` (files are written by rank 0 only). ``plots``: curves in
+    the report (True: matplotlib required, checked before training; None: if installed).
     """
     from tqdm import tqdm
 
@@ -209,6 +211,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
 
     t_start = time.perf_counter()
     cfg.validate()
+    if plots:
+        from stbin.reporting import require_matplotlib
+        require_matplotlib("the curves of the training report")
     device = resolve_device(cfg.device)
     dinfo = D.setup(device)
     if dinfo.enabled and device.type == "cuda":
@@ -286,7 +291,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         (data.x_test, data.y_test, "test")
 
     say(f"stbin train: {cfg.preset or 'custom'} — model {name} on {d.name} ({n_train} training images, "
-        f"{len(data.x_test)} test), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {device}"
+        f"{len(data.x_test)} test), {plural(cfg.train.epochs, 'epoch')}, batch {cfg.train.batch_size}, device {device}"
         + (f", {dinfo.world_size} processes" if dinfo.enabled else "") + f" (data loaded in {t_data:.1f} s)")
     show = progress if progress is not None else cfg.train.progress
     last_ckpt: Path | None = None
@@ -363,7 +368,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         results["time_s"] = time.perf_counter() - t_start
         results["data_time_s"] = t_data
         from stbin.training.report import write_report
-        results["report"] = str(write_report(out, cfg, name, kwargs, model, data.input_shape, results))
+        results["report"] = str(write_report(out, cfg, name, kwargs, model, data.input_shape, results, plots=plots))
     D.barrier(dinfo)
     D.teardown(dinfo)
     return results

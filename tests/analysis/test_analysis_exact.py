@@ -11,8 +11,9 @@ from torch import nn
 from stbin.analysis import exact_expected_loss, exact_gradients, exact_per_example_loss
 from stbin.estimators.noise import get_noise
 from stbin.nn import BinaryLinear, Sign, StochasticSign
+from stbin.estimators import NOISES as _NOISE_REGISTRY
 
-NOISES = ("logistic", "uniform", "gaussian")
+NOISES = tuple(_NOISE_REGISTRY)  # every registered noise
 D = torch.float64
 
 

@@ -1,25 +1,34 @@
-"""Properties every estimator must have: dtypes, no input mutation, seeding, shapes (hypothesis)."""
+"""Properties every estimator must have: dtypes, no input mutation, seeding, shapes (hypothesis).
+
+The calls and the hypothesis strategies are derived from the registries (estimators, noises,
+sign proxies, STEs): a newly registered entry is tested without editing this file, and an
+estimator without a call here fails :func:`test_every_registered_estimator_is_covered`."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stbin.estimators import ESTIMATORS, bernoulli_weight, get_estimator, heaviside, magnitude_aware_sign, quant_relu, sign, stochastic_sign
+from stbin.estimators.stochastic import MODES
+from stbin.estimators import (ESTIMATORS, NOISES, SIGN_PROXIES, STES, bernoulli_weight, get_estimator, heaviside,
+                              magnitude_aware_sign, quant_relu, sign, stochastic_sign)
+
+SCALES = (1.0, 0.5, 2.0)  # noise scales, cycled over the registered noises
+
+
+def _seeded() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
 
 CALLS = {
-    "stochastic_sign/logistic": lambda x: stochastic_sign(x, "logistic", 1.0, "sample", torch.Generator().manual_seed(0)),
-    "stochastic_sign/uniform": lambda x: stochastic_sign(x, "uniform", 0.5, "sample", torch.Generator().manual_seed(0)),
-    "stochastic_sign/gaussian": lambda x: stochastic_sign(x, "gaussian", 2.0, "sample", torch.Generator().manual_seed(0)),
-    "stochastic_sign/mean": lambda x: stochastic_sign(x, "logistic", 1.0, "mean"),
-    "sign/htanh": lambda x: sign(x, "htanh"),
-    "sign/tanh": lambda x: sign(x, "tanh"),
-    "sign/approx_sign": lambda x: sign(x, "approx_sign"),
-    "sign/swish_sign": lambda x: sign(x, "swish_sign"),
-    "heaviside": lambda x: heaviside(x, "clipped_relu"),
-    "quant_relu": lambda x: quant_relu(x, 2, 0.5, "clipped_relu"),
+    **{f"stochastic_sign/{n}/{mode}": (lambda x, n=n, s=SCALES[i % 3], mode=mode: stochastic_sign(x, n, s, mode, _seeded()))
+       for i, n in enumerate(NOISES) for mode in MODES},
+    **{f"sign/{p}": (lambda x, p=p: sign(x, p)) for p in SIGN_PROXIES},
+    **{f"heaviside/{ste}": (lambda x, ste=ste: heaviside(x, ste)) for ste in STES},
+    **{f"quant_relu/{ste}": (lambda x, ste=ste: quant_relu(x, 2, 0.5, ste)) for ste in STES},
     "magnitude_aware_sign": lambda x: magnitude_aware_sign(x),
-    "bernoulli_weight": lambda x: bernoulli_weight(x, "logistic", 1.0, "sample", torch.Generator().manual_seed(0)),
+    **{f"bernoulli_weight/{n}": (lambda x, n=n, s=SCALES[i % 3]: bernoulli_weight(x, n, s, "sample", _seeded()))
+       for i, n in enumerate(NOISES)},
 }
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 EDGE = [0.0, -0.0, 1.0, -1.0, 0.5, 1e4, -1e4, 3.0, -0.25, 60000.0]
@@ -65,7 +74,8 @@ def test_inputs_and_incoming_gradients_are_not_mutated(name):
 
 def test_seeded_sampling_repeats_bit_for_bit():
     a = torch.randn(64, 33, generator=torch.Generator().manual_seed(0))
-    for noise in ("logistic", "uniform", "gaussian"):
+    assert len(NOISES) >= 3
+    for noise in NOISES:
         x1 = stochastic_sign(a, noise, generator=torch.Generator().manual_seed(5))
         x2 = stochastic_sign(a, noise, generator=torch.Generator().manual_seed(5))
         x3 = stochastic_sign(a, noise, generator=torch.Generator().manual_seed(6))
@@ -76,9 +86,12 @@ def test_seeded_sampling_repeats_bit_for_bit():
         assert torch.equal(y1, stochastic_sign(a, noise))
 
 
-def test_registry_lists_estimators_and_rejects_unknown_names():
-    assert set(ESTIMATORS.names()) == {"stochastic_sign", "sign", "heaviside", "quant_relu",
-                                       "magnitude_aware_sign", "bernoulli_weight"}
+def test_every_registered_estimator_is_covered():
+    assert len(ESTIMATORS) >= 6
+    assert set(ESTIMATORS.names()) == {name.split("/")[0] for name in CALLS}
+
+
+def test_registry_rejects_unknown_names():
     assert get_estimator("sign") is sign
     with pytest.raises(ValueError, match="unknown estimator 'sgn'.*bernoulli_weight, heaviside"):
         get_estimator("sgn")
@@ -99,8 +112,8 @@ def test_bad_arguments_name_the_offending_value():
 shapes = st.lists(st.integers(1, 5), min_size=0, max_size=4)
 
 
-@given(shape=shapes, dtype=st.sampled_from(DTYPES), noise=st.sampled_from(["logistic", "uniform", "gaussian"]),
-       scale=st.floats(0.1, 10.0), mode=st.sampled_from(["sample", "mode", "mean"]), seed=st.integers(0, 2**31))
+@given(shape=shapes, dtype=st.sampled_from(DTYPES), noise=st.sampled_from(NOISES.names()),
+       scale=st.floats(0.1, 10.0), mode=st.sampled_from(MODES), seed=st.integers(0, 2**31))
 def test_stochastic_sign_shapes_and_values(shape, dtype, noise, scale, mode, seed):
     gen = torch.Generator().manual_seed(seed)
     a = (torch.randn(shape, generator=gen) * 3).to(dtype).requires_grad_()
@@ -114,7 +127,7 @@ def test_stochastic_sign_shapes_and_values(shape, dtype, noise, scale, mode, see
     assert g.shape == a.shape and torch.isfinite(g).all() and (g >= 0).all()
 
 
-@given(shape=shapes, dtype=st.sampled_from(DTYPES), proxy=st.sampled_from(["identity", "htanh", "tanh", "approx_sign", "swish_sign"]))
+@given(shape=shapes, dtype=st.sampled_from(DTYPES), proxy=st.sampled_from(SIGN_PROXIES.names()))
 def test_sign_shapes_and_values(shape, dtype, proxy):
     a = (torch.randn(shape) * 2).to(dtype).requires_grad_()
     out = sign(a, proxy)

@@ -85,14 +85,14 @@ def test_quantization_arguments_reach_the_layers(name):
 def test_lenet_has_batch_norm_before_each_activation():
     m = build_model("lenet5")
     mods = list(m)
-    for i, x in enumerate(mods):
-        if isinstance(x, StochasticSign):
-            assert isinstance(mods[i - 1], (nn.BatchNorm1d, nn.BatchNorm2d))
+    units = [i for i, x in enumerate(mods) if isinstance(x, StochasticSign)]
+    assert len(units) == 4  # two conv and two hidden linear layers
+    assert all(isinstance(mods[i - 1], (nn.BatchNorm1d, nn.BatchNorm2d)) for i in units)
 
 
 @pytest.mark.parametrize("name", ["lenet5", "vgg11", "resnet20"])
 def test_bn_affine_false_removes_every_batch_norm_scale_and_shift(name):
-    """Yin et al.'s setting (SPEC B2): a plain normalisation before each quantizer."""
+    """Yin et al.'s setting (ICLR 2019, their experiments): a plain normalisation before each quantizer."""
     kw, shape = SMALL[name]
     for affine in (True, False):
         m = build_model(name, activation="quant_relu", weights="real", bn_affine=affine, **kw)

@@ -14,8 +14,9 @@ import torch
 from scipy import stats
 
 from stbin.nn import Heaviside, QuantReLU, Sign, StochasticSign
+from stbin.estimators import NOISES as _NOISE_REGISTRY
 
-NOISES = ("logistic", "uniform", "gaussian")
+NOISES = tuple(_NOISE_REGISTRY)  # every registered noise
 HALF_AND_DOUBLE = (torch.float16, torch.bfloat16, torch.float64)
 
 

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 from stbin.nn import BinaryConv2d, BinaryLinear, Sign, StochasticSign
+from stbin.nn.binary import CHANNEL_SCALES, WEIGHT_KINDS
+from stbin.estimators import NOISES as _NOISE_REGISTRY
 
-NOISES = ("logistic", "uniform", "gaussian")
+NOISES = tuple(_NOISE_REGISTRY)  # every registered noise
 
 
 def cdf(noise: str, t: float) -> float:
@@ -462,9 +464,9 @@ def test_seeded_runs_repeat_bit_for_bit() -> None:
     out_f=st.integers(1, 9),
     batch=st.lists(st.integers(1, 4), min_size=0, max_size=2),
     dtype=st.sampled_from([torch.float32, torch.float64]),
-    weights=st.sampled_from(["bernoulli", "sign"]),
+    weights=st.sampled_from(list(WEIGHT_KINDS)),
     noise=st.sampled_from(list(NOISES)),
-    channel_scale=st.sampled_from([None, "mean_abs", "learned"]),
+    channel_scale=st.sampled_from(list(CHANNEL_SCALES)),
     training=st.booleans(),
     bias=st.booleans(),
 )

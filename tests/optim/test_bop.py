@@ -1,4 +1,4 @@
-"""Bop (Helwegen et al. 2019, SPEC A3): m <- (1-gamma) m + gamma g; flip w iff |m| > tau and sign(m) == sign(w).
+"""Bop (Helwegen et al., NeurIPS 2019): m <- (1-gamma) m + gamma g; flip w iff |m| > tau and sign(m) == sign(w).
 
 The hand-computed sequence uses dyadic numbers, so every value is exact in float32 and
 the boundary case |m| == tau is tested exactly.
@@ -144,5 +144,15 @@ def test_bad_gamma_threshold_raise(kw: dict, bad: str) -> None:
         Bop([nn.Parameter(torch.ones(2))], **kw)
 
 
-def test_gamma_one_is_allowed() -> None:
-    Bop([nn.Parameter(torch.ones(2))], gamma=1.0)
+def test_gamma_one_is_allowed_and_keeps_no_memory() -> None:
+    # gamma = 1 (the upper end of (0, 1]): m is the latest gradient, so w flips iff w * g > tau
+    p = nn.Parameter(torch.tensor([1.0, 1.0, -1.0, -1.0]))
+    opt = Bop([p], threshold=0.5, gamma=1.0)
+    p.grad = torch.tensor([0.6, 0.4, -0.6, 0.6])  # w * g = 0.6, 0.4, 0.6, -0.6
+    opt.step()
+    assert torch.equal(opt.state[p]["momentum"], torch.tensor([0.6, 0.4, -0.6, 0.6]))
+    assert torch.equal(p.detach(), torch.tensor([-1.0, 1.0, 1.0, -1.0])) and opt.last_flips == 2
+    p.grad = torch.zeros(4)  # the earlier gradients are forgotten at once: no further flips
+    opt.step()
+    assert torch.equal(opt.state[p]["momentum"], torch.zeros(4)) and opt.last_flips == 0
+    assert torch.equal(p.detach(), torch.tensor([-1.0, 1.0, 1.0, -1.0]))

@@ -1,4 +1,5 @@
-"""Latent-weight updates (SPEC A3): mirror descent, the weight-ST alternative, projection, hooks.
+"""Latent-weight updates (Shekhovtsov & Yanush, GCPR 2021, Sec. 4): mirror descent, the
+weight-ST alternative, projection, hooks.
 
 The sampled binary weights of a training forward are read back from the layer's output on
 the identity matrix (a linear layer maps I to W^T), so a reference can check them without
@@ -15,8 +16,9 @@ from torch import nn
 
 from stbin.nn import BinaryConv2d, BinaryLinear
 from stbin.optim import LatentWeightRule
+from stbin.estimators import NOISES as _NOISE_REGISTRY
 
-NOISES = ("logistic", "uniform", "gaussian")
+NOISES = tuple(_NOISE_REGISTRY)  # every registered noise
 
 
 def forward_with_readback(layer: BinaryLinear, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

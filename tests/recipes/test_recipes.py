@@ -16,7 +16,7 @@ def test_registry_and_unknown_name():
         get_recipe("activation-quantised")
 
 
-@pytest.mark.parametrize("name", ["activation-quantized", "ste-instability", "sbn-study"])
+@pytest.mark.parametrize("name", recipe_names())  # every registered recipe
 @pytest.mark.parametrize("quick", [True, False])
 def test_every_run_config_is_valid(name, quick):
     runs = get_recipe(name).runs(quick, [0, 1, 2])

@@ -1,4 +1,4 @@
-"""Properties of stbin.theory.two_layer (SPEC B1): closed forms against Monte Carlo and
+"""Properties of stbin.theory.two_layer (Yin et al., ICLR 2019): closed forms against Monte Carlo and
 finite differences, the correlation inequalities, critical points, coarse gradient descent,
 and the input checks."""
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from stbin.theory import two_layer as tl
 
-STES = ("identity", "relu", "clipped_relu")
+STES = tuple(tl.STES)  # every STE of the theory lab
 K_SE = 5.0  # Monte Carlo tolerance: |MC - closed| <= K_SE * standard error, component-wise
 
 
@@ -59,7 +59,7 @@ def test_closed_forms_match_monte_carlo(problem, ste, theta, norm):
 @pytest.mark.parametrize("norm", [0.1, 0.7, 3.0, 10.0])
 @pytest.mark.parametrize("theta", [0.0, 0.3, 2.0, math.pi])
 def test_clipped_relu_formula_depends_on_norm_as_monte_carlo_says(norm, theta):
-    """SPEC's clipped-ReLU formula (derived, not copied): checked over ||w|| and at theta = 0, pi."""
+    """The derived clipped-ReLU formula (not in the paper): checked over ||w|| and at theta = 0, pi."""
     rng = np.random.default_rng(int(10 * norm) + int(10 * theta))
     vs, ws = rng.standard_normal(4), unit(rng.standard_normal(6))
     v, w = rng.standard_normal(4), w_at(ws, theta, norm, rng)
@@ -193,7 +193,7 @@ def test_relu_and_clipped_limits():
     v, w = rng.standard_normal(5), w_at(ws, 1.1, 1e-4, rng)
     np.testing.assert_allclose(tl.expected_coarse_gradient(v, w, vs, ws, "clipped_relu")[1],
                                tl.expected_coarse_gradient(v, w, vs, ws, "relu")[1], atol=1e-12)
-    # The ReLU formula in SPEC's form with cos(theta/2) and the normalised bisector.
+    # The ReLU formula in the paper's form with cos(theta/2) and the normalised bisector.
     th = tl.angle(w, ws)
     s, ss = v.sum(), vs.sum()
     h = v @ v + s * s - s * ss + v @ vs
