@@ -16,7 +16,12 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def build_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the model registered as ``name`` (ValueError listing the valid names if unknown)."""
+    """Build the model registered as ``name`` (ValueError listing the valid names if unknown), or
+    the model of the import path ``"package.module:factory"`` (:mod:`stbin.plugins`)."""
+    from stbin.plugins import build_model_plugin, is_plugin
+
+    if is_plugin(name):
+        return build_model_plugin(name, **kwargs)
     return MODELS.get(name)(**kwargs)
 
 

@@ -108,8 +108,14 @@ def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int
     from stbin.models import MODELS
 
     name = cfg.model["name"]
-    builder = MODELS.get(name)
     kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    from stbin.plugins import is_plugin  # [plugins] a model factory named by import path
+    if is_plugin(name):
+        for k in ("input_shape", "num_classes"):
+            if k in kwargs:
+                raise ValueError(f"model.{k} is filled in from the data for model plugin {name!r}; remove it")
+        return name, {"input_shape": tuple(int(s) for s in input_shape), "num_classes": int(num_classes), **kwargs}
+    builder = MODELS.get(name)
     params = inspect.signature(builder).parameters
     derived = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes,
                "in_features": math.prod(input_shape)}
@@ -204,8 +210,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     """
     from tqdm import tqdm
 
-    from stbin.data import load_dataset
     from stbin.models import build_model
+    from stbin.training.data_source import evaluate_source, open_source
 
     t_start = time.perf_counter()
     cfg.validate()
@@ -219,13 +225,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    t0 = time.perf_counter()
     d = cfg.data
-    data = load_dataset(d.name, root=d.root, val_size=d.val_size, train_limit=d.train_limit,
-                        test_limit=d.test_limit, seed=cfg.seed, **dict(d.options))
-    t_data = time.perf_counter() - t0
-    crop = data.augment.get("crop_padding", 0) if d.crop_padding is None else d.crop_padding
-    hflip = data.augment.get("hflip", False) if d.hflip is None else d.hflip
+    data, t_data = open_source(cfg, device)  # [data source] in-memory tensors or a streamed Dataset
 
     name, kwargs = model_kwargs_for(cfg, data.input_shape, data.num_classes)
     torch.manual_seed(cfg.seed)  # same initial weights in every process
@@ -240,7 +241,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     opt, companion = build_optimizer(model, cfg)
     from stbin.optim import Bop
     bop = companion if isinstance(companion, Bop) else None
-    n_train = len(data.x_train)
+    n_train = data.n_train
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     if n_train % cfg.train.batch_size and n_train % cfg.train.batch_size < 2 * dinfo.world_size:
         steps_per_epoch -= 1  # a last batch too small for batch norm (< 2 per process) is skipped
@@ -281,34 +282,26 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = bool(cfg.train.amp) and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_eval, y_eval, eval_split = (data.x_val, data.y_val, "val") if data.x_val is not None else \
-        (data.x_test, data.y_test, "test")
+    eval_split = data.eval_split
 
     say(f"stbin train: {cfg.preset or 'custom'} — model {name} on {d.name} ({n_train} training images, "
-        f"{len(data.x_test)} test), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {device}"
+        f"{data.n_test} test), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {device}"
         + (f", {dinfo.world_size} processes" if dinfo.enabled else "") + f" (data loaded in {t_data:.1f} s)")
     show = progress if progress is not None else cfg.train.progress
     last_ckpt: Path | None = None
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         net.train()
         t_ep = time.perf_counter()
-        perm = torch.randperm(n_train, generator=g_data).to(device)
-        bar = tqdm(range(0, steps_per_epoch * cfg.train.batch_size, cfg.train.batch_size), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+        batches = data.train_batches(epoch, cfg.train.batch_size, steps_per_epoch, g_data, g_aug, dinfo)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
                    disable=(None if show is None else not show) if dinfo.is_main else True, file=sys.stderr)
         loss_sum, correct, seen = 0.0, 0, 0
-        for i in bar:
-            gidx = perm[i: i + cfg.train.batch_size]
-            idx = D.shard(gidx, dinfo)
-            xb = x_train[idx]
-            if crop or hflip:
-                xb = data.augment_batch(xb, crop, hflip, g_aug)
-            xb, yb = data.prepare(xb), y_train[idx]
+        for xb, yb, n_global in bar:  # [data source] prepared batch, labels, global batch size
             with autocast():
                 logits = net(xb)
             losses = F.cross_entropy(logits.float(), yb, reduction="none")
             # sum over this share / global batch size x world: DDP's average is the global mean
-            loss = losses.sum() * (dinfo.world_size / len(gidx))
+            loss = losses.sum() * (dinfo.world_size / n_global)
             opt.zero_grad(set_to_none=True)
             if bop is not None:
                 bop.zero_grad(set_to_none=True)
@@ -320,7 +313,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             step += 1
             loss_sum += float(losses.detach().sum())
             correct += int((logits.detach().argmax(-1) == yb).sum())
-            seen += len(idx)
+            seen += len(yb)
             if dinfo.is_main and seen:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_time = time.perf_counter() - t_ep
@@ -328,7 +321,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             tot = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(tot)
             loss_sum, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
-        ev = evaluate(model, data, x_eval, y_eval, "mode", cfg.train.eval_batch_size, device)
+        ev = evaluate_source(model, data, eval_split, "mode", cfg.train.eval_batch_size)
         rec = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
@@ -356,10 +349,10 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     if dinfo.is_main:
         bs = cfg.train.eval_batch_size
         for m in cfg.eval.modes:
-            results["test"][m] = evaluate(model, data, data.x_test, data.y_test, m, bs, device)["accuracy"]
+            results["test"][m] = evaluate_source(model, data, "test", m, bs)["accuracy"]
         if cfg.eval.ensemble:
-            results["test"]["ensemble"] = evaluate(model, data, data.x_test, data.y_test, "sample", bs, device,
-                                                   samples=cfg.eval.ensemble)["accuracy"]
+            results["test"]["ensemble"] = evaluate_source(model, data, "test", "sample", bs,
+                                                          samples=cfg.eval.ensemble)["accuracy"]
         results["time_s"] = time.perf_counter() - t_start
         results["data_time_s"] = t_data
         from stbin.training.report import write_report
