@@ -345,7 +345,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         last_ckpt = cands[0] if cands else None
 
     results: dict[str, Any] = {"test": {}, "history": history, "out_dir": str(out),
-                               "checkpoint": str(last_ckpt) if last_ckpt else None}
+                               "checkpoint": str(last_ckpt) if last_ckpt else None, "model": model}
     if dinfo.is_main:
         bs = cfg.train.eval_batch_size
         for m in cfg.eval.modes:
