@@ -52,7 +52,7 @@ class Skipped:
 def _pil() -> Any:
     try:
         from PIL import Image
-    except ModuleNotFoundError:
+    except ImportError:
         raise ValueError("data.name = \"image_folder\" needs Pillow: pip install 'stbin[images]'") from None
     return Image
 
@@ -165,7 +165,7 @@ class ImageFolder(Dataset):
             a = a[top: top + self.size[0], left: left + self.size[1]]
         if rng is not None and self.hflip and rng.random() < 0.5:
             a = a[:, ::-1]
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(a, dtype=np.uint8, order="C")).permute(2, 0, 1).float().div_(255.0)
         return (x - self.mean) / self.std, int(self.labels[i])
 
 

@@ -19,6 +19,7 @@ workers). Resuming therefore replays exactly the same batches: bit for bit on CP
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Iterator
 
@@ -227,7 +228,12 @@ def open_source(cfg: Any, device: torch.device) -> tuple[MemorySource | StreamSo
         test: Dataset = _Normalised(data.x_test, data.y_test, data.mean, data.std)
         k = data.num_classes
     elif d.name in STREAMING:
-        train, test, k = STREAMING.get(d.name)(root=d.root, seed=cfg.seed, **dict(d.options))
+        opener = STREAMING.get(d.name)
+        accepted = sorted(set(inspect.signature(opener).parameters) - {"root", "seed"})
+        for key in d.options:
+            if key not in accepted:
+                raise ValueError(unknown_name_message(f"option of dataset {d.name!r}", key, accepted))
+        train, test, k = opener(root=d.root, seed=cfg.seed, **dict(d.options))
     elif is_plugin(d.name):
         from stbin.plugins import load_dataset_plugin
         train, test, k = load_dataset_plugin(d.name, d.root, **dict(d.options))

@@ -326,6 +326,10 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
                "epoch_time_s": train_time, "images_per_s": n_train / train_time if train_time > 0 else 0.0}
+        skipped = sorted(set(getattr(data, "skipped", ())))  # [data source] unreadable files (skip_corrupt)
+        if skipped:
+            rec["skipped_images"] = len(skipped)
+            say(f"skipped {len(skipped)} unreadable image file(s) so far (first: {skipped[0]})")
         history.append(rec)
         say(f"epoch {epoch}/{cfg.train.epochs}: train loss {rec['train_loss']:.4f}, "
             f"{eval_split} accuracy (mode) {ev['accuracy']:.2f}%, {train_time:.1f} s")
