@@ -92,6 +92,17 @@ def resume_point(target: str | os.PathLike, overrides: Sequence[str] | dict[str,
     return cfg.validate(), ckpt
 
 
+def check_options(cfg: Config) -> None:
+    """Type checks of the switches this layer adds (one ValueError naming key and value)."""
+    from stbin.training.data_source import check_data_options
+
+    for key, v in (("train.deterministic", cfg.train.deterministic), ("train.sync_batchnorm", cfg.train.sync_batchnorm),
+                   ("log.tensorboard", cfg.log.tensorboard)):
+        if not isinstance(v, bool):
+            raise ValueError(f"{key} must be true or false, got {v!r}")
+    check_data_options(cfg)
+
+
 @contextlib.contextmanager
 def deterministic_algorithms(on: bool) -> Iterator[None]:
     """``torch.use_deterministic_algorithms(True)`` (and deterministic cuDNN) inside, restored after."""
@@ -142,6 +153,10 @@ def train(config: Config | dict[str, Any] | str | os.PathLike | None = None, *,
         cfg, ckpt = resume_point(target, overrides)
     else:
         cfg = to_config(config, overrides)
+    check_options(cfg)
+    if cfg.log.tensorboard:
+        from stbin.training.loggers import require_tensorboard
+        require_tensorboard()  # a missing extra is reported before any work
     say = log if log is not None else (lambda s: None)
     kw = {"loggers": list(loggers)} if loggers else {}
     with deterministic_algorithms(cfg.train.deterministic):
@@ -158,4 +173,4 @@ def train(config: Config | dict[str, Any] | str | os.PathLike | None = None, *,
                                                                         "checkpoint", "report", "time_s")})
 
 
-__all__ = ["train", "TrainResult", "to_config", "resume_point", "deterministic_algorithms"]
+__all__ = ["train", "TrainResult", "to_config", "resume_point", "deterministic_algorithms", "check_options"]

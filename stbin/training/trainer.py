@@ -202,7 +202,7 @@ def _set_rng_state(st: dict[str, Any], gens: dict[str, torch.Generator]) -> None
 
 
 def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-          progress: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, loggers: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any]:
     """Run ``cfg`` (optionally continuing the checkpoint dict ``resume``); returns the results.
 
     Results: ``{"test": {mode: acc, ..., "ensemble": acc}, "history": [...], "out_dir",
@@ -288,6 +288,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         f"{data.n_test} test), {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, device {device}"
         + (f", {dinfo.world_size} processes" if dinfo.enabled else "") + f" (data loaded in {t_data:.1f} s)")
     show = progress if progress is not None else cfg.train.progress
+    from stbin.training.loggers import open_diagnostics  # [loggers] TensorBoard / user trackers
+    diag = open_diagnostics(cfg, out, model, [opt, companion], loggers, dinfo.is_main)
     last_ckpt: Path | None = None
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         net.train()
@@ -311,6 +313,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                 bop.step()
             sched.step()
             step += 1
+            if diag is not None:
+                diag.step(step, float(losses.detach().mean()))
             loss_sum += float(losses.detach().sum())
             correct += int((logits.detach().argmax(-1) == yb).sum())
             seen += len(yb)
@@ -326,6 +330,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
                "epoch_time_s": train_time, "images_per_s": n_train / train_time if train_time > 0 else 0.0}
+        if diag is not None:
+            diag.epoch(epoch, step, rec, eval_split, cfg.eval.modes,
+                       lambda m: evaluate_source(model, data, eval_split, m, cfg.train.eval_batch_size))
         skipped = sorted(set(getattr(data, "skipped", ())))  # [data source] unreadable files (skip_corrupt)
         if skipped:
             rec["skipped_images"] = len(skipped)
@@ -361,6 +368,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         results["data_time_s"] = t_data
         from stbin.training.report import write_report
         results["report"] = str(write_report(out, cfg, name, kwargs, model, data.input_shape, results))
+        if diag is not None:
+            diag.finish(step, results)
     D.barrier(dinfo)
     D.teardown(dinfo)
     return results
