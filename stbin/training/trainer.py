@@ -277,6 +277,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                 torch.manual_seed(cfg.seed + dinfo.rank + 7919 * start_epoch)
         say(f"resuming from {resume.get('_path', 'checkpoint')} after epoch {start_epoch}")
 
+    if dinfo.enabled and cfg.train.sync_batchnorm:  # [sync BN] statistics of the global batch
+        from stbin.training.sync_batchnorm import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model)
     net: nn.Module = model
     if dinfo.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
