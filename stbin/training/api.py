@@ -44,6 +44,11 @@ class TrainResult:
     time_s: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def run_dir(self) -> Path:
+        """The run folder (= ``out_dir``)."""
+        return self.out_dir
+
 
 def to_config(config: Config | dict[str, Any] | str | os.PathLike | None = None,
               overrides: Sequence[str] | dict[str, Any] = ()) -> Config:

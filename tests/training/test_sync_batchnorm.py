@@ -108,12 +108,15 @@ ARGS = ["train", "--preset", "tiny", "--set", 'model.activation="htanh"', "--set
         "--epochs", "1", "--no-progress", "--device", "cpu", "--set", "train.sync_batchnorm=true"]
 
 
-def test_trainer_with_two_processes_matches_one_process(tmp_path):
+def test_trainer_with_two_streaming_processes_matches_one_process(tmp_path):
     one = subprocess.run([sys.executable, "-m", "stbin.cli.main", *ARGS, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert one.returncode == 0, one.stderr
+    # the 2-process run streams its data (a DataLoader with a worker, each process reading its share
+    # of every global batch); one process streaming reads the in-memory path's batches bit for bit
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "stbin.cli.main", *ARGS, "--out", str(tmp_path / "two")],
+                          "-m", "stbin.cli.main", *ARGS, "--set", "data.stream=true", "--set", "data.workers=1",
+                          "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, env=_env(), timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     a = load_checkpoint(tmp_path / "one" / "checkpoint-epoch0001.pt")["model_state"]
