@@ -27,6 +27,7 @@ factory; when the module cannot be imported they say what to make importable.
 from __future__ import annotations
 
 import importlib
+import numbers
 import re
 from typing import Any, Callable
 
@@ -142,6 +143,8 @@ def check_item(item: Any, num_classes: int, where: str, shape: tuple[int, ...] |
     if shape is not None and tuple(x.shape) != tuple(shape):
         raise PluginError(f"{where}: the image has shape {tuple(x.shape)}, the others {tuple(shape)}")
     if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point() and y.dtype != torch.bool:
+        y = int(y)
+    elif isinstance(y, numbers.Integral) and not isinstance(y, bool):  # numpy integers too
         y = int(y)
     if not isinstance(y, int) or isinstance(y, bool) or not 0 <= y < num_classes:
         raise PluginError(f"{where}: the label is {y!r}; expected an int in [0, {num_classes})")

@@ -61,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         model, name = load_model(ckpt), ckpt["model"]["name"]
         kw = dict(ckpt["model"].get("kwargs", {}))
-        if shape is None and isinstance(kw.get("input_shape"), (list, tuple)):  # [plugins] recorded shape
-            shape = tuple(int(v) for v in kw["input_shape"])
+        recorded = ckpt["model"].get("input_shape", kw.get("input_shape"))  # the data's shape, if recorded
+        if shape is None and isinstance(recorded, (list, tuple)) and recorded:
+            shape = tuple(int(v) for v in recorded)
         if shape is None:
             ds = (ckpt.get("config") or {}).get("data", {}).get("name")
             shape = INPUT_SHAPES.get(ds) or (kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))

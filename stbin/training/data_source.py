@@ -62,8 +62,8 @@ class _Collate:
                 check_item(item, self.num_classes, f"dataset {self.name!r}: an item", self.shape)
             except PluginError as e:
                 raise DataError(str(e)) from None
-        return (torch.stack([it[0] for it in items]), torch.tensor([int(it[1]) for it in items], dtype=torch.long),
-                skipped)
+        return (torch.stack([it[0] for it in items]).float(),
+                torch.tensor([int(it[1]) for it in items], dtype=torch.long), skipped)
 
 
 class MemorySource:
@@ -111,8 +111,10 @@ class StreamSource:
         self.pin = device.type == "cuda" if pin_memory is None else bool(pin_memory) and torch.cuda.is_available()
         self.n_train, self.n_test = len(train), len(splits["test"])  # type: ignore[arg-type]
         self.eval_split = "val" if "val" in splits else "test"
-        first = next((train[i] for i in range(min(len(train), 64))  # type: ignore[arg-type]
-                      if not type(train[i]).__name__ == "Skipped"), None)
+        from stbin.data.image_folder import Skipped
+
+        items = (train[i] for i in range(min(len(train), 64)))  # type: ignore[arg-type]
+        first = next((it for it in items if not isinstance(it, Skipped)), None)
         if first is None:
             raise DataError(f"dataset {name!r}: none of the first 64 training items is readable")
         self.input_shape = check_item(first, num_classes, f"dataset {name!r}: train[0]")

@@ -346,7 +346,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         if dinfo.is_main:
             from stbin.training.metrics_log import write_metrics
             last_ckpt = save_checkpoint(checkpoint_path(out, epoch), {
-                "model": {"name": name, "kwargs": kwargs}, "model_state": model.state_dict(),
+                "model": {"name": name, "kwargs": kwargs, "input_shape": list(data.input_shape)},  # [data source]
+                "model_state": model.state_dict(),
                 "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
                 "rng_state": _rng_state(gens), "epoch": epoch, "step": step, "config": cfg.to_dict(),
                 "metrics": history, **({"bop_state": bop.state_dict()} if bop is not None else {})})

@@ -39,13 +39,15 @@ def cfg(root, out, **options):
             "eval": {"ensemble": 0}}
 
 
-def test_trains_from_an_image_folder_with_augmentation(tmp_path):
+def test_trains_from_an_image_folder_with_augmentation(tmp_path, capsys):
     root = make_folder(tmp_path / "imgs")
     r = stbin.train(cfg(root, tmp_path / "run", image_size=8, augment="crop", padding=2, hflip=True), log=None)
     assert r.metrics["epoch"] == 2 and "test_accuracy" in r.metrics  # val/ is the held-out split
     assert r.model[1].in_features == 3 * 8 * 8
     assert r.test["mode"] > 50  # three well separated colours
-    # streaming is resumable: a fresh run replays the same augmented batches
+    assert main(["summary", "--checkpoint", str(r.checkpoint)]) == 0  # the recorded input shape
+    assert "on 3x8x8 inputs" in capsys.readouterr().out
+    # streaming is reproducible: a fresh run replays the same augmented batches
     again = stbin.train(cfg(root, tmp_path / "run2", image_size=8, augment="crop", padding=2, hflip=True), log=None)
     for k, v in r.model.state_dict().items():
         assert torch.equal(v, again.model.state_dict()[k]), k

@@ -99,6 +99,18 @@ PLUGIN_SOURCE = textwrap.dedent('''
         return BadLabel(64, 1), Blobs(8, 2), 3
 
 
+    class NumpyStyle(Blobs):
+        """float64 images and numpy integer labels: accepted (cast to float32 / int)."""
+
+        def __getitem__(self, i):
+            import numpy as np
+            return self.x[i].double(), np.int64(self.y[i])
+
+
+    def data_numpy(root=None):
+        return NumpyStyle(64, 1), NumpyStyle(32, 2), 3
+
+
     def data_raises(root=None):
         raise FileNotFoundError("no such folder /nowhere")
 

@@ -85,6 +85,15 @@ def test_wrong_labels_are_reported_from_worker_processes(plugin_dir, tmp_path, c
     assert code == 2 and len(err.splitlines()) == 1 and "the label is 7" in err, err
 
 
+def test_numpy_labels_and_float64_images_are_accepted(plugin_dir, tmp_path):
+    import stbin
+
+    r = stbin.train({"preset": "tiny", "out_dir": str(tmp_path / "n"), "device": "cpu",
+                     "data": {"name": f"{M}:data_numpy", "options": {}}, "model": {"name": f"{M}:Zoo.small"},
+                     "train": {"epochs": 1, "batch_size": 16}, "eval": {"ensemble": 0}}, log=None)
+    assert r.metrics["step"] == 4 and 0 <= r.test["mode"] <= 100
+
+
 def test_model_options_reach_the_factory_and_derived_keys_are_refused(plugin_dir, tmp_path, capsys):
     import stbin
 
