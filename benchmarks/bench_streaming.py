@@ -105,7 +105,8 @@ def memory(args: argparse.Namespace) -> None:
         if not (folder / "train").is_dir():
             t0 = time.perf_counter()
             make_folder(folder, args.images, args.size)
-            print(f"wrote {args.images} JPEGs of {args.size}x{args.size} to {folder} in {time.perf_counter() - t0:.0f} s")
+            took = time.perf_counter() - t0
+            print(f"wrote {args.images} JPEGs of {args.size}x{args.size} to {folder} in {took:.0f} s")
         make_folder(small, 500, args.size)
         cmd = [sys.executable, "-m", "stbin", "train", "--preset", "tiny", "--epochs", "1", "--no-progress",
                "--device", "cpu", "--batch-size", "100", "--set", "eval.ensemble=0", "--set", 'eval.modes=["mode"]',

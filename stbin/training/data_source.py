@@ -121,7 +121,8 @@ class StreamSource:
         self.collate = _Collate(name, num_classes, self.input_shape)
         self.skipped: list[str] = []  # unreadable files skipped so far (skip_corrupt)
 
-    def _iterate(self, ds: Dataset, batches: Any, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _iterate(self, ds: Dataset, batches: Any,
+                 generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         loader = DataLoader(ds, batch_sampler=batches, num_workers=self.workers, pin_memory=self.pin,
                             collate_fn=self.collate, generator=generator)
         it = iter(loader)
