@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from stbin.training import load_checkpoint, load_model
 
     ckpt = load_checkpoint(args.checkpoint)
+    recorded = ckpt["model"].get("kwargs", {}).get("input_shape")
+    if shape is None and isinstance(recorded, (list, tuple)):  # [plugins] the shape the model was built for
+        shape = tuple(int(v) for v in recorded)
     net = export_checkpoint(ckpt, args.out, shape)
     model = load_model(ckpt)
     f32 = net.meta.get("float32_bytes", 0)

@@ -18,7 +18,7 @@ import sys
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("summary", help="per-layer parameters, memory and MACs by precision of a model",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="registered model name")
+    p.add_argument("--model", help="registered model name, or a plugin 'package.module:factory'")
     p.add_argument("--preset", help="take the model (and input shape) of a training preset")
     p.add_argument("--checkpoint", metavar="PATH", help="summarise the model stored in a checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.checkpoint)
         model, name = load_model(ckpt), ckpt["model"]["name"]
         kw = dict(ckpt["model"].get("kwargs", {}))
+        recorded = ckpt["model"].get("input_shape", kw.get("input_shape"))  # the data's shape, if recorded
+        if shape is None and isinstance(recorded, (list, tuple)) and recorded:
+            shape = tuple(int(v) for v in recorded)
         if shape is None:
             ds = (ckpt.get("config") or {}).get("data", {}).get("name")
             shape = INPUT_SHAPES.get(ds) or (kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
@@ -85,7 +88,9 @@ def run(args: argparse.Namespace) -> int:
             name, kw = model_kwargs_for(cfg, shape, 10)
         else:
             name = args.model
-            MODELS.get(name)
+            from stbin.plugins import is_plugin
+            if not is_plugin(name):
+                MODELS.get(name)
             shape = shape or (1, 28, 28)
             from stbin.training.config import Config
             from stbin.training.trainer import model_kwargs_for

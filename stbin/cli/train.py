@@ -29,9 +29,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--epochs", type=int, help="= --set train.epochs=N")
     p.add_argument("--lr", type=float, help="= --set optim.lr=LR")
     p.add_argument("--batch-size", type=int, help="= --set train.batch_size=B (global batch size)")
-    p.add_argument("--dataset", help="= --set data.name=NAME (mnist, fashion_mnist, cifar10, digits, synthetic)")
+    p.add_argument("--dataset", help="= --set data.name=NAME (mnist, fashion_mnist, cifar10, digits, synthetic, "
+                                     "image_folder, or a plugin 'package.module:factory')")
     p.add_argument("--data-root", help="= --set data.root=PATH (folder of the data files)")
-    p.add_argument("--model", help="= --set model.name=NAME (keeps the quantization arguments)")
+    p.add_argument("--model", help="= --set model.name=NAME (keeps the quantization arguments), or a plugin "
+                                   "'package.module:factory' (called with input_shape, num_classes, model options)")
     p.add_argument("--out", help="= --set out_dir=DIR (output folder)")
     p.add_argument("--seed", type=int, help="= --set seed=S")
     p.add_argument("--device", help="= --set device=DEV (auto, cpu, cuda, cuda:N)")
@@ -68,7 +70,9 @@ def _toml_str(s: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stbin.training.config import build_config, dumps_toml, from_dict, merge, parse_override
+    """A thin layer over :func:`stbin.train`: flags -> config (or resume point) -> train -> summary lines."""
+    from stbin.training.api import resume_point, train
+    from stbin.training.config import build_config, dumps_toml
 
     if args.list_presets:
         from stbin.training import presets
@@ -78,22 +82,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     resume = None
     if args.resume is not None:
-        from pathlib import Path
-
-        from stbin.training.trainer import latest_checkpoint
-
-        target = args.resume or None
-        if target is None:  # the output folder of the (preset/config/overrides) run
-            target = build_config(args.preset, args.config, overrides).out_dir
-        resume = latest_checkpoint(target, warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
-        if not isinstance(resume.get("config"), dict):
-            raise ValueError(f"{resume['_path']} has no training configuration; it cannot be resumed")
-        cfg = from_dict(resume["config"])
-        for item in overrides:
-            cfg = merge(cfg, parse_override(item), "override")
-        if Path(target).is_dir():
-            cfg.out_dir = str(target)
-        cfg.validate()
+        # the output folder of the (preset/config/overrides) run by default
+        target = args.resume or build_config(args.preset, args.config, overrides).out_dir
+        cfg, resume = resume_point(target, overrides,
+                                   warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
     else:
         cfg = build_config(args.preset, args.config, overrides)
     if args.print_config:
@@ -101,18 +93,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from stbin.reporting import require_matplotlib
-    from stbin.training.trainer import train
 
     if not args.no_plots:  # before any work: the report's curves need matplotlib
         require_matplotlib("the curves of the training report")
-    results = train(cfg, resume=resume, progress=False if args.no_progress else None, plots=not args.no_plots)
-    if "report" not in results:  # a non-zero rank of a distributed run
+    result = train(cfg, resume=resume, progress=False if args.no_progress else None, plots=not args.no_plots)
+    if result.report is None:  # a non-zero rank of a distributed run
         return 0
-    t = results["test"]
+    t = result.test
     parts = [f"mode {t['mode']:.2f}%" if "mode" in t else None, f"mean {t['mean']:.2f}%" if "mean" in t else None,
              f"{cfg.eval.ensemble}-sample ensemble {t['ensemble']:.2f}%" if "ensemble" in t else None]
     print("test accuracy: " + "  ".join(p for p in parts if p))
-    print(f"time: {results['time_s']:.1f} s")
-    print(f"report: {results['report']}")
-    print(f"checkpoint: {results['checkpoint']}")
+    print(f"time: {result.time_s:.1f} s")
+    print(f"report: {result.report}")
+    print(f"checkpoint: {result.checkpoint}")
     return 0

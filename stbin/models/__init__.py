@@ -16,7 +16,8 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def build_model(name: str, **kwargs: object) -> nn.Module:
-    """Build the model registered as ``name`` (ValueError listing the valid names if unknown).
+    """Build the model registered as ``name`` (ValueError listing the valid names if unknown), or
+    the model of the import path ``"package.module:factory"`` (:mod:`stbin.plugins`).
 
     Args:
         name: a name registered in :data:`MODELS` (``mlp``, ``sbn_mlp``, ``lenet5``, ...).
@@ -28,6 +29,10 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
     >>> net(torch.randn(5, 16)).shape
     torch.Size([5, 3])
     """
+    from stbin.plugins import build_model_plugin, is_plugin
+
+    if is_plugin(name):
+        return build_model_plugin(name, **kwargs)
     return MODELS.get(name)(**kwargs)
 
 

@@ -56,6 +56,10 @@ class DataConfig:
     crop_padding: int | None = None  # random crop with this padding (None: the dataset's default)
     hflip: bool | None = None        # random horizontal flips (None: the dataset's default)
     options: dict[str, Any] = field(default_factory=dict)  # extra loader arguments (synthetic sizes)
+    # [streaming] read through a DataLoader (stbin.training.data_source)
+    workers: int = 0                 # DataLoader worker processes (streamed datasets)
+    pin_memory: bool | None = None   # pinned host memory (None: on CUDA)
+    stream: bool = False             # stream an in-memory dataset item by item (comparisons)
 
 
 @dataclass
@@ -94,12 +98,19 @@ class TrainConfig:
     keep_checkpoints: int = 2        # per-epoch checkpoints kept
     threads: int = 1                 # torch CPU threads (0: torch's default); 1 is fastest for small
                                      # nets and robust on busy cores
+    deterministic: bool = False      # torch.use_deterministic_algorithms(True) during the run
+    sync_batchnorm: bool = False     # DDP: batch norms use the statistics of the global batch
 
 
 @dataclass
 class EvalConfig:
     ensemble: int = 10               # K of the K-sample ensemble at the end (0: skip)
     modes: tuple[str, ...] = ("mode", "mean")
+
+
+@dataclass
+class LogConfig:
+    tensorboard: bool = False        # TensorBoard event files in OUT/tensorboard (extra 'tensorboard')
 
 
 @dataclass
@@ -115,6 +126,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for tuples), storable in a weights-only checkpoint and as TOML."""
@@ -140,7 +152,7 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "train": TrainConfig,
-            "eval": EvalConfig}
+            "eval": EvalConfig, "log": LogConfig}
 TOP_LEVEL = ("seed", "device", "out_dir", "preset", "init_from")
 
 
@@ -192,7 +204,9 @@ def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Confi
             if "name" in value and value["name"] != cfg.model.get("name"):
                 # a different model: keep only the quantization arguments every model shares
                 from stbin.models.common import QuantSpec
-                keep = set(QuantSpec.__dataclass_fields__)
+                from stbin.plugins import is_plugin
+                # [plugins] a factory gets only its own options
+                keep = set() if is_plugin(value["name"]) else set(QuantSpec.__dataclass_fields__)
                 cfg.model = {k: v for k, v in cfg.model.items() if k in keep}
             cfg.model.update(copy.deepcopy(value))
         elif key in SECTIONS:
@@ -287,5 +301,6 @@ def dumps_toml(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "build_config",
+__all__ = ["Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "LogConfig",
+           "build_config",
            "merge", "parse_override", "read_toml", "from_dict", "dumps_toml", "all_keys"]

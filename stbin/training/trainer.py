@@ -109,8 +109,14 @@ def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int
     from stbin.models import MODELS
 
     name = cfg.model["name"]
-    builder = MODELS.get(name)
     kwargs = {k: v for k, v in cfg.model.items() if k != "name"}
+    from stbin.plugins import is_plugin  # [plugins] a model factory named by import path
+    if is_plugin(name):
+        for k in ("input_shape", "num_classes"):
+            if k in kwargs:
+                raise ValueError(f"model.{k} is filled in from the data for model plugin {name!r}; remove it")
+        return name, {"input_shape": tuple(int(s) for s in input_shape), "num_classes": int(num_classes), **kwargs}
+    builder = MODELS.get(name)
     params = inspect.signature(builder).parameters
     derived = {"in_channels": input_shape[0], "image_size": input_shape[-1], "num_classes": num_classes,
                "in_features": math.prod(input_shape)}
@@ -197,7 +203,8 @@ def _set_rng_state(st: dict[str, Any], gens: dict[str, torch.Generator]) -> None
 
 
 def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str], None] = print,
-          progress: bool | None = None, plots: bool | None = None) -> dict[str, Any]:
+          progress: bool | None = None, plots: bool | None = None,
+          loggers: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any]:
     """Run ``cfg`` (optionally continuing the checkpoint dict ``resume``); returns the results.
 
     Results: ``{"test": {mode: acc, ..., "ensemble": acc}, "history": [...], "out_dir",
@@ -206,8 +213,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     """
     from tqdm import tqdm
 
-    from stbin.data import load_dataset
     from stbin.models import build_model
+    from stbin.training.data_source import evaluate_source, open_source
 
     t_start = time.perf_counter()
     cfg.validate()
@@ -224,13 +231,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    t0 = time.perf_counter()
     d = cfg.data
-    data = load_dataset(d.name, root=d.root, val_size=d.val_size, train_limit=d.train_limit,
-                        test_limit=d.test_limit, seed=cfg.seed, **dict(d.options))
-    t_data = time.perf_counter() - t0
-    crop = data.augment.get("crop_padding", 0) if d.crop_padding is None else d.crop_padding
-    hflip = data.augment.get("hflip", False) if d.hflip is None else d.hflip
+    data, t_data = open_source(cfg, device)  # [data source] in-memory tensors or a streamed Dataset
 
     name, kwargs = model_kwargs_for(cfg, data.input_shape, data.num_classes)
     torch.manual_seed(cfg.seed)  # same initial weights in every process
@@ -245,7 +247,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     opt, companion = build_optimizer(model, cfg)
     from stbin.optim import Bop
     bop = companion if isinstance(companion, Bop) else None
-    n_train = len(data.x_train)
+    n_train = data.n_train
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     if n_train % cfg.train.batch_size and n_train % cfg.train.batch_size < 2 * dinfo.world_size:
         steps_per_epoch -= 1  # a last batch too small for batch norm (< 2 per process) is skipped
@@ -281,39 +283,36 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                 torch.manual_seed(cfg.seed + dinfo.rank + 7919 * start_epoch)
         say(f"resuming from {resume.get('_path', 'checkpoint')} after epoch {start_epoch}")
 
+    if dinfo.enabled and cfg.train.sync_batchnorm:  # [sync BN] statistics of the global batch
+        from stbin.training.sync_batchnorm import convert_sync_batchnorm
+        model = convert_sync_batchnorm(model)
     net: nn.Module = model
     if dinfo.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = bool(cfg.train.amp) and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-    x_train, y_train = data.x_train.to(device), data.y_train.to(device)
-    x_eval, y_eval, eval_split = (data.x_val, data.y_val, "val") if data.x_val is not None else \
-        (data.x_test, data.y_test, "test")
+    eval_split = data.eval_split
 
     say(f"stbin train: {cfg.preset or 'custom'} — model {name} on {d.name} ({n_train} training images, "
-        f"{len(data.x_test)} test), {plural(cfg.train.epochs, 'epoch')}, batch {cfg.train.batch_size}, device {device}"
+        f"{data.n_test} test), {plural(cfg.train.epochs, 'epoch')}, batch {cfg.train.batch_size}, device {device}"
         + (f", {dinfo.world_size} processes" if dinfo.enabled else "") + f" (data loaded in {t_data:.1f} s)")
     show = progress if progress is not None else cfg.train.progress
+    from stbin.training.loggers import open_diagnostics  # [loggers] TensorBoard / user trackers
+    diag = open_diagnostics(cfg, out, model, [opt, companion], loggers, dinfo.is_main)
     last_ckpt: Path | None = None
     for epoch in range(start_epoch + 1, cfg.train.epochs + 1):
         net.train()
         t_ep = time.perf_counter()
-        perm = torch.randperm(n_train, generator=g_data).to(device)
-        bar = tqdm(range(0, steps_per_epoch * cfg.train.batch_size, cfg.train.batch_size), desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
+        batches = data.train_batches(epoch, cfg.train.batch_size, steps_per_epoch, g_data, g_aug, dinfo)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.train.epochs}", leave=False,
                    disable=(None if show is None else not show) if dinfo.is_main else True, file=sys.stderr)
         loss_sum, correct, seen = 0.0, 0, 0
-        for i in bar:
-            gidx = perm[i: i + cfg.train.batch_size]
-            idx = D.shard(gidx, dinfo)
-            xb = x_train[idx]
-            if crop or hflip:
-                xb = data.augment_batch(xb, crop, hflip, g_aug)
-            xb, yb = data.prepare(xb), y_train[idx]
+        for xb, yb, n_global in bar:  # [data source] prepared batch, labels, global batch size
             with autocast():
                 logits = net(xb)
             losses = F.cross_entropy(logits.float(), yb, reduction="none")
             # sum over this share / global batch size x world: DDP's average is the global mean
-            loss = losses.sum() * (dinfo.world_size / len(gidx))
+            loss = losses.sum() * (dinfo.world_size / n_global)
             opt.zero_grad(set_to_none=True)
             if bop is not None:
                 bop.zero_grad(set_to_none=True)
@@ -323,9 +322,11 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                 bop.step()
             sched.step()
             step += 1
+            if diag is not None:
+                diag.step(step, float(losses.detach().mean()))
             loss_sum += float(losses.detach().sum())
             correct += int((logits.detach().argmax(-1) == yb).sum())
-            seen += len(idx)
+            seen += len(yb)
             if dinfo.is_main and seen:
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         train_time = time.perf_counter() - t_ep
@@ -333,18 +334,26 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             tot = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(tot)
             loss_sum, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
-        ev = evaluate(model, data, x_eval, y_eval, "mode", cfg.train.eval_batch_size, device)
+        ev = evaluate_source(model, data, eval_split, "mode", cfg.train.eval_batch_size)
         rec = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
                "epoch_time_s": train_time, "images_per_s": n_train / train_time if train_time > 0 else 0.0}
+        if diag is not None:
+            diag.epoch(epoch, step, rec, eval_split, cfg.eval.modes,
+                       lambda m: evaluate_source(model, data, eval_split, m, cfg.train.eval_batch_size))
+        skipped = sorted(set(getattr(data, "skipped", ())))  # [data source] unreadable files (skip_corrupt)
+        if skipped:
+            rec["skipped_images"] = len(skipped)
+            say(f"skipped {len(skipped)} unreadable image file(s) so far (first: {skipped[0]})")
         history.append(rec)
         say(f"epoch {epoch}/{cfg.train.epochs}: train loss {rec['train_loss']:.4f}, "
             f"{eval_split} accuracy (mode) {ev['accuracy']:.2f}%, {train_time:.1f} s")
         if dinfo.is_main:
             from stbin.training.metrics_log import write_metrics
             last_ckpt = save_checkpoint(checkpoint_path(out, epoch), {
-                "model": {"name": name, "kwargs": kwargs}, "model_state": model.state_dict(),
+                "model": {"name": name, "kwargs": kwargs, "input_shape": list(data.input_shape)},  # [data source]
+                "model_state": model.state_dict(),
                 "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
                 "rng_state": _rng_state(gens), "epoch": epoch, "step": step, "config": cfg.to_dict(),
                 "metrics": history, **({"bop_state": bop.state_dict()} if bop is not None else {})})
@@ -357,18 +366,20 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         last_ckpt = cands[0] if cands else None
 
     results: dict[str, Any] = {"test": {}, "history": history, "out_dir": str(out),
-                               "checkpoint": str(last_ckpt) if last_ckpt else None}
+                               "checkpoint": str(last_ckpt) if last_ckpt else None, "model": model}
     if dinfo.is_main:
         bs = cfg.train.eval_batch_size
         for m in cfg.eval.modes:
-            results["test"][m] = evaluate(model, data, data.x_test, data.y_test, m, bs, device)["accuracy"]
+            results["test"][m] = evaluate_source(model, data, "test", m, bs)["accuracy"]
         if cfg.eval.ensemble:
-            results["test"]["ensemble"] = evaluate(model, data, data.x_test, data.y_test, "sample", bs, device,
-                                                   samples=cfg.eval.ensemble)["accuracy"]
+            results["test"]["ensemble"] = evaluate_source(model, data, "test", "sample", bs,
+                                                          samples=cfg.eval.ensemble)["accuracy"]
         results["time_s"] = time.perf_counter() - t_start
         results["data_time_s"] = t_data
         from stbin.training.report import write_report
         results["report"] = str(write_report(out, cfg, name, kwargs, model, data.input_shape, results, plots=plots))
+        if diag is not None:
+            diag.finish(step, results)
     D.barrier(dinfo)
     D.teardown(dinfo)
     return results
