@@ -191,8 +191,8 @@ def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Confi
                 raise ValueError(f"{source}: [model] must be a table")
             if "name" in value and value["name"] != cfg.model.get("name"):
                 # a different model: keep only the quantization arguments every model shares
-                from stbin.models.common import QuantSpec
-                keep = set(QuantSpec.__dataclass_fields__)
+                from stbin.models.common import QUANT_OPTIONS
+                keep = QUANT_OPTIONS
                 cfg.model = {k: v for k, v in cfg.model.items() if k in keep}
             cfg.model.update(copy.deepcopy(value))
         elif key in SECTIONS:
