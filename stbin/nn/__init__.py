@@ -25,7 +25,11 @@ from stbin.nn.registry import BINARY_MODULES, BinaryModule, BinaryModuleType, Pr
 from stbin.nn.activations import Heaviside, QuantReLU, Sign, StochasticSign
 from stbin.nn.binary import BinaryConv2d, BinaryLinear, BinaryWeightLayer
 from stbin.nn.modes import ensemble_predict, eval_mode, set_eval_mode, stochastic_modules
+from stbin.nn.convert import FLOAT_ACTIVATIONS, BinarizeReport, binarize, register_float_activation
+from stbin.nn.float_checkpoint import FloatLoadReport, load_float_state_dict
 
 __all__ = ["StochasticSign", "Sign", "Heaviside", "QuantReLU", "BinaryLinear", "BinaryConv2d", "BinaryWeightLayer",
            "BinaryModule", "BinaryModuleType", "BINARY_MODULES", "Precision", "precision_of", "register_binary_module",
-           "eval_mode", "set_eval_mode", "ensemble_predict", "stochastic_modules"]
+           "eval_mode", "set_eval_mode", "ensemble_predict", "stochastic_modules",
+           "binarize", "BinarizeReport", "FLOAT_ACTIVATIONS", "register_float_activation",
+           "load_float_state_dict", "FloatLoadReport"]
