@@ -8,7 +8,7 @@ from torch import nn
 
 from stbin.models.common import make_activation, make_linear, quant_kwargs
 from stbin.nn import BinaryLinear, StochasticSign
-from stbin.nn.binary import noise_scale_argument
+from stbin.nn._deprecated import noise_scale_argument
 
 
 def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_classes: int = 10,

@@ -23,6 +23,7 @@ from stbin.estimators.noise import get_noise
 from stbin.estimators.sign import SIGN_PROXIES
 from stbin.estimators.ste import STES
 from stbin.estimators.stochastic import MODES
+from stbin.nn.plain import PlusMinusSign, Step, UniformQuantReLU
 from stbin.nn.registry import BinaryModule, Precision, register_binary_module
 
 
@@ -58,6 +59,9 @@ class StochasticSign(BinaryModule):
     @property
     def stochastic(self) -> bool:
         return True
+
+    def mode_module(self) -> nn.Module:
+        return PlusMinusSign()
 
     def __init__(self, noise: str = "logistic", scale: float = 1.0, eval_mode: str = "mode",
                  generator: torch.Generator | None = None) -> None:
@@ -101,6 +105,9 @@ class Sign(BinaryModule):
     def precision_for(**options: object) -> Precision:
         return Precision(output_bits=1, output_signed=True)
 
+    def mode_module(self) -> nn.Module:
+        return PlusMinusSign()
+
     def __init__(self, proxy: str = "htanh", clip: float = 1.0, beta: float = 5.0) -> None:
         super().__init__()
         self.proxy = SIGN_PROXIES.get(proxy).name
@@ -137,6 +144,9 @@ class Heaviside(BinaryModule):
     @staticmethod
     def precision_for(**options: object) -> Precision:
         return Precision(output_bits=1, output_signed=False)
+
+    def mode_module(self) -> nn.Module:
+        return Step()
 
     def __init__(self, ste: str = "clipped_relu") -> None:
         super().__init__()
@@ -177,6 +187,9 @@ class QuantReLU(BinaryModule):
     @staticmethod
     def precision_for(**options: object) -> Precision:
         return Precision(output_bits=int(options.get("bits", 2)), output_signed=False)  # type: ignore[call-overload]
+
+    def mode_module(self) -> nn.Module:
+        return UniformQuantReLU(self.bits, self.alpha)
 
     def __init__(self, bits: int = 2, alpha: float | None = None, ste: str = "clipped_relu") -> None:
         super().__init__()

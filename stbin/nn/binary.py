@@ -4,10 +4,9 @@ The stored parameter is the **latent weight** :math:`\theta` (``latent_weight``)
 weight used in the forward pass is binary:
 
 * ``weights="bernoulli"`` — :math:`w = \operatorname{sign}(\theta - s_w z)` with noise
-  ``weight_noise`` and scale ``weight_noise_scale`` (Shekhovtsov & Yanush, GCPR 2021,
-  Section 4): sampled anew at every training
-  forward; in evaluation ``eval_mode`` chooses the mode :math:`\operatorname{sign}(\theta)`
-  (default), a fresh sample (ensembles) or the mean :math:`2F(\theta/s_w)-1`;
+  ``weight_noise`` and scale ``weight_noise_scale`` (Shekhovtsov & Yanush, GCPR 2021, Sec. 4):
+  sampled anew at every training forward; in evaluation ``eval_mode`` chooses the mode
+  :math:`\operatorname{sign}(\theta)`, a fresh sample (ensembles) or the mean :math:`2F(\theta/s_w)-1`;
 * ``weights="sign"`` — :math:`w = \operatorname{sign}(\theta)` always (deterministic
   BinaryConnect / BinaryNet). The noise still names the ST factor used by
   :class:`stbin.optim.LatentWeightRule` with ``gradient="st"`` and the projection of
@@ -21,17 +20,13 @@ Optional per-output-channel scale (``channel_scale``): ``"mean_abs"`` multiplies
 weights of channel c by :math:`\operatorname{mean}|\theta_c|` (detached; XNOR-Net style);
 ``"learned"`` by a learned parameter ``learned_channel_scale`` of shape (out,).
 
-Renamed in 0.2 (deprecated aliases kept for one release): the constructor keyword
-``weight_scale`` (the noise scale) is now ``weight_noise_scale``; the learned scale
-parameter ``weight_scale`` is now ``learned_channel_scale`` (old state dicts load).
-
-Both layers derive from :class:`BinaryWeightLayer` and are registered in
-:data:`stbin.nn.BINARY_MODULES` (``binary_linear`` replaces ``nn.Linear``,
-``binary_conv2d`` replaces ``nn.Conv2d``); ``from_float`` converts a float layer with all
-its constructor arguments and initialises the latent weights from its weights (see
-:mod:`stbin.nn.transfer`). An optional
-``input_quantizer`` module (e.g. :class:`stbin.nn.StochasticSign`) binarizes the input, as
-in Larq's quantized layers.
+Renamed (deprecated aliases kept for one release): the constructor keyword ``weight_scale``
+(the noise scale) is now ``weight_noise_scale``; the learned scale parameter ``weight_scale``
+is now ``learned_channel_scale`` (old state dicts load). Both layers derive from
+:class:`BinaryWeightLayer` and are registered in :data:`stbin.nn.BINARY_MODULES`
+(``binary_linear`` replaces ``nn.Linear``, ``binary_conv2d`` ``nn.Conv2d``; ``from_float``
+keeps all constructor arguments, latent weights from :mod:`stbin.nn.transfer`). An optional
+``input_quantizer`` module (e.g. :class:`stbin.nn.StochasticSign`) binarizes the input.
 
 :meth:`binary_weight` returns the true ±1 weights (without the channel scale).
 """
@@ -52,24 +47,13 @@ from stbin._validation import check_int_at_least, check_positive
 from stbin.estimators.latent import bernoulli_weight
 from stbin.estimators.noise import get_noise
 from stbin.estimators.stochastic import MODES
+from stbin.nn._deprecated import noise_scale_argument
 from stbin.nn.registry import BinaryModule, Precision, register_binary_module
 from stbin.nn.transfer import DEFAULT_QUANTILE, latent_from_float
 
 WEIGHT_KINDS = ("bernoulli", "sign")
 CHANNEL_SCALES = (None, "mean_abs", "learned")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def noise_scale_argument(weight_noise_scale: float, weight_scale: float | None, where: str) -> float:
-    """Resolve the deprecated ``weight_scale=`` alias of ``weight_noise_scale`` (DeprecationWarning)."""
-    if weight_scale is None:
-        return weight_noise_scale
-    warnings.warn(f"{where}: weight_scale= is deprecated (it is the noise scale s_w); use weight_noise_scale=",
-                  DeprecationWarning, stacklevel=3)
-    if weight_noise_scale != 1.0 and weight_noise_scale != weight_scale:
-        raise ValueError(f"{where}: give weight_noise_scale only (weight_scale={weight_scale!r} is its deprecated "
-                         f"alias and disagrees with weight_noise_scale={weight_noise_scale!r})")
-    return weight_scale
 
 
 class BinaryWeightLayer(BinaryModule):
@@ -213,6 +197,22 @@ class BinaryWeightLayer(BinaryModule):
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
 
+    @torch.no_grad()
+    def mode_module(self) -> nn.Module:
+        """``nn.Linear``/``nn.Conv2d`` with weights sign(theta) (± constants) times the channel scale."""
+        w = self.binary_weight("mode")
+        c = self._channel_factor()
+        core = self._plain_layer(w if c is None else w * c.detach())
+        if self.bias is not None:
+            core.bias.copy_(self.bias)  # type: ignore[union-attr]
+        q = self.input_quantizer
+        if q is None:
+            return core
+        return nn.Sequential(q.mode_module() if isinstance(q, BinaryModule) else q, core)
+
+    def _plain_layer(self, weight: torch.Tensor) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _binary_repr(self) -> str:
         s = f"weights={self.weights!r}, weight_noise={self.weight_noise!r}, weight_noise_scale={self.weight_noise_scale:g}"
         if self.channel_scale is not None:
@@ -295,6 +295,12 @@ class BinaryLinear(BinaryWeightLayer):
                              f"got {tuple(x.shape)}")
         return F.linear(self._quantize_input(x), self.effective_weight(), self.bias)
 
+    def _plain_layer(self, weight: torch.Tensor) -> nn.Module:
+        m = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=weight.device,
+                      dtype=weight.dtype)
+        m.weight.copy_(weight)
+        return m
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, " + self._binary_repr())
@@ -373,6 +379,12 @@ class BinaryConv2d(BinaryWeightLayer):
                             self.bias, self.stride, 0, self.dilation, self.groups)
         return F.conv2d(x, self.effective_weight(), self.bias, self.stride,
                         self.padding, self.dilation, self.groups)
+
+    def _plain_layer(self, weight: torch.Tensor) -> nn.Module:
+        m = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+                      self.groups, self.bias is not None, self.padding_mode, device=weight.device, dtype=weight.dtype)
+        m.weight.copy_(weight)
+        return m
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}")

@@ -91,6 +91,10 @@ class BinaryModule(nn.Module):
         """Whether evaluation depends on ``eval_mode`` (mode / mean / sample)."""
         return False
 
+    def mode_module(self) -> nn.Module:
+        """A module of standard tensor ops computing this module in ``mode`` (for ONNX export)."""
+        raise NotImplementedError(f"{type(self).__name__} has no plain-op equivalent (mode_module) for export")
+
 
 @dataclass(frozen=True)
 class BinaryModuleType:
