@@ -3,7 +3,7 @@
 
 Protocol (all on real MNIST, 60k train / 10k test):
 
-1. a plain-PyTorch float LeNet-5 (Conv-BN-ReLU-MaxPool x2, FC-BN-ReLU x2, FC) is trained
+1. a plain-PyTorch float LeNet-5 (Conv-MaxPool-BN-ReLU x2, FC-BN-ReLU x2, FC) is trained
    for ``--float-epochs`` epochs (Adam);
 2. **transfer**: ``stbin.nn.binarize`` converts it (first conv and last FC real-valued,
    the others Bernoulli-weight layers with logistic noise, ``s_w = --weight-noise-scale``;
@@ -42,8 +42,8 @@ from stbin.optim import LatentWeightRule, split_parameters
 def lenet5() -> nn.Sequential:
     """A float LeNet-5 as a user would write it."""
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Conv2d(1, 6, 5, padding=2), nn.MaxPool2d(2), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Conv2d(6, 16, 5), nn.MaxPool2d(2), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
         nn.Linear(400, 120), nn.BatchNorm1d(120), nn.ReLU(),
         nn.Linear(120, 84), nn.BatchNorm1d(84), nn.ReLU(),
         nn.Linear(84, 10))

@@ -85,6 +85,7 @@ class BinarizeReport:
             ``forward`` (not replaceable: rewrite the model with an activation module).
         not_executed: names of weight layers the traced forward did not call.
         execution_order: names of the weight layers in the order the forward called them.
+        notes: warnings about the converted structure (e.g. max pooling of sampled units).
     """
 
     replaced: list[tuple[str, str, str]] = field(default_factory=list)
@@ -92,6 +93,7 @@ class BinarizeReport:
     functional: list[tuple[str, str]] = field(default_factory=list)
     not_executed: list[str] = field(default_factory=list)
     execution_order: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"binarize: {len(self.replaced)} modules replaced, {len(self.kept_real)} weight layers kept real"]
@@ -99,6 +101,7 @@ class BinarizeReport:
         lines += [f"  kept real  {n}: {t} ({why})" for n, t, why in self.kept_real]
         lines += [f"  NOT replaced (functional call in forward) {n or '(model)'}: {f}" for n, f in self.functional]
         lines += [f"  not executed in the traced forward: {n}" for n in self.not_executed]
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -119,14 +122,16 @@ class _Trace(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def trace_execution(model: nn.Module, example_input: Any) -> tuple[list[str], list[tuple[str, str]]]:
-    """(weight-layer names in execution order, functional activation calls) of one forward pass.
+def trace_execution(model: nn.Module, example_input: Any) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """(weight-layer names in execution order, functional activation calls, leaf-module names in
+    execution order) of one forward pass.
 
     The forward runs under ``torch.no_grad`` in evaluation mode (each module's train/eval
     flag and the batch-norm running statistics are restored afterwards).
     """
     replaceable = tuple(t for e in BINARY_MODULES.entries("weight_layer") for t in e.replaces)
     order: list[str] = []
+    leaves: list[str] = []
     stack: list[str] = []
     skip: list[bool] = []
     handles = []
@@ -137,6 +142,8 @@ def trace_execution(model: nn.Module, example_input: Any) -> tuple[list[str], li
             skip.append(isinstance(mod, tuple(FLOAT_ACTIVATIONS)))
             if type(mod) in replaceable and name not in order:
                 order.append(name)
+            if not any(True for _ in mod.children()):
+                leaves.append(name)
         return hook
 
     def post(mod: nn.Module, inp: Any, out: Any) -> None:
@@ -160,7 +167,7 @@ def trace_execution(model: nn.Module, example_input: Any) -> tuple[list[str], li
             m.training = flag
         if buffers:
             model.load_state_dict(buffers, strict=False)
-    return order, tracer.calls
+    return order, tracer.calls, leaves
 
 
 def _match(name: str, patterns: Sequence[str]) -> str | None:
@@ -235,8 +242,9 @@ def binarize(model: nn.Module, example_input: Any = None, *, weights: str = "ber
 
     report = BinarizeReport()
     order: list[str] = []
+    leaves: list[str] = []
     if example_input is not None:
-        order, report.functional = trace_execution(net, example_input)
+        order, report.functional, leaves = trace_execution(net, example_input)
     report.execution_order = order
     reasons: dict[str, str] = {}
     if order and keep_first:
@@ -271,6 +279,12 @@ def binarize(model: nn.Module, example_input: Any = None, *, weights: str = "ber
             new.train(m.training)  # type: ignore[union-attr]
         _set(net, name, new)  # type: ignore[arg-type]
         report.replaced.append((name, type(m).__name__, type(new).__name__))
+    new_mods = dict(net.named_modules())
+    for a, b in zip(leaves, leaves[1:]):
+        act, pool = new_mods.get(a), new_mods.get(b)
+        if getattr(act, "stochastic", False) and isinstance(pool, nn.modules.pooling._MaxPoolNd) and a != b:
+            report.notes.append(f"{type(pool).__name__} {b!r} pools the sampled outputs of {a!r}: a max of random "
+                                "±1 units is biased toward +1; pool before the batch norm and activation instead")
     if report.functional:
         calls = ", ".join(f"{f} in {n or 'the model'}" for n, f in report.functional)
         warnings.warn(f"binarize: activations called as functions cannot be replaced ({calls}); use activation "

@@ -172,3 +172,16 @@ def test_example_input_needed_for_the_first_last_policy():
         binarize(nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(ValueError, match="nn.Module"):
         binarize(lambda x: x, torch.zeros(1))  # type: ignore[arg-type]
+
+
+def test_max_pooling_of_sampled_units_is_noted():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3),
+                          nn.MaxPool2d(2), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.zeros(2, 1, 12, 12)
+    notes = binarize(model, x).binarize_report.notes
+    assert len(notes) == 1 and "MaxPool2d '3' pools the sampled outputs of '2'" in notes[0]
+    assert binarize(model, x, activation="sign").binarize_report.notes == []  # deterministic: no bias
+    # the mechanism: a max of four fair ±1 samples is +1 with probability 15/16
+    torch.manual_seed(0)
+    z = StochasticSign()(torch.zeros(4000, 1, 2, 2))
+    assert abs(float((F.max_pool2d(z, 2) > 0).float().mean()) - 15 / 16) < 0.02
