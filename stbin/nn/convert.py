@@ -47,7 +47,7 @@ from torch.overrides import TorchFunctionMode
 
 from stbin._registry import check_choice
 from stbin.nn.binary import CHANNEL_SCALES, WEIGHT_KINDS
-from stbin.nn.registry import BINARY_MODULES
+from stbin.nn.registry import BINARY_MODULES, BinaryModule
 from stbin.nn.transfer import DEFAULT_QUANTILE
 
 #: float activation modules :func:`binarize` replaces (extend with :func:`register_float_activation`)
@@ -282,7 +282,8 @@ def binarize(model: nn.Module, example_input: Any = None, *, weights: str = "ber
     new_mods = dict(net.named_modules())
     for a, b in zip(leaves, leaves[1:]):
         act, pool = new_mods.get(a), new_mods.get(b)
-        if getattr(act, "stochastic", False) and isinstance(pool, nn.modules.pooling._MaxPoolNd) and a != b:
+        sampled_units = isinstance(act, BinaryModule) and act.stochastic and act.precision.weight_bits is None
+        if sampled_units and isinstance(pool, nn.modules.pooling._MaxPoolNd) and a != b:
             report.notes.append(f"{type(pool).__name__} {b!r} pools the sampled outputs of {a!r}: a max of random "
                                 "±1 units is biased toward +1; pool before the batch norm and activation instead")
     if report.functional:
