@@ -28,6 +28,19 @@ from stbin.nn.modes import ensemble_predict, eval_mode, set_eval_mode, stochasti
 from stbin.nn.convert import FLOAT_ACTIVATIONS, BinarizeReport, binarize, register_float_activation
 from stbin.nn.float_checkpoint import FloatLoadReport, load_float_state_dict
 
+
+def _import_all_modules() -> None:
+    """Import every module of this package, so that a new file registering a module type
+    (``@register_binary_module``) is all it takes to add one."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_all_modules()
+
 __all__ = ["StochasticSign", "Sign", "Heaviside", "QuantReLU", "BinaryLinear", "BinaryConv2d", "BinaryWeightLayer",
            "BinaryModule", "BinaryModuleType", "BINARY_MODULES", "Precision", "precision_of", "register_binary_module",
            "eval_mode", "set_eval_mode", "ensemble_predict", "stochastic_modules",

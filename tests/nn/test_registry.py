@@ -161,3 +161,14 @@ def test_conv_padding_modes_match_torch(mode):
         ref.weight.copy_(b.binary_weight())
         ref.bias.copy_(b.bias)
     torch.testing.assert_close(b(x), ref(x))
+
+
+def test_every_nn_module_file_is_imported_so_a_new_file_registers_itself():
+    import pkgutil
+    import sys
+
+    import stbin.nn
+
+    names = [i.name for i in pkgutil.iter_modules(stbin.nn.__path__)]
+    assert "activations" in names and "binary" in names
+    assert all(f"stbin.nn.{n}" in sys.modules for n in names)
