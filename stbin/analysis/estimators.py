@@ -193,8 +193,8 @@ def _run(net: Network, params: _Params, h: torch.Tensor, start: int, node_fn: No
             h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         elif st.kind == "binary_linear":
             w = node_fn(st.node, params(m.latent_weight))  # type: ignore[arg-type]
-            if m.weight_scale is not None:
-                w = w * params(m.weight_scale).unsqueeze(2)
+            if m.learned_channel_scale is not None:
+                w = w * params(m.learned_channel_scale).unsqueeze(2)
             b = params(m.bias)
             h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
         elif st.kind == "act":

@@ -111,8 +111,8 @@ def _apply_segment(net: Network, steps: range, h: torch.Tensor, configs: torch.T
         elif st.kind == "binary_linear":
             lo, hi = slices[i]
             w = configs[:, lo:hi].reshape(-1, st.out_features, st.in_features)
-            if m.weight_scale is not None:
-                w = w * m.weight_scale.to(dtype)[None, :, None]
+            if m.learned_channel_scale is not None:
+                w = w * m.learned_channel_scale.to(dtype)[None, :, None]
             h = torch.matmul(h, w.transpose(-1, -2))
             if m.bias is not None:
                 h = h + m.bias.to(dtype)

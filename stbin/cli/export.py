@@ -1,4 +1,4 @@
-"""``stbin export CHECKPOINT OUT``: write a true-binary deployable model (.stbn).
+"""``stbin export CHECKPOINT OUT``: write a true-binary deployable model (.stbn), or ONNX.
 
 The binary layers' weights are packed one bit per weight; each batch norm with the sign
 after it is folded into exact integer thresholds; the first and last (real-valued) layers
@@ -6,6 +6,10 @@ stay float32. The file is versioned and checksummed (see docs/deploy.md); run it
 ``stbin.deploy.load(OUT)(x)``. ``--verify`` compares the predictions of the exported file
 with the PyTorch model evaluated in mode (on the MNIST test set for 784-input models,
 else on random inputs) and exits with 1 if any differs.
+
+``--format onnx`` writes the mode network as a standard ONNX graph instead (float
+emulation for interoperability: ±1 weights as float constants, sign as Where; needs the
+onnx package; ``--verify`` then needs onnxruntime).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="shape of one input sample, e.g. 1,28,28 (needed for convolutional models)")
     p.add_argument("--verify", action="store_true",
                    help="check that the exported model predicts exactly as the PyTorch model (mode)")
+    p.add_argument("--format", choices=("stbn", "onnx"), default="stbn",
+                   help="stbn: true-binary bit-packed file (default); onnx: float-emulated ONNX graph")
     p.add_argument("--verify-samples", type=int, default=2000,
                    help="random inputs for --verify when the model is not an MNIST model (default: 2000)")
     return p
@@ -63,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     if args.verify_samples < 1:
         raise ValueError(f"--verify-samples must be >= 1, got {args.verify_samples}")
     if os.path.isdir(args.out):
-        raise ValueError(f"{args.out} is a directory; give a file name such as model.stbn")
+        raise ValueError(f"{args.out} is a directory; give a file name such as model.{args.format}")
+    if args.format == "onnx":
+        from stbin.cli.export_onnx import run_onnx
+
+        return run_onnx(args, shape)
 
     from stbin.deploy import binary_weight_bytes, export_checkpoint
     from stbin.training import load_checkpoint, load_model

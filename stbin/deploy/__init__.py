@@ -7,7 +7,9 @@
 * :func:`export_checkpoint` — checkpoint (``stbin.training``) -> deploy file;
 * :mod:`stbin.deploy.kernels` — numba XNOR-popcount GEMM / conv kernels (needs the
   ``deploy`` extra: ``pip install 'stbin[deploy]'``);
-* :mod:`stbin.deploy.packing` — the bit order.
+* :mod:`stbin.deploy.packing` — the bit order;
+* :func:`to_onnx` — the mode network as a standard ONNX graph (float emulation for
+  interoperability; needs ``onnx``).
 
 See docs/deploy.md for the file format, the folding and the measured speed.
 """
@@ -21,6 +23,7 @@ from typing import Any, Sequence
 from stbin.deploy.compile import binary_weight_bytes, compile_model, float32_bytes
 from stbin.deploy.engine import DeployedNet, Op
 from stbin.deploy.format import FORMAT_VERSION, DeployFormatError, from_bytes, load, save, to_bytes
+from stbin.deploy.onnx import to_onnx
 from stbin.deploy.packing import n_words, pack_bits, pack_sign, unpack_bits
 
 
@@ -47,4 +50,4 @@ def export_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], out: str |
 
 __all__ = ["compile_model", "DeployedNet", "Op", "save", "load", "to_bytes", "from_bytes", "export_checkpoint",
            "DeployFormatError", "FORMAT_VERSION", "pack_bits", "pack_sign", "unpack_bits", "n_words",
-           "float32_bytes", "binary_weight_bytes", "require_kernels"]
+           "float32_bytes", "binary_weight_bytes", "require_kernels", "to_onnx"]

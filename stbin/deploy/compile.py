@@ -44,10 +44,15 @@ from torch import nn
 
 from stbin.deploy.engine import DeployedNet, Op, _conv_out
 from stbin.deploy.packing import n_words, pack_bits, pack_sign
-from stbin.nn import BinaryConv2d, BinaryLinear, Sign, StochasticSign
+from stbin.nn import BinaryConv2d, BinaryLinear, BinaryWeightLayer, precision_of
 from stbin.nn.modes import eval_mode
 
-SIGN_MODULES = (StochasticSign, Sign)
+
+def _is_sign(m: object) -> bool:
+    """A registered module declaring ±1 outputs (a sign activation: StochasticSign, Sign, ...)."""
+    p = precision_of(m) if isinstance(m, nn.Module) else None
+    return p is not None and p.is_sign and p.weight_bits is None
+
 BN_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d)
 SKIP_MODULES = (nn.Dropout, nn.Identity)
 _BIG = 1e30
@@ -216,7 +221,7 @@ class _Compiler:
                 sign = None
                 while j < len(mods) and isinstance(mods[j], SKIP_MODULES):
                     j += 1
-                if j < len(mods) and isinstance(mods[j], SIGN_MODULES):
+                if j < len(mods) and _is_sign(mods[j]):
                     sign = mods[j]
                     j += 1
                 if _is_core(m):
@@ -224,7 +229,7 @@ class _Compiler:
                 else:
                     self.float_post(None, bn, sign)
                 i = max(j, i + 1)
-            elif isinstance(m, SIGN_MODULES):
+            elif _is_sign(m):
                 if self.kind == "float":
                     self.float_post(None, None, m)
                 i += 1
@@ -360,7 +365,7 @@ class _Compiler:
         q = getattr(m, "input_quantizer", None)
         if q is None:
             return
-        if not isinstance(q, SIGN_MODULES):
+        if not _is_sign(q):
             raise ValueError(f"cannot export input_quantizer {type(q).__name__} (only sign quantizers)")
         if self.kind == "float":
             self.float_post(None, None, q)
@@ -370,7 +375,7 @@ class _Compiler:
         if bn is not None and not bn.track_running_stats:
             raise ValueError("cannot export a batch norm without running statistics")
         is_conv = isinstance(m, (nn.Conv2d, BinaryConv2d))
-        binary = isinstance(m, (BinaryLinear, BinaryConv2d))
+        binary = isinstance(m, BinaryWeightLayer)
         if binary:
             self._quantize_input(m)
         if is_conv and (self.kind == "float" and len(self.shape) != 3 or self.kind == "bits" and len(self.shape) != 3):
@@ -497,7 +502,7 @@ def binary_weight_bytes(model: nn.Module) -> tuple[int, int]:
     """(float32 bytes, bit-packed bytes) of the binary layers' weights."""
     f, p = 0, 0
     for m in model.modules():
-        if isinstance(m, (BinaryLinear, BinaryConv2d)):
+        if isinstance(m, BinaryWeightLayer):
             w = m.latent_weight
             f += 4 * w.numel()
             taps = int(np.prod(w.shape[2:])) if w.dim() > 2 else 1

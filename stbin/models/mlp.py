@@ -8,11 +8,12 @@ from torch import nn
 
 from stbin.models.common import make_activation, make_linear, quant_kwargs
 from stbin.nn import BinaryLinear, StochasticSign
+from stbin.nn._deprecated import noise_scale_argument
 
 
 def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_classes: int = 10,
             noise: str = "logistic", scale: float = 1.0, weight_noise: str = "logistic",
-            weight_scale: float = 1.0) -> nn.Sequential:
+            weight_noise_scale: float = 1.0, weight_scale: float | None = None) -> nn.Sequential:
     """A stochastic binary MLP (first and last layers real-valued)::
 
         Flatten -> Linear(in, H1) -> BN -> StochasticSign
@@ -20,14 +21,15 @@ def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num
                 -> Linear(H_last, classes)
 
     Hidden units: ``x = sign(a - s z)`` with ``noise``/``scale``; hidden weights Bernoulli
-    ``w = sign(theta - s_w z)`` with ``weight_noise``/``weight_scale``.
+    ``w = sign(theta - s_w z)`` with ``weight_noise``/``weight_noise_scale`` (``weight_scale``:
+    its deprecated alias).
 
     Args:
         in_features: inputs per sample (after flattening).
         hidden: the widths of the hidden layers.
         num_classes: the number of outputs.
         noise, scale: the noise of the hidden units and its scale.
-        weight_noise, weight_scale: the noise of the Bernoulli weights and its scale.
+        weight_noise, weight_noise_scale: the noise of the Bernoulli weights and its scale.
 
     Shape:
         input (N, *) with ``in_features`` values per sample; output (N, num_classes).
@@ -37,13 +39,14 @@ def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num
     >>> net(torch.randn(4, 1, 4, 4)).shape
     torch.Size([4, 3])
     """
+    s_w = noise_scale_argument(weight_noise_scale, weight_scale, "sbn_mlp")
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden must be a non-empty list of positive widths, got {hidden}")
     layers: list[nn.Module] = [nn.Flatten(), nn.Linear(in_features, hidden[0]), nn.BatchNorm1d(hidden[0]),
                                StochasticSign(noise, scale)]
     for a, b in zip(hidden[:-1], hidden[1:]):
-        layers += [BinaryLinear(a, b, weight_noise=weight_noise, weight_scale=weight_scale), nn.BatchNorm1d(b),
+        layers += [BinaryLinear(a, b, weight_noise=weight_noise, weight_noise_scale=s_w), nn.BatchNorm1d(b),
                    StochasticSign(noise, scale)]
     layers.append(nn.Linear(hidden[-1], num_classes))
     return nn.Sequential(*layers)

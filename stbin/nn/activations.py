@@ -6,6 +6,9 @@
 * :class:`Sign` — deterministic sign with a backward proxy (htanh, tanh, identity, ...);
 * :class:`Heaviside` — the binarized ReLU 1[x>0] with an STE;
 * :class:`QuantReLU` — the b-bit quantized ReLU with fixed (Lloyd) resolution.
+
+Each is registered in :data:`stbin.nn.BINARY_MODULES` (kind ``"activation"``) with its
+options and declared precision (``module.precision``).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from stbin.estimators.noise import get_noise
 from stbin.estimators.sign import SIGN_PROXIES
 from stbin.estimators.ste import STES
 from stbin.estimators.stochastic import MODES
+from stbin.nn.plain import PlusMinusSign, Step, UniformQuantReLU
+from stbin.nn.registry import BinaryModule, Precision, register_binary_module
 
 
-class StochasticSign(nn.Module):
+@register_binary_module("stochastic", "activation")
+class StochasticSign(BinaryModule):
     r"""Stochastic binary activation :math:`x = \operatorname{sign}(a - s z)`, :math:`z \sim F`.
 
     In training mode the unit samples; in evaluation it uses ``eval_mode``. The backward
@@ -34,7 +40,28 @@ class StochasticSign(nn.Module):
         scale: noise scale :math:`s > 0`.
         eval_mode: what :meth:`eval` uses: ``"mode"`` (sign(a)), ``"sample"`` or ``"mean"``.
         generator: optional ``torch.Generator`` for the samples (not saved in the state dict).
+
+    Shape: any; output of the same shape, values in {-1, +1} (``mean``: in (-1, 1)).
+
+    >>> m = StochasticSign("uniform", 1.0).eval()
+    >>> m(torch.tensor([-0.5, 0.0, 2.0]))
+    tensor([-1.,  1.,  1.])
+    >>> m.precision.output_bits
+    1
     """
+
+    OPTIONS = ("noise", "scale", "eval_mode")
+
+    @staticmethod
+    def precision_for(**options: object) -> Precision:
+        return Precision(output_bits=1, output_signed=True)
+
+    @property
+    def stochastic(self) -> bool:
+        return True
+
+    def mode_module(self) -> nn.Module:
+        return PlusMinusSign()
 
     def __init__(self, noise: str = "logistic", scale: float = 1.0, eval_mode: str = "mode",
                  generator: torch.Generator | None = None) -> None:
@@ -55,11 +82,31 @@ class StochasticSign(nn.Module):
         return f"noise={self.noise!r}, scale={self.scale:g}, eval_mode={self.eval_mode!r}"
 
 
-class Sign(nn.Module):
+@register_binary_module("sign", "activation")
+class Sign(BinaryModule):
     """Deterministic sign (sign(0)=+1) with a straight-through backward ``proxy``.
 
     See :func:`stbin.estimators.sign` for the proxies and the noise each corresponds to.
+
+    Args:
+        proxy: backward proxy name (``htanh``, ``tanh``, ``identity``, ``approx_sign``, ...).
+        clip: clipping level of the ``htanh`` proxy.
+        beta: parameter of the ``swish_sign`` proxy.
+
+    Shape: any; output of the same shape, values in {-1, +1}.
+
+    >>> Sign()(torch.tensor([-0.5, 0.0, 2.0]))
+    tensor([-1.,  1.,  1.])
     """
+
+    OPTIONS = ("proxy", "clip", "beta")
+
+    @staticmethod
+    def precision_for(**options: object) -> Precision:
+        return Precision(output_bits=1, output_signed=True)
+
+    def mode_module(self) -> nn.Module:
+        return PlusMinusSign()
 
     def __init__(self, proxy: str = "htanh", clip: float = 1.0, beta: float = 5.0) -> None:
         super().__init__()
@@ -79,8 +126,27 @@ class Sign(nn.Module):
         return s
 
 
-class Heaviside(nn.Module):
-    """Binarized ReLU 1[x > 0] with STE ``identity``, ``relu`` or ``clipped_relu``."""
+@register_binary_module("heaviside", "activation")
+class Heaviside(BinaryModule):
+    """Binarized ReLU 1[x > 0] with STE ``identity``, ``relu`` or ``clipped_relu``.
+
+    Args:
+        ste: the straight-through backward (see :func:`stbin.estimators.heaviside`).
+
+    Shape: any; output of the same shape, values in {0, 1}.
+
+    >>> Heaviside()(torch.tensor([-0.5, 0.0, 2.0]))
+    tensor([0., 0., 1.])
+    """
+
+    OPTIONS = ("ste",)
+
+    @staticmethod
+    def precision_for(**options: object) -> Precision:
+        return Precision(output_bits=1, output_signed=False)
+
+    def mode_module(self) -> nn.Module:
+        return Step()
 
     def __init__(self, ste: str = "clipped_relu") -> None:
         super().__init__()
@@ -94,14 +160,36 @@ class Heaviside(nn.Module):
         return f"ste={self.ste!r}"
 
 
-class QuantReLU(nn.Module):
+@register_binary_module("quant_relu", "activation")
+class QuantReLU(BinaryModule):
     r"""b-bit quantized ReLU (levels :math:`0, \alpha, \dots, (2^b-1)\alpha`) with an STE.
 
     ``alpha=None`` fits it by Lloyd's algorithm on half-Gaussian data
     (:func:`stbin.estimators.lloyd_alpha`), as Yin et al. do; put a batch norm without
     affine parameters before this module. ``alpha`` is a fixed hyper-parameter, stored as
     a buffer so that it travels with the state dict.
+
+    Args:
+        bits: number of bits b >= 1.
+        alpha: resolution (``None``: Lloyd-optimal for half-Gaussian inputs).
+        ste: the straight-through backward.
+
+    Shape: any; output of the same shape.
+
+    >>> QuantReLU(2, alpha=0.5)(torch.tensor([-1.0, 0.3, 0.6, 9.0]))
+    tensor([0.0000, 0.5000, 0.5000, 1.5000])
+    >>> QuantReLU(3).precision.output_bits
+    3
     """
+
+    OPTIONS = ("bits", "alpha", "ste")
+
+    @staticmethod
+    def precision_for(**options: object) -> Precision:
+        return Precision(output_bits=int(options.get("bits", 2)), output_signed=False)  # type: ignore[call-overload]
+
+    def mode_module(self) -> nn.Module:
+        return UniformQuantReLU(self.bits, self.alpha)
 
     def __init__(self, bits: int = 2, alpha: float | None = None, ste: str = "clipped_relu") -> None:
         super().__init__()

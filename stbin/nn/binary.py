@@ -4,9 +4,9 @@ The stored parameter is the **latent weight** :math:`\theta` (``latent_weight``)
 weight used in the forward pass is binary:
 
 * ``weights="bernoulli"`` — :math:`w = \operatorname{sign}(\theta - s_w z)` with noise
-  ``weight_noise`` and scale ``weight_scale`` (SPEC A3): sampled anew at every training
-  forward; in evaluation ``eval_mode`` chooses the mode :math:`\operatorname{sign}(\theta)`
-  (default), a fresh sample (ensembles) or the mean :math:`2F(\theta/s_w)-1`;
+  ``weight_noise`` and scale ``weight_noise_scale`` (Shekhovtsov & Yanush, GCPR 2021, Sec. 4):
+  sampled anew at every training forward; in evaluation ``eval_mode`` chooses the mode
+  :math:`\operatorname{sign}(\theta)`, a fresh sample (ensembles) or the mean :math:`2F(\theta/s_w)-1`;
 * ``weights="sign"`` — :math:`w = \operatorname{sign}(\theta)` always (deterministic
   BinaryConnect / BinaryNet). The noise still names the ST factor used by
   :class:`stbin.optim.LatentWeightRule` with ``gradient="st"`` and the projection of
@@ -18,9 +18,15 @@ mirror-descent latent update; see :mod:`stbin.estimators.latent` and :mod:`stbin
 
 Optional per-output-channel scale (``channel_scale``): ``"mean_abs"`` multiplies the binary
 weights of channel c by :math:`\operatorname{mean}|\theta_c|` (detached; XNOR-Net style);
-``"learned"`` by a learned parameter ``weight_scale`` of shape (out,). An optional
-``input_quantizer`` module (e.g. :class:`stbin.nn.StochasticSign`) binarizes the input, as
-in Larq's quantized layers.
+``"learned"`` by a learned parameter ``learned_channel_scale`` of shape (out,).
+
+Renamed (deprecated aliases kept for one release): the constructor keyword ``weight_scale``
+(the noise scale) is now ``weight_noise_scale``; the learned scale parameter ``weight_scale``
+is now ``learned_channel_scale`` (old state dicts load). Both layers derive from
+:class:`BinaryWeightLayer` and are registered in :data:`stbin.nn.BINARY_MODULES`
+(``binary_linear`` replaces ``nn.Linear``, ``binary_conv2d`` ``nn.Conv2d``; ``from_float``
+keeps all constructor arguments, latent weights from :mod:`stbin.nn.transfer`). An optional
+``input_quantizer`` module (e.g. :class:`stbin.nn.StochasticSign`) binarizes the input.
 
 :meth:`binary_weight` returns the true ±1 weights (without the channel scale).
 """
@@ -28,6 +34,7 @@ in Larq's quantized layers.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -40,34 +47,61 @@ from stbin._validation import check_int_at_least, check_positive
 from stbin.estimators.latent import bernoulli_weight
 from stbin.estimators.noise import get_noise
 from stbin.estimators.stochastic import MODES
+from stbin.nn._deprecated import noise_scale_argument
+from stbin.nn.registry import BinaryModule, Precision, register_binary_module
+from stbin.nn.transfer import DEFAULT_QUANTILE, latent_from_float
 
 WEIGHT_KINDS = ("bernoulli", "sign")
 CHANNEL_SCALES = (None, "mean_abs", "learned")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-class _BinaryWeightMixin(nn.Module):
-    """Shared parameterisation of the binary-weight layers (latent weight -> binary weight)."""
+class BinaryWeightLayer(BinaryModule):
+    """Base class of the binary-weight layers: latent weight -> binary weight (public API).
 
+    A subclass creates its shape attributes, calls :meth:`_init_binary` and uses
+    :meth:`effective_weight` (binary weights times the channel scale) in its forward. It
+    declares 1-bit weights (``precision.weight_bits == 1``); its ``input_bits`` are those
+    of its ``input_quantizer`` (``None`` when it takes its input as given).
+    """
+
+    OPTIONS = ("weights", "weight_noise", "weight_noise_scale", "channel_scale", "eval_mode")
     latent_weight: nn.Parameter
-    weight_scale: nn.Parameter | None
+    learned_channel_scale: nn.Parameter | None
+
+    @staticmethod
+    def precision_for(**options: object) -> Precision:
+        return Precision(weight_bits=1)
+
+    @property
+    def precision(self) -> Precision:
+        q = self.input_quantizer
+        bits = q.precision.output_bits if isinstance(q, BinaryModule) else None
+        return Precision(weight_bits=1, input_bits=bits)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.weights == "bernoulli"
 
     def _init_binary(self, weight_shape: tuple[int, ...], bias: bool, weights: str, weight_noise: str,
-                     weight_scale: float, channel_scale: str | None, eval_mode: str,
+                     weight_noise_scale: float, channel_scale: str | None, eval_mode: str,
                      input_quantizer: nn.Module | None, generator: torch.Generator | None,
                      factory: dict[str, Any]) -> None:
-        """Validate the binary options, create ``latent_weight``, ``weight_scale``, ``bias``; reset them."""
+        """Validate the binary options, create ``latent_weight``, ``learned_channel_scale``, ``bias``; reset them."""
         self.weights = check_choice("weight kind", weights, WEIGHT_KINDS)
         self.weight_noise = get_noise(weight_noise).name
-        self.weight_noise_scale = check_positive("weight_scale", weight_scale)
+        self.weight_noise_scale = check_positive("weight_noise_scale", weight_noise_scale)
         self.channel_scale = check_choice("channel_scale", channel_scale, CHANNEL_SCALES)
         self.eval_mode = check_choice("eval_mode", eval_mode, MODES)
+        if input_quantizer is not None and not isinstance(input_quantizer, nn.Module):
+            raise ValueError(f"input_quantizer must be an nn.Module, got {type(input_quantizer).__name__}")
         self.input_quantizer = input_quantizer
         self.generator = generator
         self.latent_weight = nn.Parameter(torch.empty(weight_shape, **factory))
         if channel_scale == "learned":
-            self.weight_scale = nn.Parameter(torch.ones(weight_shape[0], **factory))
+            self.learned_channel_scale = nn.Parameter(torch.ones(weight_shape[0], **factory))
         else:
-            self.register_parameter("weight_scale", None)
+            self.register_parameter("learned_channel_scale", None)
         if bias:
             self.bias = nn.Parameter(torch.empty(weight_shape[0], **factory))
         else:
@@ -91,8 +125,39 @@ class _BinaryWeightMixin(nn.Module):
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         with torch.no_grad():
             self.latent_weight.uniform_(-bound, bound)
-            if self.weight_scale is not None:
-                self.weight_scale.copy_(self.latent_weight.abs().flatten(1).mean(1))
+            if self.learned_channel_scale is not None:
+                self.learned_channel_scale.copy_(self.latent_weight.abs().flatten(1).mean(1))
+
+    @property
+    def weight_scale(self) -> nn.Parameter | None:
+        """Deprecated name of :attr:`learned_channel_scale` (DeprecationWarning)."""
+        warnings.warn("BinaryWeightLayer.weight_scale is deprecated; use learned_channel_scale",
+                      DeprecationWarning, stacklevel=2)
+        return self.learned_channel_scale
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # checkpoints written before the rename store the learned scale as "weight_scale"
+        old, new = prefix + "weight_scale", prefix + "learned_channel_scale"
+        if old in state_dict and new not in state_dict:
+            state_dict[new] = state_dict.pop(old)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def load_float_weight(self, weight: torch.Tensor, quantile: float = DEFAULT_QUANTILE) -> None:
+        """Initialise the latent weight (and a learned channel scale) from float weights.
+
+        See :func:`stbin.nn.transfer.latent_from_float`: Bernoulli weights get
+        :math:`\theta = s_w F^{-1}((1 + W/c)/2)` with :math:`c` the per-channel ``quantile``
+        of :math:`|W|`; sign weights get :math:`\theta = W`.
+        """
+        if tuple(weight.shape) != tuple(self.latent_weight.shape):
+            raise ValueError(f"{type(self).__name__}: float weight of shape {tuple(weight.shape)} does not match "
+                             f"the latent weight {tuple(self.latent_weight.shape)}")
+        theta, c = latent_from_float(weight.to(self.latent_weight.dtype), self.weights, self.weight_noise,
+                                     self.weight_noise_scale, quantile)
+        self.latent_weight.copy_(theta)
+        if self.learned_channel_scale is not None:
+            self.learned_channel_scale.copy_(c)
 
     @property
     def weight_mode(self) -> str:
@@ -118,8 +183,8 @@ class _BinaryWeightMixin(nn.Module):
         if self.channel_scale == "mean_abs":
             return self.latent_weight.detach().abs().flatten(1).mean(1).view(shape)
         if self.channel_scale == "learned":
-            assert self.weight_scale is not None
-            return self.weight_scale.view(shape)
+            assert self.learned_channel_scale is not None
+            return self.learned_channel_scale.view(shape)
         return None
 
     def effective_weight(self) -> torch.Tensor:
@@ -132,8 +197,24 @@ class _BinaryWeightMixin(nn.Module):
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
 
+    @torch.no_grad()
+    def mode_module(self) -> nn.Module:
+        """``nn.Linear``/``nn.Conv2d`` with weights sign(theta) (± constants) times the channel scale."""
+        w = self.binary_weight("mode")
+        c = self._channel_factor()
+        core = self._plain_layer(w if c is None else w * c.detach())
+        if self.bias is not None:
+            core.bias.copy_(self.bias)  # type: ignore[union-attr]
+        q = self.input_quantizer
+        if q is None:
+            return core
+        return nn.Sequential(q.mode_module() if isinstance(q, BinaryModule) else q, core)
+
+    def _plain_layer(self, weight: torch.Tensor) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def _binary_repr(self) -> str:
-        s = f"weights={self.weights!r}, weight_noise={self.weight_noise!r}, weight_scale={self.weight_noise_scale:g}"
+        s = f"weights={self.weights!r}, weight_noise={self.weight_noise!r}, weight_noise_scale={self.weight_noise_scale:g}"
         if self.channel_scale is not None:
             s += f", channel_scale={self.channel_scale!r}"
         if self.weights == "bernoulli" and self.eval_mode != "mode":
@@ -141,34 +222,71 @@ class _BinaryWeightMixin(nn.Module):
         return s
 
 
-class BinaryLinear(_BinaryWeightMixin):
+def _linear_from_float(m: nn.Linear, quantile: float = DEFAULT_QUANTILE, **options: Any) -> "BinaryLinear":
+    """A :class:`BinaryLinear` with ``m``'s shape, bias, device and dtype; latent weights from ``m.weight``."""
+    w = m.weight
+    new = BinaryLinear(m.in_features, m.out_features, m.bias is not None, device=w.device, dtype=w.dtype, **options)
+    _copy_float(new, m, quantile)
+    return new
+
+
+def _conv2d_from_float(m: nn.Conv2d, quantile: float = DEFAULT_QUANTILE, **options: Any) -> "BinaryConv2d":
+    """A :class:`BinaryConv2d` with all of ``m``'s constructor arguments; latent weights from ``m.weight``."""
+    w = m.weight
+    new = BinaryConv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
+                       m.bias is not None, m.padding_mode, device=w.device, dtype=w.dtype, **options)
+    _copy_float(new, m, quantile)
+    return new
+
+
+def _copy_float(new: BinaryWeightLayer, m: nn.Module, quantile: float) -> None:
+    new.load_float_weight(m.weight, quantile)
+    if m.bias is not None:
+        with torch.no_grad():
+            new.bias.copy_(m.bias)  # type: ignore[union-attr]
+    new.train(m.training)
+
+
+@register_binary_module("binary_linear", "weight_layer", replaces=(nn.Linear,), from_float=_linear_from_float)
+class BinaryLinear(BinaryWeightLayer):
     r"""Linear layer :math:`y = x\,(c \odot w)^\top + b` with binary weights :math:`w \in \{-1,+1\}`.
 
     Args:
         in_features, out_features, bias: as in :class:`torch.nn.Linear`.
         weights: ``"bernoulli"`` (stochastic binary weights, default) or ``"sign"``.
         weight_noise: noise of the Bernoulli weights (``logistic``, ``uniform``, ``gaussian``).
-        weight_scale: noise scale :math:`s_w > 0`.
+        weight_noise_scale: noise scale :math:`s_w > 0`.
         channel_scale: ``None``, ``"mean_abs"`` or ``"learned"`` per-output-channel scale.
         eval_mode: weights in evaluation: ``"mode"``, ``"sample"`` or ``"mean"``.
         input_quantizer: optional module applied to the input first.
         generator: optional ``torch.Generator`` for the weight samples.
         device, dtype: as in torch.nn.
+        weight_scale: deprecated alias of ``weight_noise_scale``.
+
+    Shape: input (*, in_features), output (*, out_features).
 
     The latent weight (``latent_weight``, shape (out, in)) follows the module's dtype and
     device; :meth:`binary_weight` returns the ±1 weights.
+
+    >>> layer = BinaryLinear(3, 2, weights="sign", bias=False)
+    >>> with torch.no_grad():
+    ...     _ = layer.latent_weight.copy_(torch.tensor([[0.3, -0.1, 0.0], [-2.0, 1.0, -0.5]]))
+    >>> layer(torch.ones(1, 3))
+    tensor([[ 1., -1.]], grad_fn=<MmBackward0>)
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 weights: str = "bernoulli", weight_noise: str = "logistic", weight_scale: float = 1.0,
+                 weights: str = "bernoulli", weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
                  channel_scale: str | None = None, eval_mode: str = "mode",
                  input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 weight_scale: float | None = None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
+        s_w = noise_scale_argument(weight_noise_scale, weight_scale, type(self).__name__)
         self.in_features = check_int_at_least("in_features", in_features, 1)
         self.out_features = check_int_at_least("out_features", out_features, 1)
-        self._init_binary((out_features, in_features), bias, weights, weight_noise, weight_scale, channel_scale,
+        self._init_binary((out_features, in_features), bias, weights, weight_noise, s_w, channel_scale,
                           eval_mode, input_quantizer, generator, factory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,29 +295,50 @@ class BinaryLinear(_BinaryWeightMixin):
                              f"got {tuple(x.shape)}")
         return F.linear(self._quantize_input(x), self.effective_weight(), self.bias)
 
+    def _plain_layer(self, weight: torch.Tensor) -> nn.Module:
+        m = nn.Linear(self.in_features, self.out_features, self.bias is not None, device=weight.device,
+                      dtype=weight.dtype)
+        m.weight.copy_(weight)
+        return m
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, " + self._binary_repr())
 
 
-class BinaryConv2d(_BinaryWeightMixin):
+@register_binary_module("binary_conv2d", "weight_layer", replaces=(nn.Conv2d,), from_float=_conv2d_from_float)
+class BinaryConv2d(BinaryWeightLayer):
     r"""2-D convolution with binary weights :math:`w \in \{-1,+1\}` (see :class:`BinaryLinear`).
 
-    Arguments as :class:`torch.nn.Conv2d` (``padding_mode="zeros"`` only) plus the binary
-    options of :class:`BinaryLinear`. Latent weight shape: (out, in/groups, kH, kW).
-    Zero padding pads the (binarized) input with 0, as in PyTorch; binary-inference export
-    must treat padded positions accordingly.
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode: as in :class:`torch.nn.Conv2d`.
+        weights, weight_noise, weight_noise_scale, channel_scale, eval_mode,
+            input_quantizer, generator, device, dtype: as in :class:`BinaryLinear`.
+
+    Shape: input (N, C_in, H, W) or (C_in, H, W); output (N, C_out, H', W') as in
+    :class:`torch.nn.Conv2d`. Latent weight shape: (out, in/groups, kH, kW).
+
+    Zero padding pads the (binarized) input with 0, as in PyTorch; the ``.stbn`` compiler
+    accounts for it and refuses other padding modes.
+
+    >>> conv = BinaryConv2d(1, 4, 3, padding=1, padding_mode="reflect")
+    >>> conv(torch.randn(2, 1, 5, 5)).shape
+    torch.Size([2, 4, 5, 5])
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
-                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True, *,
-                 weights: str = "bernoulli", weight_noise: str = "logistic", weight_scale: float = 1.0,
+                 dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", *,
+                 weights: str = "bernoulli", weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
                  channel_scale: str | None = None, eval_mode: str = "mode",
                  input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 weight_scale: float | None = None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
+        s_w = noise_scale_argument(weight_noise_scale, weight_scale, type(self).__name__)
         self.in_channels = check_int_at_least("in_channels", in_channels, 1)
         self.out_channels = check_int_at_least("out_channels", out_channels, 1)
         self.groups = check_int_at_least("groups", groups, 1)
@@ -212,16 +351,40 @@ class BinaryConv2d(_BinaryWeightMixin):
         self.dilation = _pair(dilation)
         if isinstance(padding, str):
             check_choice("padding", padding, ("same", "valid"))
+        self.padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self._init_binary(shape, bias, weights, weight_noise, weight_scale, channel_scale, eval_mode,
+        self._init_binary(shape, bias, weights, weight_noise, s_w, channel_scale, eval_mode,
                           input_quantizer, generator, factory)
+
+    def _explicit_padding(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding of a non-zero padding mode (F.pad order)."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            out: list[int] = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
+                total = d * (k - 1)
+                out += [total // 2, total - total // 2]
+            return tuple(out)  # type: ignore[return-value]
+        ph, pw = self.padding  # type: ignore[misc]
+        return (pw, pw, ph, ph)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
-        return F.conv2d(self._quantize_input(x), self.effective_weight(), self.bias, self.stride,
+        x = self._quantize_input(x)
+        if self.padding_mode != "zeros":
+            return F.conv2d(F.pad(x, self._explicit_padding(), mode=self.padding_mode), self.effective_weight(),
+                            self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.effective_weight(), self.bias, self.stride,
                         self.padding, self.dilation, self.groups)
+
+    def _plain_layer(self, weight: torch.Tensor) -> nn.Module:
+        m = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,
+                      self.groups, self.bias is not None, self.padding_mode, device=weight.device, dtype=weight.dtype)
+        m.weight.copy_(weight)
+        return m
 
     def extra_repr(self) -> str:
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}")
@@ -233,4 +396,6 @@ class BinaryConv2d(_BinaryWeightMixin):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
         return s + ", " + self._binary_repr()

@@ -10,14 +10,13 @@ from torch import nn
 
 from stbin._registry import check_choice
 from stbin.estimators.stochastic import MODES
-from stbin.nn.activations import StochasticSign
-from stbin.nn.binary import _BinaryWeightMixin
+from stbin.nn.registry import BinaryModule
 
 
 def stochastic_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules whose evaluation depends on ``eval_mode`` (stochastic activations, Bernoulli layers)."""
-    return [m for m in model.modules()
-            if isinstance(m, StochasticSign) or (isinstance(m, _BinaryWeightMixin) and m.weights == "bernoulli")]
+    """The modules whose evaluation depends on ``eval_mode`` (those declaring ``stochastic``:
+    stochastic activations, Bernoulli-weight layers)."""
+    return [m for m in model.modules() if isinstance(m, BinaryModule) and m.stochastic]
 
 
 def set_eval_mode(model: nn.Module, mode: str) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from stbin.nn.binary import _BinaryWeightMixin
+from stbin.nn.binary import BinaryWeightLayer
 
 
-def binary_layers(model: nn.Module) -> list[_BinaryWeightMixin]:
-    """All binary-weight layers (:class:`stbin.nn.BinaryLinear`, :class:`stbin.nn.BinaryConv2d`) of ``model``.
+def binary_layers(model: nn.Module) -> list[BinaryWeightLayer]:
+    """All binary-weight layers (every :class:`stbin.nn.BinaryWeightLayer`) of ``model``.
 
     Args:
         model: any module; its sub-modules are searched in :meth:`~torch.nn.Module.modules` order.
@@ -19,7 +19,7 @@ def binary_layers(model: nn.Module) -> list[_BinaryWeightMixin]:
     >>> [type(m).__name__ for m in binary_layers(model)]
     ['BinaryLinear']
     """
-    return [m for m in model.modules() if isinstance(m, _BinaryWeightMixin)]
+    return [m for m in model.modules() if isinstance(m, BinaryWeightLayer)]
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

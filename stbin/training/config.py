@@ -203,10 +203,10 @@ def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Confi
                 raise ValueError(f"{source}: [model] must be a table")
             if "name" in value and value["name"] != cfg.model.get("name"):
                 # a different model: keep only the quantization arguments every model shares
-                from stbin.models.common import QuantSpec
+                from stbin.models.common import QUANT_OPTIONS
                 from stbin.plugins import is_plugin
                 # [plugins] a factory gets only its own options
-                keep = set() if is_plugin(value["name"]) else set(QuantSpec.__dataclass_fields__)
+                keep = set() if is_plugin(value["name"]) else set(QUANT_OPTIONS)
                 cfg.model = {k: v for k, v in cfg.model.items() if k in keep}
             cfg.model.update(copy.deepcopy(value))
         elif key in SECTIONS:

@@ -33,17 +33,17 @@ from stbin.training.config import Config, merge
 DEFAULT_PRESET = "sbn_mnist"
 
 _SBN = {"activation": "stochastic", "noise": "logistic", "scale": 1.0, "weights": "bernoulli",
-        "weight_noise": "logistic", "weight_scale": 1.0}
+        "weight_noise": "logistic", "weight_noise_scale": 1.0}
 
 # Conv nets: sharper Bernoulli weights (s_w = 0.1) and a 3x latent learning rate. On LeNet-5 / MNIST
 # (2 epochs) the MLP's settings (s_w = 1, latent lr 0.01) stayed at chance; these reach 96.8% (mode).
-_SBN_CONV = {**_SBN, "weight_scale": 0.1}
+_SBN_CONV = {**_SBN, "weight_noise_scale": 0.1}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "sbn_mnist": {
         "out_dir": "runs/sbn_mnist",
         "data": {"name": "mnist"},
-        "model": {"name": "mlp", "hidden": [512, 512, 512], **_SBN, "weight_scale": 0.1, "binary_first": True},
+        "model": {"name": "mlp", "hidden": [512, 512, 512], **_SBN, "weight_noise_scale": 0.1, "binary_first": True},
         "optim": {"name": "adam", "lr": 0.03, "latent": "mirror", "latent_lr_scale": 3.0},
         "schedule": {"name": "cosine"},
         "train": {"epochs": 4, "batch_size": 100},

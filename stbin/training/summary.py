@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from stbin.nn.binary import _BinaryWeightMixin
+from stbin.nn.binary import BinaryWeightLayer
 from stbin.nn.modes import eval_mode
 
 
@@ -62,9 +62,9 @@ def _is_binary(x: torch.Tensor) -> bool:
 
 def _macs(m: nn.Module, out: torch.Tensor) -> int:
     per_sample_out = out[0].numel() if out.dim() > 1 else out.numel()
-    if isinstance(m, (nn.Linear, )) or (isinstance(m, _BinaryWeightMixin) and m.latent_weight.dim() == 2):
+    if isinstance(m, (nn.Linear, )) or (isinstance(m, BinaryWeightLayer) and m.latent_weight.dim() == 2):
         fan_in = m.in_features  # type: ignore[union-attr]
-    elif isinstance(m, nn.Conv2d) or isinstance(m, _BinaryWeightMixin):
+    elif isinstance(m, nn.Conv2d) or isinstance(m, BinaryWeightLayer):
         w = m.weight if isinstance(m, nn.Conv2d) else m.latent_weight  # type: ignore[union-attr]
         fan_in = w[0].numel()
     else:
@@ -105,13 +105,14 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], device: str | to
             return
         x = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
         own = list(m.parameters(recurse=False))
-        binary_ids = {id(m.latent_weight)} if isinstance(m, _BinaryWeightMixin) else set()
+        binary_ids = ({id(m.latent_weight)} if isinstance(m, BinaryWeightLayer) and m.precision.weight_bits == 1
+                      else set())
         p1 = sum(p.numel() for p in own if id(p) in binary_ids)
         p32 = sum(p.numel() for p in own if id(p) not in binary_ids and p.requires_grad)
         row = LayerRow(names.get(m, "?") or type(m).__name__, type(m).__name__, tuple(out.shape[1:]), p1, p32)
         macs = _macs(m, out)
         if macs:
-            if isinstance(m, _BinaryWeightMixin):
+            if isinstance(m, BinaryWeightLayer):
                 xin = m.input_quantizer(x) if (m.input_quantizer is not None and x is not None) else x
                 if xin is not None and _is_binary(xin):
                     row.macs_1x1 = macs
@@ -123,8 +124,8 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], device: str | to
             rows.append(row)
 
     for m in model.modules():
-        if not list(m.children()) or isinstance(m, _BinaryWeightMixin):
-            if isinstance(m, _BinaryWeightMixin) or not any(isinstance(a, _BinaryWeightMixin) for a in m.modules()):
+        if not list(m.children()) or isinstance(m, BinaryWeightLayer):
+            if isinstance(m, BinaryWeightLayer) or not any(isinstance(a, BinaryWeightLayer) for a in m.modules()):
                 handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad(), eval_mode(model, "mode"):

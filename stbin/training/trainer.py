@@ -91,17 +91,18 @@ def latest_checkpoint(path: str | Path, warn: Callable[[str], None] | None = Non
 
 
 def init_weights(model: nn.Module, path: str | Path) -> int:
-    """Copy into ``model`` the tensors of the newest checkpoint at ``path`` whose names and shapes match
-    (e.g. a full-precision run into its quantized twin); module settings (``_extra_state``: bits,
-    STE) stay this model's. Returns how many tensors were copied; ValueError if none match."""
+    """Load into ``model`` the newest checkpoint at ``path`` with :func:`stbin.nn.load_float_state_dict`:
+    tensors whose names and shapes match are copied, float weights of layers that are binary here
+    are transferred to their latent weights (e.g. a full-precision run into its binary twin);
+    module settings (``_extra_state``: bits, STE) stay this model's. Returns how many tensors were
+    loaded; ValueError if none match."""
+    from stbin.nn import load_float_state_dict
+
     ckpt = latest_checkpoint(path)
-    own = model.state_dict()
-    take = {k: v for k, v in ckpt["model_state"].items()
-            if k in own and not k.endswith("_extra_state") and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
-    if not any(not k.endswith("num_batches_tracked") for k in take):
+    report = load_float_state_dict(model, ckpt["model_state"])
+    if not any(not k.endswith("num_batches_tracked") for k in report.copied) and not report.transferred:
         raise ValueError(f"init_from {path}: no parameter of the checkpoint matches this model")
-    model.load_state_dict(take, strict=False)
-    return len(take)
+    return report.n_loaded
 
 
 def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int) -> tuple[str, dict[str, Any]]:

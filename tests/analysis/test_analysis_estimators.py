@@ -74,7 +74,7 @@ def test_unbiased_estimators_converge_to_exact_gradient(method: str, noise: str,
 @pytest.mark.parametrize("method", UNBIASED)
 def test_unbiased_with_bernoulli_weights(method: str) -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 2, dtype=D), StochasticSign("logistic", 1.0),
-                                   BinaryLinear(2, 1, weight_noise="gaussian", weight_scale=0.8, dtype=D)), 4)
+                                   BinaryLinear(2, 1, weight_noise="gaussian", weight_noise_scale=0.8, dtype=D)), 4)
     x, y = data(5)
     exact = exact_gradients(m, logistic_loss, x, y)
     samples = sample_gradients(m, logistic_loss, x, y, method, 20000, torch.Generator().manual_seed(5))

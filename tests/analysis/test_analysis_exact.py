@@ -70,7 +70,7 @@ def test_matches_brute_force_two_layers(noise: str) -> None:
 
 def test_matches_brute_force_bernoulli_weights() -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 2, dtype=D), StochasticSign("gaussian", 0.8),
-                                   BinaryLinear(2, 1, weight_noise="uniform", weight_scale=1.5, dtype=D)), 2)
+                                   BinaryLinear(2, 1, weight_noise="uniform", weight_noise_scale=1.5, dtype=D)), 2)
     x, y = data(4)
     assert torch.allclose(exact_expected_loss(m, logistic_loss, x, y), brute_force(m, logistic_loss, x, y),
                           atol=1e-13, rtol=0)
@@ -122,12 +122,12 @@ def test_gradient_equals_central_differences(noise: str, scale: float) -> None:
 
 def test_gradient_equals_central_differences_bernoulli_weights() -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 2, channel_scale="learned", dtype=D), StochasticSign(),
-                                   BinaryLinear(2, 1, weight_noise="gaussian", weight_scale=0.7, dtype=D)), 6)
+                                   BinaryLinear(2, 1, weight_noise="gaussian", weight_noise_scale=0.7, dtype=D)), 6)
     x, y = data(5)
     g = exact_gradients(m, logistic_loss, x, y)
     with torch.no_grad():
         fd = central_differences(m, lambda: exact_expected_loss(m, logistic_loss, x, y))
-    assert set(g) == {"0.latent_weight", "0.weight_scale", "0.bias", "2.latent_weight", "2.bias"}
+    assert set(g) == {"0.latent_weight", "0.learned_channel_scale", "0.bias", "2.latent_weight", "2.bias"}
     for n in g:
         assert torch.allclose(g[n], fd[n], atol=1e-8, rtol=1e-6), n
 

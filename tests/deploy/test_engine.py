@@ -139,7 +139,7 @@ def test_conv_needs_input_shape():
     ("sbn_conv", {"width": 0.125, "channel_scale": "mean_abs"}, (3, 32, 32)),
     ("vgg11", {"width": 0.0625, "activation": "sign"}, (3, 32, 32)),
     ("mlp", {}, (1, 28, 28)),
-    ("mlp", {"activation": "stochastic", "weights": "bernoulli", "weight_scale": 0.1, "binary_first": True},
+    ("mlp", {"activation": "stochastic", "weights": "bernoulli", "weight_noise_scale": 0.1, "binary_first": True},
      (1, 28, 28)),
 ])
 def test_registered_models_identical_predictions(name, kw, shape):

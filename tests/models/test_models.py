@@ -70,7 +70,7 @@ def test_binarynet_is_all_binary_with_sign_units():
 def test_quantization_arguments_reach_the_layers(name):
     kw, shape = SMALL[name]
     m = build_model(name, activation="stochastic", noise="uniform", scale=0.5, weights="bernoulli",
-                    weight_noise="gaussian", weight_scale=2.0, **kw)
+                    weight_noise="gaussian", weight_noise_scale=2.0, **kw)
     units = [x for x in m.modules() if isinstance(x, StochasticSign)]
     assert units and all(u.noise == "uniform" and u.scale == 0.5 for u in units)
     assert all(b.weight_noise == "gaussian" and b.weight_noise_scale == 2.0 for b in binary_layers(m))

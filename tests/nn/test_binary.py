@@ -76,7 +76,7 @@ def test_binary_weight_is_sign_of_latent_with_sign0_plus1() -> None:
 @pytest.mark.parametrize("noise", NOISES)
 def test_linear_eval_mode_equals_f_linear_with_binary_weight(weights: str, noise: str) -> None:
     torch.manual_seed(0)
-    layer = BinaryLinear(7, 5, weights=weights, weight_noise=noise, weight_scale=0.3).eval()
+    layer = BinaryLinear(7, 5, weights=weights, weight_noise=noise, weight_noise_scale=0.3).eval()
     with torch.no_grad():
         layer.bias.normal_()
     x = torch.randn(4, 3, 7)
@@ -111,11 +111,11 @@ def test_eval_mean_uses_2F_minus_1(noise: str, cls: str) -> None:
     s = 0.6
     torch.manual_seed(2)
     if cls == "linear":
-        layer = BinaryLinear(6, 4, weight_noise=noise, weight_scale=s, eval_mode="mean", dtype=torch.float64).eval()
+        layer = BinaryLinear(6, 4, weight_noise=noise, weight_noise_scale=s, eval_mode="mean", dtype=torch.float64).eval()
         theta = torch.linspace(-1.2, 1.2, 24, dtype=torch.float64).view(4, 6)
         x = torch.randn(5, 6, dtype=torch.float64)
     else:
-        layer = BinaryConv2d(2, 3, 2, weight_noise=noise, weight_scale=s, eval_mode="mean",
+        layer = BinaryConv2d(2, 3, 2, weight_noise=noise, weight_noise_scale=s, eval_mode="mean",
                              dtype=torch.float64).eval()
         theta = torch.linspace(-1.2, 1.2, 24, dtype=torch.float64).view(3, 2, 2, 2)
         x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
@@ -167,11 +167,11 @@ def test_training_samples_plus_one_with_probability_F(noise: str, cls: str) -> N
     k = len(thetas)
     g = torch.Generator().manual_seed(42)
     if cls == "linear":
-        layer = BinaryLinear(k, n, bias=False, weight_noise=noise, weight_scale=s, generator=g)
+        layer = BinaryLinear(k, n, bias=False, weight_noise=noise, weight_noise_scale=s, generator=g)
         set_latent(layer, thetas.repeat(n, 1))
         w = layer(torch.eye(k)).T  # (n, k)
     else:
-        layer = BinaryConv2d(k, n, 1, bias=False, weight_noise=noise, weight_scale=s, generator=g)
+        layer = BinaryConv2d(k, n, 1, bias=False, weight_noise=noise, weight_noise_scale=s, generator=g)
         set_latent(layer, thetas.repeat(n, 1).view(n, k, 1, 1))
         w = layer(torch.eye(k).view(k, k, 1, 1)).view(k, n).T
     assert layer.training
@@ -188,7 +188,7 @@ def test_training_samples_plus_one_with_probability_F(noise: str, cls: str) -> N
 
 def test_binary_weight_sample_mode_frequency() -> None:
     n = 20000
-    layer = BinaryLinear(2, n, weight_noise="gaussian", weight_scale=2.0)
+    layer = BinaryLinear(2, n, weight_noise="gaussian", weight_noise_scale=2.0)
     set_latent(layer, torch.tensor([0.5, -1.5]).repeat(n, 1))
     w = layer.binary_weight("sample", generator=torch.Generator().manual_seed(9))
     freq = (w == 1).double().mean(0)
@@ -249,11 +249,11 @@ def test_latent_gradient_with_learned_channel_scale() -> None:
     """channel_scale="learned": w_hat = s_c * w; dL/dtheta = s_c dL/dw_hat, dL/ds_c = sum_j w_cj dL/dw_hat_cj."""
     torch.manual_seed(6)
     layer = BinaryLinear(5, 3, bias=False, channel_scale="learned", weights="sign", dtype=torch.float64)
-    assert layer.weight_scale is not None and layer.weight_scale.shape == (3,)
-    torch.testing.assert_close(layer.weight_scale.detach(), layer.latent_weight.detach().abs().mean(1))
+    assert layer.learned_channel_scale is not None and layer.learned_channel_scale.shape == (3,)
+    torch.testing.assert_close(layer.learned_channel_scale.detach(), layer.latent_weight.detach().abs().mean(1))
     with torch.no_grad():
-        layer.weight_scale.copy_(torch.tensor([0.5, 2.0, -1.5], dtype=torch.float64))
-    sc = layer.weight_scale.detach().clone().view(3, 1)
+        layer.learned_channel_scale.copy_(torch.tensor([0.5, 2.0, -1.5], dtype=torch.float64))
+    sc = layer.learned_channel_scale.detach().clone().view(3, 1)
     w = ref_sign(layer.latent_weight.detach())
     x = torch.randn(6, 5, dtype=torch.float64)
     target = torch.randn(6, 3, dtype=torch.float64)
@@ -263,7 +263,7 @@ def test_latent_gradient_with_learned_channel_scale() -> None:
         ref.weight.copy_(sc * w)
     _loss(ref(x), target).backward()
     torch.testing.assert_close(layer.latent_weight.grad, sc * ref.weight.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(layer.weight_scale.grad, (w * ref.weight.grad).sum(1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.learned_channel_scale.grad, (w * ref.weight.grad).sum(1), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("channel_scale", [None, "mean_abs", "learned"])
@@ -276,7 +276,7 @@ def test_conv_latent_gradient_equals_binary_weight_gradient(channel_scale: str |
     if channel_scale == "mean_abs":
         c = conv.latent_weight.detach().abs().mean((1, 2, 3)).view(-1, 1, 1, 1)
     elif channel_scale == "learned":
-        c = conv.weight_scale.detach().clone().view(-1, 1, 1, 1)
+        c = conv.learned_channel_scale.detach().clone().view(-1, 1, 1, 1)
     else:
         c = torch.ones(4, 1, 1, 1, dtype=torch.float64)
     x = torch.randn(2, 3, 7, 7, dtype=torch.float64)
@@ -341,7 +341,7 @@ def test_constructor_errors() -> None:
     with pytest.raises(ValueError, match=r"gaussian.*logistic.*uniform"):
         BinaryLinear(2, 2, weight_noise="normal")
     with pytest.raises(ValueError, match=r"got -1"):
-        BinaryLinear(2, 2, weight_scale=-1.0)
+        BinaryLinear(2, 2, weight_noise_scale=-1.0)
     with pytest.raises(ValueError, match=r"'max'.*learned, mean_abs, None"):
         BinaryLinear(2, 2, channel_scale="max")
     with pytest.raises(ValueError, match=r"mean.*mode.*sample"):
@@ -362,12 +362,12 @@ def test_constructor_errors() -> None:
 @pytest.mark.parametrize("channel_scale", [None, "mean_abs", "learned"])
 def test_state_dict_round_trip_gives_identical_eval_outputs(channel_scale: str | None) -> None:
     torch.manual_seed(10)
-    kw = dict(weight_noise="gaussian", weight_scale=0.5, channel_scale=channel_scale, eval_mode="mean")
+    kw = dict(weight_noise="gaussian", weight_noise_scale=0.5, channel_scale=channel_scale, eval_mode="mean")
     src = BinaryLinear(6, 4, **kw).eval()
     with torch.no_grad():
         src.bias.normal_()
-        if src.weight_scale is not None:
-            src.weight_scale.mul_(3)
+        if src.learned_channel_scale is not None:
+            src.learned_channel_scale.mul_(3)
     torch.manual_seed(11)
     dst = BinaryLinear(6, 4, **kw).eval()
     x = torch.randn(3, 6)
@@ -383,7 +383,7 @@ def test_state_dict_round_trip_gives_identical_eval_outputs(channel_scale: str |
 
 def test_to_float64_and_factory_kwargs() -> None:
     layer = BinaryLinear(4, 3, channel_scale="learned").to(torch.float64)
-    assert layer.latent_weight.dtype == torch.float64 and layer.weight_scale.dtype == torch.float64
+    assert layer.latent_weight.dtype == torch.float64 and layer.learned_channel_scale.dtype == torch.float64
     assert layer.bias.dtype == torch.float64
     x = torch.randn(2, 4, dtype=torch.float64)
     out = layer(x)
@@ -391,7 +391,7 @@ def test_to_float64_and_factory_kwargs() -> None:
     out.sum().backward()
     assert layer.latent_weight.grad.dtype == torch.float64
     layer.eval()
-    assert torch.equal(layer(x), F.linear(x, layer.binary_weight() * layer.weight_scale.detach()[:, None], layer.bias))
+    assert torch.equal(layer(x), F.linear(x, layer.binary_weight() * layer.learned_channel_scale.detach()[:, None], layer.bias))
 
     for cls, args in ((BinaryLinear, (4, 3)), (BinaryConv2d, (2, 3, 3))):
         m = cls(*args, channel_scale="learned", dtype=torch.float64, device="cpu")
@@ -414,10 +414,10 @@ def test_half_dtypes_train_forward_backward(dtype: torch.dtype) -> None:
 
 
 def test_extra_repr_mentions_weights_and_noise() -> None:
-    r = repr(BinaryLinear(3, 2, weights="bernoulli", weight_noise="uniform", weight_scale=0.5,
+    r = repr(BinaryLinear(3, 2, weights="bernoulli", weight_noise="uniform", weight_noise_scale=0.5,
                           channel_scale="mean_abs", eval_mode="mean"))
     for part in ("in_features=3", "out_features=2", "weights='bernoulli'", "weight_noise='uniform'",
-                 "weight_scale=0.5", "channel_scale='mean_abs'", "eval_mode='mean'"):
+                 "weight_noise_scale=0.5", "channel_scale='mean_abs'", "eval_mode='mean'"):
         assert part in r, (part, r)
     rc = repr(BinaryConv2d(2, 4, 3, stride=2, padding=1, bias=False, weights="sign", weight_noise="gaussian"))
     for part in ("2, 4", "kernel_size=(3, 3)", "stride=(2, 2)", "padding=(1, 1)", "bias=False",

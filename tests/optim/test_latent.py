@@ -74,7 +74,7 @@ def stochastic_binary_connect(w0: torch.Tensor, xs: list[torch.Tensor], ys: list
 def test_uniform_mirror_descent_is_stochastic_binary_connect_step_for_step() -> None:
     seed, lr, steps, n_in, n_out, batch = 17, 0.3, 20, 6, 4, 16
     torch.manual_seed(0)
-    layer = BinaryLinear(n_in, n_out, bias=False, weights="bernoulli", weight_noise="uniform", weight_scale=1.0,
+    layer = BinaryLinear(n_in, n_out, bias=False, weights="bernoulli", weight_noise="uniform", weight_noise_scale=1.0,
                          generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():  # include saturated latents (+-1) so that both clipping sides are exercised
         layer.latent_weight[0, :3] = torch.tensor([1.0, -1.0, 0.0])
@@ -112,7 +112,7 @@ def test_uniform_mirror_descent_is_stochastic_binary_connect_step_for_step() -> 
 def test_st_gradient_multiplies_by_closed_form_factor(noise: str, s: float) -> None:
     """gradient="st": g_theta = (2/s) F'(theta/s) dL/dw, with F' written out per noise."""
     thetas = [-3.0, -1.0, -0.5, -0.1, 0.0, 0.3, 0.5, 0.99, 1.0, 1.7, 4.0]
-    layer = BinaryLinear(len(thetas), 1, bias=False, weight_noise=noise, weight_scale=s, dtype=torch.float64)
+    layer = BinaryLinear(len(thetas), 1, bias=False, weight_noise=noise, weight_noise_scale=s, dtype=torch.float64)
     with torch.no_grad():
         layer.latent_weight.copy_(torch.tensor([thetas], dtype=torch.float64))
     x = torch.linspace(-2.0, 2.0, len(thetas), dtype=torch.float64).view(1, -1)
@@ -128,7 +128,7 @@ def test_st_gradient_multiplies_by_closed_form_factor(noise: str, s: float) -> N
 def test_st_gradient_uniform_freezes_saturated_weights() -> None:
     """Uniform noise: |theta| > s gives exactly zero ST gradient, so SGD never moves those weights."""
     s = 0.5
-    layer = BinaryLinear(6, 3, bias=False, weight_noise="uniform", weight_scale=s,
+    layer = BinaryLinear(6, 3, bias=False, weight_noise="uniform", weight_noise_scale=s,
                          generator=torch.Generator().manual_seed(0))
     theta0 = torch.tensor([[0.6, -0.7, 0.2, -0.3, 2.0, 0.0]] * 3)
     with torch.no_grad():
@@ -163,7 +163,7 @@ def _push_outward(layer: nn.Module, lr: float = 1.0, steps: int = 3, **rule_kw) 
 
 
 def test_logistic_not_projected() -> None:
-    layer = BinaryLinear(4, 3, weight_noise="logistic", weight_scale=0.5)
+    layer = BinaryLinear(4, 3, weight_noise="logistic", weight_noise_scale=0.5)
     theta0 = layer.latent_weight.detach().clone()
     theta = _push_outward(layer)
     # no projection: every weight moved by exactly 3 * lr outward
@@ -175,16 +175,16 @@ def test_logistic_not_projected() -> None:
 def test_uniform_projected_onto_scale(cls: str) -> None:
     s = 0.4
     if cls == "linear":
-        layer = BinaryLinear(4, 3, weight_noise="uniform", weight_scale=s)
+        layer = BinaryLinear(4, 3, weight_noise="uniform", weight_noise_scale=s)
     else:
-        layer = BinaryConv2d(2, 3, 2, weight_noise="uniform", weight_scale=s)
+        layer = BinaryConv2d(2, 3, 2, weight_noise="uniform", weight_noise_scale=s)
     theta0 = layer.latent_weight.detach().clone()
     theta = _push_outward(layer, lr=0.05, steps=20)
     assert theta.abs().max() == pytest.approx(s)
     assert torch.equal(theta, (theta0 + 20 * 0.05 * theta0.sign()).clamp(-s, s))
     assert int((theta.abs() == s).sum()) == theta.numel()
     # project=None disables it
-    layer2 = BinaryLinear(4, 3, weight_noise="uniform", weight_scale=s)
+    layer2 = BinaryLinear(4, 3, weight_noise="uniform", weight_noise_scale=s)
     assert _push_outward(layer2, project=None).abs().min() > 2.5
 
 
@@ -195,16 +195,16 @@ def test_uniform_projected_onto_scale(cls: str) -> None:
     ("uniform", 0.2, 0.3, 0.2),   # the projection is tighter than the clip
 ])
 def test_clip_clips_all(noise: str, s: float, c: float, bound: float) -> None:
-    layer = BinaryLinear(5, 4, weight_noise=noise, weight_scale=s)
+    layer = BinaryLinear(5, 4, weight_noise=noise, weight_noise_scale=s)
     theta = _push_outward(layer, clip=c)
     assert torch.allclose(theta.abs(), torch.full_like(theta, bound))  # every weight pushed onto the bound
-    layer2 = BinaryLinear(5, 4, weight_noise=noise, weight_scale=s)
+    layer2 = BinaryLinear(5, 4, weight_noise=noise, weight_noise_scale=s)
     theta2 = _push_outward(layer2, project=None, clip=c)
     assert theta2.abs().max().item() == pytest.approx(c)
 
 
 def test_project_by_hand_without_attach() -> None:
-    layer = BinaryLinear(3, 2, weight_noise="uniform", weight_scale=0.5)
+    layer = BinaryLinear(3, 2, weight_noise="uniform", weight_noise_scale=0.5)
     with torch.no_grad():
         layer.latent_weight.copy_(torch.tensor([[2.0, -0.2, -9.0], [0.5, -0.5, 0.51]]))
     LatentWeightRule(layer).project()
@@ -217,7 +217,7 @@ def test_project_by_hand_without_attach() -> None:
 def _model(seed: int) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        BinaryLinear(6, 5, weight_noise="uniform", weight_scale=0.5, generator=torch.Generator().manual_seed(seed)),
+        BinaryLinear(6, 5, weight_noise="uniform", weight_noise_scale=0.5, generator=torch.Generator().manual_seed(seed)),
         nn.Tanh(),
         BinaryLinear(5, 2, weight_noise="logistic", generator=torch.Generator().manual_seed(seed + 1)),
     )
@@ -266,7 +266,7 @@ def test_hooks_fire_with_momentum_and_adam(gradient: str, make_opt) -> None:
 
 
 def test_detach_removes_st_transform() -> None:
-    layer = BinaryLinear(4, 2, bias=False, weight_noise="uniform", weight_scale=1.0, weights="sign",
+    layer = BinaryLinear(4, 2, bias=False, weight_noise="uniform", weight_noise_scale=1.0, weights="sign",
                          dtype=torch.float64)
     with torch.no_grad():
         layer.latent_weight.copy_(torch.tensor([[0.5, 2.0, -3.0, 0.1], [-0.2, 0.3, 1.5, -1.5]], dtype=torch.float64))
@@ -292,7 +292,7 @@ def test_detach_removes_st_transform() -> None:
 def test_logistic_mirror_descent_step_is_minus_lr_dL_dw(weights: str) -> None:
     lr = 0.37
     torch.manual_seed(8)
-    layer = BinaryLinear(5, 3, bias=False, weights=weights, weight_noise="logistic", weight_scale=0.8,
+    layer = BinaryLinear(5, 3, bias=False, weights=weights, weight_noise="logistic", weight_noise_scale=0.8,
                          generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     with torch.no_grad():
         layer.latent_weight.mul_(30)  # large |theta|: the ST factor would be tiny, mirror descent does not care

@@ -42,7 +42,7 @@ def _model() -> nn.Sequential:
     return nn.Sequential(
         BinaryLinear(8, 6, weights="sign", weight_noise="logistic"),
         nn.Tanh(),
-        BinaryLinear(6, 3, weight_noise="uniform", weight_scale=0.5, generator=torch.Generator().manual_seed(1)),
+        BinaryLinear(6, 3, weight_noise="uniform", weight_noise_scale=0.5, generator=torch.Generator().manual_seed(1)),
         nn.Unflatten(1, (3, 1, 1)),
         BinaryConv2d(3, 4, 1, weights="sign"),
     )

@@ -1,0 +1,109 @@
+r"""ONNX export of the deterministic (mode) network: :func:`to_onnx`.
+
+This is **float emulation for interoperability**: every binary module is replaced by its
+plain-op equivalent (``mode_module()``, see :mod:`stbin.nn.plain`) — binary weights become
+±1 float constants (times the channel scale), sign activations ``where(x >= 0, 1, -1)``
+(ONNX ``GreaterOrEqual`` + ``Where``, keeping sign(0) = +1), batch norms stay as they are —
+and the result is exported with standard ONNX operators only (opset 17), so that any ONNX
+runtime runs it with the same predictions as PyTorch in ``mode``. It is not faster or
+smaller than the float model; the true-binary path (bit-packed weights, XNOR-popcount,
+folded thresholds) is the ``.stbn`` format of :mod:`stbin.deploy`.
+
+Before writing, the plain copy is checked against the model in ``mode`` on
+``example_input`` (identical outputs up to float rounding, identical argmax); the file is
+written atomically. Requires the ``onnx`` package (``pip install onnx``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stbin._io import atomic_write
+from stbin.nn import BinaryModule, eval_mode
+
+OPSET = 17
+
+
+def mode_network(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (in eval) with every binary module replaced by its ``mode_module()``."""
+    net = copy.deepcopy(model).eval()
+    if isinstance(net, BinaryModule):
+        return net.mode_module().eval()
+    replaced: list[str] = []
+    for name, m in list(net.named_modules()):
+        if not name or not isinstance(m, BinaryModule):
+            continue
+        if any(name.startswith(r + ".") for r in replaced):
+            continue  # inside a replaced module (an input quantizer): its parent's mode_module covers it
+        parent_name, _, attr = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        setattr(parent, attr, m.mode_module().eval())
+        replaced.append(name)
+    return net
+
+
+def check_onnx_available() -> None:
+    """ValueError with the install command when the ``onnx`` package is missing."""
+    if importlib.util.find_spec("onnx") is None:
+        raise ValueError("ONNX export needs the onnx package: pip install onnx (or pip install 'stbin[dev]')")
+
+
+def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike,
+            input_name: str = "input", output_name: str = "logits") -> Path:
+    """Export the mode network of ``model`` to the ONNX file ``path`` (batch dimension dynamic).
+
+    Args:
+        model: a model with stbin binary modules (any ``nn.Module`` of supported ops).
+        example_input: one input batch (shape and dtype of the exported input).
+        path: output file (written atomically).
+        input_name, output_name: names of the graph's input and output.
+
+    Returns:
+        The path written.
+    """
+    check_onnx_available()
+    if not isinstance(example_input, torch.Tensor) or not torch.is_floating_point(example_input):
+        raise ValueError("example_input must be a floating-point tensor (one input batch)")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory; give a file name such as model.onnx")
+    plain = mode_network(model)
+    with torch.no_grad(), eval_mode(model, "mode"):
+        ref = model(example_input)
+        got = plain(example_input)
+    _check_same(ref, got)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notices (legacy exporter, constant folding)
+        torch.onnx.export(plain, (example_input,), buf, dynamo=False, opset_version=OPSET,
+                          input_names=[input_name], output_names=[output_name],
+                          dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}})
+    data = buf.getvalue()
+    _check_model(data)
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _check_same(ref: Any, got: Any) -> None:
+    if not isinstance(ref, torch.Tensor) or not isinstance(got, torch.Tensor) or ref.shape != got.shape:
+        raise ValueError("the model must return one tensor")  # pragma: no cover - model specific
+    scale = float(ref.abs().max()) if ref.numel() else 0.0
+    if not torch.allclose(ref, got, rtol=1e-4, atol=1e-4 * max(1.0, scale)):  # pragma: no cover - a bug
+        raise RuntimeError("internal: the plain-op mode network differs from the model in mode")
+
+
+def _check_model(data: bytes) -> None:
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    onnx.checker.check_model(proto)
+    domains = {n.domain for n in proto.graph.node} - {"", "ai.onnx"}
+    if domains:  # pragma: no cover - torch emitted a custom op
+        raise ValueError(f"the exported graph uses non-standard operator domains: {sorted(domains)}")
