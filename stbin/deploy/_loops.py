@@ -22,7 +22,8 @@ AVX-512 VPOPCNTDQ (Ice Lake, Zen 4 and later) it becomes ``vpopcntq`` on 512-bit
   2 * popcount``), as PyTorch's zero padding of a ±1 input does;
 * :func:`bmaxpool2d` — max pooling on packed bits (of ±1 values, or of the real values
   before a folded threshold);
-* :func:`float_sign_pack` — threshold float pre-activations and pack them.
+* the float-side loops (threshold-and-pack, small float GEMMs, unpacking) are in
+  :mod:`stbin.deploy._float_loops`.
 
 Outer loops are parallel (``prange``) over tiles of rows x outputs; a tile keeps about
 128 KiB of weights hot in the L2 cache while a block of input rows streams past it.
@@ -41,6 +42,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 import os
 import threading
+import types as pytypes
 
 import numpy as np
 
@@ -294,42 +296,6 @@ def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
 
 
 @njit(parallel=True, **_JIT)
-def float_sign_pack_nchw(Y, S, T, out):  # type: ignore[no-untyped-def]
-    """Threshold an NCHW float map per channel and pack it to NHWC bits (N, H, W, ceil(C/64)):
-    bit c of out[n, y, x] = not (S[c] * Y[n, c, y, x] >= T[c]). Reads rows contiguously."""
-    n, c, h, w_ = Y.shape
-    cw = out.shape[3]
-    for t in prange(n * h):
-        nidx = t // h
-        y = t % h
-        for x in range(w_):
-            for g in range(cw):
-                out[nidx, y, x, g] = 0
-        for ch in range(c):
-            g = ch // 64
-            bit = np.uint64(1) << np.uint64(ch % 64)
-            s = S[ch]
-            th = T[ch]
-            for x in range(w_):
-                if not (s * Y[nidx, ch, y, x] >= th):
-                    out[nidx, y, x, g] |= bit
-
-
-@njit(parallel=True, **_JIT)
-def float_sign_pack(Y, S, T, out):  # type: ignore[no-untyped-def]
-    """Threshold float rows and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j])."""
-    n, m = Y.shape
-    mw = out.shape[1]
-    for i in prange(n):
-        for g in range(mw):
-            word = np.uint64(0)
-            for j in range(g * 64, min(m, g * 64 + 64)):
-                if not (S[j] * Y[i, j] >= T[j]):
-                    word |= np.uint64(1) << np.uint64(j - g * 64)
-            out[i, g] = word
-
-
-@njit(parallel=True, **_JIT)
 def popcount_peak(X, reps):  # type: ignore[no-untyped-def]
     """The XOR-popcount roofline: the GEMM's inner loop on L1-resident operands.
 
@@ -362,3 +328,22 @@ def popcount_peak(X, reps):  # type: ignore[no-untyped-def]
             tot += a0 + a1 + a2 + a3
         sums[t] = tot
     return sums.sum()
+
+
+# -- serial twins -------------------------------------------------------------------------------
+# A parallel launch costs tens of microseconds (waking the pool) even for a few thousand
+# popcounts; the serial twins (same code, ``prange`` running as ``range``) cost a plain call
+# (~0.3 us). stbin.deploy.kernels picks the twin below a work threshold. Each twin is a copy of
+# the function under its own name, so that numba's on-disk cache keeps the two apart.
+def _serial(dispatcher, name):  # type: ignore[no-untyped-def]
+    f = dispatcher.py_func
+    g = pytypes.FunctionType(f.__code__, f.__globals__, name, f.__defaults__, f.__closure__)
+    g.__qualname__ = name
+    return njit(**_JIT)(g)
+
+
+bgemm_serial = _serial(bgemm, "bgemm_serial")
+bgemm_sign_serial = _serial(bgemm_sign, "bgemm_sign_serial")
+bconv2d_serial = _serial(bconv2d, "bconv2d_serial")
+bconv2d_sign_serial = _serial(bconv2d_sign, "bconv2d_sign_serial")
+bmaxpool2d_serial = _serial(bmaxpool2d, "bmaxpool2d_serial")

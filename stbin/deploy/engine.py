@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stbin.deploy.ops import OPS, Op, RunContext, infer_graph
+from stbin.deploy.plan import build_plan
 
 __all__ = ["DeployedNet", "Op"]
 
@@ -47,6 +48,7 @@ class DeployedNet:
         infer_graph(self.ops, tuple(shape) if shape else None)
         if shape:
             self._checked[tuple(int(s) for s in shape)] = True
+        self._plan_ops: list[int] = []
         self.float_backend = float_backend
         self._ctx: RunContext | None = None
 
@@ -69,6 +71,7 @@ class DeployedNet:
             raise ValueError(f"float_backend must be one of {self.FLOAT_BACKENDS}, got {value!r}")
         self._float_backend = value
         self._torch_cache: dict[Any, Any] = {}  # per-op run-time forms of the arrays
+        self._plan: list[Any] | None = None
 
     # -- info -------------------------------------------------------------------------
     def nbytes(self) -> int:
@@ -125,9 +128,12 @@ class DeployedNet:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         ctx = RunContext(self)
+        if self._plan is None or self._plan_ops != [id(op) for op in self.ops]:
+            self._plan = build_plan(self.ops, self)
+            self._plan_ops = [id(op) for op in self.ops]
         with _kernels().KERNEL_LOCK:
-            for op in self.ops:
-                x = OPS.get(op.type).run(op, x, ctx)
+            for step in self._plan:
+                x = step(x, ctx)
         if x.dtype != np.float32:
             raise ValueError("the network ends in binary units; add a float output layer")
         return x

@@ -34,12 +34,24 @@ from typing import Any
 
 import numpy as np
 
-from stbin.deploy import _loops
+from stbin.deploy import _loops  # noqa: I001  (first: the install hint if numba is missing)
+from stbin.deploy import _float_loops
 from stbin.deploy._loops import KERNEL_LOCK, numba, popcount64  # noqa: F401  (re-exported)
 from stbin.deploy.geometry import conv_out
 from stbin.deploy.packing import n_words
 
 _MAX_INT = 2**31 - 1
+#: below this many word operations a kernel runs its serial twin: a parallel launch costs tens
+#: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
+SERIAL_WORK = 1 << 16
+
+
+def _pick(name: str, work: int) -> Any:
+    """The parallel kernel, or its serial twin for small work or a single thread."""
+    mod = _float_loops if name.startswith(("float_", "unpack_")) else _loops
+    if work < SERIAL_WORK or numba.get_num_threads() == 1:
+        return getattr(mod, name + "_serial")
+    return getattr(mod, name)
 
 
 def _arr(kernel: str, name: str, a: Any, dtype: type, ndim: int) -> np.ndarray:
@@ -75,7 +87,7 @@ def bgemm(X: np.ndarray, W: np.ndarray, k_bits: int, out: np.ndarray) -> None:
         raise ValueError(f"bgemm: W has {W.shape[1]} words per row, X has {X.shape[1]}")
     k = _int("bgemm", "k_bits", k_bits, 0, 64 * X.shape[1])
     _shape("bgemm", "out", out, (X.shape[0], W.shape[0]))
-    _loops.bgemm(X, W, k, out)
+    _pick("bgemm", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, out)
 
 
 def _thresholds(kernel: str, S: np.ndarray, T: np.ndarray, dtype: type, m: int) -> None:
@@ -95,7 +107,7 @@ def bgemm_sign(X: np.ndarray, W: np.ndarray, k_bits: int, S: np.ndarray, T: np.n
     k = _int("bgemm_sign", "k_bits", k_bits, 0, 64 * X.shape[1])
     _thresholds("bgemm_sign", S, T, np.int32, W.shape[0])
     _shape("bgemm_sign", "out", out, (X.shape[0], n_words(W.shape[0])))
-    _loops.bgemm_sign(X, W, k, S, T, out)
+    _pick("bgemm_sign", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, S, T, out)
 
 
 def _conv_checks(kernel: str, X: np.ndarray, Wt: np.ndarray, c_bits: int, geo: tuple[int, ...]) -> tuple[int, int]:
@@ -115,7 +127,7 @@ def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) 
     oh, ow = _conv_checks("bconv2d", X, Wt, c_bits, geo)
     _arr("bconv2d", "out", out, np.int32, 4)
     _shape("bconv2d", "out", out, (X.shape[0], oh, ow, Wt.shape[3]))
-    _loops.bconv2d(X, Wt, int(c_bits), *geo, out)
+    _pick("bconv2d", out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2])(X, Wt, int(c_bits), *geo, out)
 
 
 def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out) -> None:  # type: ignore[no-untyped-def]
@@ -125,7 +137,7 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     _thresholds("bconv2d_sign", S, T, np.int32, Wt.shape[3])
     _arr("bconv2d_sign", "out", out, np.uint64, 4)
     _shape("bconv2d_sign", "out", out, (X.shape[0], oh, ow, n_words(Wt.shape[3])))
-    _loops.bconv2d_sign(X, Wt, int(c_bits), *geo, S, T, out)
+    _pick("bconv2d_sign", X.shape[0] * oh * ow * Wt.size)(X, Wt, int(c_bits), *geo, S, T, out)
 
 
 def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) -> None:  # type: ignore[no-untyped-def]
@@ -140,7 +152,7 @@ def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
     _arr(k, "out", out, np.uint64, 4)
     _shape(k, "out", out, (X.shape[0], conv_out(X.shape[1], kh, sh, ph, dh), conv_out(X.shape[2], kw, sw, pw, dw),
                            X.shape[3]))
-    _loops.bmaxpool2d(X, any_mask, kh, kw, *geo, out)
+    _pick("bmaxpool2d", out.size * kh * kw)(X, any_mask, kh, kw, *geo, out)
 
 
 def float_sign_pack(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
@@ -149,7 +161,7 @@ def float_sign_pack(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray
     _thresholds("float_sign_pack", S, T, np.float32, Y.shape[1])
     _arr("float_sign_pack", "out", out, np.uint64, 2)
     _shape("float_sign_pack", "out", out, (Y.shape[0], n_words(Y.shape[1])))
-    _loops.float_sign_pack(Y, S, T, out)
+    _pick("float_sign_pack", Y.size // 4)(Y, S, T, out)
 
 
 def float_sign_pack_nchw(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
@@ -159,7 +171,49 @@ def float_sign_pack_nchw(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.nd
     _thresholds("float_sign_pack_nchw", S, T, np.float32, c)
     _arr("float_sign_pack_nchw", "out", out, np.uint64, 4)
     _shape("float_sign_pack_nchw", "out", out, (n, h, w, n_words(c)))
-    _loops.float_sign_pack_nchw(Y, S, T, out)
+    _pick("float_sign_pack_nchw", Y.size // 4)(Y, S, T, out)
+
+
+def float_dense(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = X @ Wt + b in float32 (the latency path of float layers): X (N, K), Wt (K, M), b (M,)."""
+    k = "float_dense"
+    _arr(k, "X", X, np.float32, 2)
+    _arr(k, "Wt", Wt, np.float32, 2)
+    _arr(k, "b", b, np.float32, 1)
+    _arr(k, "out", out, np.float32, 2)
+    if Wt.shape[0] != X.shape[1]:
+        raise ValueError(f"{k}: Wt has {Wt.shape[0]} input rows, X has {X.shape[1]} columns")
+    _shape(k, "b", b, (Wt.shape[1],))
+    _shape(k, "out", out, (X.shape[0], Wt.shape[1]))
+    _pick(k, X.size * Wt.shape[1] // 64)(X, Wt, b, out)
+
+
+def float_dense_sign(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, S: np.ndarray, T: np.ndarray,
+                     out: np.ndarray) -> None:
+    """First float layer fused with its folded threshold and packing: out (N, ceil(M/64)) bits."""
+    k = "float_dense_sign"
+    _arr(k, "X", X, np.float32, 2)
+    _arr(k, "Wt", Wt, np.float32, 2)
+    _arr(k, "b", b, np.float32, 1)
+    _arr(k, "out", out, np.uint64, 2)
+    if Wt.shape[0] != X.shape[1]:
+        raise ValueError(f"{k}: Wt has {Wt.shape[0]} input rows, X has {X.shape[1]} columns")
+    m = Wt.shape[1]
+    _shape(k, "b", b, (m,))
+    _thresholds(k, S, T, np.float32, m)
+    _shape(k, "out", out, (X.shape[0], n_words(m)))
+    acc = np.empty((X.shape[0], m), np.float32)
+    _pick(k, X.size * m // 64)(X, Wt, b, S, T, acc, out)
+
+
+def unpack_float(X: np.ndarray, k_bits: int, out: np.ndarray) -> None:
+    """±1 float32 values of the first ``k_bits`` bits of each packed row X (N, ceil(k_bits/64))."""
+    _arr("unpack_float", "X", X, np.uint64, 2)
+    k = _int("unpack_float", "k_bits", k_bits, 0)
+    _shape("unpack_float", "X", X, (X.shape[0], n_words(k)))
+    _arr("unpack_float", "out", out, np.float32, 2)
+    _shape("unpack_float", "out", out, (X.shape[0], k))
+    _pick("unpack_float", out.size // 16)(X, k, out)
 
 
 def popcount_peak(X: np.ndarray, reps: int) -> int:

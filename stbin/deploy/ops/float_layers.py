@@ -12,7 +12,25 @@ from stbin.deploy.ops.float_math import float_conv2d, matmul
 from stbin.deploy.packing import n_words, unpack_bits
 
 
+#: up to this many rows a float dense layer runs the engine's own loop (kernels.float_dense):
+#: no BLAS thread-pool round trip (tens of microseconds at batch 1)
+LATENCY_ROWS = 8
+
+
+def dense_operands(op: Op, w: np.ndarray, b: np.ndarray | None, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """(W^T contiguous (K, M), bias or zeros (M,)) for the engine's own float loops, made once per op."""
+    return ctx.cache(op, "dense-t", lambda: (np.ascontiguousarray(w.T),
+                                             np.zeros(w.shape[0], np.float32) if b is None else b))
+
+
 def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, ctx: RunContext, op: Op) -> np.ndarray:
+    if ctx.net.float_backend != "torch" and len(x) <= LATENCY_ROWS:
+        from stbin.deploy import kernels
+
+        wt, bb = dense_operands(op, w, b, ctx)
+        out = np.empty((len(x), w.shape[0]), np.float32)
+        kernels.float_dense(np.ascontiguousarray(x.reshape(len(x), -1)), wt, bb, out)
+        return out
     if ctx.net.float_backend == "torch":  # "auto": numpy
         import torch
 

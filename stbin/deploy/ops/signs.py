@@ -81,5 +81,10 @@ class BitsFloat(OpType):
         return TensorSpec("float", (f,))
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        y = unpack_bits(x, int(op.attrs["features"]), np.float32)
-        return np.ascontiguousarray(y.transpose(0, 3, 1, 2)) if y.ndim == 4 else y
+        f = int(op.attrs["features"])
+        if x.ndim == 2:
+            out = np.empty((len(x), f), np.float32)
+            _kernels().unpack_float(x, f, out)
+            return out
+        y = unpack_bits(x, f, np.float32)
+        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
