@@ -99,8 +99,23 @@ def unpack_float(X, k_bits, out):  # type: ignore[no-untyped-def]
             out[i, j] = -1.0 if bit else 1.0
 
 
+@njit(parallel=True, **_JIT)
+def unpack_float_nchw(X, c_bits, out):  # type: ignore[no-untyped-def]
+    """±1 float32 NCHW map (N, C, H, W) of channel-packed NHWC bits X (N, H, W, ceil(C/64))."""
+    n, c, h, w_ = out.shape
+    for t in prange(n * h):
+        nidx = t // h
+        y = t % h
+        for ch in range(c_bits):
+            g = ch // 64
+            sh = np.uint64(ch % 64)
+            for x in range(w_):
+                out[nidx, ch, y, x] = -1.0 if (X[nidx, y, x, g] >> sh) & np.uint64(1) else 1.0
+
+
 float_sign_pack_serial = _serial(float_sign_pack, "float_sign_pack_serial")
 float_sign_pack_nchw_serial = _serial(float_sign_pack_nchw, "float_sign_pack_nchw_serial")
 float_dense_serial = _serial(float_dense, "float_dense_serial")
 float_dense_sign_serial = _serial(float_dense_sign, "float_dense_sign_serial")
 unpack_float_serial = _serial(unpack_float, "unpack_float_serial")
+unpack_float_nchw_serial = _serial(unpack_float_nchw, "unpack_float_nchw_serial")

@@ -264,6 +264,22 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
 
 
 @njit(parallel=True, **_JIT)
+def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out):  # type: ignore[no-untyped-def]
+    """Binary conv with a real-valued output written straight to NCHW float32:
+    out[n, o, y, x] = float32(dot) * scale[o] + bias[o] (the residual path's ``bconv2d_f``)."""
+    n, oc, oh, ow = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty(oc, np.uint64)
+        for ox in range(ow):
+            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
+            full = np.int64(c_bits) * taps
+            for o in range(oc):
+                out[nidx, o, oy, ox] = np.float32(full - 2 * np.int64(acc[o])) * scale[o] + bias[o]
+
+
+@njit(parallel=True, **_JIT)
 def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
     """Max pooling on packed NHWC bits (padding taps ignored).
 
@@ -346,4 +362,5 @@ bgemm_serial = _serial(bgemm, "bgemm_serial")
 bgemm_sign_serial = _serial(bgemm_sign, "bgemm_sign_serial")
 bconv2d_serial = _serial(bconv2d, "bconv2d_serial")
 bconv2d_sign_serial = _serial(bconv2d_sign, "bconv2d_sign_serial")
+bconv2d_float_serial = _serial(bconv2d_float, "bconv2d_float_serial")
 bmaxpool2d_serial = _serial(bmaxpool2d, "bmaxpool2d_serial")

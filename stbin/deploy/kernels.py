@@ -90,11 +90,10 @@ def bgemm(X: np.ndarray, W: np.ndarray, k_bits: int, out: np.ndarray) -> None:
     _pick("bgemm", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, out)
 
 
-def _thresholds(kernel: str, S: np.ndarray, T: np.ndarray, dtype: type, m: int) -> None:
-    _arr(kernel, "S", S, dtype, 1)
-    _arr(kernel, "T", T, dtype, 1)
-    _shape(kernel, "S", S, (m,))
-    _shape(kernel, "T", T, (m,))
+def _thresholds(kernel: str, S: np.ndarray, T: np.ndarray, dtype: type, m: int, names: str = "ST") -> None:
+    for name, a in zip(names if names != "ST" else ("S", "T"), (S, T)):
+        _arr(kernel, name, a, dtype, 1)
+        _shape(kernel, name, a, (m,))
 
 
 def bgemm_sign(X: np.ndarray, W: np.ndarray, k_bits: int, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
@@ -138,6 +137,17 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     _arr("bconv2d_sign", "out", out, np.uint64, 4)
     _shape("bconv2d_sign", "out", out, (X.shape[0], oh, ow, n_words(Wt.shape[3])))
     _pick("bconv2d_sign", X.shape[0] * oh * ow * Wt.size)(X, Wt, int(c_bits), *geo, S, T, out)
+
+
+def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out) -> None:  # type: ignore[no-untyped-def]
+    """Binary conv with real output straight to NCHW: out (N, OC, OH, OW) = float32(dot) * scale + bias."""
+    k = "bconv2d_float"
+    geo = _geometry(k, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    oh, ow = _conv_checks(k, X, Wt, c_bits, geo)
+    _thresholds(k, scale, bias, np.float32, Wt.shape[3], ("scale", "bias"))
+    _arr(k, "out", out, np.float32, 4)
+    _shape(k, "out", out, (X.shape[0], Wt.shape[3], oh, ow))
+    _pick(k, out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2])(X, Wt, int(c_bits), *geo, scale, bias, out)
 
 
 def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) -> None:  # type: ignore[no-untyped-def]
@@ -214,6 +224,17 @@ def unpack_float(X: np.ndarray, k_bits: int, out: np.ndarray) -> None:
     _arr("unpack_float", "out", out, np.float32, 2)
     _shape("unpack_float", "out", out, (X.shape[0], k))
     _pick("unpack_float", out.size // 16)(X, k, out)
+
+
+def unpack_float_nchw(X: np.ndarray, c_bits: int, out: np.ndarray) -> None:
+    """±1 float32 NCHW map of channel-packed NHWC bits X (N, H, W, ceil(C/64)); out (N, C, H, W)."""
+    k = "unpack_float_nchw"
+    _arr(k, "X", X, np.uint64, 4)
+    c = _int(k, "c_bits", c_bits, 0)
+    _shape(k, "X", X, (*X.shape[:3], n_words(c)))
+    _arr(k, "out", out, np.float32, 4)
+    _shape(k, "out", out, (X.shape[0], c, X.shape[1], X.shape[2]))
+    _pick(k, out.size // 16)(X, c, out)
 
 
 def popcount_peak(X: np.ndarray, reps: int) -> int:

@@ -72,3 +72,24 @@ def test_plan_with_fused_first_layer_equals_op_by_op(batch):
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(net(x).argmax(1), ref.argmax(1))
+
+
+def test_bconv2d_float_and_unpack_nchw_equal_the_reference():
+    rng = np.random.default_rng(3)
+    X = pack_sign(rng.standard_normal((2, 7, 6, 70)))
+    Wt = np.ascontiguousarray(pack_sign(rng.standard_normal((9, 3, 3, 70))).transpose(1, 2, 3, 0))
+    dot = np.empty((2, 4, 3, 9), np.int32)
+    kernels.bconv2d(X, Wt, 70, 2, 2, 1, 1, 1, 1, dot)
+    scale, bias = rng.standard_normal(9).astype(np.float32), rng.standard_normal(9).astype(np.float32)
+    out = np.empty((2, 9, 4, 3), np.float32)
+    kernels.bconv2d_float(X, Wt, 70, 2, 2, 1, 1, 1, 1, scale, bias, out)
+    np.testing.assert_array_equal(out, (dot.astype(np.float32) * scale + bias).transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"bconv2d_float: scale has shape \(8,\), expected \(9,\)"):
+        kernels.bconv2d_float(X, Wt, 70, 2, 2, 1, 1, 1, 1, scale[:8], bias, out)
+    with pytest.raises(ValueError, match=r"bconv2d_float: out has shape \(2, 9, 4, 4\), expected \(2, 9, 4, 3\)"):
+        kernels.bconv2d_float(X, Wt, 70, 2, 2, 1, 1, 1, 1, scale, bias, np.empty((2, 9, 4, 4), np.float32))
+    maps = np.empty((2, 70, 7, 6), np.float32)
+    kernels.unpack_float_nchw(X, 70, maps)
+    np.testing.assert_array_equal(maps, unpack_bits(X, 70, np.float32).transpose(0, 3, 1, 2))
+    with pytest.raises(ValueError, match=r"unpack_float_nchw: out has shape"):
+        kernels.unpack_float_nchw(X, 70, np.empty((2, 70, 6, 7), np.float32))

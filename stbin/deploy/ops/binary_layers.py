@@ -150,6 +150,11 @@ class BConv2dF(_BConv):
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         oh, ow = self.out_hw(op, x)
-        dot = np.empty((len(x), oh, ow, op.arrays["weight"].shape[0]), dtype=np.int32)
-        self.call(op, x, ctx, dot)
-        return np.ascontiguousarray(_real_out(op, dot).transpose(0, 3, 1, 2))
+        m = op.arrays["weight"].shape[0]
+        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
+        scale, bias = ctx.cache(op, "scale-bias", lambda: (
+            op.arrays.get("scale", np.ones(m, np.float32)), op.arrays.get("bias", np.zeros(m, np.float32))))
+        out = np.empty((len(x), m, oh, ow), dtype=np.float32)
+        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
+        _kernels().bconv2d_float(x, wt, int(op.attrs["in_channels"]), sh, sw, ph, pw, dh, dw, scale, bias, out)
+        return out

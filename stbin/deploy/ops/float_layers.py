@@ -117,7 +117,8 @@ class Conv2d(OpType):
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         a, A = op.attrs, op.arrays
-        if ctx.net.float_backend in ("torch", "auto"):
+        one_by_one = A["weight"].shape[2:] == (1, 1)
+        if ctx.net.float_backend == "torch" or (ctx.net.float_backend == "auto" and not one_by_one):
             import torch
 
             T_ = ctx.cache(op, "torch", lambda: {k: torch.from_numpy(v) for k, v in A.items()})

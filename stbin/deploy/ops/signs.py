@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from stbin.deploy.ops.base import GraphState, Op, OpType, RunContext, TensorSpec, int_attr, need_kind, register_op, vec
-from stbin.deploy.packing import n_words, unpack_bits
+from stbin.deploy.packing import n_words
 
 
 def _kernels():  # imported lazily: numba is an optional dependency
@@ -86,5 +86,7 @@ class BitsFloat(OpType):
             out = np.empty((len(x), f), np.float32)
             _kernels().unpack_float(x, f, out)
             return out
-        y = unpack_bits(x, f, np.float32)
-        return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        n, h, w, _ = x.shape
+        out = np.empty((n, f, h, w), np.float32)
+        _kernels().unpack_float_nchw(x, f, out)
+        return out
