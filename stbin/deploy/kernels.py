@@ -41,9 +41,9 @@ from stbin.deploy.geometry import conv_out
 from stbin.deploy.packing import n_words
 
 _MAX_INT = 2**31 - 1
-#: below this many word operations a kernel runs its serial twin: a parallel launch costs tens
+#: below this many word operations (~1 ms of one core) a kernel runs its serial twin: a parallel launch costs tens
 #: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
-SERIAL_WORK = 1 << 16
+SERIAL_WORK = 1 << 20
 
 
 def _pick(name: str, work: int) -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 
 from stbin.deploy.ops.base import (GraphState, Op, OpType, RunContext, TensorSpec, conv_geometry, int_attr, need_kind,
                                    register_op, spatial_out, vec)
-from stbin.deploy.ops.float_math import float_conv2d, matmul
+from stbin.deploy.ops.float_math import float_conv2d, matmul, torch_rows
 from stbin.deploy.packing import n_words, unpack_bits
 
 
@@ -35,8 +35,7 @@ def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, ctx: RunContext, 
         import torch
 
         T_ = ctx.cache(op, "torch", lambda: (torch.from_numpy(w), None if b is None else torch.from_numpy(b)))
-        with torch.no_grad():
-            return torch.nn.functional.linear(torch.from_numpy(x.reshape(len(x), -1)), *T_).numpy()
+        return torch_rows(lambda t: torch.nn.functional.linear(t, *T_), x.reshape(len(x), -1))
     y = matmul(x.reshape(len(x), -1), w.T)
     if b is not None:
         y += b
@@ -122,10 +121,8 @@ class Conv2d(OpType):
             import torch
 
             T_ = ctx.cache(op, "torch", lambda: {k: torch.from_numpy(v) for k, v in A.items()})
-            with torch.no_grad():
-                return torch.nn.functional.conv2d(torch.from_numpy(x), T_["weight"], T_.get("bias"),
-                                                  tuple(a["stride"]), tuple(a["padding"]),
-                                                  tuple(a["dilation"])).contiguous().numpy()
+            geo = tuple(a["stride"]), tuple(a["padding"]), tuple(a["dilation"])
+            return torch_rows(lambda t: torch.nn.functional.conv2d(t, T_["weight"], T_.get("bias"), *geo), x)
         return float_conv2d(x, A["weight"], A.get("bias"), a["stride"], a["padding"], a["dilation"])
 
 
