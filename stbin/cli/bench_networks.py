@@ -5,7 +5,9 @@ The **twin** of a network is the same architecture with real weights and real ac
 (``weights="real"``, ``activation="htanh"``): what a float32 deployment of it computes. The
 engine runs the binary network (sign activations and weights, random weights and batch-norm
 statistics: timings do not depend on them) and is checked against PyTorch's binary model in
-mode on the benchmark batch. Times are medians of ``repeats`` runs, contestants alternating.
+mode on the benchmark batch. Times are medians of ``repeats`` runs, contestants alternating;
+onnxruntime's threads wait passively between runs (``session.intra_op.allow_spinning = 0``), as
+the engine's do.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def _onnx_session(model: Any, shape: tuple[int, ...], threads: int) -> Any:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    # onnxruntime's pool spins after each run by default, taking the cores from whatever runs next
+    # (in this alternating benchmark: the engine, measured 10-20x slower because of it); passive waiting
+    # is fair to both and costs onnxruntime a thread wake-up per run
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
 

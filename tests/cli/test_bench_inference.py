@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 from stbin.training import save_checkpoint
 
@@ -58,6 +60,8 @@ def test_bench_inference_errors(capsys):
 
 
 def test_bench_inference_networks_against_float_twins():
+    pytest.importorskip("onnx")  # the dev extra installs onnx and onnxruntime
+    pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
     r = run_cli("bench-inference", *args, "--skip-linear", "--networks", "resnet20,bireal_resnet18,mlp",
                 "--width", "0.125", "--net-batch", "3", "--json")
@@ -75,6 +79,8 @@ def test_bench_inference_networks_against_float_twins():
 
 
 def test_bench_inference_table_prints_ratios_in_one_direction():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
     r = run_cli("bench-inference", *args, "--networks", "resnet20", "--width", "0.125", "--net-batch", "2")
     assert r.returncode == 0, r.stderr
@@ -92,3 +98,14 @@ def test_bench_inference_network_errors(capsys):
     assert "--networks: unknown network 'resnet50'" in capsys.readouterr().err
     assert main(["bench-inference", "--net-batch", "0"]) == 2
     assert "--net-batch must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_inference_without_onnxruntime_is_refused_before_work():
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from stbin.cli.main import main\n"
+            "sys.exit(main(['bench-inference', '--networks', 'resnet20', '--repeats', '1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--networks needs onnx and onnxruntime" in lines[0] and "--networks none" in lines[0]
+    assert r.stdout == ""
