@@ -16,8 +16,17 @@ In one run, with the same number of threads for both (``--threads``, default 2):
 
 Timings alternate the two contestants; wall-clock figures are minima over ``--repeats`` runs,
 CPU-time figures (all threads of the process) medians. Every headline ratio is the smaller of
-the wall-clock and the CPU-time ratio (both are in the JSON). ``--json`` prints one JSON object, with ``"linear_4096_speedup"``
-(the speed ratio engine/torch for SIZE = 4096; null for another size).
+the wall-clock and the CPU-time ratio (both are in the JSON).
+
+* **networks** (``--networks``, default ``mlp,resnet20,bireal_resnet18``; also
+  ``binarynet_vgg``; ``none`` to skip) — each binary network in the engine against its
+  float32 twin (same architecture, real weights and activations) in torch and in onnxruntime,
+  at batch 1 and ``--net-batch``, medians in one run; convolutional networks at ``--width``.
+  Needs onnx and onnxruntime (checked before any work starts).
+
+``--json`` prints one JSON object, with ``"linear_4096_speedup"`` (the speed ratio
+engine/torch for SIZE = 4096; null for another size) and ``"networks"`` (per workload and
+batch: ``engine_ms``, ``torch_fp32_ms``, ``onnxruntime_fp32_ms`` and the speed ratios).
 """
 
 from __future__ import annotations
@@ -43,6 +52,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, default=2, help="threads for torch and the engine (default: 2)")
     p.add_argument("--input-shape", default=None, help="input shape for a convolutional checkpoint, e.g. 1,28,28")
     p.add_argument("--skip-linear", action="store_true", help="skip the linear-layer benchmark")
+    p.add_argument("--networks", default="mlp,resnet20,bireal_resnet18",
+                   help="whole-network workloads against torch and onnxruntime float32 twins, comma-separated from "
+                        "mlp, binarynet_vgg, resnet20, bireal_resnet18, or none (default: mlp,resnet20,bireal_resnet18)")
+    p.add_argument("--net-batch", type=int, default=64, help="large batch of the network workloads (default: 64)")
+    p.add_argument("--width", type=float, default=1.0, help="width factor of the convolutional networks (default: 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
 
@@ -203,9 +217,16 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for name in ("hidden", "batch", "linear_size", "linear_batch", "repeats", "threads"):
+    for name in ("hidden", "batch", "linear_size", "linear_batch", "repeats", "threads", "net_batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    from stbin.cli.bench_networks import bench_network, parse_networks, print_networks, ratio_text, require_onnxruntime
+
+    if not (args.width > 0 and args.width <= 4):
+        raise ValueError(f"--width must be in (0, 4], got {args.width}")
+    networks = parse_networks(args.networks)
+    if networks:
+        require_onnxruntime()
     import torch
 
     from stbin.deploy import kernels
@@ -227,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result["linear_4096_speedup"] = None
     result["model"] = bench_model(args)
+    result["networks"] = {n: bench_network(n, args.width, sorted({1, args.net_batch}), args.repeats, args.threads)
+                          for n in networks}
     result["threading_layer"] = kernels.numba.threading_layer()
     if args.json:
         print(json.dumps(result, indent=None, sort_keys=True))
@@ -238,8 +261,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"binary linear {lin['size']}x{lin['size']}, batch {lin['batch']}:")
         print(f"  torch float32 {lin['torch_ms']:9.3f} ms  ({lin['torch_gmacs']:.1f} GMAC/s)")
         print(f"  engine        {lin['engine_ms']:9.3f} ms  ({lin['engine_gmacs']:.1f} GMAC/s binary)")
-        print(f"  speedup {lin['speedup']:.1f}x  (wall clock {lin['wall_speedup']:.1f}x, CPU time "
-              f"{lin['cpu_time_speedup']:.1f}x; with input packing {lin['speedup_with_packing']:.1f}x)")
+        print(f"  {ratio_text(1.0, lin['speedup'])}  (wall clock: {ratio_text(1.0, lin['wall_speedup'])}, CPU time: "
+              f"{ratio_text(1.0, lin['cpu_time_speedup'])}; with input packing: "
+              f"{ratio_text(1.0, lin['speedup_with_packing'])})")
         print(f"  per core: engine {lin['engine_gmacs_per_core']:.0f} GMAC/s, torch {lin['torch_gmacs_per_core']:.1f} "
               f"GMAC/s; XOR-popcount roofline {lin['popcount_peak_gmacs_per_core']:.0f} GMAC/s "
               f"-> the GEMM reaches {100 * lin['fraction_of_popcount_peak']:.0f}%")
@@ -248,13 +272,15 @@ def run(args: argparse.Namespace) -> int:
     m = result["model"]
     print(f"model {m['source']}:")
     print(f"  throughput (batch {m['batch']}): torch {m['torch_images_per_s']:.0f}/s, engine "
-          f"{m['engine_images_per_s']:.0f}/s  ({m['throughput_speedup']:.1f}x: wall clock "
-          f"{m['throughput_wall_speedup']:.1f}x, CPU time {m['throughput_cpu_time_speedup']:.1f}x)")
+          f"{m['engine_images_per_s']:.0f}/s  ({ratio_text(1.0, m['throughput_speedup'])}; wall clock: "
+          f"{ratio_text(1.0, m['throughput_wall_speedup'])}, CPU time: {ratio_text(1.0, m['throughput_cpu_time_speedup'])})")
     print(f"  latency (batch 1): torch {m['torch_latency_ms']:.3f} ms, engine {m['engine_latency_ms']:.3f} ms  "
-          f"({m['latency_speedup']:.1f}x: wall clock {m['latency_wall_speedup']:.1f}x, CPU time "
-          f"{m['latency_cpu_time_speedup']:.1f}x)")
+          f"({ratio_text(1.0, m['latency_speedup'])}; wall clock: {ratio_text(1.0, m['latency_wall_speedup'])}, "
+          f"CPU time: {ratio_text(1.0, m['latency_cpu_time_speedup'])})")
     print(f"  memory: float32 {m['float32_bytes']} B -> packed {m['packed_bytes']} B ({m['memory_ratio']:.1f}x); "
           f"binary weights {m['binary_weights_float32_bytes']} B -> {m['binary_weights_packed_bytes']} B "
           f"({(m['binary_weights_ratio'] or 0):.1f}x)")
     print(f"  predictions identical on the benchmark batch: {m['predictions_identical']}")
+    if result["networks"]:
+        print_networks(result["networks"])
     return 0

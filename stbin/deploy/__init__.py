@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from stbin.deploy.compile import binary_weight_bytes, compile_model, float32_bytes
-from stbin.deploy.engine import DeployedNet, Op
+from stbin.deploy.engine import DeployedNet
+from stbin.deploy.ops import OPS, Op, OpType, TensorSpec, register_op
+from stbin.deploy.converters import CONVERTERS, register_converter
 from stbin.deploy.format import FORMAT_VERSION, DeployFormatError, from_bytes, load, save, to_bytes
 from stbin.deploy.onnx import to_onnx
 from stbin.deploy.packing import n_words, pack_bits, pack_sign, unpack_bits
@@ -50,4 +52,5 @@ def export_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], out: str |
 
 __all__ = ["compile_model", "DeployedNet", "Op", "save", "load", "to_bytes", "from_bytes", "export_checkpoint",
            "DeployFormatError", "FORMAT_VERSION", "pack_bits", "pack_sign", "unpack_bits", "n_words",
-           "float32_bytes", "binary_weight_bytes", "require_kernels", "to_onnx"]
+           "float32_bytes", "binary_weight_bytes", "require_kernels", "OPS", "OpType", "TensorSpec", "register_op",
+           "CONVERTERS", "register_converter", "to_onnx"]

@@ -1,328 +1,248 @@
-"""XNOR-popcount kernels (numba JIT, compiled for the host CPU, cached on disk).
+"""XNOR-popcount kernels: checked entry points to the compiled loops of :mod:`stbin.deploy._loops`.
 
 All binary kernels take bit-packed operands (see :mod:`stbin.deploy.packing`: bit set =
 -1, tail bits 0) and compute, for ±1 vectors of length ``K``,
 
     dot(x, w) = K - 2 * popcount(x XOR w)
 
-with one ``llvm.ctpop.i64`` per 64-bit word. LLVM vectorises the word loop; on CPUs with
-AVX-512 VPOPCNTDQ (Ice Lake, Zen 4 and later) it becomes ``vpopcntq`` on 512-bit registers
-(eight words, 512 binary multiply-accumulates, per instruction); elsewhere ``popcnt``.
+with one ``llvm.ctpop.i64`` per 64-bit word (``vpopcntq`` on CPUs with AVX-512 VPOPCNTDQ).
 
 * :func:`bgemm` — packed (N, KW) x packed (M, KW) -> int32 dot products (N, M);
-* :func:`bgemm_sign` — the same fused with a per-output threshold and packing of the
-  result: output bit j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
+* :func:`bgemm_sign` — the same fused with a per-output threshold and packing: output bit
+  j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
 * :func:`bconv2d` / :func:`bconv2d_sign` — direct binary 2-D convolution on channel-packed
-  NHWC bits (N, H, W, CW) with tap-major weights (KH, KW, CW, OC), vectorised over output
-  channels; zero padding contributes 0 (only the valid taps are counted: ``dot = C * taps -
-  2 * popcount``), as PyTorch's zero padding of a ±1 input does;
-* :func:`bmaxpool2d` — max pooling on packed bits (of ±1 values, or of the real values
-  before a folded threshold);
-* :func:`float_sign_pack` — threshold float pre-activations and pack them.
+  NHWC bits (N, H, W, CW) with tap-major weights (KH, KW, CW, OC); zero padding contributes
+  0 (only the valid taps are counted), as PyTorch's zero padding of a ±1 input does;
+* :func:`bmaxpool2d` — max pooling on packed bits;
+* :func:`float_sign_pack` / :func:`float_sign_pack_nchw` — threshold float values and pack them.
 
-Outer loops are parallel (``prange``) over tiles of rows x outputs; a tile keeps about
-128 KiB of weights hot in the L2 cache while a block of input rows streams past it.
+**Memory safety.** The compiled loops run without bounds checks and take their sizes from
+their arguments. Every function here therefore checks, in Python and before any compiled
+loop runs, that each array has the dtype, the number of axes and exactly the shape the
+others imply (e.g. the input's word count equals the weights', the output's shape equals
+the convolution geometry's), and that every integer is in range; a mismatch raises a
+one-line ValueError naming the kernel and the argument. A crafted deploy file can thus
+never make a kernel read or write out of bounds, even if it passed :func:`stbin.deploy.load`.
+
+Every call must hold :data:`KERNEL_LOCK` (numba's workqueue threading layer must not be
+entered by two threads at once); :class:`stbin.deploy.DeployedNet` takes it.
 """
 
 from __future__ import annotations
 
-try:
-    import numba
-    from llvmlite import ir
-    from numba import njit, prange, types
-    from numba.extending import intrinsic
-except ImportError as e:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError("stbin.deploy needs numba for its inference kernels: pip install 'stbin[deploy]' "
-                      f"({e})") from None
-
-import os
-import threading
+from typing import Any
 
 import numpy as np
 
-# Threading layer. numba's default (OpenMP where available) costs a thread wake-up per
-# parallel launch, which on a busy 2-core machine was measured at ~20 ms per call; the
-# "workqueue" layer wakes in ~0.1 ms. We choose it unless the user set
-# NUMBA_THREADING_LAYER or a parallel numba function already ran in this process.
-# workqueue must not be entered by two threads at once: every launch of these kernels goes
-# through KERNEL_LOCK (the engine takes it; see DeployedNet.predict).
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    try:
-        numba.threading_layer()
-    except ValueError:  # no parallel launch yet in this process
-        numba.config.THREADING_LAYER = "workqueue"
+from stbin.deploy import _loops  # noqa: I001  (first: the install hint if numba is missing)
+from stbin.deploy import _float_loops
+from stbin.deploy._loops import KERNEL_LOCK, numba, popcount64  # noqa: F401  (re-exported)
+from stbin.deploy.geometry import conv_out
+from stbin.deploy.packing import n_words
 
-KERNEL_LOCK = threading.RLock()
-
-_JIT = dict(cache=True, fastmath=False, nogil=True)
-_TILE_WEIGHT_BYTES = 128 * 1024
-_ROW_BLOCK = 16
+_MAX_INT = 2**31 - 1
+#: below this many word operations (~1 ms of one core) a kernel runs its serial twin: a parallel launch costs tens
+#: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
+SERIAL_WORK = 1 << 20
 
 
-@intrinsic
-def popcount64(typingctx, x):  # type: ignore[no-untyped-def]
-    """Population count of a 64-bit integer (``llvm.ctpop.i64`` -> popcnt / vpopcntq)."""
-    if not isinstance(x, types.Integer) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)])
-        return builder.call(fn, [args[0]])
-
-    return types.uint64(x), codegen
+def _pick(name: str, work: int) -> Any:
+    """The parallel kernel, or its serial twin for small work or a single thread."""
+    mod = _float_loops if name.startswith(("float_", "unpack_")) else _loops
+    if work < SERIAL_WORK or numba.get_num_threads() == 1:
+        return getattr(mod, name + "_serial")
+    return getattr(mod, name)
 
 
-@njit(**_JIT)
-def _xor_popcount(x, w, kw):  # type: ignore[no-untyped-def]
-    acc = np.uint64(0)
-    for k in range(kw):
-        acc += popcount64(x[k] ^ w[k])
-    return acc
+def _arr(kernel: str, name: str, a: Any, dtype: type, ndim: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray) or a.dtype != dtype or a.ndim != ndim:
+        got = f"{a.dtype} with {a.ndim} axes" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{kernel}: {name} must be a {np.dtype(dtype).name} array with {ndim} axes, got {got}")
+    return a
 
 
-@njit(**_JIT)
-def _xor_popcount_2x2(x0, x1, w0, w1, kw):  # type: ignore[no-untyped-def]
-    """popcount(x_r ^ w_c) for 2 rows x 2 weight rows: each loaded word is used twice."""
-    a00 = np.uint64(0)
-    a01 = np.uint64(0)
-    a10 = np.uint64(0)
-    a11 = np.uint64(0)
-    for k in range(kw):
-        p = x0[k]
-        q = x1[k]
-        r = w0[k]
-        s = w1[k]
-        a00 += popcount64(p ^ r)
-        a01 += popcount64(p ^ s)
-        a10 += popcount64(q ^ r)
-        a11 += popcount64(q ^ s)
-    return a00, a01, a10, a11
+def _shape(kernel: str, name: str, a: np.ndarray, want: tuple[int, ...]) -> None:
+    if tuple(a.shape) != tuple(want):
+        raise ValueError(f"{kernel}: {name} has shape {tuple(a.shape)}, expected {tuple(want)}")
 
 
-@njit(**_JIT)
-def _tiles(n, m, kw, group):  # type: ignore[no-untyped-def]
-    jb = max(group, (_TILE_WEIGHT_BYTES // max(1, kw * 8)) // group * group)
-    nib = (n + _ROW_BLOCK - 1) // _ROW_BLOCK
-    njb = (m + jb - 1) // jb
-    return jb, nib, njb
+def _int(kernel: str, name: str, v: Any, lo: int, hi: int = _MAX_INT) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= hi:
+        raise ValueError(f"{kernel}: {name} must be an integer in [{lo}, {hi}], got {v!r}")
+    return int(v)
 
 
-@njit(parallel=True, **_JIT)
-def bgemm(X, W, k_bits, out):  # type: ignore[no-untyped-def]
-    """out[i, j] = sum_k x_ik w_jk for packed ±1 rows: ``K - 2 popcount(X[i] ^ W[j])``.
-
-    Tiles of 16 rows x ~128 KiB of weights run in parallel; inside a tile a 2 x 2 register
-    block (2 input rows x 2 weight rows) halves the loads per popcount.
-    """
-    n, kw = X.shape
-    m = W.shape[0]
-    jb, nib, njb = _tiles(n, m, kw, 2)
-    kk = np.int64(k_bits)
-    for t in prange(nib * njb):
-        b = t // nib
-        a = t % nib
-        j0 = b * jb
-        j1 = min(m, j0 + jb)
-        i = a * _ROW_BLOCK
-        i_end = min(n, i + _ROW_BLOCK)
-        while i < i_end:
-            if i + 1 < i_end:
-                x0 = X[i]
-                x1 = X[i + 1]
-                j = j0
-                while j + 1 < j1:
-                    a00, a01, a10, a11 = _xor_popcount_2x2(x0, x1, W[j], W[j + 1], kw)
-                    out[i, j] = np.int32(kk - 2 * np.int64(a00))
-                    out[i, j + 1] = np.int32(kk - 2 * np.int64(a01))
-                    out[i + 1, j] = np.int32(kk - 2 * np.int64(a10))
-                    out[i + 1, j + 1] = np.int32(kk - 2 * np.int64(a11))
-                    j += 2
-                if j < j1:
-                    out[i, j] = np.int32(kk - 2 * np.int64(_xor_popcount(x0, W[j], kw)))
-                    out[i + 1, j] = np.int32(kk - 2 * np.int64(_xor_popcount(x1, W[j], kw)))
-                i += 2
-            else:
-                for j in range(j0, j1):
-                    out[i, j] = np.int32(kk - 2 * np.int64(_xor_popcount(X[i], W[j], kw)))
-                i += 1
+def _geometry(kernel: str, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> tuple[int, ...]:
+    return (_int(kernel, "stride_h", stride_h, 1), _int(kernel, "stride_w", stride_w, 1),
+            _int(kernel, "pad_h", pad_h, 0), _int(kernel, "pad_w", pad_w, 0),
+            _int(kernel, "dil_h", dil_h, 1), _int(kernel, "dil_w", dil_w, 1))
 
 
-@njit(**_JIT)
-def _minus(d, s, t):  # type: ignore[no-untyped-def]
-    """1 (bit set, unit = -1) unless s * d >= t."""
-    return np.uint64(0) if np.int64(s) * d >= np.int64(t) else np.uint64(1)
+def bgemm(X: np.ndarray, W: np.ndarray, k_bits: int, out: np.ndarray) -> None:
+    """out[i, j] = ``K - 2 popcount(X[i] ^ W[j])``: X (N, KW) u64, W (M, KW) u64, out (N, M) int32."""
+    X = _arr("bgemm", "X", X, np.uint64, 2)
+    W = _arr("bgemm", "W", W, np.uint64, 2)
+    _arr("bgemm", "out", out, np.int32, 2)
+    if W.shape[1] != X.shape[1]:
+        raise ValueError(f"bgemm: W has {W.shape[1]} words per row, X has {X.shape[1]}")
+    k = _int("bgemm", "k_bits", k_bits, 0, 64 * X.shape[1])
+    _shape("bgemm", "out", out, (X.shape[0], W.shape[0]))
+    _pick("bgemm", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, out)
 
 
-@njit(parallel=True, **_JIT)
-def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
+def _thresholds(kernel: str, S: np.ndarray, T: np.ndarray, dtype: type, m: int, names: str = "ST") -> None:
+    for name, a in zip(names if names != "ST" else ("S", "T"), (S, T)):
+        _arr(kernel, name, a, dtype, 1)
+        _shape(kernel, name, a, (m,))
+
+
+def bgemm_sign(X: np.ndarray, W: np.ndarray, k_bits: int, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
     """Fused binary GEMM + threshold + packing: bit j of out[i] = not (S[j] * dot_ij >= T[j])."""
-    n, kw = X.shape
-    m = W.shape[0]
-    jb, nib, njb = _tiles(n, m, kw, 64)
-    kk = np.int64(k_bits)
-    for t in prange(nib * njb):
-        b = t // nib
-        a = t % nib
-        j0 = b * jb
-        j1 = min(m, j0 + jb)
-        i = a * _ROW_BLOCK
-        i_end = min(n, i + _ROW_BLOCK)
-        while i < i_end:
-            two = i + 1 < i_end
-            x0 = X[i]
-            x1 = X[i + 1] if two else X[i]
-            for g in range(j0 // 64, (j1 + 63) // 64):
-                word0 = np.uint64(0)
-                word1 = np.uint64(0)
-                g_end = min(j1, g * 64 + 64)
-                j = g * 64
-                while j + 1 < g_end:
-                    a00, a01, a10, a11 = _xor_popcount_2x2(x0, x1, W[j], W[j + 1], kw)
-                    sh = np.uint64(j - g * 64)
-                    word0 |= _minus(kk - 2 * np.int64(a00), S[j], T[j]) << sh
-                    word0 |= _minus(kk - 2 * np.int64(a01), S[j + 1], T[j + 1]) << (sh + np.uint64(1))
-                    word1 |= _minus(kk - 2 * np.int64(a10), S[j], T[j]) << sh
-                    word1 |= _minus(kk - 2 * np.int64(a11), S[j + 1], T[j + 1]) << (sh + np.uint64(1))
-                    j += 2
-                if j < g_end:
-                    sh = np.uint64(j - g * 64)
-                    word0 |= _minus(kk - 2 * np.int64(_xor_popcount(x0, W[j], kw)), S[j], T[j]) << sh
-                    word1 |= _minus(kk - 2 * np.int64(_xor_popcount(x1, W[j], kw)), S[j], T[j]) << sh
-                out[i, g] = word0
-                if two:
-                    out[i + 1, g] = word1
-            i += 2 if two else 1
+    X = _arr("bgemm_sign", "X", X, np.uint64, 2)
+    W = _arr("bgemm_sign", "W", W, np.uint64, 2)
+    _arr("bgemm_sign", "out", out, np.uint64, 2)
+    if W.shape[1] != X.shape[1]:
+        raise ValueError(f"bgemm_sign: W has {W.shape[1]} words per row, X has {X.shape[1]}")
+    k = _int("bgemm_sign", "k_bits", k_bits, 0, 64 * X.shape[1])
+    _thresholds("bgemm_sign", S, T, np.int32, W.shape[0])
+    _shape("bgemm_sign", "out", out, (X.shape[0], n_words(W.shape[0])))
+    _pick("bgemm_sign", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, S, T, out)
 
 
-@njit(**_JIT)
-def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc):  # type: ignore[no-untyped-def]
-    """acc[o] = popcount over the valid taps of output pixel (oy, ox); returns the number of taps.
-
-    The loop over output channels is innermost (weights tap-major, channels contiguous), so
-    LLVM vectorises it: one input word is XORed with 8 output channels' words per vpopcntq.
-    """
-    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
-    kh, kw, _, oc = Wt.shape
-    for o in range(oc):
-        acc[o] = 0
-    taps = 0
-    for u in range(kh):
-        iy = oy * stride_h - pad_h + u * dil_h
-        if iy < 0 or iy >= h:
-            continue
-        for v in range(kw):
-            ix = ox * stride_w - pad_w + v * dil_w
-            if ix < 0 or ix >= w_:
-                continue
-            taps += 1
-            for k in range(cw):
-                xv = X[nidx, iy, ix, k]
-                for o in range(oc):
-                    acc[o] += popcount64(xv ^ Wt[u, v, k, o])
-    return taps
+def _conv_checks(kernel: str, X: np.ndarray, Wt: np.ndarray, c_bits: int, geo: tuple[int, ...]) -> tuple[int, int]:
+    _arr(kernel, "X", X, np.uint64, 4)
+    _arr(kernel, "Wt", Wt, np.uint64, 4)
+    if Wt.shape[2] != X.shape[3]:
+        raise ValueError(f"{kernel}: Wt has {Wt.shape[2]} words per tap, X has {X.shape[3]} per pixel")
+    _int(kernel, "c_bits", c_bits, 0, 64 * X.shape[3])
+    sh, sw, ph, pw, dh, dw = geo
+    return (conv_out(X.shape[1], Wt.shape[0], sh, ph, dh), conv_out(X.shape[2], Wt.shape[1], sw, pw, dw))
 
 
-@njit(parallel=True, **_JIT)
-def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
-    """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
+def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) -> None:  # type: ignore[no-untyped-def]
+    """Binary conv on packed NHWC bits X (N, H, W, CW), tap-major weights Wt (KH, KW, CW, OC):
     out (N, OH, OW, OC) int32 dot products, zero padding contributing 0."""
-    n, oh, ow, oc = out.shape
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
-        acc = np.empty(oc, np.uint64)
-        for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
-            for o in range(oc):
-                out[nidx, oy, ox, o] = np.int32(full - 2 * np.int64(acc[o]))
+    geo = _geometry("bconv2d", stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    oh, ow = _conv_checks("bconv2d", X, Wt, c_bits, geo)
+    _arr("bconv2d", "out", out, np.int32, 4)
+    _shape("bconv2d", "out", out, (X.shape[0], oh, ow, Wt.shape[3]))
+    _pick("bconv2d", out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2])(X, Wt, int(c_bits), *geo, out)
 
 
-@njit(parallel=True, **_JIT)
-def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
+def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out) -> None:  # type: ignore[no-untyped-def]
     """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
-    n, oh, ow, ocw = out.shape
-    oc = Wt.shape[3]
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
-        acc = np.empty(oc, np.uint64)
-        for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
-            for g in range(ocw):
-                word = np.uint64(0)
-                for o in range(g * 64, min(oc, g * 64 + 64)):
-                    word |= _minus(full - 2 * np.int64(acc[o]), S[o], T[o]) << np.uint64(o - g * 64)
-                out[nidx, oy, ox, g] = word
+    geo = _geometry("bconv2d_sign", stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    oh, ow = _conv_checks("bconv2d_sign", X, Wt, c_bits, geo)
+    _thresholds("bconv2d_sign", S, T, np.int32, Wt.shape[3])
+    _arr("bconv2d_sign", "out", out, np.uint64, 4)
+    _shape("bconv2d_sign", "out", out, (X.shape[0], oh, ow, n_words(Wt.shape[3])))
+    _pick("bconv2d_sign", X.shape[0] * oh * ow * Wt.size)(X, Wt, int(c_bits), *geo, S, T, out)
 
 
-@njit(parallel=True, **_JIT)
-def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
-    """Max pooling on packed NHWC bits (padding taps ignored).
-
-    For a channel whose bit is set in ``any_mask`` (CW words) the output is +1 if **any**
-    tap is +1 (the max of ±1 values: AND of the "-1" bits); for a clear bit it is +1 only
-    if **all** taps are +1 (OR of the "-1" bits) — the max of real pre-activations seen
-    through a *decreasing* threshold rule (see :mod:`stbin.deploy.compile`).
-    """
-    n, h, w_, cw = X.shape
-    _, oh, ow, _ = out.shape
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
-        for ox in range(ow):
-            for c in range(cw):
-                w_and = ~np.uint64(0)
-                w_or = np.uint64(0)
-                for u in range(kh):
-                    iy = oy * stride_h - pad_h + u * dil_h
-                    if iy < 0 or iy >= h:
-                        continue
-                    for v in range(kw):
-                        ix = ox * stride_w - pad_w + v * dil_w
-                        if ix < 0 or ix >= w_:
-                            continue
-                        w_and &= X[nidx, iy, ix, c]
-                        w_or |= X[nidx, iy, ix, c]
-                m = any_mask[c]
-                out[nidx, oy, ox, c] = (w_and & m) | (w_or & ~m)
+def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out) -> None:  # type: ignore[no-untyped-def]
+    """Binary conv with real output straight to NCHW: out (N, OC, OH, OW) = float32(dot) * scale + bias."""
+    k = "bconv2d_float"
+    geo = _geometry(k, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    oh, ow = _conv_checks(k, X, Wt, c_bits, geo)
+    _thresholds(k, scale, bias, np.float32, Wt.shape[3], ("scale", "bias"))
+    _arr(k, "out", out, np.float32, 4)
+    _shape(k, "out", out, (X.shape[0], Wt.shape[3], oh, ow))
+    _pick(k, out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2])(X, Wt, int(c_bits), *geo, scale, bias, out)
 
 
-@njit(parallel=True, **_JIT)
-def float_sign_pack_nchw(Y, S, T, out):  # type: ignore[no-untyped-def]
-    """Threshold an NCHW float map per channel and pack it to NHWC bits (N, H, W, ceil(C/64)):
-    bit c of out[n, y, x] = not (S[c] * Y[n, c, y, x] >= T[c]). Reads rows contiguously."""
-    n, c, h, w_ = Y.shape
-    cw = out.shape[3]
-    for t in prange(n * h):
-        nidx = t // h
-        y = t % h
-        for x in range(w_):
-            for g in range(cw):
-                out[nidx, y, x, g] = 0
-        for ch in range(c):
-            g = ch // 64
-            bit = np.uint64(1) << np.uint64(ch % 64)
-            s = S[ch]
-            th = T[ch]
-            for x in range(w_):
-                if not (s * Y[nidx, ch, y, x] >= th):
-                    out[nidx, y, x, g] |= bit
+def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) -> None:  # type: ignore[no-untyped-def]
+    """Max pooling on packed NHWC bits (see :func:`stbin.deploy._loops.bmaxpool2d`)."""
+    k = "bmaxpool2d"
+    _arr(k, "X", X, np.uint64, 4)
+    _arr(k, "any_mask", any_mask, np.uint64, 1)
+    _shape(k, "any_mask", any_mask, (X.shape[3],))
+    kh, kw = _int(k, "kh", kh, 1), _int(k, "kw", kw, 1)
+    geo = _geometry(k, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w)
+    sh, sw, ph, pw, dh, dw = geo
+    _arr(k, "out", out, np.uint64, 4)
+    _shape(k, "out", out, (X.shape[0], conv_out(X.shape[1], kh, sh, ph, dh), conv_out(X.shape[2], kw, sw, pw, dw),
+                           X.shape[3]))
+    _pick("bmaxpool2d", out.size * kh * kw)(X, any_mask, kh, kw, *geo, out)
 
 
-@njit(parallel=True, **_JIT)
-def float_sign_pack(Y, S, T, out):  # type: ignore[no-untyped-def]
-    """Threshold float rows and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j])."""
-    n, m = Y.shape
-    mw = out.shape[1]
-    for i in prange(n):
-        for g in range(mw):
-            word = np.uint64(0)
-            for j in range(g * 64, min(m, g * 64 + 64)):
-                if not (S[j] * Y[i, j] >= T[j]):
-                    word |= np.uint64(1) << np.uint64(j - g * 64)
-            out[i, g] = word
+def float_sign_pack(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
+    """Threshold float rows Y (N, M) and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j])."""
+    _arr("float_sign_pack", "Y", Y, np.float32, 2)
+    _thresholds("float_sign_pack", S, T, np.float32, Y.shape[1])
+    _arr("float_sign_pack", "out", out, np.uint64, 2)
+    _shape("float_sign_pack", "out", out, (Y.shape[0], n_words(Y.shape[1])))
+    _pick("float_sign_pack", Y.size // 4)(Y, S, T, out)
+
+
+def float_sign_pack_nchw(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
+    """Threshold an NCHW float map per channel and pack it to NHWC bits (N, H, W, ceil(C/64))."""
+    _arr("float_sign_pack_nchw", "Y", Y, np.float32, 4)
+    n, c, h, w = Y.shape
+    _thresholds("float_sign_pack_nchw", S, T, np.float32, c)
+    _arr("float_sign_pack_nchw", "out", out, np.uint64, 4)
+    _shape("float_sign_pack_nchw", "out", out, (n, h, w, n_words(c)))
+    _pick("float_sign_pack_nchw", Y.size // 4)(Y, S, T, out)
+
+
+def float_dense(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = X @ Wt + b in float32 (the latency path of float layers): X (N, K), Wt (K, M), b (M,)."""
+    k = "float_dense"
+    _arr(k, "X", X, np.float32, 2)
+    _arr(k, "Wt", Wt, np.float32, 2)
+    _arr(k, "b", b, np.float32, 1)
+    _arr(k, "out", out, np.float32, 2)
+    if Wt.shape[0] != X.shape[1]:
+        raise ValueError(f"{k}: Wt has {Wt.shape[0]} input rows, X has {X.shape[1]} columns")
+    _shape(k, "b", b, (Wt.shape[1],))
+    _shape(k, "out", out, (X.shape[0], Wt.shape[1]))
+    _pick(k, X.size * Wt.shape[1] // 64)(X, Wt, b, out)
+
+
+def float_dense_sign(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, S: np.ndarray, T: np.ndarray,
+                     out: np.ndarray) -> None:
+    """First float layer fused with its folded threshold and packing: out (N, ceil(M/64)) bits."""
+    k = "float_dense_sign"
+    _arr(k, "X", X, np.float32, 2)
+    _arr(k, "Wt", Wt, np.float32, 2)
+    _arr(k, "b", b, np.float32, 1)
+    _arr(k, "out", out, np.uint64, 2)
+    if Wt.shape[0] != X.shape[1]:
+        raise ValueError(f"{k}: Wt has {Wt.shape[0]} input rows, X has {X.shape[1]} columns")
+    m = Wt.shape[1]
+    _shape(k, "b", b, (m,))
+    _thresholds(k, S, T, np.float32, m)
+    _shape(k, "out", out, (X.shape[0], n_words(m)))
+    acc = np.empty((X.shape[0], m), np.float32)
+    _pick(k, X.size * m // 64)(X, Wt, b, S, T, acc, out)
+
+
+def unpack_float(X: np.ndarray, k_bits: int, out: np.ndarray) -> None:
+    """±1 float32 values of the first ``k_bits`` bits of each packed row X (N, ceil(k_bits/64))."""
+    _arr("unpack_float", "X", X, np.uint64, 2)
+    k = _int("unpack_float", "k_bits", k_bits, 0)
+    _shape("unpack_float", "X", X, (X.shape[0], n_words(k)))
+    _arr("unpack_float", "out", out, np.float32, 2)
+    _shape("unpack_float", "out", out, (X.shape[0], k))
+    _pick("unpack_float", out.size // 16)(X, k, out)
+
+
+def unpack_float_nchw(X: np.ndarray, c_bits: int, out: np.ndarray) -> None:
+    """±1 float32 NCHW map of channel-packed NHWC bits X (N, H, W, ceil(C/64)); out (N, C, H, W)."""
+    k = "unpack_float_nchw"
+    _arr(k, "X", X, np.uint64, 4)
+    c = _int(k, "c_bits", c_bits, 0)
+    _shape(k, "X", X, (*X.shape[:3], n_words(c)))
+    _arr(k, "out", out, np.float32, 4)
+    _shape(k, "out", out, (X.shape[0], c, X.shape[1], X.shape[2]))
+    _pick(k, out.size // 16)(X, c, out)
+
+
+def popcount_peak(X: np.ndarray, reps: int) -> int:
+    """The XOR-popcount roofline (see :func:`stbin.deploy._loops.popcount_peak`); X (threads, 5, KW)."""
+    _arr("popcount_peak", "X", X, np.uint64, 3)
+    if X.shape[1] != 5:
+        raise ValueError(f"popcount_peak: X must have shape (threads, 5, KW), got {X.shape}")
+    return int(_loops.popcount_peak(X, _int("popcount_peak", "reps", reps, 0)))
 
 
 def set_threads(n: int) -> None:
@@ -332,38 +252,3 @@ def set_threads(n: int) -> None:
 
 def get_threads() -> int:
     return int(numba.get_num_threads())
-
-
-@njit(parallel=True, **_JIT)
-def popcount_peak(X, reps):  # type: ignore[no-untyped-def]
-    """The XOR-popcount roofline: the GEMM's inner loop on L1-resident operands.
-
-    ``X`` has shape (threads, 5, kw): per thread one input row and four weight rows; each
-    rep computes the four XOR-popcount dot products (input row XOR the rep number, so that
-    no rep can be hoisted). Returns a checksum; the benchmark times it to measure the
-    attainable binary-MAC rate (64 MACs per word) without cache misses or tiling overhead.
-    """
-    nt, _, kw = X.shape
-    sums = np.zeros(nt, np.uint64)
-    for t in prange(nt):
-        x = X[t, 0]
-        w0 = X[t, 1]
-        w1 = X[t, 2]
-        w2 = X[t, 3]
-        w3 = X[t, 4]
-        tot = np.uint64(0)
-        for r in range(reps):
-            key = np.uint64(r)
-            a0 = np.uint64(0)
-            a1 = np.uint64(0)
-            a2 = np.uint64(0)
-            a3 = np.uint64(0)
-            for k in range(kw):
-                v = x[k] ^ key
-                a0 += popcount64(v ^ w0[k])
-                a1 += popcount64(v ^ w1[k])
-                a2 += popcount64(v ^ w2[k])
-                a3 += popcount64(v ^ w3[k])
-            tot += a0 + a1 + a2 + a3
-        sums[t] = tot
-    return sums.sum()

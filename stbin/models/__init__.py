@@ -40,6 +40,7 @@ from stbin.models import mlp as _mlp  # noqa: E402,F401  (registers its models)
 from stbin.models import lenet as _lenet  # noqa: E402,F401
 from stbin.models import vgg as _vgg  # noqa: E402,F401
 from stbin.models import resnet as _resnet  # noqa: E402,F401
+from stbin.models import birealnet as _birealnet  # noqa: E402,F401
 from stbin.models.common import QuantSpec  # noqa: E402
 
 __all__ = ["MODELS", "build_model", "QuantSpec"]

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 from stbin.training import save_checkpoint
 
@@ -14,7 +16,7 @@ def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 TINY = ["--hidden", "32", "--batch", "8", "--linear-size", "130", "--linear-batch", "9", "--repeats", "2",
-        "--threads", "1"]
+        "--threads", "1", "--networks", "none"]
 
 
 def test_bench_inference_json_demo_network():
@@ -55,3 +57,55 @@ def test_bench_inference_errors(capsys):
     assert capsys.readouterr().err.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
     assert main(["bench-inference", "--threads", "999", "--skip-linear"]) == 2
     assert "exceeds numba's maximum" in capsys.readouterr().err
+
+
+def test_bench_inference_networks_against_float_twins():
+    pytest.importorskip("onnx")  # the dev extra installs onnx and onnxruntime
+    pytest.importorskip("onnxruntime")
+    args = [a for a in TINY if a not in ("--networks", "none")]
+    r = run_cli("bench-inference", *args, "--skip-linear", "--networks", "resnet20,bireal_resnet18,mlp",
+                "--width", "0.125", "--net-batch", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["linear_4096_speedup"] is None
+    assert set(out["networks"]) == {"resnet20", "bireal_resnet18", "mlp"}
+    for name, n in out["networks"].items():
+        for b in (1, 3):
+            m = n[f"batch_{b}"]
+            assert m["batch"] == b and m["predictions_identical"] is True, (name, m)
+            for key in ("engine_ms", "torch_fp32_ms", "onnxruntime_fp32_ms"):
+                assert m[key] > 0
+            assert m["speedup_vs_onnxruntime"] == m["onnxruntime_fp32_ms"] / m["engine_ms"]
+
+
+def test_bench_inference_table_prints_ratios_in_one_direction():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    args = [a for a in TINY if a not in ("--networks", "none")]
+    r = run_cli("bench-inference", *args, "--networks", "resnet20", "--width", "0.125", "--net-batch", "2")
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.strip().startswith("resnet20")]
+    assert len(rows) == 2
+    for line in rows:
+        assert line.count("engine is") == 2 and ("faster" in line or "slower" in line)
+    assert "speedup" not in r.stdout
+
+
+def test_bench_inference_network_errors(capsys):
+    from stbin.cli.main import main
+
+    assert main(["bench-inference", "--networks", "resnet50"]) == 2
+    assert "--networks: unknown network 'resnet50'" in capsys.readouterr().err
+    assert main(["bench-inference", "--net-batch", "0"]) == 2
+    assert "--net-batch must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_inference_without_onnxruntime_is_refused_before_work():
+    code = ("import sys; sys.modules['onnxruntime'] = None\n"
+            "from stbin.cli.main import main\n"
+            "sys.exit(main(['bench-inference', '--networks', 'resnet20', '--repeats', '1']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--networks needs onnx and onnxruntime" in lines[0] and "--networks none" in lines[0]
+    assert r.stdout == ""

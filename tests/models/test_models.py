@@ -16,6 +16,7 @@ SMALL = {
     "binarynet_vgg": ({"width": 1 / 32}, (3, 32, 32)),
     "sbn_conv": ({"width": 1 / 32}, (3, 32, 32)),
     "resnet20": ({"width": 0.25}, (3, 32, 32)),
+    "bireal_resnet18": ({"width": 1 / 16, "convs": 1}, (3, 32, 32)),
 }
 
 

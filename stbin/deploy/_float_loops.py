@@ -1,0 +1,121 @@
+"""Compiled loops of the float side of the engine: threshold-and-pack, small float GEMMs (the
+latency path, fused with the first layer's threshold), unpacking of bits to ±1 floats.
+
+As in :mod:`stbin.deploy._loops`, these trust their arguments: call them through the checked
+entry points of :mod:`stbin.deploy.kernels`. Each has a serial twin (``*_serial``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stbin.deploy._loops import _JIT, _serial, njit, prange  # first: the install hint if numba is missing
+
+
+@njit(parallel=True, **_JIT)
+def float_sign_pack_nchw(Y, S, T, out):  # type: ignore[no-untyped-def]
+    """Threshold an NCHW float map per channel and pack it to NHWC bits (N, H, W, ceil(C/64)):
+    bit c of out[n, y, x] = not (S[c] * Y[n, c, y, x] >= T[c]). Reads rows contiguously."""
+    n, c, h, w_ = Y.shape
+    cw = out.shape[3]
+    for t in prange(n * h):
+        nidx = t // h
+        y = t % h
+        for x in range(w_):
+            for g in range(cw):
+                out[nidx, y, x, g] = 0
+        for ch in range(c):
+            g = ch // 64
+            bit = np.uint64(1) << np.uint64(ch % 64)
+            s = S[ch]
+            th = T[ch]
+            for x in range(w_):
+                if not (s * Y[nidx, ch, y, x] >= th):
+                    out[nidx, y, x, g] |= bit
+
+
+@njit(parallel=True, **_JIT)
+def float_sign_pack(Y, S, T, out):  # type: ignore[no-untyped-def]
+    """Threshold float rows and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j])."""
+    n, m = Y.shape
+    mw = out.shape[1]
+    for i in prange(n):
+        for g in range(mw):
+            word = np.uint64(0)
+            for j in range(g * 64, min(m, g * 64 + 64)):
+                if not (S[j] * Y[i, j] >= T[j]):
+                    word |= np.uint64(1) << np.uint64(j - g * 64)
+            out[i, g] = word
+
+
+@njit(parallel=True, **_JIT)
+def float_dense(X, Wt, b, out):  # type: ignore[no-untyped-def]
+    """out = X @ Wt + b for a few rows (latency path): Wt (K, M) input-major, so the inner loop
+    runs over M contiguous outputs and vectorises without reordering any sum (fastmath off)."""
+    n, k = X.shape
+    m = Wt.shape[1]
+    for i in prange(n):
+        for j in range(m):
+            out[i, j] = 0.0
+        for kk in range(k):
+            xv = X[i, kk]
+            for j in range(m):
+                out[i, j] += xv * Wt[kk, j]
+        for j in range(m):
+            out[i, j] += b[j]
+
+
+@njit(parallel=True, **_JIT)
+def float_dense_sign(X, Wt, b, S, T, acc, out):  # type: ignore[no-untyped-def]
+    """First layer fused with its folded batch norm + sign and the packing, in one pass per row:
+    y = X[i] @ Wt + b (as :func:`float_dense`), bit j of out[i] = not (S[j] * y_j >= T[j]);
+    ``acc`` (N, M) float32 is scratch."""
+    n, k = X.shape
+    m = Wt.shape[1]
+    mw = out.shape[1]
+    for i in prange(n):
+        for j in range(m):
+            acc[i, j] = 0.0
+        for kk in range(k):
+            xv = X[i, kk]
+            for j in range(m):
+                acc[i, j] += xv * Wt[kk, j]
+        for g in range(mw):
+            word = np.uint64(0)
+            for j in range(g * 64, min(m, g * 64 + 64)):
+                y = acc[i, j] + b[j]
+                if not (S[j] * y >= T[j]):
+                    word |= np.uint64(1) << np.uint64(j - g * 64)
+            out[i, g] = word
+
+
+@njit(parallel=True, **_JIT)
+def unpack_float(X, k_bits, out):  # type: ignore[no-untyped-def]
+    """±1 float32 values of the first ``k_bits`` bits of each packed row: out (N, k_bits)."""
+    n = X.shape[0]
+    for i in prange(n):
+        for j in range(k_bits):
+            bit = (X[i, j // 64] >> np.uint64(j % 64)) & np.uint64(1)
+            out[i, j] = -1.0 if bit else 1.0
+
+
+@njit(parallel=True, **_JIT)
+def unpack_float_nchw(X, c_bits, out):  # type: ignore[no-untyped-def]
+    """±1 float32 NCHW map (N, C, H, W) of channel-packed NHWC bits X (N, H, W, ceil(C/64))."""
+    n, c, h, w_ = out.shape
+    for t in prange(n * h):
+        nidx = t // h
+        y = t % h
+        for ch in range(c_bits):
+            g = ch // 64
+            sh = np.uint64(ch % 64)
+            for x in range(w_):
+                out[nidx, ch, y, x] = -1.0 if (X[nidx, y, x, g] >> sh) & np.uint64(1) else 1.0
+
+
+float_sign_pack_serial = _serial(float_sign_pack, "float_sign_pack_serial")
+float_sign_pack_nchw_serial = _serial(float_sign_pack_nchw, "float_sign_pack_nchw_serial")
+float_dense_serial = _serial(float_dense, "float_dense_serial")
+float_dense_sign_serial = _serial(float_dense_sign, "float_dense_sign_serial")
+unpack_float_serial = _serial(unpack_float, "unpack_float_serial")
+unpack_float_nchw_serial = _serial(unpack_float_nchw, "unpack_float_nchw_serial")

@@ -1,0 +1,160 @@
+"""XNOR-popcount ops: ``bdense`` / ``bconv2d`` (packed bits out, batch norm + sign folded into
+integer thresholds) and ``bdense_f`` / ``bconv2d_f`` (real-valued out: ``y = scale * dot + bias``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stbin.deploy.ops.base import (GraphState, Op, OpType, RunContext, TensorSpec, conv_geometry, int_attr, need_kind,
+                                   register_op, spatial_out, vec)
+from stbin.deploy.packing import n_words
+
+
+def _kernels():  # imported lazily: numba is an optional dependency
+    from stbin.deploy import kernels
+
+    return kernels
+
+
+def _check_thresholds(op: Op, m: int) -> None:
+    vec(op, "S", m)
+    vec(op, "T", m)
+    if not np.all(np.abs(op.arrays["S"].astype(np.int64)) == 1):
+        raise ValueError("threshold directions S must be +1 or -1")
+
+
+def _real_out(op: Op, dot: np.ndarray) -> np.ndarray:
+    y = dot.astype(np.float32)
+    if "scale" in op.arrays:
+        y *= op.arrays["scale"]
+    if "bias" in op.arrays:
+        y += op.arrays["bias"]
+    return y
+
+
+class _BDense(OpType):
+    threshold = True
+
+    def check(self, op: Op) -> None:
+        k, m = int_attr(op, "in_features"), int_attr(op, "out_features")
+        w = op.arrays["weight"]
+        if w.shape[0] != m or not n_words(k) <= w.shape[1] <= k:
+            raise ValueError(f"packed weight shape {w.shape} does not fit {k} -> {m}")
+        if self.threshold:
+            _check_thresholds(op, m)
+        else:
+            vec(op, "scale", m)
+            vec(op, "bias", m)
+
+    def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
+        need_kind(x, "bits", 1)
+        k, kw = op.attrs["in_features"], op.arrays["weight"].shape[1]
+        if x.shape[0] != k or x.words != kw:
+            raise ValueError(f"input is {x}, the op expects {k} bits in {kw} words (in_features)")
+        m = op.attrs["out_features"]
+        return TensorSpec.bits((m,)) if self.threshold else TensorSpec("float", (m,))
+
+
+@register_op
+class BDense(_BDense):
+    """Binary GEMM fused with integer thresholds: bits (N, KW) -> bits (N, ceil(M/64))."""
+
+    name = "bdense"
+    arrays = {"weight": (np.uint64, 2, True), "S": (np.int32, 1, True), "T": (np.int32, 1, True)}
+
+    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        w = op.arrays["weight"]
+        out = np.empty((len(x), n_words(w.shape[0])), dtype=np.uint64)
+        _kernels().bgemm_sign(x, w, int(op.attrs["in_features"]), op.arrays["S"], op.arrays["T"], out)
+        return out
+
+
+@register_op
+class BDenseF(_BDense):
+    """Binary GEMM with a real-valued output ``y = scale * dot + bias``: bits -> float (N, M)."""
+
+    name = "bdense_f"
+    threshold = False
+    arrays = {"weight": (np.uint64, 2, True), "scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
+
+    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        w = op.arrays["weight"]
+        dot = np.empty((len(x), w.shape[0]), dtype=np.int32)
+        _kernels().bgemm(x, w, int(op.attrs["in_features"]), dot)
+        return _real_out(op, dot)
+
+
+class _BConv(OpType):
+    threshold = True
+
+    def check(self, op: Op) -> None:
+        c, m = int_attr(op, "in_channels"), int_attr(op, "out_channels")
+        conv_geometry(op)
+        w = op.arrays["weight"]
+        if w.shape[0] != m or w.shape[3] != n_words(c) or min(w.shape) < 1:
+            raise ValueError(f"packed weight shape {w.shape} does not fit {c} -> {m} channels")
+        if self.threshold:
+            _check_thresholds(op, m)
+        else:
+            vec(op, "scale", m)
+            vec(op, "bias", m)
+
+    def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
+        need_kind(x, "bits", 3)
+        h, w, c = x.shape
+        if c != op.attrs["in_channels"]:
+            raise ValueError(f"input has {c} channels, in_channels is {op.attrs['in_channels']}")
+        m, kh, kw = op.arrays["weight"].shape[:3]
+        oh, ow = spatial_out(h, w, (kh, kw), op)
+        return TensorSpec.bits((oh, ow, m)) if self.threshold else TensorSpec("float", (m, oh, ow))
+
+    def call(self, op: Op, x: np.ndarray, ctx: RunContext, out: np.ndarray) -> None:
+        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
+        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
+        c_bits = int(op.attrs["in_channels"])
+        k = _kernels()
+        if self.threshold:
+            k.bconv2d_sign(x, wt, c_bits, sh, sw, ph, pw, dh, dw, op.arrays["S"], op.arrays["T"], out)
+        else:
+            k.bconv2d(x, wt, c_bits, sh, sw, ph, pw, dh, dw, out)
+
+    def out_hw(self, op: Op, x: np.ndarray) -> tuple[int, int]:
+        from stbin.deploy.geometry import conv_out
+
+        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
+        _, kh, kw, _ = op.arrays["weight"].shape
+        return conv_out(x.shape[1], kh, sh, ph, dh), conv_out(x.shape[2], kw, sw, pw, dw)
+
+
+@register_op
+class BConv2d(_BConv):
+    """Binary conv fused with integer thresholds: bits NHWC -> bits NHWC."""
+
+    name = "bconv2d"
+    arrays = {"weight": (np.uint64, 4, True), "S": (np.int32, 1, True), "T": (np.int32, 1, True)}
+
+    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        oh, ow = self.out_hw(op, x)
+        out = np.empty((len(x), oh, ow, n_words(op.arrays["weight"].shape[0])), dtype=np.uint64)
+        self.call(op, x, ctx, out)
+        return out
+
+
+@register_op
+class BConv2dF(_BConv):
+    """Binary conv with a real-valued output ``y = scale * dot + bias``: bits NHWC -> float NCHW."""
+
+    name = "bconv2d_f"
+    threshold = False
+    arrays = {"weight": (np.uint64, 4, True), "scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
+
+    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        oh, ow = self.out_hw(op, x)
+        m = op.arrays["weight"].shape[0]
+        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
+        scale, bias = ctx.cache(op, "scale-bias", lambda: (
+            op.arrays.get("scale", np.ones(m, np.float32)), op.arrays.get("bias", np.zeros(m, np.float32))))
+        out = np.empty((len(x), m, oh, ow), dtype=np.float32)
+        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
+        _kernels().bconv2d_float(x, wt, int(op.attrs["in_channels"]), sh, sw, ph, pw, dh, dw, scale, bias, out)
+        return out
