@@ -8,6 +8,11 @@ and never modify a tensor they were given.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterator
+
 import torch
 
 from stbin._validation import compute_dtype
@@ -46,14 +51,44 @@ def plus_minus_one(positive: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return positive.to(dtype).mul_(2).sub_(1)
 
 
-# CPU sampling by 64-bit words (see _sample_sign_words): used from this many elements on
-# (below, torch.rand does as well with fewer ops); elementwise passes run on blocks of
-# _BLOCK_NUMEL elements (8 MB of float32, within the last-level cache) and chunks of
-# CHUNK_NUMEL (512 KB, within L2), so large tensors are not streamed through memory pass
-# after pass, and small ones take few operator calls.
-_WORD_SAMPLING_MIN_NUMEL = 1 << 15
-CHUNK_NUMEL = 1 << 17
-_BLOCK_NUMEL = 1 << 21
+# Size-dependent code paths. CPU sampling by 64-bit words (see _sample_sign_words) is used
+# from ``word_sampling_min_numel`` elements on (below, torch.rand does as well with fewer
+# ops); elementwise passes run on blocks of ``block_numel`` elements (8 MB of float32,
+# within the last-level cache) and chunks of ``chunk_numel`` (512 KB, within L2), so large
+# tensors are not streamed through memory pass after pass, and small ones take few
+# operator calls. The values are read at every call, so tests force each path on small
+# tensors with :func:`path_thresholds` (every path must give the closed form by value).
+
+
+@dataclass
+class PathThresholds:
+    """Element counts from which the size-dependent fast paths are taken (read at every call)."""
+
+    word_sampling_min_numel: int = 1 << 15
+    chunk_numel: int = 1 << 17
+    block_numel: int = 1 << 21
+
+
+THRESHOLDS = PathThresholds()
+
+
+@contextlib.contextmanager
+def path_thresholds(**values: int) -> Iterator[PathThresholds]:
+    """Temporarily set fields of :data:`THRESHOLDS` (for tests that force a path on small tensors)."""
+    saved = dataclasses.asdict(THRESHOLDS)
+    for k, v in values.items():
+        if k not in saved:
+            raise ValueError(f"unknown path threshold {k!r}; expected one of {sorted(saved)}")
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"path threshold {k} must be an int >= 1, got {v!r}")
+        setattr(THRESHOLDS, k, v)
+    try:
+        yield THRESHOLDS
+    finally:
+        for k, v in saved.items():
+            setattr(THRESHOLDS, k, v)
+
+
 _TWO_POW_MINUS_24 = 2.0 ** -24
 _WORD_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -83,7 +118,7 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
     tensors of at least 32768 elements and a float32 compute dtype draw ``u`` by
     :func:`_sample_sign_words` (same distribution, a different stream of numbers).
     """
-    if (a.device.type == "cpu" and a.dtype in _WORD_DTYPES and a.numel() >= _WORD_SAMPLING_MIN_NUMEL
+    if (a.device.type == "cpu" and a.dtype in _WORD_DTYPES and a.numel() >= THRESHOLDS.word_sampling_min_numel
             and a.is_contiguous()):
         return _sample_sign_words(a, noise, scale, generator)
     t, fresh = scaled(a, scale)
@@ -119,14 +154,15 @@ def _sample_sign_words(a: torch.Tensor, noise: Noise, scale: float,
     k_all = words.view(torch.int32)[:n]
     u_all = words.view(torch.float32)[:n]
     a_flat = a.view(-1)
-    buf = torch.empty(min(n, CHUNK_NUMEL), dtype=torch.float32)
+    chunk, block = THRESHOLDS.chunk_numel, THRESHOLDS.block_numel
+    buf = torch.empty(min(n, chunk), dtype=torch.float32)
     logistic = noise.cdf is torch.sigmoid
-    for lo_block in range(0, n, _BLOCK_NUMEL):  # blocks that stay in the last-level cache
-        hi_block = min(lo_block + _BLOCK_NUMEL, n)
+    for lo_block in range(0, n, block):  # blocks that stay in the last-level cache
+        hi_block = min(lo_block + block, n)
         u = u_all[lo_block:hi_block]
         u.copy_(k_all[lo_block:hi_block].bitwise_and_(0xFFFFFF)).mul_(_TWO_POW_MINUS_24)  # exact
-        for lo in range(lo_block, hi_block, CHUNK_NUMEL):  # chunks that stay in L2
-            hi = min(lo + CHUNK_NUMEL, hi_block)
+        for lo in range(lo_block, hi_block, chunk):  # chunks that stay in L2
+            hi = min(lo + chunk, hi_block)
             src, p = a_flat[lo:hi], buf[: hi - lo]
             if src.dtype != torch.float32:
                 src = p.copy_(src)  # upcast first, then divide, as upcast(a) / scale

@@ -35,7 +35,7 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive, compute_dtype
-from stbin.estimators._common import CHUNK_NUMEL, noisy_sign, scaled, scaled_grad, upcast
+from stbin.estimators._common import THRESHOLDS, noisy_sign, scaled, scaled_grad, upcast
 from stbin.estimators.noise import Noise, get_noise
 
 MODES = ("sample", "mode", "mean")
@@ -57,7 +57,7 @@ def _st_backward(grad: torch.Tensor, a: torch.Tensor, noise: Noise, scale: float
     if not _is_logistic(noise) or torch.is_grad_enabled():
         # generic path (also for double backward: no in-place ops on the graph)
         return scaled_grad(grad, noise.st_factor(upcast(a), scale))
-    if (a.device.type == "cpu" and a.numel() >= CHUNK_NUMEL and grad.shape == a.shape
+    if (a.device.type == "cpu" and a.numel() >= THRESHOLDS.chunk_numel and grad.shape == a.shape
             and a.is_contiguous() and grad.is_contiguous()):
         return _logistic_st_backward_chunked(grad, a, scale)
     t, fresh = scaled(a, scale)
@@ -77,12 +77,13 @@ def _logistic_st_backward_chunked(grad: torch.Tensor, a: torch.Tensor, scale: fl
     cdt = compute_dtype(a.dtype)
     n = a.numel()
     a_flat, g_flat, o_flat = a.view(-1), grad.view(-1), out.view(-1)
-    m = min(n, CHUNK_NUMEL)
+    chunk = THRESHOLDS.chunk_numel
+    m = min(n, chunk)
     y_buf = torch.empty(m, dtype=cdt)
     g_buf = torch.empty(m, dtype=cdt) if grad.dtype != cdt else None
     factor = 2.0 / scale
-    for lo in range(0, n, CHUNK_NUMEL):
-        hi = min(lo + CHUNK_NUMEL, n)
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
         y = y_buf[: hi - lo]
         src = a_flat[lo:hi]
         if a.dtype != cdt:
