@@ -51,6 +51,16 @@ def plus_minus_one(positive: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return positive.to(dtype).mul_(2).sub_(1)
 
 
+def sign_pm1(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``sign(x)`` in {-1, +1} with sign(0) = sign(-0) = +1 and **NaN -> NaN** (the library's NaN policy).
+
+    A NaN pre-activation or latent weight means the run has diverged; mapping it to -1 (as
+    a comparison ``x >= 0`` would) hides that, so it propagates to the output instead.
+    """
+    out = plus_minus_one(x >= 0, x.dtype if dtype is None else dtype)
+    return out.masked_fill_(torch.isnan(x), float("nan"))
+
+
 # Size-dependent code paths. CPU sampling by 64-bit words (see _sample_sign_words) is used
 # from ``word_sampling_min_numel`` elements on (below, torch.rand does as well with fewer
 # ops); elementwise passes run on blocks of ``block_numel`` elements (8 MB of float32,
@@ -102,7 +112,7 @@ def noisy_sign(a: torch.Tensor, noise: Noise, scale: float, mode: str,
     which differ only in their backward.
     """
     if mode == "mode":
-        return plus_minus_one(a >= 0, a.dtype)
+        return sign_pm1(a)
     if mode == "mean":
         return noise.mean(upcast(a) / scale).to(a.dtype)
     return sample_sign(a, noise, scale, generator)
@@ -120,7 +130,7 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
     """
     if (a.device.type == "cpu" and a.dtype in _WORD_DTYPES and a.numel() >= THRESHOLDS.word_sampling_min_numel
             and a.is_contiguous()):
-        return _sample_sign_words(a, noise, scale, generator)
+        return _sample_sign_words(a, noise, scale, generator).masked_fill_(torch.isnan(a), float("nan"))
     t, fresh = scaled(a, scale)
     if noise.cdf is torch.sigmoid:
         p = t.sigmoid_() if fresh else torch.sigmoid(t)
@@ -128,6 +138,7 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
         p = noise.cdf(t)
     u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
     x = u.lt_(p).mul_(2).sub_(1)  # the uniform draw's buffer receives 1.0 / 0.0, then 2x - 1
+    x.masked_fill_(torch.isnan(p), float("nan"))
     return x if x.dtype == a.dtype else x.to(a.dtype)
 
 

@@ -1,6 +1,6 @@
 r"""The stochastic binary activation and its principled straight-through estimator.
 
-Forward (SPEC A1), with standard symmetric noise :math:`z` of CDF :math:`F` and scale
+Forward (Shekhovtsov & Yanush, GCPR 2021, Sec. 3), with standard symmetric noise :math:`z` of CDF :math:`F` and scale
 :math:`s > 0`:
 
 * ``mode="sample"``: :math:`x = \operatorname{sign}(a - s z) \in \{-1, +1\}`, i.e.
@@ -9,7 +9,7 @@ Forward (SPEC A1), with standard symmetric noise :math:`z` of CDF :math:`F` and 
   (the most likely state; deterministic inference);
 * ``mode="mean"``: :math:`x = \mathbb{E}[x] = 2F(a/s) - 1` (a smooth relaxation).
 
-Backward (SPEC A2), the same closed form in all three modes:
+Backward (Shekhovtsov & Yanush, GCPR 2021, Sec. 3), the same closed form in all three modes:
 
 .. math:: \frac{\partial L}{\partial a} = \frac{2}{s} F'\!\left(\frac{a}{s}\right)\,
           \frac{\partial L}{\partial x}.
@@ -22,6 +22,8 @@ equals twice the derivative), for a single unit and for a whole layer, and biase
 otherwise. With ``mode="mode"`` it is the deterministic ST estimator that the noise
 explains: uniform noise with s = 1 gives BinaryNet's htanh backward, logistic noise with
 s = 1/2 gives the tanh proxy.
+
+NaN pre-activations give NaN outputs in every mode (see :mod:`stbin.estimators`).
 
 Reference: A. Shekhovtsov, V. Yanush, "Reintroducing Straight-Through Estimators as
 Principled Methods for Stochastic Binary Networks", GCPR 2021 (arXiv:2006.06880).
@@ -131,7 +133,8 @@ def stochastic_sign(a: torch.Tensor, noise: str | Noise = "logistic", scale: flo
         generator: a ``torch.Generator`` on ``a``'s device for reproducible sampling.
 
     Returns:
-        a tensor of ``a``'s shape and dtype; ±1 in ``sample``/``mode``, in [-1, 1] in ``mean``.
+        a tensor of ``a``'s shape and dtype; ±1 in ``sample``/``mode``, in [-1, 1] in ``mean``;
+        NaN where ``a`` is NaN (the divergence stays visible).
 
     Backward: :math:`\partial L/\partial a = \frac{2}{s}F'(a/s)\,\partial L/\partial x`.
     The input is never modified.
