@@ -36,7 +36,7 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import noisy_sign
+from stbin.estimators.sampling import noisy_sign
 from stbin.estimators.noise import Noise, get_noise
 from stbin.estimators.stochastic import MODES
 

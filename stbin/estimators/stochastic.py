@@ -37,7 +37,8 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive, compute_dtype
-from stbin.estimators._common import THRESHOLDS, noisy_sign, scaled, scaled_grad, upcast
+from stbin.estimators._common import THRESHOLDS, scaled, scaled_grad, upcast
+from stbin.estimators.sampling import noisy_sign
 from stbin.estimators.noise import Noise, get_noise
 
 MODES = ("sample", "mode", "mean")

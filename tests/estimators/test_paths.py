@@ -144,12 +144,13 @@ def test_non_contiguous_inputs_take_the_generic_path_with_the_same_values():
 
 
 # -- sampling: every path gives P(x = +1) = F(a/s) ------------------------------------------
+# (the exact, element-by-element check of every sampling path against an independent
+# Philox implementation is in test_random.py)
 
 SAMPLING_PATHS = {
-    "default": {},
-    "word": {"word_sampling_min_numel": 1},
-    "word+chunks": {"word_sampling_min_numel": 1, "chunk_numel": 97},
-    "word+blocks+chunks": {"word_sampling_min_numel": 1, "chunk_numel": 61, "block_numel": 1000},
+    "default": {},  # 10,000 elements: the serial kernel
+    "parallel": {"parallel_sampling_min_numel": 1},
+    "parallel-partial-tile": {"parallel_sampling_min_numel": 1000},
 }
 
 
