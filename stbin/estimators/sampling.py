@@ -4,8 +4,8 @@ CPU tensors draw from the counter-based Philox stream of :mod:`stbin.estimators.
 ``F(a/s)`` is computed by the noise's own ``cdf`` into the (fresh) output buffer, and the
 fused kernel :func:`philox_sign_` turns it into ±1 in place, so no uniform tensor is ever
 formed. The kernel is the numba one (:mod:`stbin.estimators._philox_numba`), serial below
-``THRESHOLDS.parallel_sampling_min_numel`` elements and parallel over numba's threads
-(as many as ``torch.get_num_threads()``) from there on — both give identical numbers, as
+``THRESHOLDS.parallel_sampling_min_numel`` elements (or with one torch thread) and
+parallel over numba's threads (as many as ``torch.get_num_threads()``) from there on — both give identical numbers, as
 does the pure-torch fallback used where numba cannot be imported. Other devices (CUDA)
 compare with ``torch.rand`` drawn from the generator (torch's own parallel Philox).
 
@@ -33,8 +33,9 @@ def _philox_sign_impl(p: torch.Tensor, seed: torch.Tensor) -> None:
         return
     flat = p.view(-1)
     if _kernel is not None and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64):
-        parallel = p.numel() >= THRESHOLDS.parallel_sampling_min_numel
-        _kernel.compare_inplace(flat.detach().numpy(), seed.cpu().numpy(), parallel, torch.get_num_threads())
+        threads = torch.get_num_threads()
+        parallel = p.numel() >= THRESHOLDS.parallel_sampling_min_numel and threads > 1
+        _kernel.compare_inplace(flat.detach().numpy(), seed.cpu().numpy(), parallel, threads)
         return
     flat.copy_(sign_from_probability(flat, seed.cpu()).to(flat.device))
 

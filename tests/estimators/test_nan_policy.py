@@ -49,7 +49,7 @@ def test_deterministic_signs_propagate_nan(name, dtype):
 @pytest.mark.parametrize("noise", NOISES.names())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", [{}, {"parallel_sampling_min_numel": 1}])
-def test_samples_and_means_propagate_nan(fn, noise, dtype, path):
+def test_samples_and_means_propagate_nan(two_threads, fn, noise, dtype, path):
     values = [NAN, math.inf, -math.inf, 5000.0, -5000.0, NAN]  # F(a/s) is 0 or 1 except at NaN
     expected = [NAN, 1.0, -1.0, 1.0, -1.0, NAN]
     x = torch.tensor(values * 4, dtype=dtype)

@@ -165,7 +165,7 @@ def _sample(fn: str, a: torch.Tensor, noise: str, s: float, seed: int) -> torch.
 @pytest.mark.parametrize("fn", ["stochastic_sign", "bernoulli_weight"])
 @pytest.mark.parametrize("noise", NOISE_NAMES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sampling_is_exact_where_F_is_zero_or_one(path, fn, noise, dtype):
+def test_sampling_is_exact_where_F_is_zero_or_one(two_threads, path, fn, noise, dtype):
     s = 0.5
     a = torch.tensor([100.0, -100.0, 30.0, -30.0], dtype=dtype).repeat(2500)  # F(a/s) = 1 or 0 exactly
     with path_thresholds(**SAMPLING_PATHS[path]):
@@ -177,7 +177,7 @@ def test_sampling_is_exact_where_F_is_zero_or_one(path, fn, noise, dtype):
 @pytest.mark.parametrize("path", SAMPLING_PATHS)
 @pytest.mark.parametrize("fn", ["stochastic_sign", "bernoulli_weight"])
 @pytest.mark.parametrize("noise", NOISE_NAMES)
-def test_sampled_frequencies_on_every_path(path, fn, noise):
+def test_sampled_frequencies_on_every_path(two_threads, path, fn, noise):
     # 8 values x 12,500 draws each; tolerance 5 binomial standard errors per value
     s, n = 0.8, 12_500
     values = torch.tensor([-2.0, -0.9, -0.3, 0.0, 0.1, 0.5, 0.79, 1.6])

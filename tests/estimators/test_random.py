@@ -92,7 +92,7 @@ KERNEL_PATHS = {"serial": {}, "parallel": {"parallel_sampling_min_numel": 1}}
 @pytest.mark.parametrize("path", KERNEL_PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_kernel_is_the_stream_compared_with_p(monkeypatch, path, dtype, backend):
+def test_kernel_is_the_stream_compared_with_p(monkeypatch, two_threads, path, dtype, backend):
     if backend == "torch":
         monkeypatch.setattr(sampling, "_kernel", None)
     n = 3 * 1024 + 17
@@ -111,13 +111,18 @@ def test_kernel_is_the_stream_compared_with_p(monkeypatch, path, dtype, backend)
 
 
 @pytest.mark.parametrize("path", KERNEL_PATHS)
-def test_the_path_taken_is_the_one_forced(monkeypatch, path):
+def test_the_path_taken_is_the_one_forced(monkeypatch, two_threads, path):
     calls = []
     real = sampling._kernel.compare_inplace
     monkeypatch.setattr(sampling._kernel, "compare_inplace", lambda p, s, par, th=None: (calls.append(par), real(p, s, par, th)))
     with path_thresholds(**KERNEL_PATHS[path]):
         stochastic_sign(torch.zeros(2000), generator=torch.Generator().manual_seed(0))
     assert calls == [path == "parallel"]
+    calls.clear()
+    torch.set_num_threads(1)  # one thread: the serial kernel whatever the size (same numbers)
+    with path_thresholds(**KERNEL_PATHS[path]):
+        stochastic_sign(torch.zeros(2000), generator=torch.Generator().manual_seed(0))
+    assert calls == [False]
 
 
 @pytest.mark.parametrize("noise", NOISES.names())

@@ -93,7 +93,7 @@ def _losses(step, x, y, n):
 # default suite compiles through AOT autograd (graph capture, functionalization of the
 # in-place custom op, fake tensors) and the full inductor run is marked slow.
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
-def test_compiled_training_step_matches_eager_distribution(monkeypatch, backend):
+def test_compiled_training_step_matches_eager_distribution(monkeypatch, two_threads, backend):
     torch.manual_seed(0)
     net = SmallCNN()
     x = torch.randn(8, 3, 32, 32)
