@@ -3,9 +3,10 @@
 ``compare_inplace(p, seed, parallel)`` overwrites ``p`` (a contiguous float32 or float64
 array holding ``F(a/s)``) with the samples of :mod:`stbin.estimators.random`: ``+1`` where
 the element's Philox word times ``2^-32`` is below ``p``, ``-1`` elsewhere, NaN kept. One
-tile (256 Philox blocks, 1024 elements) is generated at a time into four lane arrays that
-stay in L1, with the counter words in structure-of-arrays form so that LLVM vectorises the
-rounds (32x32->64-bit multiplies); each lane is then compared with a contiguous run of
+tile (256 Philox blocks, 1024 elements) is generated at a time: the loop over its blocks
+runs all ten rounds on values held in registers (the key schedule precomputed), so LLVM
+vectorises it across blocks (32x32->64-bit multiplies), and writes the four words into
+four lane arrays that stay in L1; each lane is then compared with a contiguous run of
 ``p``. Tiles are independent, so ``parallel=True`` spreads them over numba's threads
 (``prange``) with results identical to the serial loop. Compiled once per dtype and cached
 on disk.
@@ -50,53 +51,78 @@ def _emit(p, lo, hi, words):
 
 
 @njit(inline="always")
-def _tile(p, t, k0, k1, o2, o3):
+def _round(c0, c1, c2, c3, k0, k1):
+    p0 = _M0 * np.uint64(c0)
+    p1 = _M1 * np.uint64(c2)
+    return (np.uint32(p1 >> _SHIFT) ^ c1 ^ k0, np.uint32(p1 & _LOW),
+            np.uint32(p0 >> _SHIFT) ^ c3 ^ k1, np.uint32(p0 & _LOW))
+
+
+@njit(inline="always")
+def _tile(p, t, ks0, ks1, o2, o3):
+    # One tile: 256 blocks, each through the 10 rounds with its state in registers (the j
+    # loop vectorises across blocks), its four words into four lane arrays, then compared.
     n = p.size
-    c0 = np.empty(_B, np.uint32)
-    c1 = np.empty(_B, np.uint32)
-    c2 = np.empty(_B, np.uint32)
-    c3 = np.empty(_B, np.uint32)
+    w0 = np.empty(_B, np.uint32)
+    w1 = np.empty(_B, np.uint32)
+    w2 = np.empty(_B, np.uint32)
+    w3 = np.empty(_B, np.uint32)
     b0 = np.uint64(t) * np.uint64(_B)
+    hi = np.uint32(b0 >> _SHIFT)
+    base = np.uint32(b0 & _LOW)  # a multiple of 256: base + j never carries into the high word
     for j in range(_B):
-        b = b0 + np.uint64(j)
-        c0[j] = np.uint32(b & _LOW)
-        c1[j] = np.uint32(b >> _SHIFT)
-        c2[j] = o2
-        c3[j] = o3
-    for r in range(_ROUNDS):
-        for j in range(_B):
-            p0 = _M0 * np.uint64(c0[j])
-            p1 = _M1 * np.uint64(c2[j])
-            x0 = np.uint32(p1 >> _SHIFT) ^ c1[j] ^ k0
-            x2 = np.uint32(p0 >> _SHIFT) ^ c3[j] ^ k1
-            c1[j] = np.uint32(p1 & _LOW)
-            c3[j] = np.uint32(p0 & _LOW)
-            c0[j] = x0
-            c2[j] = x2
-        k0 = np.uint32(k0 + _W0)
-        k1 = np.uint32(k1 + _W1)
+        c0, c1, c2, c3 = np.uint32(base + np.uint32(j)), hi, o2, o3
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[0], ks1[0])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[1], ks1[1])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[2], ks1[2])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[3], ks1[3])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[4], ks1[4])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[5], ks1[5])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[6], ks1[6])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[7], ks1[7])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[8], ks1[8])
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, ks0[9], ks1[9])
+        w0[j] = c0
+        w1[j] = c1
+        w2[j] = c2
+        w3[j] = c3
     lo = t * 4 * _B
     e1, e2, e3, e4 = min(lo + _B, n), min(lo + 2 * _B, n), min(lo + 3 * _B, n), min(lo + 4 * _B, n)
-    _emit(p, lo, e1, c0)
-    _emit(p, e1, e2, c1)
-    _emit(p, e2, e3, c2)
-    _emit(p, e3, e4, c3)
+    _emit(p, lo, e1, w0)
+    _emit(p, e1, e2, w1)
+    _emit(p, e2, e3, w2)
+    _emit(p, e3, e4, w3)
+
+
+@njit(inline="always")
+def _key_schedule(seed):
+    ks0 = np.empty(_ROUNDS, np.uint32)
+    ks1 = np.empty(_ROUNDS, np.uint32)
+    k0, k1 = np.uint32(seed[0]), np.uint32(seed[1])
+    for r in range(_ROUNDS):
+        ks0[r] = k0
+        ks1[r] = k1
+        k0 = np.uint32(k0 + _W0)
+        k1 = np.uint32(k1 + _W1)
+    return ks0, ks1
 
 
 @njit(**_JIT)
 def _compare_serial(p, seed):
     ntiles = (p.size + 4 * _B - 1) // (4 * _B)
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    ks0, ks1 = _key_schedule(seed)
+    o2, o3 = np.uint32(seed[2]), np.uint32(seed[3])
     for t in range(ntiles):
-        _tile(p, t, k0, k1, o2, o3)
+        _tile(p, t, ks0, ks1, o2, o3)
 
 
 @njit(parallel=True, **_JIT)
 def _compare_parallel(p, seed):
     ntiles = (p.size + 4 * _B - 1) // (4 * _B)
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    ks0, ks1 = _key_schedule(seed)
+    o2, o3 = np.uint32(seed[2]), np.uint32(seed[3])
     for t in prange(ntiles):
-        _tile(p, t, k0, k1, o2, o3)
+        _tile(p, t, ks0, ks1, o2, o3)
 
 
 def compare_inplace(p: np.ndarray, seed: np.ndarray, parallel: bool, threads: int | None = None) -> None:
