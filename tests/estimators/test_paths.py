@@ -189,3 +189,25 @@ def test_sampled_frequencies_on_every_path(two_threads, path, fn, noise):
     p = closed_form_cdf(noise, values / s)
     se = torch.sqrt(p * (1 - p) / n)
     assert ((freq - p).abs() <= 5 * se + 1e-12).all(), (path, freq, p)
+
+
+@pytest.mark.parametrize("noise", NOISE_NAMES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_non_cpu_sampling_path_by_value(noise, dtype):
+    # the path CUDA tensors take (torch.rand from the generator), run here on CPU by value:
+    # x = +1 exactly where the generator's torch.rand(compute dtype) is below F(a/s)
+    from stbin.estimators.sampling import _sample_sign_rand
+
+    s = 0.6
+    a, _ = _inputs(3000, dtype, s, seed=4)
+    a[7] = math.nan
+    x = _sample_sign_rand(a, NOISES.get(noise), s, torch.Generator().manual_seed(8))
+    cdt = torch.float64 if dtype == torch.float64 else torch.float32
+    u = torch.rand(a.shape, generator=torch.Generator().manual_seed(8), dtype=cdt)
+    F = closed_form_cdf(noise, a.double() / s)
+    expected = torch.where(u.double() < F, 1.0, -1.0)
+    near = (u.double() - F).abs() < (1e-6 if cdt == torch.float32 else 1e-14)
+    assert x.dtype == dtype and math.isnan(float(x[7]))
+    ok = (x.double() == expected) | near
+    ok[7] = True
+    assert ok.all() and near.sum() <= 3
