@@ -53,6 +53,11 @@ def draw_seed(generator: torch.Generator | None = None, device: torch.device | s
     ``k0, k1`` are the Philox key, ``c2, c3`` the upper counter words of this call. The
     draw advances the generator (the default one when ``generator`` is None), so
     consecutive calls use independent streams and a saved generator state replays them.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> s = draw_seed(g)
+    >>> s.shape, bool(((s >= 0) & (s < 2**32)).all()), torch.equal(s, draw_seed(g))
+    (torch.Size([4]), True, False)
     """
     if generator is not None:
         device = generator.device
@@ -74,6 +79,9 @@ def philox4x32(counter: torch.Tensor, key: torch.Tensor, rounds: int = ROUNDS) -
     A pure-torch, vectorised implementation of the published algorithm: ``rounds`` rounds
     of ``(c0, c1, c2, c3) <- (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``
     with the key bumped by the Weyl constants between rounds. Returns ``(..., 4)`` words.
+
+    >>> [hex(w) for w in philox4x32(torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0])).tolist()]
+    ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
     """
     c0, c1, c2, c3 = (counter[..., j].to(torch.int64) for j in range(4))
     k0, k1 = key[..., 0].to(torch.int64), key[..., 1].to(torch.int64)
@@ -112,6 +120,9 @@ def sign_from_probability(p: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
 
     ``p`` holds ``F(a/s)`` (any shape, compared in row-major order); the result has ``p``'s
     dtype and shape. Tile by tile, so only a tile of words is alive at a time.
+
+    >>> sign_from_probability(torch.tensor([0.0, 1.0, float("nan")]), torch.tensor([1, 2, 3, 4])).tolist()
+    [-1.0, 1.0, nan]
     """
     flat = p.reshape(-1)
     out = torch.empty_like(flat)

@@ -87,6 +87,10 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
     Returned in ``a``'s dtype and shape (contiguous); ``a`` is not modified; NaN where ``a``
     is NaN. CPU: the Philox stream seeded by four words drawn from ``generator`` (see
     :mod:`stbin.estimators.random`); other devices: ``torch.rand`` from ``generator``.
+
+    >>> from stbin.estimators.noise import get_noise
+    >>> sample_sign(torch.tensor([-50.0, 50.0]), get_noise("logistic"), 1.0, torch.Generator().manual_seed(0))
+    tensor([-1.,  1.])
     """
     if a.device.type != "cpu":
         return _sample_sign_rand(a, noise, scale, generator)
