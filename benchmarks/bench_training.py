@@ -8,6 +8,12 @@ not available offline). Binary and float steps are interleaved and the median ov
 is reported, so that load from other processes affects both alike.
 
     python benchmarks/bench_training.py [--presets sbn_mnist,lenet5_mnist] [--threads 1] [--out FILE.md]
+        [--clock cpu] [--compile]
+
+``--clock cpu`` times the CPU time of the process (all threads), which other processes on a
+busy machine do not inflate (use it with ``--threads 1``). ``--compile`` adds the binary
+model's step compiled with ``torch.compile`` (CPU inductor; forward, loss and backward in
+the compiled function, the optimizer step eager) and the ratio compiled / eager.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ DEFAULT_PRESETS = ["sbn_mnist", "lenet5_mnist", "sbn_conv_cifar10", "binarynet_c
 BATCH = {"sbn_mnist": 100, "lenet5_mnist": 100}
 
 
-def make_step(cfg, shape, batch):
+def make_step(cfg, shape, batch, compiled=False):
     name, kw = model_kwargs_for(cfg, shape, 10)
     torch.manual_seed(0)
     model = build_model(name, **kw).train()
@@ -40,26 +46,38 @@ def make_step(cfg, shape, batch):
     x = torch.randn(batch, *shape)
     y = torch.randint(10, (batch,))
 
-    def step():
+    def fwd_bwd(x, y):
         loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
         loss.backward()
+        return loss.detach()
+
+    run = torch.compile(fwd_bwd) if compiled else fwd_bwd
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        run(x, y)
         opt.step()
     return step
 
 
+CLOCK = [time.perf_counter]
+
+
 def time_steps(step, n):
-    t = time.perf_counter()
+    clock = CLOCK[0]
+    t = clock()
     for _ in range(n):
         step()
-    return time.perf_counter() - t
+    return clock() - t
 
 
-def bench(preset, repeats, min_time):
+def bench(preset, repeats, min_time, compiled=False):
     cfg = get_preset(preset)
     shape = INPUT_SHAPES[cfg.data.name]
     batch = BATCH.get(preset, 16)
     steps = {"binary": make_step(cfg, shape, batch), "float": make_step(float_twin(cfg), shape, batch)}
+    if compiled:
+        steps["compiled"] = make_step(cfg, shape, batch, compiled=True)
     n = {}
     for k, s in steps.items():  # warm-up and choose steps per repeat
         s()
@@ -70,8 +88,12 @@ def bench(preset, repeats, min_time):
         for k, s in steps.items():
             rates[k].append(n[k] * batch / time_steps(s, n[k]))
     b, f = statistics.median(rates["binary"]), statistics.median(rates["float"])
-    return {"preset": preset, "model": cfg.model["name"], "shape": "x".join(map(str, shape)), "batch": batch,
-            "binary": b, "float": f, "ratio": b / f}
+    row = {"preset": preset, "model": cfg.model["name"], "shape": "x".join(map(str, shape)), "batch": batch,
+           "binary": b, "float": f, "ratio": b / f}
+    if compiled:
+        row["compiled"] = statistics.median(rates["compiled"])
+        row["compiled/eager"] = row["compiled"] / b
+    return row
 
 
 def main(argv=None) -> int:
@@ -81,15 +103,23 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--min-time", type=float, default=1.0, help="seconds per repeat and variant (approx.)")
     p.add_argument("--out", help="also write the Markdown table to this file")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall (default) or cpu: CPU time of the process (use with --threads 1 on a busy machine)")
+    p.add_argument("--compile", action="store_true", help="also time the binary step under torch.compile")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    rows = [bench(name.strip(), a.repeats, a.min_time) for name in a.presets.split(",") if name.strip()]
-    lines = [f"Training throughput, torch {torch.__version__}, {a.threads} thread(s), {platform.processor() or platform.machine()}",
-             "", "| preset | model | input | batch | binary (img/s) | float twin (img/s) | binary / float |",
-             "|---|---|---|--:|--:|--:|--:|"]
+    if a.clock == "cpu":
+        CLOCK[0] = time.process_time
+    rows = [bench(name.strip(), a.repeats, a.min_time, a.compile) for name in a.presets.split(",") if name.strip()]
+    extra = " compiled (img/s) | compiled / eager |" if a.compile else ""
+    lines = [f"Training throughput, torch {torch.__version__}, {a.threads} thread(s), {a.clock} clock, "
+             f"{platform.processor() or platform.machine()}",
+             "", "| preset | model | input | batch | binary (img/s) | float twin (img/s) | binary / float |" + extra,
+             "|---|---|---|--:|--:|--:|--:|" + ("--:|--:|" if a.compile else "")]
     for r in rows:
+        cols = f" {r['compiled']:.0f} | {r['compiled/eager']:.2f} |" if a.compile else ""
         lines.append(f"| {r['preset']} | {r['model']} | {r['shape']} | {r['batch']} | {r['binary']:.0f} | "
-                     f"{r['float']:.0f} | {r['ratio']:.2f} |")
+                     f"{r['float']:.0f} | {r['ratio']:.2f} |" + cols)
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if a.out:

@@ -98,3 +98,12 @@ def parse_markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
 def markdown_tables():
     """The checking Markdown table parser :func:`parse_markdown_tables` (needs markdown-it-py)."""
     return parse_markdown_tables
+
+
+@pytest.fixture
+def two_threads():
+    """torch (and so stbin's sampling kernel) with two threads for the test, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield 2
+    torch.set_num_threads(before)

@@ -14,6 +14,14 @@ function                    module                               what
 :func:`magnitude_aware_sign` :mod:`stbin.estimators.magnitude`   per-channel scaled sign for weights
 :func:`bernoulli_weight`    :mod:`stbin.estimators.latent`       Bernoulli weights, latent backward
 ==========================  ===================================  =====================================
+
+**NaN policy.** A NaN input propagates: every estimator maps a NaN element to a NaN output
+element, in every mode (``sign``, ``stochastic_sign`` and ``bernoulli_weight`` in
+``sample``/``mode``/``mean``, ``magnitude_aware_sign``, ``heaviside``, ``quant_relu``), and
+its backward gives NaN there too. A NaN pre-activation or latent weight means that training
+has diverged; mapping it silently to -1 (what a comparison ``a >= 0`` does) would hide
+that, whereas a NaN output reaches the loss, where :mod:`stbin.training` stops at the first
+non-finite loss. Infinities are ordinary values: ``sign(+-inf) = +-1``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 r"""Heaviside (binarized ReLU) with a straight-through backward.
 
-Forward: :math:`y = 1[x > 0] \in \{0, 1\}` (the binarized ReLU of SPEC B1; 0 at x = 0).
+Forward: :math:`y = 1[x > 0] \in \{0, 1\}` (the binarized ReLU; 0 at x = 0; NaN for NaN).
 
 Backward: :math:`\partial L/\partial x = \mu'(x)\,\partial L/\partial y` with the STE mask
 :math:`\mu'` of :mod:`stbin.estimators.ste`: ``identity`` (1), ``relu`` (:math:`1[x>0]`)
@@ -31,7 +31,8 @@ class Heaviside(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, ste: str) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.ste = ste
-        return (x > 0).to(x.dtype)
+        out = (x > 0).to(x.dtype)
+        return out.masked_fill_(torch.isnan(x), float("nan"))  # NaN propagates (see stbin.estimators)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:

@@ -1,6 +1,6 @@
 r"""Bernoulli weights from latent weights, with the latent (mirror-descent) backward.
 
-Forward (SPEC A3), with latent weight :math:`\theta`, noise CDF :math:`F`, scale
+Forward (Shekhovtsov & Yanush, GCPR 2021, Sec. 4), with latent weight :math:`\theta`, noise CDF :math:`F`, scale
 :math:`s_w > 0` and standard noise :math:`z`:
 
 * ``mode="sample"``: :math:`w = \operatorname{sign}(\theta - s_w z)`, i.e.
@@ -8,6 +8,8 @@ Forward (SPEC A3), with latent weight :math:`\theta`, noise CDF :math:`F`, scale
 * ``mode="mode"``: :math:`w = \operatorname{sign}(\theta)` (sign(0) = +1) — the deterministic
   binary weight of BinaryConnect / BinaryNet;
 * ``mode="mean"``: :math:`w = \eta = 2F(\theta/s_w) - 1` (the expected weight).
+
+A NaN latent weight gives a NaN weight in every mode (see :mod:`stbin.estimators`).
 
 Backward: :math:`\partial L/\partial\theta := \partial L/\partial w` (identity). The
 expected loss :math:`\mathbb{E}_w L(w)` is multilinear in :math:`\eta`, and
@@ -34,7 +36,7 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import noisy_sign
+from stbin.estimators.sampling import noisy_sign
 from stbin.estimators.noise import Noise, get_noise
 from stbin.estimators.stochastic import MODES
 

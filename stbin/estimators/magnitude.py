@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import plus_minus_one, scaled_grad, upcast
+from stbin.estimators._common import sign_pm1, scaled_grad, upcast
 
 
 def channel_mean_abs(w: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -43,7 +43,7 @@ class MagnitudeAwareSign(torch.autograd.Function):
         scale = channel_mean_abs(upcast(w), dim)
         ctx.save_for_backward(w, scale)
         ctx.clip = clip
-        return (plus_minus_one(w >= 0, scale.dtype) * scale).to(w.dtype)
+        return (sign_pm1(w, scale.dtype) * scale).to(w.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None]:

@@ -1,4 +1,4 @@
-r"""Noise families of stochastic binary units (SPEC A1).
+r"""Noise families of stochastic binary units (Shekhovtsov & Yanush, GCPR 2021).
 
 A stochastic binary unit with pre-activation :math:`a` and noise scale :math:`s > 0` emits
 
@@ -16,7 +16,7 @@ gaussian   :math:`\Phi(t)`                :math:`\mathrm{erf}(a/(s\sqrt2))`  :ma
 
 Each family is a :class:`Noise` with vectorised ``cdf``, ``pdf``, ``mean`` (the proxy
 :math:`2F(t)-1`), ``st_factor`` and an inverse ``mean_inverse`` (the mirror map's dual
-coordinate, SPEC A3). Functions take and return tensors and compute in the tensor's dtype
+coordinate of mirror descent). Functions take and return tensors and compute in the tensor's dtype
 (callers upcast half types; see :func:`stbin._validation.compute_dtype`).
 """
 

@@ -1,11 +1,16 @@
-r"""The b-bit uniformly quantized ReLU of Yin et al. (SPEC B2) and Lloyd's fit of alpha.
+r"""The b-bit uniformly quantized ReLU of Yin et al. (ICLR 2019, Sec. 5) and Lloyd's fit of alpha.
 
 Forward, with :math:`L = 2^b - 1` levels above zero and resolution :math:`\alpha > 0`:
 
-.. math:: Q(x) = \alpha \cdot \min\!\left(\left\lfloor \frac{x}{\alpha} + \frac12 \right\rfloor_{+},\; L\right),
+.. math:: Q(x) = \alpha \cdot \#\{k \in \{0, \dots, L-1\} : x \ge (k + \tfrac12)\alpha\},
 
 i.e. the nearest of :math:`\{0, \alpha, \dots, L\alpha\}` with thresholds at the midpoints
-(ties round up), and 0 for :math:`x \le 0`.
+(ties round up), and 0 for :math:`x \le 0`. The comparison is against the **exact**
+midpoint :math:`(k+\frac12)\alpha` of the float ``alpha``: every input below it, including
+the largest float of the input's dtype below it, maps to level k, every input at or above
+it to level k+1. (The textbook form :math:`\lfloor x/\alpha + \frac12\rfloor` rounds
+``x/alpha + 0.5`` up to the next integer in floating point for inputs one ulp below a
+midpoint, so it is not used.) NaN inputs give NaN.
 
 Backward: :math:`\partial L/\partial x = \mu'(x)\,\partial L/\partial Q` with the STE mask
 (:mod:`stbin.estimators.ste`): ``identity`` 1, ``relu`` :math:`1[x>0]`, ``clipped_relu``
@@ -21,6 +26,7 @@ Reference: Yin et al., ICLR 2019, Section 5.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -38,9 +44,7 @@ class QuantReLU(torch.autograd.Function):
         ctx.save_for_backward(x)
         top = float(2**bits - 1)
         ctx.upper, ctx.ste = top * alpha, ste
-        xc = upcast(x)
-        levels = torch.floor(xc / alpha + 0.5).clamp_(0.0, top)
-        return (levels * alpha).to(x.dtype)
+        return quantize(x, alpha, 2**bits - 1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:
@@ -49,6 +53,57 @@ class QuantReLU(torch.autograd.Function):
             return None, None, None, None
         mask = STES.get(ctx.ste)(upcast(x), ctx.upper)
         return scaled_grad(grad, mask), None, None, None
+
+
+def midpoint_thresholds(alpha: float, top: int, dtype: torch.dtype, cache: bool = True) -> torch.Tensor:
+    r"""For k = 0..top-1, the smallest value of ``dtype`` that is >= the exact midpoint (k+1/2) alpha.
+
+    ``x >= t_k`` in ``dtype`` is then exactly ``x >= (k+1/2) alpha`` for every ``x`` of that
+    dtype. Computed with exact rational arithmetic (``fractions.Fraction`` of the float
+    ``alpha``) from a rounded candidate, which is moved by at most a few ulps.
+    """
+    key = (alpha, top, dtype)
+    hit = _THRESHOLD_CACHE.get(key)
+    if hit is not None:
+        return hit
+    a = Fraction(alpha)
+    cand = ((torch.arange(top, dtype=torch.float64) + 0.5) * alpha).to(dtype)
+    inf = torch.tensor(math.inf, dtype=dtype)
+    out = []
+    for k, c in enumerate(cand):
+        mid = a * (2 * k + 1) / 2
+        while math.isfinite(float(c)) and Fraction(float(c)) < mid:  # below the midpoint: step up
+            c = torch.nextafter(c, inf) if dtype not in _NO_NEXTAFTER else _step(c, +1)
+        while True:  # the largest value >= mid: step down while the next one down is still >= mid
+            d = torch.nextafter(c, -inf) if dtype not in _NO_NEXTAFTER else _step(c, -1)
+            if not math.isfinite(float(c)) or Fraction(float(d)) < mid:
+                break
+            c = d
+        out.append(c)
+    table = torch.stack(out) if out else torch.empty(0, dtype=dtype)
+    if cache and len(_THRESHOLD_CACHE) < 256:
+        _THRESHOLD_CACHE[key] = table
+    return table
+
+
+_THRESHOLD_CACHE: dict[tuple[float, int, torch.dtype], torch.Tensor] = {}
+_NO_NEXTAFTER = (torch.float16, torch.bfloat16)
+_INT_VIEW = {torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+def _step(c: torch.Tensor, direction: int) -> torch.Tensor:
+    """The next representable value of a positive finite half-precision scalar (bit pattern +- 1)."""
+    bits = c.reshape(1).view(_INT_VIEW[c.dtype]) + direction
+    return bits.view(c.dtype)[0]
+
+
+def quantize(x: torch.Tensor, alpha: float, top: int) -> torch.Tensor:
+    """Nearest of {0, alpha, ..., top alpha} with exact midpoint thresholds, in ``x``'s dtype; NaN stays NaN."""
+    table = midpoint_thresholds(alpha, top, x.dtype).to(x.device)
+    values = (torch.arange(top + 1, dtype=torch.float64) * alpha).to(device=x.device, dtype=x.dtype)
+    levels = torch.bucketize(x, table, right=True)  # number of thresholds <= x
+    out = values[levels]  # k alpha rounded once to x's dtype
+    return torch.where(torch.isnan(x), x, out)
 
 
 def quant_relu(x: torch.Tensor, bits: int = 2, alpha: float | None = None, ste: str = "clipped_relu") -> torch.Tensor:
@@ -110,7 +165,7 @@ def lloyd_alpha(bits: int, n_samples: int | None = None, generator: torch.Genera
             num = sum(k * m for k, m in enumerate(moments))
             den = sum(k * k * p for k, p in enumerate(probs))
         else:
-            k = torch.floor(x / alpha + 0.5).clamp_(0, top)
+            k = torch.bucketize(x, midpoint_thresholds(alpha, top, x.dtype, cache=False), right=True).to(x.dtype)
             num, den = float((k * x).sum()), float((k * k).sum())
         new = num / den
         if abs(new - alpha) <= tol * alpha:

@@ -1,6 +1,7 @@
 r"""Deterministic sign with a choice of straight-through backward proxies.
 
-Forward: :math:`\operatorname{sign}(x) \in \{-1,+1\}` with :math:`\operatorname{sign}(0)=+1`.
+Forward: :math:`\operatorname{sign}(x) \in \{-1,+1\}` with :math:`\operatorname{sign}(0)=+1`
+(also for -0.0) and NaN for NaN (the library's NaN policy, see :mod:`stbin.estimators`).
 
 Backward: :math:`\partial L/\partial x = \rho'(x)\,\partial L/\partial y` for the proxy
 :math:`\rho` chosen by name:
@@ -36,7 +37,7 @@ import torch
 
 from stbin._registry import Registry
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import plus_minus_one, scaled_grad, upcast
+from stbin.estimators._common import sign_pm1, scaled_grad, upcast
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ class Sign(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, proxy: SignProxy, clip: float, beta: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.proxy, ctx.clip, ctx.beta = proxy, clip, beta
-        return plus_minus_one(x >= 0, x.dtype)
+        return sign_pm1(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None]:

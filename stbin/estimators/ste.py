@@ -1,4 +1,4 @@
-r"""Straight-through estimators for activation-quantized ReLU networks (SPEC B1, B2).
+r"""Straight-through estimators for activation-quantized ReLU networks (Yin et al., ICLR 2019).
 
 A quantized activation :math:`\sigma` (the binarized ReLU :math:`1[x>0]` or a b-bit
 quantized ReLU) has zero derivative almost everywhere. A *coarse gradient* replaces

@@ -1,6 +1,6 @@
 r"""The stochastic binary activation and its principled straight-through estimator.
 
-Forward (SPEC A1), with standard symmetric noise :math:`z` of CDF :math:`F` and scale
+Forward (Shekhovtsov & Yanush, GCPR 2021, Sec. 3), with standard symmetric noise :math:`z` of CDF :math:`F` and scale
 :math:`s > 0`:
 
 * ``mode="sample"``: :math:`x = \operatorname{sign}(a - s z) \in \{-1, +1\}`, i.e.
@@ -9,7 +9,7 @@ Forward (SPEC A1), with standard symmetric noise :math:`z` of CDF :math:`F` and 
   (the most likely state; deterministic inference);
 * ``mode="mean"``: :math:`x = \mathbb{E}[x] = 2F(a/s) - 1` (a smooth relaxation).
 
-Backward (SPEC A2), the same closed form in all three modes:
+Backward (Shekhovtsov & Yanush, GCPR 2021, Sec. 3), the same closed form in all three modes:
 
 .. math:: \frac{\partial L}{\partial a} = \frac{2}{s} F'\!\left(\frac{a}{s}\right)\,
           \frac{\partial L}{\partial x}.
@@ -23,6 +23,8 @@ otherwise. With ``mode="mode"`` it is the deterministic ST estimator that the no
 explains: uniform noise with s = 1 gives BinaryNet's htanh backward, logistic noise with
 s = 1/2 gives the tanh proxy.
 
+NaN pre-activations give NaN outputs in every mode (see :mod:`stbin.estimators`).
+
 Reference: A. Shekhovtsov, V. Yanush, "Reintroducing Straight-Through Estimators as
 Principled Methods for Stochastic Binary Networks", GCPR 2021 (arXiv:2006.06880).
 """
@@ -35,7 +37,8 @@ import torch
 
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive, compute_dtype
-from stbin.estimators._common import CHUNK_NUMEL, noisy_sign, scaled, scaled_grad, upcast
+from stbin.estimators._common import THRESHOLDS, scaled, scaled_grad, upcast
+from stbin.estimators.sampling import noisy_sign
 from stbin.estimators.noise import Noise, get_noise
 
 MODES = ("sample", "mode", "mean")
@@ -57,7 +60,7 @@ def _st_backward(grad: torch.Tensor, a: torch.Tensor, noise: Noise, scale: float
     if not _is_logistic(noise) or torch.is_grad_enabled():
         # generic path (also for double backward: no in-place ops on the graph)
         return scaled_grad(grad, noise.st_factor(upcast(a), scale))
-    if (a.device.type == "cpu" and a.numel() >= CHUNK_NUMEL and grad.shape == a.shape
+    if (a.device.type == "cpu" and a.numel() >= THRESHOLDS.chunk_numel and grad.shape == a.shape
             and a.is_contiguous() and grad.is_contiguous()):
         return _logistic_st_backward_chunked(grad, a, scale)
     t, fresh = scaled(a, scale)
@@ -77,12 +80,13 @@ def _logistic_st_backward_chunked(grad: torch.Tensor, a: torch.Tensor, scale: fl
     cdt = compute_dtype(a.dtype)
     n = a.numel()
     a_flat, g_flat, o_flat = a.view(-1), grad.view(-1), out.view(-1)
-    m = min(n, CHUNK_NUMEL)
+    chunk = THRESHOLDS.chunk_numel
+    m = min(n, chunk)
     y_buf = torch.empty(m, dtype=cdt)
     g_buf = torch.empty(m, dtype=cdt) if grad.dtype != cdt else None
     factor = 2.0 / scale
-    for lo in range(0, n, CHUNK_NUMEL):
-        hi = min(lo + CHUNK_NUMEL, n)
+    for lo in range(0, n, chunk):
+        hi = min(lo + chunk, n)
         y = y_buf[: hi - lo]
         src = a_flat[lo:hi]
         if a.dtype != cdt:
@@ -130,7 +134,8 @@ def stochastic_sign(a: torch.Tensor, noise: str | Noise = "logistic", scale: flo
         generator: a ``torch.Generator`` on ``a``'s device for reproducible sampling.
 
     Returns:
-        a tensor of ``a``'s shape and dtype; ±1 in ``sample``/``mode``, in [-1, 1] in ``mean``.
+        a tensor of ``a``'s shape and dtype; ±1 in ``sample``/``mode``, in [-1, 1] in ``mean``;
+        NaN where ``a`` is NaN (the divergence stays visible).
 
     Backward: :math:`\partial L/\partial a = \frac{2}{s}F'(a/s)\,\partial L/\partial x`.
     The input is never modified.

@@ -1,4 +1,4 @@
-"""Noise families: CDF/density/mean/inverse consistency and the ST factor table of SPEC A1."""
+"""Noise families: CDF/density/mean/inverse consistency and the ST factor table."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""heaviside and quant_relu (SPEC B1/B2): forward levels, STE masks, Lloyd's alpha."""
+"""heaviside and quant_relu: forward levels, STE masks, Lloyd's alpha."""
 
 import math
 
@@ -93,3 +93,74 @@ def test_bad_values():
         heaviside(x, "clip")
     with pytest.raises(ValueError, match="bits must be an integer >= 1, got 0"):
         lloyd_alpha(0)
+
+
+# -- one ulp below / at / above every exact midpoint, in every float dtype ---------------
+
+_INT_OF = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+           torch.float64: torch.int64}
+
+
+def _neighbours(mid, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(largest value of dtype < mid, smallest value of dtype >= mid) for an exact positive rational mid.
+
+    Found by walking the bit patterns of positive floats (consecutive integers are
+    consecutive floats), independently of the library.
+    """
+    from fractions import Fraction
+
+    c = torch.tensor(float(mid), dtype=dtype).reshape(1).view(_INT_OF[dtype])
+    while Fraction(float(c.view(dtype))) >= mid:
+        c = c - 1
+    while Fraction(float((c + 1).view(dtype))) < mid:
+        c = c + 1
+    return c.view(dtype)[0], (c + 1).view(dtype)[0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+@pytest.mark.parametrize("alpha", [None, 0.3, 0.5, 1 / 3, 0.1])
+def test_quant_relu_one_ulp_around_every_exact_midpoint(dtype, bits, alpha):
+    from fractions import Fraction
+
+    a = lloyd_alpha(bits) if alpha is None else alpha
+    top = 2**bits - 1
+    below, above, k_below, k_above = [], [], [], []
+    for k in range(top):
+        mid = Fraction(a) * (2 * k + 1) / 2  # the exact midpoint of levels k and k+1
+        lo, hi = _neighbours(mid, dtype)
+        below.append(lo)
+        above.append(hi)
+    xb, xa = torch.stack(below), torch.stack(above)
+    levels = torch.arange(top + 1, dtype=torch.float64) * a
+    expect_b = levels[:-1].to(dtype)
+    expect_a = levels[1:].to(dtype)
+    assert torch.equal(quant_relu(xb, bits, a), expect_b), (xb, quant_relu(xb, bits, a))
+    assert torch.equal(quant_relu(xa, bits, a), expect_a), (xa, quant_relu(xa, bits, a))
+
+
+def test_quant_relu_largest_float_below_half_alpha_is_level_zero():
+    # the reported case: floor(x/alpha + 0.5) rounds up in float32
+    alpha = lloyd_alpha(2)
+    x = torch.nextafter(torch.tensor(alpha / 2, dtype=torch.float32), torch.tensor(0.0))
+    while float(x) >= alpha / 2:
+        x = torch.nextafter(x, torch.tensor(0.0))
+    assert quant_relu(x.view(1), 2, alpha).item() == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_quant_relu_nan_propagates_and_infinities_saturate(dtype):
+    x = torch.tensor([math.nan, math.inf, -math.inf, 0.0], dtype=dtype)
+    out = quant_relu(x, 2, 0.5)
+    assert math.isnan(out[0].item())
+    assert out[1:].tolist() == [1.5, 0.0, 0.0]
+
+
+def test_lloyd_sample_fit_assigns_by_exact_midpoints():
+    # sample-based Lloyd assigns each x to the level of quant_relu: its fixed point on a
+    # sample is alpha = sum k x / sum k^2 with k the (exact) quant_relu level of x
+    g = torch.Generator().manual_seed(0)
+    alpha = lloyd_alpha(2, n_samples=20_000, generator=g)
+    x = torch.randn(20_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64).abs_()
+    k = quant_relu(x, 2, alpha) / alpha
+    assert float((k * x).sum() / (k * k).sum()) == pytest.approx(alpha, rel=1e-9)

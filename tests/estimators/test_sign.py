@@ -41,7 +41,7 @@ def test_approx_sign():
 
 @pytest.mark.parametrize("beta", [1.0, 5.0, 10.0])
 def test_swish_sign_is_derivative_of_signswish(beta):
-    # SPEC A2: the derivative of 2 sigma(b x)(1 + b x (1 - sigma(b x))) - 1
+    # the derivative of 2 sigma(b x)(1 + b x (1 - sigma(b x))) - 1
     x = X[X.abs() < 100].clone().requires_grad_()
     s = torch.sigmoid(beta * x)
     (true,) = torch.autograd.grad((2 * s * (1 + beta * x * (1 - s)) - 1).sum(), x)

@@ -1,4 +1,4 @@
-"""stochastic_sign: forward distribution, closed-form backward, and the unbiasedness facts of SPEC A2."""
+"""stochastic_sign: forward distribution, closed-form backward, and the unbiasedness facts of Shekhovtsov & Yanush (GCPR 2021)."""
 
 import itertools
 import math
@@ -13,7 +13,7 @@ NOISE_NAMES = NOISES.names()
 
 
 def closed_form_factor(noise: str, a: torch.Tensor, s: float) -> torch.Tensor:
-    """The ST factor written independently of the library (SPEC A1 table)."""
+    """The ST factor written independently of the library."""
     t = a / s
     if noise == "logistic":
         return (1.0 / (2 * s)) / torch.cosh(a / (2 * s)) ** 2
@@ -158,7 +158,7 @@ def test_st_is_biased_for_a_non_affine_loss(noise):
     assert cos > 0.8
 
 
-# -- deterministic ST variants are special cases (SPEC A2) --------------------------------
+# -- deterministic ST variants are special cases --------------------------------
 
 def _grad(fn, x):
     x = x.clone().requires_grad_()

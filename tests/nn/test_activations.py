@@ -1,4 +1,4 @@
-"""Properties of the activation modules of :mod:`stbin.nn` (SPEC A1, A2, B2).
+"""Properties of the activation modules of :mod:`stbin.nn` (Shekhovtsov & Yanush, GCPR 2021; Yin et al., ICLR 2019).
 
 StochasticSign samples in training and uses ``eval_mode`` in evaluation (``mode`` = sign,
 ``sample`` = a fresh draw, ``mean`` = 2F(a/s)-1); Sign / Heaviside / QuantReLU are
@@ -21,12 +21,12 @@ HALF_AND_DOUBLE = (torch.float16, torch.bfloat16, torch.float64)
 
 
 def cdf(noise: str, t: float) -> float:
-    """F(t) of the standard noise (SPEC A1), from scipy.stats as an independent reference."""
+    """F(t) of the standard noise from scipy.stats as an independent reference."""
     return float({"logistic": stats.logistic, "uniform": stats.uniform(-1.0, 2.0), "gaussian": stats.norm}[noise].cdf(t))
 
 
 def mean_proxy(noise: str, a: float, s: float) -> float:
-    """2F(a/s) - 1 in the closed forms of the SPEC table (tanh, hard tanh, erf)."""
+    """2F(a/s) - 1 in closed form (tanh, hard tanh, erf)."""
     if noise == "logistic":
         return math.tanh(a / (2.0 * s))
     if noise == "uniform":

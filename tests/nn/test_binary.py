@@ -1,4 +1,4 @@
-"""Properties of the binary-weight layers :class:`BinaryLinear` and :class:`BinaryConv2d` (SPEC A3).
+"""Properties of the binary-weight layers :class:`BinaryLinear` and :class:`BinaryConv2d` (Shekhovtsov & Yanush, GCPR 2021).
 
 The sampled binary weights of a training forward are read back from the layer's own
 output: a linear layer applied to the identity matrix returns W^T, a 1x1 convolution
@@ -26,7 +26,7 @@ NOISES = tuple(_NOISE_REGISTRY)  # every registered noise
 
 
 def cdf(noise: str, t: float) -> float:
-    """F(t) of the standard noise (SPEC A1), from scipy.stats as an independent reference."""
+    """F(t) of the standard noise from scipy.stats as an independent reference."""
     return float({"logistic": stats.logistic, "uniform": stats.uniform(-1.0, 2.0), "gaussian": stats.norm}[noise].cdf(t))
 
 

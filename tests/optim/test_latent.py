@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from stbin.estimators.random import draw_seed, stream_words
 from stbin.nn import BinaryConv2d, BinaryLinear
 from stbin.optim import LatentWeightRule
 from stbin.estimators import NOISES as _NOISE_REGISTRY
@@ -50,7 +51,8 @@ def stochastic_binary_connect(w0: torch.Tensor, xs: list[torch.Tensor], ys: list
     """Hand-written stochastic BinaryConnect (Courbariaux et al. 2015) with latent clipping.
 
     w_b = +1 with probability hard_sigmoid(w) = clip((w+1)/2, 0, 1), drawn as u < p with
-    u = torch.rand(shape, generator); dL/dw_b of L = 1/(2B) ||x w_b^T - y||^2 by hand;
+    u from stbin's sampling stream (Philox words of the seed drawn from ``generator``, see
+    :mod:`stbin.estimators.random`); dL/dw_b of L = 1/(2B) ||x w_b^T - y||^2 by hand;
     w <- clip(w - lr dL/dw_b, -1, 1). Returns the latent weights after every step and the
     binary weights used in every step.
     """
@@ -59,7 +61,7 @@ def stochastic_binary_connect(w0: torch.Tensor, xs: list[torch.Tensor], ys: list
     latents, binaries = [], []
     for x, y in zip(xs, ys):
         p = ((w + 1) / 2).clamp(0, 1)
-        u = torch.rand(w.shape, generator=g)
+        u = (stream_words(w.numel(), draw_seed(g)).double() * 2.0 ** -32).view(w.shape)
         wb = torch.where(u < p, 1.0, -1.0)
         r = x @ wb.T - y
         grad = r.T @ x / x.shape[0]

@@ -1,0 +1,136 @@
+r"""The counter-based random stream of stbin's sampling (Philox4x32-10).
+
+Every stochastic unit and Bernoulli weight on CPU is drawn from **Philox4x32-10** (J. K.
+Salmon, M. A. Moraes, R. O. Dror, D. E. Shaw, "Parallel Random Numbers: As Easy as 1, 2,
+3", SC 2011), a counter-based generator: a bijection of a 128-bit counter, keyed by 64
+bits, whose four 32-bit output words are a pure function of (key, counter). So the draw
+of element ``i`` depends on ``i`` and the call's seed only — not on the thread count, the
+chunking, or the order in which elements are computed — and sampling runs in parallel
+and vectorised with results identical to a serial loop.
+
+**One sampling call** (a tensor of ``n`` elements, row-major logical order):
+
+1. four 32-bit words ``(k0, k1, c2, c3)`` are drawn from a ``torch.Generator``
+   (:func:`draw_seed`; the layer's ``generator`` or the default one, so
+   ``torch.manual_seed``, the ``generator`` arguments and the RNG state saved in
+   checkpoints reproduce the stream, and the generator advances with every call);
+2. element ``i`` belongs to tile ``t = i // 1024``; with ``r = i % 1024`` it takes lane
+   ``r // 256`` of block ``b = 256 t + r % 256``, i.e. the word
+   ``philox4x32_10(counter=(b mod 2^32, b // 2^32, c2, c3), key=(k0, k1))[r // 256]``
+   (the tile layout lets the fast kernel write each lane as a contiguous run);
+3. the sample is ``+1`` iff ``word * 2^-32 < F(a_i / s)`` (exact in float64, ``F``
+   evaluated in the compute dtype: float32 for half types and float32, float64 for
+   float64), ``-1`` otherwise, and ``NaN`` where ``F(a_i/s)`` is NaN. So
+   ``P(x = +1) = ceil(2^32 F) / 2^32``, within ``2^-32`` of ``F(a/s)``.
+
+No uniform tensor is formed: the comparison is fused with the draw
+(:mod:`stbin.estimators._philox_numba` on CPU; :func:`sign_from_probability` here is the
+pure-torch implementation of the same stream, used where numba is unavailable).
+CUDA tensors keep ``torch.rand`` with the given generator (torch's own parallel Philox).
+
+The published known-answer vectors of Philox4x32-10 (Random123's ``kat_vectors``) are
+checked by ``tests/estimators/test_random.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: Philox4x32 multipliers and Weyl key increments (Salmon et al., SC 2011, Sec. 3.2)
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+ROUNDS = 10
+#: blocks per tile of the element layout (part of the stream's definition: never change it)
+TILE_BLOCKS = 256
+TILE_ELEMENTS = 4 * TILE_BLOCKS
+_MASK32 = 0xFFFFFFFF
+_TWO_POW_32 = 1 << 32
+
+
+def draw_seed(generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Four 32-bit words ``(k0, k1, c2, c3)`` as an int64 tensor, drawn from ``generator``.
+
+    ``k0, k1`` are the Philox key, ``c2, c3`` the upper counter words of this call. The
+    draw advances the generator (the default one when ``generator`` is None), so
+    consecutive calls use independent streams and a saved generator state replays them.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> s = draw_seed(g)
+    >>> s.shape, bool(((s >= 0) & (s < 2**32)).all()), torch.equal(s, draw_seed(g))
+    (torch.Size([4]), True, False)
+    """
+    if generator is not None:
+        device = generator.device
+    return torch.randint(0, _TWO_POW_32, (4,), dtype=torch.int64, generator=generator, device=device)
+
+
+def _mulhilo(m: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(high, low) 32-bit words of ``m * x`` for 32-bit ``x`` held in int64 (no overflow)."""
+    lo16, hi16 = x & 0xFFFF, x >> 16
+    p0 = lo16 * m  # < 2^48
+    p1 = hi16 * m  # < 2^48
+    mid = p0 + ((p1 & 0xFFFF) << 16)  # < 2^49
+    return (p1 >> 16) + (mid >> 32), mid & _MASK32
+
+
+def philox4x32(counter: torch.Tensor, key: torch.Tensor, rounds: int = ROUNDS) -> torch.Tensor:
+    """Philox4x32-R of counters ``(..., 4)`` under keys ``(..., 2)`` (32-bit words in int64).
+
+    A pure-torch, vectorised implementation of the published algorithm: ``rounds`` rounds
+    of ``(c0, c1, c2, c3) <- (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))``
+    with the key bumped by the Weyl constants between rounds. Returns ``(..., 4)`` words.
+
+    >>> [hex(w) for w in philox4x32(torch.tensor([0, 0, 0, 0]), torch.tensor([0, 0])).tolist()]
+    ['0x6627e8d5', '0xe169c58d', '0xbc57ac4c', '0x9b00dbd8']
+    """
+    c0, c1, c2, c3 = (counter[..., j].to(torch.int64) for j in range(4))
+    k0, k1 = key[..., 0].to(torch.int64), key[..., 1].to(torch.int64)
+    for r in range(rounds):
+        if r:
+            k0, k1 = (k0 + PHILOX_W0) & _MASK32, (k1 + PHILOX_W1) & _MASK32
+        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return torch.stack((c0, c1, c2, c3), dim=-1)
+
+
+def stream_words(n: int, seed: torch.Tensor, start: int = 0) -> torch.Tensor:
+    """Words ``start .. start+n-1`` of the stream of ``seed`` in the element layout (int64 in [0, 2^32)).
+
+    Pure torch; the elements are computed tile by tile (the result does not depend on how
+    the range is split: ``stream_words(n, s)[k:] == stream_words(n - k, s, start=k)``).
+    """
+    seed = seed.to(torch.int64).cpu()
+    out = torch.empty(n, dtype=torch.int64)
+    if n == 0:
+        return out
+    first, last = start // TILE_ELEMENTS, (start + n - 1) // TILE_ELEMENTS
+    blocks = torch.arange(first * TILE_BLOCKS, (last + 1) * TILE_BLOCKS, dtype=torch.int64)
+    counter = torch.stack((blocks & _MASK32, blocks >> 32, seed[2].expand_as(blocks), seed[3].expand_as(blocks)), -1)
+    words = philox4x32(counter, seed[:2].expand(blocks.numel(), 2))  # (blocks, 4)
+    # element layout: tile t, lane l, position j -> words[t * 256 + j, l]
+    tiles = words.view(-1, TILE_BLOCKS, 4).transpose(1, 2).reshape(-1)
+    off = start - first * TILE_ELEMENTS
+    out.copy_(tiles[off: off + n])
+    return out
+
+
+def sign_from_probability(p: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``word_i * 2^-32 < p_i``, ``-1`` elsewhere, NaN where ``p`` is NaN (pure torch).
+
+    ``p`` holds ``F(a/s)`` (any shape, compared in row-major order); the result has ``p``'s
+    dtype and shape. Tile by tile, so only a tile of words is alive at a time.
+
+    >>> sign_from_probability(torch.tensor([0.0, 1.0, float("nan")]), torch.tensor([1, 2, 3, 4])).tolist()
+    [-1.0, 1.0, nan]
+    """
+    flat = p.reshape(-1)
+    out = torch.empty_like(flat)
+    chunk = 64 * TILE_ELEMENTS
+    for lo in range(0, flat.numel(), chunk):
+        hi = min(lo + chunk, flat.numel())
+        u = stream_words(hi - lo, seed, start=lo).to(torch.float64).mul_(2.0 ** -32)
+        q = flat[lo:hi]
+        x = torch.where(u < q.to(torch.float64), 1.0, -1.0).to(out.dtype)
+        out[lo:hi] = torch.where(torch.isnan(q), q, x)
+    return out.view(p.shape)

@@ -1,0 +1,118 @@
+r"""Sampling of noise-injected signs: ``x = sign(a - s z)``, +1 with probability ``F(a/s)``.
+
+CPU tensors draw from the counter-based Philox stream of :mod:`stbin.estimators.random`:
+``F(a/s)`` is computed by the noise's own ``cdf`` into the (fresh) output buffer, and the
+fused kernel :func:`philox_sign_` turns it into ±1 in place, so no uniform tensor is ever
+formed. The kernel is the numba one (:mod:`stbin.estimators._philox_numba`), serial below
+``THRESHOLDS.parallel_sampling_min_numel`` elements (or with one torch thread) and
+parallel over numba's threads (as many as ``torch.get_num_threads()``) from there on — both give identical numbers, as
+does the pure-torch fallback used where numba cannot be imported. Other devices (CUDA)
+compare with ``torch.rand`` drawn from the generator (torch's own parallel Philox).
+
+The kernel is registered as the torch custom operator ``stbin::philox_sign_`` with a fake
+(meta) implementation, so ``torch.compile`` keeps it in the graph as one opaque call (no
+graph break per sampling call); the seed is drawn with ``torch.randint`` from the
+generator, which the compiler traces as an ordinary random op.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stbin.estimators._common import THRESHOLDS, scaled, sign_pm1, upcast
+from stbin.estimators.noise import Noise
+from stbin.estimators.random import draw_seed, sign_from_probability
+
+try:  # numba is a dependency; the pure-torch stream is a fallback for platforms without it
+    from stbin.estimators import _philox_numba as _kernel
+except ImportError:  # pragma: no cover - exercised by the fallback test through monkeypatch
+    _kernel = None  # type: ignore[assignment]
+
+def _philox_sign_impl(p: torch.Tensor, seed: torch.Tensor) -> None:
+    if p.numel() == 0:
+        return
+    flat = p.view(-1)
+    if _kernel is not None and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64):
+        threads = torch.get_num_threads()
+        parallel = p.numel() >= THRESHOLDS.parallel_sampling_min_numel and threads > 1
+        _kernel.compare_inplace(flat.detach().numpy(), seed.cpu().numpy(), parallel, threads)
+        return
+    flat.copy_(sign_from_probability(flat, seed.cpu()).to(flat.device))
+
+
+if hasattr(torch.library, "custom_op"):
+    @torch.library.custom_op("stbin::philox_sign_", mutates_args=("p",), device_types=None)
+    def philox_sign_(p: torch.Tensor, seed: torch.Tensor) -> None:
+        """In place: ``p`` (contiguous, holding F(a/s)) becomes the Philox samples ±1 (NaN kept)."""
+        _philox_sign_impl(p, seed)
+
+    @philox_sign_.register_fake
+    def _(p: torch.Tensor, seed: torch.Tensor) -> None:
+        return None
+else:  # pragma: no cover - torch < 2.4: no custom-op API, eager only
+    philox_sign_ = _philox_sign_impl
+
+
+def probability(a: torch.Tensor, noise: Noise, scale: float) -> torch.Tensor:
+    """``F(a / s)`` as a fresh contiguous tensor in the compute dtype (float32 for half types)."""
+    t, fresh = scaled(a, scale)
+    if noise.cdf is torch.sigmoid:
+        p = t.sigmoid_() if fresh else torch.sigmoid(t)
+    else:
+        p = noise.cdf(t)
+        if p is t and not fresh:
+            p = p.clone()
+    return p.contiguous()
+
+
+def noisy_sign(a: torch.Tensor, noise: Noise, scale: float, mode: str,
+               generator: torch.Generator | None) -> torch.Tensor:
+    """The forward of a noise-injected sign, ``x = sign(a - s z)``, in one of three modes.
+
+    ``"mode"``: sign(a) with sign(0) = +1; ``"mean"``: 2F(a/s) - 1; ``"sample"``:
+    :func:`sample_sign`. Shared by the stochastic activation and the Bernoulli weights,
+    which differ only in their backward. NaN inputs give NaN in every mode.
+    """
+    if mode == "mode":
+        return sign_pm1(a)
+    if mode == "mean":
+        return noise.mean(upcast(a) / scale).to(a.dtype)
+    return sample_sign(a, noise, scale, generator)
+
+
+def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
+                generator: torch.Generator | None) -> torch.Tensor:
+    """``sign(a - s z)``, ``z`` i.i.d. standard noise of CDF ``F``: +1 with probability ``F(a / s)``.
+
+    Returned in ``a``'s dtype and shape (contiguous); ``a`` is not modified; NaN where ``a``
+    is NaN. CPU: the Philox stream seeded by four words drawn from ``generator`` (see
+    :mod:`stbin.estimators.random`); other devices: ``torch.rand`` from ``generator``.
+
+    >>> from stbin.estimators.noise import get_noise
+    >>> sample_sign(torch.tensor([-50.0, 50.0]), get_noise("logistic"), 1.0, torch.Generator().manual_seed(0))
+    tensor([-1.,  1.])
+    """
+    if a.device.type != "cpu":
+        return _sample_sign_rand(a, noise, scale, generator)
+    p = probability(a, noise, scale)
+    seed = draw_seed(generator)
+    if _is_compiling():
+        philox_sign_(p, seed)  # one opaque node of the graph
+    else:
+        _philox_sign_impl(p, seed)  # eager: skip the custom-op dispatch (about 50 us a call)
+    return p if p.dtype == a.dtype else p.to(a.dtype)
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _sample_sign_rand(a: torch.Tensor, noise: Noise, scale: float,
+                      generator: torch.Generator | None) -> torch.Tensor:
+    """Devices other than CPU: ``+1`` where ``u < F(a/s)``, ``u = torch.rand`` in the compute dtype."""
+    p = probability(a, noise, scale)
+    u = torch.rand(p.shape, generator=generator, dtype=p.dtype, device=p.device)
+    x = u.lt_(p).mul_(2).sub_(1)  # the uniform draw's buffer receives 1.0 / 0.0, then 2x - 1
+    x = torch.where(torch.isnan(p), p, x)
+    return x if x.dtype == a.dtype else x.to(a.dtype)

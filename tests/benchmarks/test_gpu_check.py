@@ -1,0 +1,37 @@
+"""benchmarks/gpu_check.py without CUDA, and the sampling-only row of bench_layers.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the script runs the real checks (minutes)")
+def test_gpu_check_without_cuda_says_so_in_one_line_and_exits_0():
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "gpu_check.py")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 and "CUDA is not available" in lines[0], r.stdout
+    assert r.stderr == ""
+
+
+def test_bench_layers_sampling_row_reports_weights_per_second(tmp_path):
+    out = tmp_path / "s.json"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_layers.py"), "--only-sampling",
+                        "--sampling-numel", "65536", "--repeats", "1", "--block", "0.01", "--no-bitorch",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(out.read_text())["sampling"]
+    assert row["numel"] == 65536
+    for k in ("copy", "stbin", "previous"):
+        assert row[f"{k}_ms"] > 0 and row[f"{k}_weights_per_s"] == pytest.approx(65536 / (row[f"{k}_ms"] / 1e3))
+    assert row["stbin/copy"] == pytest.approx(row["stbin_ms"] / row["copy_ms"])
+    assert "stbin/copy" in r.stdout and "G weights/s" in r.stdout

@@ -1,0 +1,222 @@
+"""The Philox sampling stream: known answers, exact samples on every path, statistics, seeding.
+
+An independent Philox4x32-10 in plain Python integers (written from Salmon et al., SC 2011)
+is the reference; the library's torch and numba implementations are compared with it
+element by element. Statistical tolerances: 5 standard errors (a false alarm rate of
+about 6e-7 per check).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stbin.estimators import bernoulli_weight, stochastic_sign
+from stbin.estimators import random as srandom
+from stbin.estimators import sampling
+from stbin.estimators._common import path_thresholds
+from stbin.estimators.noise import NOISES
+
+M32 = 0xFFFFFFFF
+
+# Random123 kat_vectors, "philox4x32 10": counter (4 words), key (2 words) -> output (4 words)
+KAT = [
+    ((0x00000000, 0x00000000, 0x00000000, 0x00000000), (0x00000000, 0x00000000),
+     (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+    ((0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFFF, 0xFFFFFFFF),
+     (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
+     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+]
+
+
+def ref_philox(ctr, key, rounds=10):
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(rounds):
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0) & M32, p1 & M32, ((p0 >> 32) ^ c3 ^ k1) & M32, p0 & M32
+        k0, k1 = (k0 + 0x9E3779B9) & M32, (k1 + 0xBB67AE85) & M32
+    return c0, c1, c2, c3
+
+
+def ref_words(n, seed):
+    """The stream's element layout, written from its definition: tile of 1024, lane-major."""
+    k0, k1, c2, c3 = (int(v) for v in seed)
+    out, cache = [], {}
+    for i in range(n):
+        t, r = divmod(i, 1024)
+        lane, j = divmod(r, 256)
+        b = 256 * t + j
+        if b not in cache:
+            cache[b] = ref_philox((b & M32, b >> 32, c2, c3), (k0, k1))
+        out.append(cache[b][lane])
+    return out
+
+
+@pytest.mark.parametrize("ctr,key,expected", KAT)
+def test_known_answer_vectors(ctr, key, expected):
+    assert ref_philox(ctr, key) == expected
+    got = srandom.philox4x32(torch.tensor(ctr), torch.tensor(key))
+    assert tuple(got.tolist()) == expected
+
+
+def test_stream_layout_and_chunk_independence():
+    seed = torch.tensor([0x01234567, 0x89ABCDEF, 0xDEADBEEF, 7])
+    n = 2 * 1024 + 300  # two full tiles and a partial one
+    words = srandom.stream_words(n, seed)
+    assert words.tolist() == ref_words(n, seed)
+    for k in (1, 255, 1024, 1500):
+        assert torch.equal(srandom.stream_words(n - k, seed, start=k), words[k:])
+
+
+def test_block_counter_uses_its_high_word():
+    # a start beyond 2^32 blocks exercises the counter's second word
+    seed = torch.tensor([1, 2, 3, 4])
+    start = (1 << 32) * 1024 + 5
+    got = srandom.stream_words(3, seed, start=start).tolist()
+    t, r = divmod(start, 1024)
+    exp = [ref_philox(((256 * t + (r + q) % 256) & M32, (256 * t + (r + q) % 256) >> 32, 3, 4), (1, 2))[(r + q) // 256]
+           for q in range(3)]
+    assert got == exp
+
+
+# -- the fused kernel: exact, on every path ------------------------------------------------
+
+KERNEL_PATHS = {"serial": {}, "parallel": {"parallel_sampling_min_numel": 1}}
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_kernel_is_the_stream_compared_with_p(monkeypatch, two_threads, path, dtype, backend):
+    if backend == "torch":
+        monkeypatch.setattr(sampling, "_kernel", None)
+    n = 3 * 1024 + 17
+    gen = torch.Generator().manual_seed(5)
+    p = torch.rand(n, generator=gen, dtype=torch.float64).to(dtype)
+    p[:4] = torch.tensor([0.0, 1.0, math.nan, 0.5])
+    seed = torch.tensor([3, 0xFFFFFFFF, 12345, 0x80000000])
+    x = p.clone()
+    with path_thresholds(**KERNEL_PATHS[path]):
+        sampling.philox_sign_(x, seed)
+    u = torch.tensor(ref_words(n, seed), dtype=torch.float64) * 2.0 ** -32
+    expected = torch.where(u < p.double(), 1.0, -1.0).to(dtype)
+    expected[2] = math.nan
+    assert torch.equal(x.isnan(), expected.isnan())
+    assert torch.equal(x.nan_to_num(7.0), expected.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_the_path_taken_is_the_one_forced(monkeypatch, two_threads, path):
+    calls = []
+    real = sampling._kernel.compare_inplace
+    monkeypatch.setattr(sampling._kernel, "compare_inplace", lambda p, s, par, th=None: (calls.append(par), real(p, s, par, th)))
+    with path_thresholds(**KERNEL_PATHS[path]):
+        stochastic_sign(torch.zeros(2000), generator=torch.Generator().manual_seed(0))
+    assert calls == [path == "parallel"]
+    calls.clear()
+    torch.set_num_threads(1)  # one thread: the serial kernel whatever the size (same numbers)
+    with path_thresholds(**KERNEL_PATHS[path]):
+        stochastic_sign(torch.zeros(2000), generator=torch.Generator().manual_seed(0))
+    assert calls == [False]
+
+
+@pytest.mark.parametrize("noise", NOISES.names())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("fn", [stochastic_sign, bernoulli_weight])
+def test_samples_equal_the_reference_stream_against_the_closed_form(noise, dtype, fn):
+    """x = +1 iff u < F(a/s), with u from the reference stream and F in float64 closed form.
+
+    F is evaluated by the library in the compute dtype (float32 for half types), so the
+    two may disagree only where u is within float32 rounding of F (|u - F| < 1e-6).
+    """
+    n, s = 2500, 0.7
+    a = (torch.randn(n, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 1.5).to(dtype)
+    g = torch.Generator().manual_seed(9)
+    seed = srandom.draw_seed(torch.Generator().manual_seed(9))  # what the call will draw
+    x = fn(a, noise, s, "sample", g)
+    t = a.double() / s
+    F = {"logistic": torch.sigmoid(t), "uniform": ((t + 1) / 2).clamp(0, 1),
+         "gaussian": 0.5 * torch.erfc(-t / math.sqrt(2))}[noise]
+    u = torch.tensor(ref_words(n, seed), dtype=torch.float64) * 2.0 ** -32
+    expected = torch.where(u < F, 1.0, -1.0)
+    near = (u - F).abs() < (1e-6 if dtype != torch.float64 else 1e-14)
+    assert (x.double() == expected)[~near].all()
+    assert near.sum() <= 2
+
+
+# -- reproducibility: seeds, generators, resume, threads ------------------------------------
+
+def test_seeding_generators_and_resume():
+    a = torch.randn(40_000)
+    torch.manual_seed(3)
+    x1, x2 = stochastic_sign(a), stochastic_sign(a)
+    torch.manual_seed(3)
+    assert torch.equal(stochastic_sign(a), x1)  # torch.manual_seed reproduces the default stream
+    state = torch.get_rng_state()  # what a checkpoint saves
+    assert torch.equal(stochastic_sign(a), x2)
+    torch.set_rng_state(state)  # resumed: the same numbers as the uninterrupted run
+    assert torch.equal(stochastic_sign(a), x2)
+    assert not torch.equal(x1, x2)  # the generator advances with every call
+    g = torch.Generator().manual_seed(11)
+    w1 = bernoulli_weight(a, generator=g)
+    g2 = torch.Generator().manual_seed(11)
+    assert torch.equal(bernoulli_weight(a, generator=g2), w1)
+    assert not torch.equal(bernoulli_weight(a, generator=g), w1)
+
+
+def test_identical_samples_for_one_and_two_threads():
+    p = torch.rand(300_000, dtype=torch.float64).float()
+    seed = torch.tensor([7, 8, 9, 10])
+    out = []
+    for threads in (1, 2):
+        x = p.clone()
+        sampling._kernel.compare_inplace(x.numpy(), seed.numpy(), True, threads)
+        out.append(x)
+    serial = p.clone()
+    sampling._kernel.compare_inplace(serial.numpy(), seed.numpy(), False)
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], serial)
+
+
+# -- statistics --------------------------------------------------------------------------
+
+def _corr_bound(n: int) -> float:
+    return 5.0 / math.sqrt(n)  # 5 standard errors of a mean of n independent +-1 products
+
+
+@pytest.mark.parametrize("lag", [1, 2, 3, 4, 255, 256, 257, 1024])
+def test_no_correlation_between_neighbouring_elements(lag):
+    # p = 1/2: x_i are +-1 with mean 0; lags 256 and 1024 pair lanes of one Philox block
+    n = 1 << 18
+    x = stochastic_sign(torch.zeros(n), "logistic", 1.0, "sample", torch.Generator().manual_seed(lag)).double()
+    assert abs(float(x.mean())) < _corr_bound(n)
+    assert abs(float((x[:-lag] * x[lag:]).mean())) < _corr_bound(n - lag)
+
+
+def test_no_correlation_between_channels_and_between_steps():
+    C, HW = 64, 4096
+    g = torch.Generator().manual_seed(0)
+    w = torch.zeros(C, HW)
+    x1 = bernoulli_weight(w, "logistic", 1.0, "sample", g).double()
+    x2 = bernoulli_weight(w, "logistic", 1.0, "sample", g).double()  # the next step
+    chan = (x1[:-1] * x1[1:]).mean(1)  # neighbouring channels, each over HW positions
+    assert chan.abs().max() < _corr_bound(HW), chan.abs().max()
+    assert abs(float((x1 * x2).mean())) < _corr_bound(C * HW)
+    assert (x1 * x2).mean(1).abs().max() < _corr_bound(HW)
+
+
+@pytest.mark.parametrize("noise", NOISES.names())
+def test_frequencies_within_binomial_tolerance_of_F(noise):
+    n, s = 20_000, 1.3
+    values = torch.tensor([-3.0, -1.0, -0.2, 0.0, 0.05, 0.7, 2.5])
+    x = stochastic_sign(values.repeat(n, 1), noise, s, "sample", torch.Generator().manual_seed(4))
+    freq = (x > 0).double().mean(0)
+    t = values.double() / s
+    F = {"logistic": torch.sigmoid(t), "uniform": ((t + 1) / 2).clamp(0, 1),
+         "gaussian": 0.5 * torch.erfc(-t / math.sqrt(2))}[noise]
+    se = torch.sqrt(F * (1 - F) / n)
+    assert ((freq - F).abs() <= 5 * se + 1e-12).all(), (freq, F)
