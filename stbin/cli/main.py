@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from stbin import __version__
@@ -63,7 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_main_process() -> bool:
+    """False on the ranks > 0 of a torchrun launch: they report nothing, rank 0 reports once."""
+    from stbin.training.distributed import env_rank
+
+    return env_rank() == 0
+
+
+def _one_line_warnings(command: str) -> None:
+    """Warnings (e.g. an unverified old checkpoint) as one line ``stbin CMD: warning: ...``."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if _is_main_process():
+            print(f"stbin {command}: warning: {str(message).strip().splitlines()[0]}", file=file or sys.stderr)
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from stbin.cli.deps import MissingDependency
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
@@ -71,16 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if os.environ.get("STBIN_DEBUG"):
         return int(args._run(args) or 0)
+    _one_line_warnings(args.command)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("stbin: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, OSError) as e:
+    except (UsageError, ValueError, OSError, MissingDependency) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, OSError) and getattr(e, "filename", None) and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"
-        print(f"stbin {args.command}: error: {msg}", file=sys.stderr)
+        if _is_main_process():  # under torchrun: printed once, every rank exits with 2
+            print(f"stbin {args.command}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.name:
         raise ValueError(f"name a recipe: {', '.join(recipe_names())} (or --list)")
     get_recipe(args.name)  # unknown name: ValueError listing the valid ones
+    from stbin.cli.deps import require
+    require("matplotlib", extra="reports", purpose="stbin reproduce (its report's plots)")
     report = run_recipe(args.name, args.out, quick=args.quick, seeds=args.seeds, overrides=args.overrides,
                         cifar_root=args.cifar_root, device=args.device, jobs=args.jobs,
                         epoch_scale=args.epoch_scale)

@@ -24,11 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stbin.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, checkpoint_path,  # noqa: F401
+                                       find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
 from stbin.training.config import Config
 from stbin.training import distributed as D
+from stbin.training.lock import run_folder_lock
 
-CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
+class TrainingDiverged(ValueError):
+    """The loss or the weights became non-finite (NaN or infinite): the run is stopped, not continued."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,44 +59,11 @@ def check_writable(out_dir: str | Path) -> Path:
     return out
 
 
-def checkpoint_path(out_dir: str | Path, epoch: int) -> Path:
-    return Path(out_dir) / f"checkpoint-epoch{epoch:04d}.pt"
-
-
-def find_checkpoints(path: str | Path) -> list[Path]:
-    """Checkpoint files of a run folder, newest first (or ``[path]`` if it is a file)."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise FileNotFoundError(f"nothing to resume at {p} (no such file or folder)")
-    return sorted(p.glob(CHECKPOINT_GLOB), reverse=True)
-
-
-def latest_checkpoint(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The newest checkpoint of a run folder that loads and validates; damaged newer ones are skipped."""
-    cands = find_checkpoints(path)
-    errors = []
-    for c in cands:
-        try:
-            ckpt = load_checkpoint(c)
-        except CheckpointError as e:
-            if Path(path).is_file():
-                raise
-            errors.append(str(e))
-            if warn:
-                warn(f"skipping {c.name}: {e}")
-            continue
-        ckpt["_path"] = str(c)
-        return ckpt
-    raise FileNotFoundError(f"no complete checkpoint to resume in {path}" + (f" ({len(errors)} damaged)" if errors else ""))
-
-
-def init_weights(model: nn.Module, path: str | Path) -> int:
+def init_weights(model: nn.Module, path: str | Path, warn: Callable[[str], None] | None = None) -> int:
     """Copy into ``model`` the tensors of the newest checkpoint at ``path`` whose names and shapes match
     (e.g. a full-precision run into its quantized twin); module settings (``_extra_state``: bits,
     STE) stay this model's. Returns how many tensors were copied; ValueError if none match."""
-    ckpt = latest_checkpoint(path)
+    ckpt = latest_checkpoint(path, warn)
     own = model.state_dict()
     take = {k: v for k, v in ckpt["model_state"].items()
             if k in own and not k.endswith("_extra_state") and isinstance(v, torch.Tensor) and v.shape == own[k].shape}
@@ -121,6 +91,8 @@ def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int
         for k in kwargs:
             if k not in params:
                 raise ValueError(unknown_name_message(f"argument of model {name!r}", k, list(params)))
+    from stbin.training.model_args import check_model_kwargs
+    check_model_kwargs(name, kwargs)
     return name, kwargs
 
 
@@ -201,7 +173,26 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
 
     Results: ``{"test": {mode: acc, ..., "ensemble": acc}, "history": [...], "out_dir",
     "checkpoint", "report", "time_s"}`` (files are written by rank 0 only).
+
+    The output folder is locked for the run (:mod:`stbin.training.lock`; by rank 0 of a
+    distributed run): a second run into it raises :class:`~stbin.training.lock.RunFolderInUse`.
+    A non-finite loss or weight stops the run with :class:`TrainingDiverged` (epoch and step).
     """
+    cfg.validate()
+    main = D.env_rank() == 0
+    if main:
+        check_writable(cfg.out_dir)
+    with run_folder_lock(cfg.out_dir, enabled=main):
+        return _train(cfg, resume, log, progress)
+
+
+def _diverged(epoch: int, step: int, what: str, cfg: Config) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; the run is stopped "
+                            f"(no checkpoint of this epoch is written); try a smaller optim.lr (now {cfg.optim.lr:g})")
+
+
+def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None],
+           progress: bool | None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from stbin.data import load_dataset
@@ -234,7 +225,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     except TypeError as e:
         raise ValueError(f"model {name!r}: {e}") from None
     if cfg.init_from and resume is None:
-        n_init = init_weights(model, cfg.init_from)
+        n_init = init_weights(model, cfg.init_from, warn=lambda m: say(f"warning: {m}"))
         say(f"initial weights: {n_init} tensors from {cfg.init_from}")
     model.to(device)
     opt, companion = build_optimizer(model, cfg)
@@ -269,6 +260,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         sched.load_state_dict(resume["scheduler_state"])
         sched.lr_lambdas[0].__dict__.update(fresh)
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        if start_epoch > cfg.train.epochs:
+            raise ValueError(f"train.epochs = {cfg.train.epochs} is below the epoch of the checkpoint to resume "
+                             f"({start_epoch}, {resume.get('_path', 'checkpoint')}); give --epochs >= {start_epoch}")
         history = list(resume.get("metrics", []))
         if "rng_state" in resume:
             _set_rng_state(resume["rng_state"], gens)
@@ -307,6 +301,14 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             with autocast():
                 logits = net(xb)
             losses = F.cross_entropy(logits.float(), yb, reduction="none")
+            batch_loss = float(losses.detach().sum())
+            finite = math.isfinite(batch_loss)
+            if dinfo.enabled:  # every process stops at the same step
+                flag = torch.tensor([0.0 if finite else 1.0], device=device)
+                torch.distributed.all_reduce(flag)
+                finite = float(flag) == 0.0
+            if not finite:
+                raise _diverged(epoch, step + 1, f"the training loss is {batch_loss}", cfg)
             # sum over this share / global batch size x world: DDP's average is the global mean
             loss = losses.sum() * (dinfo.world_size / len(gidx))
             opt.zero_grad(set_to_none=True)
@@ -318,7 +320,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
                 bop.step()
             sched.step()
             step += 1
-            loss_sum += float(losses.detach().sum())
+            loss_sum += batch_loss
             correct += int((logits.detach().argmax(-1) == yb).sum())
             seen += len(idx)
             if dinfo.is_main and seen:
@@ -328,7 +330,12 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             tot = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(tot)
             loss_sum, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
+        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise _diverged(epoch, step, f"parameter {bad[0]} holds non-finite values", cfg)
         ev = evaluate(model, data, x_eval, y_eval, "mode", cfg.train.eval_batch_size, device)
+        if not math.isfinite(ev["loss"]):
+            raise _diverged(epoch, step, f"the {eval_split} loss is {ev['loss']}", cfg)
         rec = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
