@@ -186,6 +186,14 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         return _train(cfg, resume, log, progress)
 
 
+def _test_kill_point(epoch: int) -> None:
+    """Test hook: ``STBIN_TEST_KILL_AFTER_EPOCH=N`` makes the run SIGKILL itself right after its
+    epoch-N checkpoint, so that the kill/resume test never depends on timing."""
+    if os.environ.get("STBIN_TEST_KILL_AFTER_EPOCH") == str(epoch):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _diverged(epoch: int, step: int, what: str, cfg: Config) -> TrainingDiverged:
     return TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; the run is stopped "
                             f"(no checkpoint of this epoch is written); try a smaller optim.lr (now {cfg.optim.lr:g})")
@@ -353,6 +361,7 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
             write_metrics(out, history)
             for old in find_checkpoints(out)[cfg.train.keep_checkpoints:]:
                 old.unlink(missing_ok=True)
+            _test_kill_point(epoch)
         D.barrier(dinfo)
     if last_ckpt is None and dinfo.is_main:
         cands = find_checkpoints(out)
