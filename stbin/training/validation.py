@@ -121,7 +121,9 @@ def _dataset(key: str, v: Any) -> str:
 
     if not isinstance(v, str):
         raise _fail(key, "a dataset name", v)
-    DATASETS.get(v)  # ValueError with the nearest names
+    if v not in DATASETS:
+        from stbin._registry import unknown_name_message
+        raise ConfigError(f"{key}: " + unknown_name_message("dataset", v, DATASETS.names()))
     return v
 
 
