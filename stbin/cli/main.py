@@ -99,9 +99,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, OSError) and getattr(e, "filename", None) and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"
-        if _is_main_process():  # under torchrun: printed once, every rank exits with 2
-            print(f"stbin {args.command}: error: {msg}", file=sys.stderr)
+        if not _is_main_process():  # under torchrun: printed once (rank 0), every rank exits with 2
+            _other_rank_user_error(f"stbin {args.command}: error: {msg}")
+        print(f"stbin {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+RANK_WAIT_S = 20.0
+
+
+def _other_rank_user_error(line: str) -> None:
+    """A rank > 0 of a torchrun launch hit a user error: leave the report to rank 0 and exit with 2.
+
+    Every rank checks the same inputs, so rank 0 reports the same error; torchrun then stops
+    the other ranks with SIGTERM, which this rank answers with exit code 2. If rank 0 did not
+    fail (an error of this rank only), the line is printed after ``RANK_WAIT_S`` seconds."""
+    import signal
+    import time
+
+    from stbin.training.distributed import env_rank
+
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(2))
+    time.sleep(RANK_WAIT_S)
+    print(line.replace(": error:", f": error (rank {env_rank()}):", 1), file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover
