@@ -43,7 +43,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from stbin._registry import check_choice
+from stbin._registry import unknown_name_message
+from stbin.training.preset_table import DEFAULT_PRESET, PRESETS
 
 
 @dataclass
@@ -242,11 +243,18 @@ def from_dict(d: dict[str, Any]) -> Config:
                  "checkpoint config")
 
 
+def get_preset(name: str) -> Config:
+    """The :class:`Config` of preset ``name`` (ValueError with the nearest names if unknown)."""
+    if name not in PRESETS:
+        raise ValueError(unknown_name_message("preset", name, PRESETS))
+    cfg = merge(Config(model={"name": PRESETS[name]["model"]["name"]}), PRESETS[name], f"preset {name}")
+    cfg.preset = name
+    return cfg
+
+
 def build_config(preset: str | None = None, path: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Preset (default: the default preset), then TOML file, then overrides; validated."""
-    from stbin.training.presets import DEFAULT_PRESET, get_preset
-
     file_data = read_toml(path) if path is not None else {}
     name = preset or file_data.get("preset") or DEFAULT_PRESET
     cfg = get_preset(name)
@@ -278,5 +286,5 @@ def dumps_toml(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "build_config",
+__all__ = ["get_preset", "Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "build_config",
            "merge", "parse_override", "read_toml", "from_dict", "dumps_toml", "all_keys"]
