@@ -32,6 +32,14 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (``stbin CMD: error: ...``, exit 2) like every other user error;
+    ``stbin CMD --help`` shows the usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class UsageError(Exception):
     """An error caused by the user's input; reported in one line with exit code 2."""
 
@@ -48,7 +56,7 @@ def _available_commands() -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="stbin",
         description=(
             "Binary and few-bit neural networks with principled straight-through estimators.\n"
@@ -83,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stbin.cli.deps import MissingDependency
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the sub-command's name, like its other errors
+        cmd = f"stbin {args.command}" if getattr(args, "command", None) else "stbin"
+        parser.exit(2, f"{cmd}: error: unrecognized arguments: {' '.join(extra)} (see {cmd} --help)\n")
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2

@@ -23,6 +23,8 @@ from typing import Any
 
 from stbin.training.validation import ConfigError
 
+REAL_MAX = 1e6  # a scale or width multiplier above this is a typo (and overflows float32 initialisations)
+
 
 def _hints(name: str) -> dict[str, Any]:
     from stbin.models import MODELS
@@ -50,8 +52,8 @@ def _check(key: str, v: Any, hint: Any) -> None:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ConfigError(f"{key} must be an integer >= 1, got {v!r}")
     elif hint is float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"{key} must be a finite number > 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 < v <= REAL_MAX:
+            raise ConfigError(f"{key} must be a number in (0, {REAL_MAX:g}], got {v!r}")
     elif hint is str:
         if not isinstance(v, str):
             raise ConfigError(f"{key} must be a string, got {v!r}")
@@ -59,6 +61,29 @@ def _check(key: str, v: Any, hint: Any) -> None:
         if not isinstance(v, (list, tuple)) or not v or not all(
                 isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v):
             raise ConfigError(f"{key} must be a non-empty list of integers >= 1, got {v!r}")
+
+
+def check_fits_data(given: dict[str, Any], input_shape: tuple[int, ...], num_classes: int, dataset: str,
+                    model: Any = None, sample: Any = None) -> None:
+    """ConfigError if a data-derived argument given in ``[model]`` disagrees with the data, or (with
+    ``model`` and a ``sample`` batch) if the built model cannot take the data's inputs."""
+    derived = {"num_classes": num_classes, "in_channels": input_shape[0], "image_size": input_shape[-1],
+               "in_features": math.prod(input_shape)}
+    for k, v in derived.items():
+        if k in given and given[k] != v:
+            raise ConfigError(f"model.{k} = {given[k]!r} does not fit the data: {dataset} has {k} = {v} "
+                              f"(leave model.{k} unset to take it from the data)")
+    if model is not None:
+        import torch
+
+        from stbin.nn import eval_mode
+        try:
+            with torch.no_grad(), eval_mode(model, "mode"):
+                model(sample)
+        except RuntimeError as e:  # shape mismatch: the configured network cannot take these inputs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"model {given.get('name')!r} with these arguments cannot take the {dataset} "
+                              f"inputs of shape {tuple(input_shape)}: {first[:160]}") from None
 
 
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:

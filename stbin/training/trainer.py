@@ -227,11 +227,14 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
     hflip = data.augment.get("hflip", False) if d.hflip is None else d.hflip
 
     name, kwargs = model_kwargs_for(cfg, data.input_shape, data.num_classes)
+    from stbin.training.model_args import check_fits_data
+    check_fits_data(cfg.model, data.input_shape, data.num_classes, d.name)
     torch.manual_seed(cfg.seed)  # same initial weights in every process
     try:
         model = build_model(name, **kwargs)
     except TypeError as e:
         raise ValueError(f"model {name!r}: {e}") from None
+    check_fits_data(cfg.model, data.input_shape, data.num_classes, d.name, model, data.prepare(data.x_train[:2]))
     if cfg.init_from and resume is None:
         n_init = init_weights(model, cfg.init_from, warn=lambda m: say(f"warning: {m}"))
         say(f"initial weights: {n_init} tensors from {cfg.init_from}")

@@ -116,6 +116,15 @@ def _options(key: str, v: Any) -> dict[str, Any]:
     return v
 
 
+def _preset(key: str, v: Any) -> Any:
+    from stbin.training.preset_table import PRESETS
+
+    if v is not None and v not in PRESETS:
+        from stbin._registry import unknown_name_message
+        raise ConfigError(f"{key}: " + unknown_name_message("preset", v, sorted(PRESETS)))
+    return v
+
+
 def _dataset(key: str, v: Any) -> str:
     from stbin.data.datasets import DATASETS
 
@@ -132,7 +141,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "seed": integer(0, 2**63 - 1),
     "device": _device,
     "out_dir": string(),
-    "preset": string(optional=True),
+    "preset": _preset,
     "init_from": string(optional=True),
     "data.name": _dataset,
     "data.root": string(optional=True),

@@ -1,23 +1,15 @@
 """``stbin bench-inference --json`` on tiny sizes: the keys exist and are consistent (no timing assertions)."""
 
 import json
-import subprocess
-import sys
-
 
 from stbin.training import save_checkpoint
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stbin.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 TINY = ["--hidden", "32", "--batch", "8", "--linear-size", "130", "--linear-batch", "9", "--repeats", "2",
         "--threads", "1"]
 
 
-def test_bench_inference_json_demo_network():
+def test_bench_inference_json_demo_network(run_cli):
     r = run_cli("bench-inference", *TINY, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -34,7 +26,7 @@ def test_bench_inference_json_demo_network():
         assert m[key] > 0
 
 
-def test_bench_inference_table_on_a_checkpoint(tmp_path):
+def test_bench_inference_table_on_a_checkpoint(tmp_path, run_cli):
     from stbin.models import build_model
 
     kwargs = {"in_features": 20, "hidden": [64, 64], "num_classes": 3}
@@ -48,10 +40,8 @@ def test_bench_inference_table_on_a_checkpoint(tmp_path):
     assert "predictions identical on the benchmark batch: True" in r.stdout
 
 
-def test_bench_inference_errors(capsys):
-    from stbin.cli.main import main
-
-    assert main(["bench-inference", "--repeats", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
-    assert main(["bench-inference", "--threads", "999", "--skip-linear"]) == 2
-    assert "exceeds numba's maximum" in capsys.readouterr().err
+def test_bench_inference_errors(run_cli, assert_user_error):
+    line = assert_user_error(run_cli("bench-inference", "--repeats", "0", inprocess=True))
+    assert line == "stbin bench-inference: error: --repeats must be >= 1, got 0"
+    assert_user_error(run_cli("bench-inference", "--threads", "999", "--skip-linear", inprocess=True),
+                      "exceeds numba's maximum")

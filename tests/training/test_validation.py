@@ -93,10 +93,11 @@ def test_good_values_are_normalised():
     ("mlp", {"hidden": "wide"}, "'wide'"),
     ("mlp", {"bits": 0}, "model.bits must be an integer >= 1, got 0"),
     ("mlp", {"batch_norm": 1}, "model.batch_norm must be true or false, got 1"),
-    ("mlp", {"scale": math.inf}, "model.scale must be a finite number > 0, got inf"),
+    ("mlp", {"scale": math.inf}, "model.scale must be a number in (0, 1e+06], got inf"),
+    ("mlp", {"weight_scale": 1e308}, "model.weight_scale must be a number in (0, 1e+06], got 1e+308"),
     ("mlp", {"weight_scale": -1.0}, "model.weight_scale"),
     ("mlp", {"activation": 3}, "model.activation must be a string, got 3"),
-    ("lenet5", {"width": 0}, "model.width must be a finite number > 0, got 0"),
+    ("lenet5", {"width": 0}, "model.width must be a number in (0, 1e+06], got 0"),
     ("resnet20", {"blocks": 0}, "model.blocks"),
     ("sbn_mlp", {"num_classes": 0}, "model.num_classes"),
 ])
