@@ -32,3 +32,17 @@ def test_summary_of_a_checkpoint(tmp_path, run_cli):
 ])
 def test_summary_user_errors(args, message, run_cli, assert_user_error):
     assert_user_error(run_cli("summary", *args), message)
+
+
+def test_an_old_checkpoint_without_digest_is_summarised_with_one_warning_line(tmp_path, run_cli):
+    import torch
+
+    from stbin.models import build_model
+
+    m = build_model("mlp", hidden=[8])
+    torch.save({"format": "stbin-checkpoint", "version": 1, "model": {"name": "mlp", "kwargs": {"hidden": [8]}},
+                "model_state": m.state_dict()}, tmp_path / "v1.pt")
+    r = run_cli("summary", "--checkpoint", str(tmp_path / "v1.pt"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [f"stbin summary: warning: {tmp_path / 'v1.pt'} is a version-1 checkpoint "
+                                             "without digest: its content cannot be verified (re-save it to add one)"]

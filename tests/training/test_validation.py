@@ -72,11 +72,26 @@ def test_every_key_is_covered_by_a_bad_value():
     (["train.epochs=2", "schedule.warmup_epochs=3"], "schedule.warmup_epochs must be <= train.epochs"),
     (['optim.name="sgd"', "optim.nesterov=true", "optim.momentum=0"], "optim.nesterov"),
     (["eval.modes=[]", "eval.ensemble=0"], "nothing would be evaluated"),
-    (["optim.lr=10", "optim.latent_lr_scale=1000"], "optim.latent_lr_scale"),
+    (["optim.lr=1", "optim.latent_lr_scale=20000"], "optim.latent_lr_scale: the latent learning rate"),
 ])
 def test_combinations_that_cannot_be_honoured(overrides, message):
     with pytest.raises(ValueError, match=message):
         build_config("tiny", overrides=overrides)
+
+
+def test_every_run_of_every_recipe_is_valid():
+    """The rules refuse nonsense, not the settings the recipes use (e.g. sbn-study's SGD runs: a latent
+    learning rate of 0.01 x 30000 = 300)."""
+    from stbin.recipes import get_recipe, recipe_names
+
+    n = 0
+    for name in recipe_names():
+        for quick in (True, False):
+            for run in get_recipe(name).runs(quick, [0, 1]):
+                items = [*run.overrides, 'out_dir="runs/x"'] + (['init_from="runs/y"'] if run.init_from else [])
+                build_config(run.preset, overrides=items)
+                n += 1
+    assert n > 100
 
 
 def test_good_values_are_normalised():
