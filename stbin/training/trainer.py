@@ -30,6 +30,7 @@ from stbin.training.config import Config
 from stbin.training import distributed as D
 from stbin.training.lock import run_folder_lock
 
+
 class TrainingDiverged(ValueError):
     """The loss or the weights became non-finite (NaN or infinite): the run is stopped, not continued."""
 
