@@ -8,11 +8,26 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 
+def _umask() -> int:
+    """The process's umask (Linux: from /proc, without changing it; else set and restored)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file next to ``path``, fsync it, then rename it over ``path``.
 
     The rename (``os.replace``) is atomic on POSIX: readers see the old file or the new one,
-    never a mixture. On any error the temporary file is removed and the target is untouched.
+    never a mixture. The file gets the permissions of a plainly created one (0666 minus the
+    umask), not mkstemp's 0600. On any error the temporary file is removed and the target is untouched.
     The folder is created if missing; its entry is fsync'ed so that the rename is durable.
     """
     path = Path(path)
@@ -23,6 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         try:

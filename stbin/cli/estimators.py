@@ -108,6 +108,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from stbin.cli.deps import require
+    require("matplotlib", extra="reports", purpose="stbin estimators (its report's plots)")
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     cfg = build_config(args)

@@ -46,6 +46,20 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def check_input_shape(model, shape: tuple[int, ...], text: str) -> None:
+    """ValueError unless a batch of inputs of ``shape`` runs through ``model`` (before anything is written)."""
+    import torch
+
+    from stbin.nn import eval_mode
+
+    try:
+        with torch.no_grad(), eval_mode(model, "mode"):
+            model(torch.zeros((2, *shape)))
+    except (RuntimeError, ValueError, IndexError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"--input-shape {text} does not fit the checkpoint's model: {reason[:160]}") from None
+
+
 def verification_inputs(input_shape, n_random: int):
     """MNIST test images (normalised as ``stbin train`` does) for MNIST-shaped models, else N(0, 1)."""
     import torch
@@ -74,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         from stbin.cli.export_onnx import run_onnx
 
         return run_onnx(args, shape)
+    if args.verify:
+        from stbin.cli.deps import require
+        require("numba", extra="deploy", purpose="stbin export --verify")
 
     from stbin.deploy import binary_weight_bytes, export_checkpoint
     from stbin.training import load_checkpoint, load_model
@@ -82,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     recorded = ckpt["model"].get("kwargs", {}).get("input_shape")
     if shape is None and isinstance(recorded, (list, tuple)):  # [plugins] the shape the model was built for
         shape = tuple(int(v) for v in recorded)
+    if shape is not None:
+        check_input_shape(load_model(ckpt), shape, args.input_shape or ",".join(map(str, shape)))
     net = export_checkpoint(ckpt, args.out, shape)
     model = load_model(ckpt)
     f32 = net.meta.get("float32_bytes", 0)

@@ -15,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from typing import Sequence
 
 from stbin import __version__
@@ -30,6 +31,14 @@ COMMANDS: dict[str, str] = {
     "theory": "stbin.cli.theory",
     "reproduce": "stbin.cli.reproduce",
 }
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's errors as one line (``stbin CMD: error: ...``, exit 2) like every other user error;
+    ``stbin CMD --help`` shows the usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 class UsageError(Exception):
@@ -48,7 +57,7 @@ def _available_commands() -> dict[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="stbin",
         description=(
             "Binary and few-bit neural networks with principled straight-through estimators.\n"
@@ -64,25 +73,69 @@ def build_parser() -> argparse.ArgumentParser:
     return plain_parser(parser)  # help texts come from docstrings: plain text in the terminal
 
 
+def _is_main_process() -> bool:
+    """False on the ranks > 0 of a torchrun launch: they report nothing, rank 0 reports once."""
+    from stbin.training.distributed import env_rank
+
+    return env_rank() == 0
+
+
+def _one_line_warnings(command: str) -> None:
+    """Warnings (e.g. an unverified old checkpoint) as one line ``stbin CMD: warning: ...``."""
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if _is_main_process():
+            print(f"stbin {command}: warning: {str(message).strip().splitlines()[0]}", file=file or sys.stderr)
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from stbin.cli.deps import MissingDependency
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the sub-command's name, like its other errors
+        cmd = f"stbin {args.command}" if getattr(args, "command", None) else "stbin"
+        parser.exit(2, f"{cmd}: error: unrecognized arguments: {' '.join(extra)} (see {cmd} --help)\n")
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
     if os.environ.get("STBIN_DEBUG"):
         return int(args._run(args) or 0)
+    _one_line_warnings(args.command)
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print("stbin: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, OSError) as e:
+    except (UsageError, ValueError, OSError, MissingDependency) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, OSError) and getattr(e, "filename", None) and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"
+        if not _is_main_process():  # under torchrun: printed once (rank 0), every rank exits with 2
+            _other_rank_user_error(f"stbin {args.command}: error: {msg}")
         print(f"stbin {args.command}: error: {msg}", file=sys.stderr)
         return 2
+
+
+RANK_WAIT_S = 20.0
+
+
+def _other_rank_user_error(line: str) -> None:
+    """A rank > 0 of a torchrun launch hit a user error: leave the report to rank 0 and exit with 2.
+
+    Every rank checks the same inputs, so rank 0 reports the same error; torchrun then stops
+    the other ranks with SIGTERM, which this rank answers with exit code 2. If rank 0 did not
+    fail (an error of this rank only), the line is printed after ``RANK_WAIT_S`` seconds."""
+    import signal
+    import time
+
+    from stbin.training.distributed import env_rank
+
+    signal.signal(signal.SIGTERM, lambda *a: os._exit(2))
+    time.sleep(RANK_WAIT_S)
+    print(line.replace(": error:", f": error (rank {env_rank()}):", 1), file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

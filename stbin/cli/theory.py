@@ -50,6 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from stbin.cli.deps import require
+    require("matplotlib", extra="reports", purpose="stbin theory (its report's plots)")
     from pathlib import Path
 
     from stbin.cli.main import UsageError

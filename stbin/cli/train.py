@@ -69,10 +69,50 @@ def _toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# What may change when a run is resumed: how long it trains, where and how it runs, what is
+# evaluated. Everything else (model, data, optimizer, schedule, seed, ...) is the checkpoint's.
+RESUMABLE_KEYS = ("train.epochs", "train.progress", "train.threads", "train.keep_checkpoints",
+                  "train.eval_batch_size", "device", "data.root", "eval.ensemble", "eval.modes", "out_dir")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("data", "model", "optim", "schedule", "train", "eval") and not prefix:
+            out.update(_flat(v, f"{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _check_resume_overrides(args: argparse.Namespace, overrides: list[str], ckpt: dict) -> None:
+    """Refuse options that would change the run being resumed (they would be ignored or mix two runs)."""
+    from stbin.training.config import build_config, parse_override
+
+    where = ckpt.get("_path", "the checkpoint")
+    if args.resume:  # an explicit PATH: the run is the checkpoint's; a preset or config file has no role
+        for flag in ("preset", "config"):
+            if getattr(args, flag):
+                raise ValueError(f"--resume {args.resume} continues the run of {where} as it was configured; "
+                                 f"--{flag} cannot be combined with it (start a new run in another --out)")
+        for item in overrides:
+            key = next(iter(_flat(parse_override(item))))
+            if key not in RESUMABLE_KEYS:
+                raise ValueError(f"{key} cannot be changed when resuming {where} (only "
+                                 f"{', '.join(RESUMABLE_KEYS)} can); start a new run in another --out")
+        return
+    # --resume without PATH: the preset / config / overrides name the run; they must be the checkpoint's
+    mine, theirs = _flat(build_config(args.preset, args.config, overrides).to_dict()), _flat(ckpt["config"])
+    for key in sorted(set(mine) | set(theirs)):
+        if key not in RESUMABLE_KEYS and mine.get(key) != theirs.get(key):
+            raise ValueError(f"{key} = {mine.get(key)!r} differs from the resumed run's {theirs.get(key)!r} "
+                             f"({where}); only {', '.join(RESUMABLE_KEYS)} can change when resuming")
+
+
 def run(args: argparse.Namespace) -> int:
     """A thin layer over :func:`stbin.train`: flags -> config (or resume point) -> train -> summary lines."""
-    from stbin.training.api import resume_point, train
-    from stbin.training.config import build_config, dumps_toml
+    from stbin.training.api import train
+    from stbin.training.config import build_config, dumps_toml, from_dict, merge, parse_override
 
     if args.list_presets:
         from stbin.training import presets
@@ -82,10 +122,25 @@ def run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     resume = None
     if args.resume is not None:
-        # the output folder of the (preset/config/overrides) run by default
-        target = args.resume or build_config(args.preset, args.config, overrides).out_dir
-        cfg, resume = resume_point(target, overrides,
-                                   warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
+        from pathlib import Path
+
+        from stbin.training.trainer import latest_checkpoint
+
+        target = args.resume or None
+        if target is None:  # the output folder of the (preset/config/overrides) run
+            target = build_config(args.preset, args.config, overrides).out_dir
+        resume = latest_checkpoint(target, warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
+        if args.out and Path(target).is_dir() and Path(args.out).resolve() != Path(target).resolve():
+            raise ValueError(f"--out {args.out} differs from the run folder being resumed ({target})")
+        if not isinstance(resume.get("config"), dict):
+            raise ValueError(f"{resume['_path']} has no training configuration; it cannot be resumed")
+        _check_resume_overrides(args, overrides, resume)
+        cfg = from_dict(resume["config"])
+        for item in overrides:
+            cfg = merge(cfg, parse_override(item), "override")
+        if Path(target).is_dir():
+            cfg.out_dir = str(target)
+        cfg.validate()
     else:
         cfg = build_config(args.preset, args.config, overrides)
     if args.print_config:

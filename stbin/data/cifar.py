@@ -48,8 +48,11 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = get("data"), get("labels")
     if data is None or labels is None:
         raise ValueError(f"{path} is not a CIFAR-10 batch (no data/labels)")
-    data = np.asarray(data, dtype=np.uint8)
-    labels = np.asarray(labels, dtype=np.int64)
+    try:
+        data = np.asarray(data, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"{path} is not a CIFAR-10 batch (data/labels are not arrays of integers: {e})") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise ValueError(f"{path}: data {data.shape} / labels {labels.shape} are not CIFAR-10 shaped")
     return data.reshape(-1, 3, 32, 32), labels

@@ -49,8 +49,15 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"refusing to load {module}.{name} from a data pickle (only NumPy arrays are allowed)") from None
 
 
+class DataFileError(ValueError, pickle.UnpicklingError):
+    """A data file that is not what it should be: garbage, truncated, or a pickle refusing to load."""
+
+
 def load_numpy_pickle(path: str | Path, encoding: str = "latin1") -> Any:
     """Load a (optionally gzipped) pickle holding NumPy arrays, tuples, lists and dicts only.
+
+    Anything else — a pickle that would import other code, a truncated or garbage file —
+    raises :class:`DataFileError` naming the file (never a traceback from deep in pickle).
 
     Args:
         path: the file (gzip detected by its magic bytes).
@@ -66,6 +73,14 @@ def load_numpy_pickle(path: str | Path, encoding: str = "latin1") -> Any:
     """
     path = Path(path)
     raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return RestrictedUnpickler(io.BytesIO(raw), encoding=encoding).load()
+    try:
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        return RestrictedUnpickler(io.BytesIO(raw), encoding=encoding).load()
+    except pickle.UnpicklingError as e:
+        raise DataFileError(f"{path}: {e}" if "refusing" in str(e) else
+                            f"{path} is not a readable data pickle (corrupted or foreign file): {e}") from None
+    except (EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError, OSError, MemoryError,
+            RecursionError, UnicodeDecodeError, OverflowError) as e:  # what a damaged pickle stream raises
+        raise DataFileError(f"{path} is not a readable data pickle (corrupted, truncated or foreign file): "
+                            f"{type(e).__name__}: {str(e)[:120]}") from None

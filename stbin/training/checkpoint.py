@@ -8,31 +8,84 @@ A checkpoint is a dict saved with :func:`torch.save`::
       "model_state": model.state_dict(),
       # optional, written by the trainer:
       "optimizer_state", "scheduler_state", "rng_state", "epoch", "config", "metrics", ...
+      "digest": "<SHA-256 of everything above, see payload_digest>",
     }
 
 Only tensors, numbers, strings, lists, tuples, dicts and None may appear, so that the file
 loads with ``torch.load(weights_only=True)``: a checkpoint never runs code. Writing goes
 to a temporary file in the same folder, is flushed and fsync'ed, then renamed over the
 target (``os.replace``), so a run killed mid-write leaves the previous checkpoint intact.
+
+Integrity: ``digest`` is the SHA-256 of the payload (:func:`payload_digest`: every tensor's
+dtype, shape and bytes, every key and value, in a canonical order), recomputed on every
+load; a file whose content differs from what was written (one flipped bit in a tensor)
+raises :class:`CheckpointError`. It guards against accidents (bad disks, truncated copies,
+edited files), not against an attacker, who can recompute it. Version-1 files (written
+before digests) still load, with an :class:`UnverifiedCheckpointWarning`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from stbin._io import atomic_write
 
+CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
 CHECKPOINT_FORMAT = "stbin-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+UNVERIFIED_VERSIONS = (1,)  # read without a digest check (written before digests), with a warning
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is corrupted, truncated, foreign or of an unknown version."""
+
+
+class UnverifiedCheckpointWarning(UserWarning):
+    """A checkpoint of a version without digest: loaded, but its content cannot be verified."""
+
+
+def _feed(h: "hashlib._Hash", obj: Any) -> None:
+    """Feed ``obj`` into ``h`` canonically (type tags, lengths, sorted dict keys)."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(b"T" + str(t.dtype).encode() + repr(tuple(t.shape)).encode() + b";")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        items = sorted(obj.items(), key=lambda kv: (type(kv[0]).__name__, repr(kv[0])))
+        h.update(b"D" + struct.pack("<q", len(items)))
+        for k, v in items:
+            _feed(h, k)
+            _feed(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update((b"L" if isinstance(obj, list) else b"U") + struct.pack("<q", len(obj)))
+        for v in obj:
+            _feed(h, v)
+    elif isinstance(obj, str):
+        b = obj.encode("utf-8", "surrogatepass")
+        h.update(b"S" + struct.pack("<q", len(b)) + b)
+    elif isinstance(obj, bool) or obj is None:
+        h.update(b"B" + repr(obj).encode())
+    elif isinstance(obj, int):
+        h.update(b"I" + str(obj).encode() + b";")
+    elif isinstance(obj, float):
+        h.update(b"F" + obj.hex().encode() + b";")
+    else:  # torch.dtype, torch.Size, ... (weights-only types): their repr is their value
+        h.update(b"O" + type(obj).__name__.encode() + b":" + repr(obj).encode() + b";")
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """SHA-256 (hex) of a checkpoint payload without its ``digest`` key."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "digest"})
+    return h.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -40,7 +93,9 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = Path(path)
     if "model" not in state or "model_state" not in state:
         raise ValueError("a checkpoint needs 'model' ({'name', 'kwargs'}) and 'model_state'")
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    payload = {**{k: v for k, v in state.items() if k not in ("digest", "_path")},
+               "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION}
+    payload["digest"] = payload_digest(payload)
     return atomic_write(path, lambda f: torch.save(payload, f))
 
 
@@ -50,7 +105,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on foreign pickles: the error below says it all
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # pickle/zip errors of truncated, corrupted or foreign files
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path} is not a readable stbin checkpoint (corrupted, truncated or "
@@ -58,11 +115,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an stbin checkpoint (no format marker '{CHECKPOINT_FORMAT}')")
     version = obj.get("version")
-    if version != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {version!r}; this stbin reads version "
-                              f"{CHECKPOINT_VERSION}")
+    if version in UNVERIFIED_VERSIONS:
+        warnings.warn(f"{path} is a version-{version} checkpoint without digest: its content cannot be "
+                      "verified (re-save it to add one)", UnverifiedCheckpointWarning, stacklevel=2)
+    elif version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {version!r}; this stbin reads versions "
+                              f"{', '.join(map(str, (*UNVERIFIED_VERSIONS, CHECKPOINT_VERSION)))}")
+    elif obj.get("digest") != payload_digest(obj):
+        raise CheckpointError(f"{path} is damaged: its content does not match its SHA-256 digest "
+                              "(bit flip, partial copy or edit)")
     model = obj.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or "model_state" not in obj:
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or \
+            not isinstance(model.get("kwargs", {}), dict) or not isinstance(obj.get("model_state"), dict):
         raise CheckpointError(f"{path} lacks the model description or its state")
     return obj
 
@@ -75,10 +139,46 @@ def load_model(path_or_checkpoint: str | os.PathLike | dict[str, Any],
     ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, dict) else load_checkpoint(path_or_checkpoint,
                                                                                             map_location)
     spec = ckpt["model"]
-    model = build_model(spec["name"], **dict(spec.get("kwargs", {})))
+    try:
+        model = build_model(spec["name"], **dict(spec.get("kwargs", {})))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the checkpoint's model {spec['name']!r} cannot be built: {e}") from None
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as e:
         raise CheckpointError(f"the checkpoint's weights do not fit model {spec['name']!r}: "
                               f"{str(e).splitlines()[0]}") from None
     return model.eval()
+
+
+def checkpoint_path(out_dir: str | Path, epoch: int) -> Path:
+    return Path(out_dir) / f"checkpoint-epoch{epoch:04d}.pt"
+
+
+def find_checkpoints(path: str | Path) -> list[Path]:
+    """Checkpoint files of a run folder, newest first (or ``[path]`` if it is a file)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FileNotFoundError(f"nothing to resume at {p} (no such file or folder)")
+    return sorted(p.glob(CHECKPOINT_GLOB), reverse=True)
+
+
+def latest_checkpoint(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The newest checkpoint of a run folder that loads and validates; damaged newer ones are skipped."""
+    cands = find_checkpoints(path)
+    errors = []
+    for c in cands:
+        try:
+            ckpt = load_checkpoint(c)
+        except CheckpointError as e:
+            if Path(path).is_file():
+                raise
+            errors.append(str(e))
+            if warn:
+                warn(f"skipping {c.name}: {e}")
+            continue
+        ckpt["_path"] = str(c)
+        return ckpt
+    raise FileNotFoundError(f"no complete checkpoint to resume in {path}" + (f" ({len(errors)} damaged)" if errors else ""))

@@ -43,7 +43,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from stbin._registry import check_choice
+from stbin._registry import unknown_name_message
+from stbin.training.preset_table import DEFAULT_PRESET, PRESETS
 
 
 @dataclass
@@ -133,21 +134,10 @@ class Config:
         return _plain(asdict(self))
 
     def validate(self) -> "Config":
-        check_choice("optimizer", self.optim.name, ("adam", "adamw", "sgd", "bop"))
-        check_choice("latent gradient", self.optim.latent, ("mirror", "st"))
-        check_choice("schedule", self.schedule.name, ("constant", "cosine", "step", "linear"))
-        for m in self.eval.modes:
-            check_choice("evaluation mode", m, ("mode", "mean", "sample"))
-        for name, v, lo in (("train.epochs", self.train.epochs, 1), ("train.batch_size", self.train.batch_size, 1),
-                            ("train.eval_batch_size", self.train.eval_batch_size, 1),
-                            ("eval.ensemble", self.eval.ensemble, 0), ("data.val_size", self.data.val_size, 0),
-                            ("train.keep_checkpoints", self.train.keep_checkpoints, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        if not (isinstance(self.optim.lr, (int, float)) and self.optim.lr > 0):
-            raise ValueError(f"optim.lr must be > 0, got {self.optim.lr!r}")
-        if not isinstance(self.model.get("name"), str):
-            raise ValueError("model.name must be a model name")
+        """Check every value by its meaning (:mod:`stbin.training.validation`); returns ``self``."""
+        from stbin.training.validation import validate_config
+
+        validate_config(self)
         return self
 
 
@@ -254,9 +244,11 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no config file {path}")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: invalid TOML: {e}") from None
+        raise ValueError(f"config file {path}: invalid TOML: {e}") from None
 
 
 def from_dict(d: dict[str, Any]) -> Config:
@@ -265,11 +257,18 @@ def from_dict(d: dict[str, Any]) -> Config:
                  "checkpoint config")
 
 
+def get_preset(name: str) -> Config:
+    """The :class:`Config` of preset ``name`` (ValueError with the nearest names if unknown)."""
+    if name not in PRESETS:
+        raise ValueError(unknown_name_message("preset", name, PRESETS))
+    cfg = merge(Config(model={"name": PRESETS[name]["model"]["name"]}), PRESETS[name], f"preset {name}")
+    cfg.preset = name
+    return cfg
+
+
 def build_config(preset: str | None = None, path: str | Path | None = None,
                  overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Preset (default: the default preset), then TOML file, then overrides; validated."""
-    from stbin.training.presets import DEFAULT_PRESET, get_preset
-
     file_data = read_toml(path) if path is not None else {}
     name = preset or file_data.get("preset") or DEFAULT_PRESET
     cfg = get_preset(name)
@@ -301,6 +300,6 @@ def dumps_toml(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "LogConfig",
+__all__ = ["get_preset", "Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "LogConfig",
            "build_config",
            "merge", "parse_override", "read_toml", "from_dict", "dumps_toml", "all_keys"]

@@ -34,6 +34,14 @@ class DistInfo:
         return self.rank == 0
 
 
+def env_rank() -> int:
+    """This process's rank as set by torchrun (0 when not distributed)."""
+    try:
+        return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    except ValueError:
+        return 0
+
+
 def setup(device: torch.device) -> DistInfo:
     """Join the process group if launched by torchrun (``WORLD_SIZE`` > 1), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

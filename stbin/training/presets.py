@@ -25,92 +25,13 @@ used by the throughput benchmark.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
-from stbin._registry import unknown_name_message
-from stbin.training.config import Config, merge
-
-DEFAULT_PRESET = "sbn_mnist"
-
-_SBN = {"activation": "stochastic", "noise": "logistic", "scale": 1.0, "weights": "bernoulli",
-        "weight_noise": "logistic", "weight_noise_scale": 1.0}
-
-# Conv nets: sharper Bernoulli weights (s_w = 0.1) and a 3x latent learning rate. On LeNet-5 / MNIST
-# (2 epochs) the MLP's settings (s_w = 1, latent lr 0.01) stayed at chance; these reach 96.8% (mode).
-_SBN_CONV = {**_SBN, "weight_noise_scale": 0.1}
-
-PRESETS: dict[str, dict[str, Any]] = {
-    "sbn_mnist": {
-        "out_dir": "runs/sbn_mnist",
-        "data": {"name": "mnist"},
-        "model": {"name": "mlp", "hidden": [512, 512, 512], **_SBN, "weight_noise_scale": 0.1, "binary_first": True},
-        "optim": {"name": "adam", "lr": 0.03, "latent": "mirror", "latent_lr_scale": 3.0},
-        "schedule": {"name": "cosine"},
-        "train": {"epochs": 4, "batch_size": 100},
-        "eval": {"ensemble": 10},
-    },
-    "lenet5_mnist": {
-        "out_dir": "runs/lenet5_mnist",
-        "data": {"name": "mnist"},
-        "model": {"name": "lenet5", **_SBN_CONV},
-        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
-        "train": {"epochs": 10, "batch_size": 100},
-    },
-    "binarynet_cifar10": {
-        "out_dir": "runs/binarynet_cifar10",
-        "data": {"name": "cifar10"},
-        "model": {"name": "binarynet_vgg", "activation": "sign", "proxy": "htanh", "weights": "sign"},
-        "optim": {"name": "adam", "lr": 0.005, "clip": 1.0},
-        "train": {"epochs": 200, "batch_size": 100},
-    },
-    "sbn_conv_cifar10": {
-        "out_dir": "runs/sbn_conv_cifar10",
-        "data": {"name": "cifar10"},
-        "model": {"name": "sbn_conv", **_SBN_CONV},
-        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
-        "train": {"epochs": 200, "batch_size": 64},
-    },
-    "vgg11_cifar10": {
-        "out_dir": "runs/vgg11_cifar10",
-        "data": {"name": "cifar10"},
-        "model": {"name": "vgg11", **_SBN_CONV},
-        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
-        "train": {"epochs": 200, "batch_size": 128},
-    },
-    "resnet20_cifar10": {
-        "out_dir": "runs/resnet20_cifar10",
-        "data": {"name": "cifar10"},
-        "model": {"name": "resnet20", **_SBN_CONV},
-        "optim": {"name": "adam", "lr": 0.01, "latent_lr_scale": 3.0},
-        "train": {"epochs": 200, "batch_size": 128},
-    },
-    "tiny": {
-        "out_dir": "runs/tiny",
-        "data": {"name": "synthetic", "options": {"n_train": 512, "n_test": 256}},
-        "model": {"name": "mlp", "hidden": [128, 128], **_SBN},
-        "optim": {"name": "adam", "lr": 0.05},
-        "train": {"epochs": 3, "batch_size": 32, "eval_batch_size": 256},
-        "eval": {"ensemble": 3},
-    },
-}
-PRESETS["sbn_mnist_full"] = merge_dict = copy.deepcopy(PRESETS["sbn_mnist"])
-merge_dict.update({"out_dir": "runs/sbn_mnist_full", "train": {"epochs": 20, "batch_size": 100}})
-PRESETS["sbn_fashion_mnist"] = fm = copy.deepcopy(PRESETS["sbn_mnist_full"])
-fm.update({"out_dir": "runs/sbn_fashion_mnist", "data": {"name": "fashion_mnist"}})
-del merge_dict, fm
+from stbin.training.config import Config, get_preset
+from stbin.training.preset_table import DEFAULT_PRESET, PRESETS
 
 
 def preset_names() -> list[str]:
     return sorted(PRESETS)
-
-
-def get_preset(name: str) -> Config:
-    """The :class:`Config` of preset ``name`` (ValueError with the nearest names if unknown)."""
-    if name not in PRESETS:
-        raise ValueError(unknown_name_message("preset", name, PRESETS))
-    cfg = merge(Config(model={"name": PRESETS[name]["model"]["name"]}), PRESETS[name], f"preset {name}")
-    cfg.preset = name
-    return cfg
 
 
 def float_twin(cfg: Config) -> Config:
@@ -118,3 +39,6 @@ def float_twin(cfg: Config) -> Config:
     cfg = copy.deepcopy(cfg)
     cfg.model.update({"activation": "relu", "weights": "real"})
     return cfg
+
+
+__all__ = ["DEFAULT_PRESET", "PRESETS", "get_preset", "preset_names", "float_twin"]

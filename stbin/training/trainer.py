@@ -25,11 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbin.reporting.markdown import plural
-from stbin.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, checkpoint_path,  # noqa: F401  (re-exported)
+                                       find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
 from stbin.training.config import Config
 from stbin.training import distributed as D
+from stbin.training.lock import run_folder_lock
 
-CHECKPOINT_GLOB = "checkpoint-epoch*.pt"
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights became non-finite (NaN or infinite): the run is stopped, not continued."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -57,40 +61,7 @@ def check_writable(out_dir: str | Path) -> Path:
     return out
 
 
-def checkpoint_path(out_dir: str | Path, epoch: int) -> Path:
-    return Path(out_dir) / f"checkpoint-epoch{epoch:04d}.pt"
-
-
-def find_checkpoints(path: str | Path) -> list[Path]:
-    """Checkpoint files of a run folder, newest first (or ``[path]`` if it is a file)."""
-    p = Path(path)
-    if p.is_file():
-        return [p]
-    if not p.is_dir():
-        raise FileNotFoundError(f"nothing to resume at {p} (no such file or folder)")
-    return sorted(p.glob(CHECKPOINT_GLOB), reverse=True)
-
-
-def latest_checkpoint(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The newest checkpoint of a run folder that loads and validates; damaged newer ones are skipped."""
-    cands = find_checkpoints(path)
-    errors = []
-    for c in cands:
-        try:
-            ckpt = load_checkpoint(c)
-        except CheckpointError as e:
-            if Path(path).is_file():
-                raise
-            errors.append(str(e))
-            if warn:
-                warn(f"skipping {c.name}: {e}")
-            continue
-        ckpt["_path"] = str(c)
-        return ckpt
-    raise FileNotFoundError(f"no complete checkpoint to resume in {path}" + (f" ({len(errors)} damaged)" if errors else ""))
-
-
-def init_weights(model: nn.Module, path: str | Path) -> int:
+def init_weights(model: nn.Module, path: str | Path, warn: Callable[[str], None] | None = None) -> int:
     """Load into ``model`` the newest checkpoint at ``path`` with :func:`stbin.nn.load_float_state_dict`:
     tensors whose names and shapes match are copied, float weights of layers that are binary here
     are transferred to their latent weights (e.g. a full-precision run into its binary twin);
@@ -98,7 +69,7 @@ def init_weights(model: nn.Module, path: str | Path) -> int:
     loaded; ValueError if none match."""
     from stbin.nn import load_float_state_dict
 
-    ckpt = latest_checkpoint(path)
+    ckpt = latest_checkpoint(path, warn)
     report = load_float_state_dict(model, ckpt["model_state"])
     if not any(not k.endswith("num_batches_tracked") for k in report.copied) and not report.transferred:
         raise ValueError(f"init_from {path}: no parameter of the checkpoint matches this model")
@@ -129,6 +100,8 @@ def model_kwargs_for(cfg: Config, input_shape: tuple[int, ...], num_classes: int
         for k in kwargs:
             if k not in params:
                 raise ValueError(unknown_name_message(f"argument of model {name!r}", k, list(params)))
+    from stbin.training.model_args import check_model_kwargs
+    check_model_kwargs(name, kwargs)
     return name, kwargs
 
 
@@ -211,7 +184,34 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     Results: ``{"test": {mode: acc, ..., "ensemble": acc}, "history": [...], "out_dir",
     "checkpoint", "report", "time_s"}`` (files are written by rank 0 only). ``plots``: curves in
     the report (True: matplotlib required, checked before training; None: if installed).
+
+    The output folder is locked for the run (:mod:`stbin.training.lock`; by rank 0 of a
+    distributed run): a second run into it raises :class:`~stbin.training.lock.RunFolderInUse`.
+    A non-finite loss or weight stops the run with :class:`TrainingDiverged` (epoch and step).
     """
+    cfg.validate()
+    main = D.env_rank() == 0
+    if main:
+        check_writable(cfg.out_dir)
+    with run_folder_lock(cfg.out_dir, enabled=main):
+        return _train(cfg, resume, log, progress, plots, loggers)
+
+
+def _test_kill_point(epoch: int) -> None:
+    """Test hook: ``STBIN_TEST_KILL_AFTER_EPOCH=N`` makes the run SIGKILL itself right after its
+    epoch-N checkpoint, so that the kill/resume test never depends on timing."""
+    if os.environ.get("STBIN_TEST_KILL_AFTER_EPOCH") == str(epoch):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _diverged(epoch: int, step: int, what: str, cfg: Config) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {what}; the run is stopped "
+                            f"(no checkpoint of this epoch is written); try a smaller optim.lr (now {cfg.optim.lr:g})")
+
+
+def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None],
+           progress: bool | None, plots: bool | None, loggers: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
     from tqdm import tqdm
 
     from stbin.models import build_model
@@ -236,13 +236,16 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
     data, t_data = open_source(cfg, device)  # [data source] in-memory tensors or a streamed Dataset
 
     name, kwargs = model_kwargs_for(cfg, data.input_shape, data.num_classes)
+    from stbin.training.model_args import check_fits_data
+    check_fits_data(cfg.model, data.input_shape, data.num_classes, d.name)
     torch.manual_seed(cfg.seed)  # same initial weights in every process
     try:
         model = build_model(name, **kwargs)
     except TypeError as e:
         raise ValueError(f"model {name!r}: {e}") from None
+    check_fits_data(cfg.model, data.input_shape, data.num_classes, d.name, model, torch.zeros((2, *data.input_shape)))
     if cfg.init_from and resume is None:
-        n_init = init_weights(model, cfg.init_from)
+        n_init = init_weights(model, cfg.init_from, warn=lambda m: say(f"warning: {m}"))
         say(f"initial weights: {n_init} tensors from {cfg.init_from}")
     model.to(device)
     opt, companion = build_optimizer(model, cfg)
@@ -277,6 +280,9 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
         sched.load_state_dict(resume["scheduler_state"])
         sched.lr_lambdas[0].__dict__.update(fresh)
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        if start_epoch > cfg.train.epochs:
+            raise ValueError(f"train.epochs = {cfg.train.epochs} is below the epoch of the checkpoint to resume "
+                             f"({start_epoch}, {resume.get('_path', 'checkpoint')}); give --epochs >= {start_epoch}")
         history = list(resume.get("metrics", []))
         if "rng_state" in resume:
             _set_rng_state(resume["rng_state"], gens)
@@ -312,6 +318,14 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             with autocast():
                 logits = net(xb)
             losses = F.cross_entropy(logits.float(), yb, reduction="none")
+            batch_loss = float(losses.detach().sum())
+            finite = math.isfinite(batch_loss)
+            if dinfo.enabled:  # every process stops at the same step
+                flag = torch.tensor([0.0 if finite else 1.0], device=device)
+                torch.distributed.all_reduce(flag)
+                finite = float(flag) == 0.0
+            if not finite:
+                raise _diverged(epoch, step + 1, f"the training loss is {batch_loss}", cfg)
             # sum over this share / global batch size x world: DDP's average is the global mean
             loss = losses.sum() * (dinfo.world_size / n_global)
             opt.zero_grad(set_to_none=True)
@@ -324,8 +338,8 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             sched.step()
             step += 1
             if diag is not None:
-                diag.step(step, float(losses.detach().mean()))
-            loss_sum += float(losses.detach().sum())
+                diag.step(step, batch_loss / max(1, losses.numel()))
+            loss_sum += batch_loss
             correct += int((logits.detach().argmax(-1) == yb).sum())
             seen += len(yb)
             if dinfo.is_main and seen:
@@ -335,7 +349,12 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             tot = torch.tensor([loss_sum, float(correct), float(seen)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(tot)
             loss_sum, correct, seen = float(tot[0]), int(tot[1]), int(tot[2])
+        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise _diverged(epoch, step, f"parameter {bad[0]} holds non-finite values", cfg)
         ev = evaluate_source(model, data, eval_split, "mode", cfg.train.eval_batch_size)
+        if not math.isfinite(ev["loss"]):
+            raise _diverged(epoch, step, f"the {eval_split} loss is {ev['loss']}", cfg)
         rec = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
@@ -361,6 +380,7 @@ def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str]
             write_metrics(out, history)
             for old in find_checkpoints(out)[cfg.train.keep_checkpoints:]:
                 old.unlink(missing_ok=True)
+            _test_kill_point(epoch)
         D.barrier(dinfo)
     if last_ckpt is None and dinfo.is_main:
         cands = find_checkpoints(out)

@@ -6,20 +6,14 @@ import sys
 
 import pytest
 
-
 from stbin.training import save_checkpoint
-
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stbin.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout)
 
 
 TINY = ["--hidden", "32", "--batch", "8", "--linear-size", "130", "--linear-batch", "9", "--repeats", "2",
         "--threads", "1", "--networks", "none"]
 
 
-def test_bench_inference_json_demo_network():
+def test_bench_inference_json_demo_network(run_cli):
     r = run_cli("bench-inference", *TINY, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -36,7 +30,7 @@ def test_bench_inference_json_demo_network():
         assert m[key] > 0
 
 
-def test_bench_inference_table_on_a_checkpoint(tmp_path):
+def test_bench_inference_table_on_a_checkpoint(tmp_path, run_cli):
     from stbin.models import build_model
 
     kwargs = {"in_features": 20, "hidden": [64, 64], "num_classes": 3}
@@ -50,16 +44,14 @@ def test_bench_inference_table_on_a_checkpoint(tmp_path):
     assert "predictions identical on the benchmark batch: True" in r.stdout
 
 
-def test_bench_inference_errors(capsys):
-    from stbin.cli.main import main
-
-    assert main(["bench-inference", "--repeats", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "stbin bench-inference: error: --repeats must be >= 1, got 0"
-    assert main(["bench-inference", "--threads", "999", "--skip-linear"]) == 2
-    assert "exceeds numba's maximum" in capsys.readouterr().err
+def test_bench_inference_errors(run_cli, assert_user_error):
+    line = assert_user_error(run_cli("bench-inference", "--repeats", "0", inprocess=True))
+    assert line == "stbin bench-inference: error: --repeats must be >= 1, got 0"
+    assert_user_error(run_cli("bench-inference", "--threads", "999", "--skip-linear", inprocess=True),
+                      "exceeds numba's maximum")
 
 
-def test_bench_inference_networks_against_float_twins():
+def test_bench_inference_networks_against_float_twins(run_cli):
     pytest.importorskip("onnx")  # the dev extra installs onnx and onnxruntime
     pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
@@ -78,7 +70,7 @@ def test_bench_inference_networks_against_float_twins():
             assert m["speedup_vs_onnxruntime"] == m["onnxruntime_fp32_ms"] / m["engine_ms"]
 
 
-def test_bench_inference_table_prints_ratios_in_one_direction():
+def test_bench_inference_table_prints_ratios_in_one_direction(run_cli):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]

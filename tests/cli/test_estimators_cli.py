@@ -43,19 +43,14 @@ def test_quick_run_writes_csv_plots_and_report(tmp_path) -> None:
     (["--estimates", "1"], "--estimates must be at least 2"),
     (["--threads", "0"], "--threads must be at least 1"),
 ])
-def test_bad_options_exit_2_with_one_line(argv, msg, tmp_path, capsys) -> None:
-    rc = main(["estimators", "--out", str(tmp_path / "x"), "--no-progress", *argv])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert err.count("\n") == 1 and err.startswith("stbin estimators: error: ") and msg in err
+def test_bad_options_exit_2_with_one_line(argv, msg, tmp_path, run_cli, assert_user_error) -> None:
+    assert_user_error(run_cli("estimators", "--out", str(tmp_path / "x"), "--no-progress", *argv, inprocess=True), msg)
 
 
-def test_unwritable_output_is_a_one_line_error(tmp_path, capsys) -> None:
+def test_unwritable_output_is_a_one_line_error(tmp_path, run_cli, assert_user_error) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    rc = main(["estimators", "--quick", "--no-progress", "--out", str(blocker / "sub")])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and err.startswith("stbin estimators: error: ")
+    assert_user_error(run_cli("estimators", "--quick", "--no-progress", "--out", str(blocker / "sub"), inprocess=True))
 
 
 def test_help_describes_the_protocol(capsys) -> None:

@@ -1,28 +1,20 @@
 """The stbin command: help, errors as one line with exit code 2, and the demo job."""
 
-import subprocess
-import sys
 
 
-
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stbin.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def test_help_lists_commands():
+def test_help_lists_commands(run_cli):
     r = run_cli("--help")
     assert r.returncode == 0
     for cmd in ("train", "summary", "export", "bench-inference", "estimators", "theory"):
         assert cmd in r.stdout
 
 
-def test_no_command_prints_help_and_exits_2():
+def test_no_command_prints_help_and_exits_2(run_cli):
     r = run_cli()
     assert r.returncode == 2 and "usage: stbin" in r.stdout
 
 
-def test_every_listed_command_has_help():
+def test_every_listed_command_has_help(run_cli):
     from stbin.cli.main import COMMANDS
 
     for cmd in COMMANDS:
@@ -30,8 +22,5 @@ def test_every_listed_command_has_help():
         assert r.returncode == 0 and f"usage: stbin {cmd}" in r.stdout, cmd
 
 
-def test_user_errors_are_one_line_with_exit_code_2():
-    r = run_cli("train", "--preset", "sbn_mnst")
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "sbn_mnist" in lines[0] and "Traceback" not in r.stderr
+def test_user_errors_are_one_line_with_exit_code_2(run_cli, assert_user_error):
+    assert_user_error(run_cli("train", "--preset", "sbn_mnst"), "sbn_mnist")

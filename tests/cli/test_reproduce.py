@@ -1,8 +1,5 @@
 """``stbin reproduce``: list, unknown names, a --quick run on tiny data."""
 
-import subprocess
-import sys
-
 from stbin.cli.main import main
 
 
@@ -12,19 +9,13 @@ def test_list(capsys):
     assert "activation-quantized" in out and "ste-instability" in out and "sbn-study" in out
 
 
-def test_unknown_name_is_one_line_exit_2():
-    r = subprocess.run([sys.executable, "-m", "stbin.cli.main", "reproduce", "sbn-studdy"], capture_output=True,
-                       text=True)
-    assert r.returncode == 2
-    assert len(r.stderr.strip().splitlines()) == 1
-    assert "sbn-study" in r.stderr and "activation-quantized" in r.stderr
+def test_unknown_name_is_one_line_exit_2(run_cli, assert_user_error):
+    assert_user_error(run_cli("reproduce", "sbn-studdy"), "sbn-study", "activation-quantized")
 
 
-def test_bad_jobs_is_one_line_exit_2(tmp_path):
+def test_bad_jobs_is_one_line_exit_2(tmp_path, run_cli, assert_user_error):
     for flag, value in (("--jobs", "0"), ("--epoch-scale", "-1")):
-        r = subprocess.run([sys.executable, "-m", "stbin.cli.main", "reproduce", "sbn-study", "--quick", flag, value,
-                            "--out", str(tmp_path)], capture_output=True, text=True)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and flag in r.stderr
+        assert_user_error(run_cli("reproduce", "sbn-study", "--quick", flag, value, "--out", str(tmp_path)), flag)
 
 
 def test_quick_run_writes_table_and_plots(tmp_path, capsys):

