@@ -25,7 +25,7 @@ COMMANDS: dict[str, str] = {
     "summary": "stbin.cli.summary",
     "export": "stbin.cli.export",
     "bench-inference": "stbin.cli.bench_inference",
-    "estimators": "stbin.cli.estimators",
+    "estimator-lab": "stbin.cli.estimator_lab",
     "theory": "stbin.cli.theory",
     "reproduce": "stbin.cli.reproduce",
 }
