@@ -12,6 +12,8 @@ function                           module                                       
 :func:`expected_estimate`          :mod:`stbin.analysis.sampling`                  exact mean of an estimator
 :func:`estimator_metrics`          :mod:`stbin.analysis.metrics`                   bias, variance, RMSE, cosine vs M
 :func:`run_lab`                    :mod:`stbin.analysis.protocol`                  reference protocol and sweeps
+:func:`reference_sample`           :mod:`stbin.analysis.reference`                 unbiased reference, real networks
+:func:`gradient_quality`           :mod:`stbin.analysis.quality`                   estimators vs reference, with CIs
 =================================  ==============================================  ===================================
 
 The lab's small models: ``nn.Sequential`` of ``nn.Linear``, :class:`stbin.nn.StochasticSign`
@@ -26,6 +28,8 @@ from stbin.analysis.gradient_estimators import GRADIENT_ESTIMATORS, GradientEsti
 from stbin.analysis.metrics import DEFAULT_MS, estimator_metrics, group_metrics
 from stbin.analysis.protocol import (DEFAULT_METHODS, LabConfig, LabResult, logistic_loss, reference_data,
                                      reference_network, run_lab, train_snapshots)
+from stbin.analysis.quality import QualityResult, gradient_quality
+from stbin.analysis.reference import reference_sample
 from stbin.analysis.sampling import estimate_gradients, expected_estimate, sample_gradients
 
 #: the former name of :data:`GRADIENT_ESTIMATORS`
@@ -36,5 +40,6 @@ __all__ = [
     "exact_expected_loss", "exact_gradients", "exact_per_example_loss",
     "estimate_gradients", "sample_gradients", "expected_estimate",
     "estimator_metrics", "group_metrics",
+    "gradient_quality", "QualityResult", "reference_sample",
     "LabConfig", "LabResult", "logistic_loss", "reference_data", "reference_network", "run_lab", "train_snapshots",
 ]

@@ -134,11 +134,11 @@ class Chain:
             record: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Run steps ``start..stop-1`` on ``h``; each node's value is ``node_value(i, pre)`` (``pre``:
         the pre-activation of an act node, the latent weight of a weight node). ``record[step]``
-        keeps the input of every step that owns a node."""
+        keeps the input of every step."""
         stop = len(self.steps) if stop is None else stop
         for k in range(start, stop):
             st = self.steps[k]
-            if record is not None and st.node is not None:
+            if record is not None:
                 record[k] = h
             if st.kind == "act":
                 h = node_value(st.node, h)  # type: ignore[arg-type]

@@ -69,22 +69,27 @@ _PER_FEATURE = (nn.BatchNorm1d, nn.Identity, nn.Dropout)
 
 
 class _Sample:
-    """The main joint sample: uniforms, states and pre-activations of every node."""
+    """The main joint sample: uniforms, noise thresholds, states and pre-activations of every node.
+
+    A unit is +1 iff its pre-activation exceeds its threshold :math:`\tau = s F^{-1}(u)`
+    (equivalent to :math:`u < F(a/s)`), so reruns with common random numbers only compare.
+    """
 
     def __init__(self, chain: Chain, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
                  generator: torch.Generator | None) -> None:
         self.chain, self.y, self.loss_fn = chain, y, loss_fn
         self.u: dict[int, torch.Tensor] = {}
+        self.tau: dict[int, torch.Tensor] = {}
         self.state: dict[int, torch.Tensor] = {}
         self.pre: dict[int, torch.Tensor] = {}
         self.inputs: dict[int, torch.Tensor] = {}
-        self.width: dict[int, int] = {}
 
         def nv(i: int, pre: torch.Tensor) -> torch.Tensor:
             nd = chain.nodes[i]
             u = torch.rand(pre.shape, generator=generator, dtype=pre.dtype, device=pre.device)
-            s = (u < nd.noise.prob_plus(pre.detach(), nd.scale)).to(pre.dtype) * 2 - 1
-            self.u[i], self.state[i], self.pre[i] = u, s, pre
+            tau = nd.scale * nd.noise.mean_inverse(2 * u - 1)
+            s = (pre.detach() > tau).to(pre.dtype) * 2 - 1
+            self.u[i], self.tau[i], self.state[i], self.pre[i] = u, tau, s, pre
             return s
 
         self.out = chain.run(x, nv, record=self.inputs)
@@ -97,79 +102,126 @@ class _Sample:
     def downstream(self, h: torch.Tensor, start: int, ex: torch.Tensor, override: dict[int, torch.Tensor] | None = None
                    ) -> torch.Tensor:
         """Per-row losses of the network run from step ``start`` on rows ``h`` of examples ``ex``,
-        every later node with the main sample's uniforms (weights: its states)."""
-        nodes = self.chain.nodes
+        every later node with the main sample's uniforms (weights: its states).
 
-        def nv(j: int, pre: torch.Tensor) -> torch.Tensor:
-            if override is not None and j in override:
-                return override[j]
-            nd = nodes[j]
-            if nd.kind == "weight":
-                return self.state[j]
-            return (self.u[j][ex] < nd.noise.prob_plus(pre, nd.scale)).to(pre.dtype) * 2 - 1
-
+        A linear layer whose input differs from the main sample's in few entries (flipping one
+        unit changes few units downstream under common random numbers) is applied as the main
+        sample's output plus a sparse product with the difference."""
+        chain = self.chain
         with torch.no_grad():
-            return self.losses(self.chain.run(h, nv, start=start), ex)
+            for k in range(start, len(chain.steps)):
+                st = chain.steps[k]
+                if st.kind == "act":
+                    j = st.node
+                    if override is not None and j in override:
+                        h = override[j]
+                    else:
+                        h = (h > self.tau[j][ex]).to(h.dtype) * 2 - 1
+                    continue
+                weff = self._linear_weight(st, override)
+                if weff is not None and h.dim() == 2:
+                    diff = h - self.inputs[k].detach()[ex]
+                    nz = diff.nonzero(as_tuple=True)
+                    if nz[0].numel() < 0.05 * diff.numel():
+                        base = (self.inputs[k + 1] if k + 1 < len(chain.steps) else self.out).detach()[ex]
+                        sp = torch.sparse_coo_tensor(torch.stack(nz), diff[nz], diff.shape)
+                        h = base + torch.sparse.mm(sp, weff.T)
+                        continue
+                if st.kind == "binary":
+                    w = override[st.node] if override is not None and st.node in override else self.state[st.node]
+                    h = binary_forward(st.module, h, w)
+                else:
+                    h = st.module(h)
+            return self.losses(h, ex)
+
+    def _linear_weight(self, st, override: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
+        """The effective weight matrix of a linear step with the main sample's weights, else None."""
+        m = st.module
+        if st.kind == "det" and isinstance(m, nn.Linear):
+            return m.weight.detach()
+        if st.kind == "binary" and isinstance(m, BinaryLinear) and not (override is not None and st.node in override):
+            w = self.state[st.node]
+            return w if m.weight_scale is None else w * m.weight_scale.detach()[:, None]
+        return None
 
 
 def _width(chain: Chain, s: _Sample, start: int) -> int:
     """Largest per-example feature count from step ``start`` on (sizes the chunks)."""
     w = 1
     for k in range(start, len(chain.steps)):
-        if k in s.inputs:
-            w = max(w, s.inputs[k][0].numel())
+        w = max(w, s.inputs[k][0].numel())
     return max(w, s.out[0].numel())
 
 
+def _per_feature_affine(chain: Chain, k0: int, k1: int, m: int, like: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) of steps k0..k1-1 if all are per-feature affine maps (batch norm in evaluation,
+    identity, dropout) on m features, else None."""
+    steps = chain.steps[k0:k1]
+    if any(st.kind != "det" or not isinstance(st.module, _PER_FEATURE) for st in steps):
+        return None
+    z, o = torch.zeros(1, m, dtype=like.dtype, device=like.device), torch.ones(1, m, dtype=like.dtype, device=like.device)
+    with torch.no_grad():
+        for st in steps:
+            z, o = st.module(z), st.module(o)
+    return (o - z)[0], z[0]
+
+
+def _linear_then_act(chain: Chain, k: int) -> tuple[int, int] | None:
+    """(step of the linear layer, act node) when step k+1 is linear and per-feature maps lead to an act node."""
+    if k + 1 >= len(chain.steps):
+        return None
+    nxt = chain.steps[k + 1]
+    if not (isinstance(nxt.module, nn.Linear) or (nxt.kind == "binary" and isinstance(nxt.module, BinaryLinear))):
+        return None
+    for q in range(k + 2, len(chain.steps)):
+        st = chain.steps[q]
+        if st.kind == "act":
+            return k + 1, st.node  # type: ignore[return-value]
+        if st.kind != "det" or not isinstance(st.module, _PER_FEATURE):
+            return None
+    return None
+
+
 def _unit_differences(s: _Sample, i: int) -> torch.Tensor:
-    r""":math:`f_b(x_j{=}{+}1) - f_b(x_j{=}{-}1)` for every example b and unit j of act node i: (B, n)."""
+    r""":math:`f_b(x_j{=}{+}1) - f_b(x_j{=}{-}1)` for every example b and unit j of act node i: (B, n).
+
+    When a linear layer and per-feature maps lead to the next stochastic layer, flipping unit j
+    moves that layer's pre-activations by a rank-one update; its new states are read off the
+    thresholds and the rest of the network runs on the few changed units (sparse products)."""
     chain, nd = s.chain, s.chain.nodes[i]
     k = nd.step
     st = s.state[i]
     B = st.shape[0]
     flat = st.reshape(B, -1)
     n = flat.shape[1]
-    nxt = chain.steps[k + 1] if k + 1 < len(chain.steps) else None
-    linear_next = nxt is not None and flat.dim() == 2 and st.dim() == 2 and (
-        isinstance(nxt.module, nn.Linear) or (nxt.kind == "binary" and isinstance(nxt.module, BinaryLinear)))
+    fast = _linear_then_act(chain, k) if st.dim() == 2 else None
     per_row = max(_width(chain, s, k + 1), n)
     nc = max(1, min(n, ROW_BUDGET // max(1, B * per_row)))
     out = torch.empty(B, n, dtype=flat.dtype, device=flat.device)
+    L = s.L.detach()
     with torch.no_grad():
-        if linear_next:
-            m = nxt.module  # type: ignore[union-attr]
-            if nxt.kind == "binary":  # type: ignore[union-attr]
-                w = s.state[nxt.node]  # type: ignore[union-attr]
-                weff = w if m.weight_scale is None else w * m.weight_scale[:, None]
-                base = binary_forward(m, st, w)
-            else:
-                weff, base = m.weight, m(st)
+        if fast is not None:
+            kl, i2 = fast
+            weff = s._linear_weight(chain.steps[kl], None)
+            nd2 = chain.nodes[i2]
+            aff = _per_feature_affine(chain, kl + 1, nd2.step, weff.shape[0], flat)  # type: ignore[union-attr]
+            A = (aff[0][:, None] * weff).T                                  # type: ignore[index]  (n, m)
+            pre2, tau2 = s.pre[i2].detach(), s.tau[i2]
         for j0 in range(0, n, nc):
             j = torch.arange(j0, min(n, j0 + nc), device=flat.device)
             c = j.numel()
             ex = torch.arange(B, device=flat.device).repeat_interleave(c)
-            if linear_next:
-                rows = base[:, None, :] + (-2 * flat[:, j])[:, :, None] * weff[:, j].T[None]
-                lf = s.downstream(rows.reshape(B * c, -1), k + 2, ex)
+            if fast is not None:
+                rows = pre2[:, None, :] + (-2 * flat[:, j])[:, :, None] * A[j][None]
+                h2 = (rows > tau2[:, None, :]).to(flat.dtype) * 2 - 1
+                lf = s.downstream(h2.reshape(B * c, -1), nd2.step + 1, ex)
             else:
                 rows = flat[:, None, :].repeat(1, c, 1)
                 rows[:, torch.arange(c), j] *= -1
                 lf = s.downstream(rows.reshape(B * c, *st.shape[1:]), k + 1, ex)
-            out[:, j0:j0 + c] = flat[:, j] * (s.L.detach()[:, None] - lf.view(B, c))
+            out[:, j0:j0 + c] = flat[:, j] * (L[:, None] - lf.view(B, c))
     return out
-
-
-def _per_feature_path(chain: Chain, k: int) -> int | None:
-    """The act node a BinaryLinear at step k reaches through per-feature maps only, else None."""
-    if not isinstance(chain.steps[k].module, BinaryLinear):
-        return None
-    for q in range(k + 1, len(chain.steps)):
-        st = chain.steps[q]
-        if st.kind == "act":
-            return st.node
-        if st.kind != "det" or not isinstance(st.module, _PER_FEATURE):
-            return None
-    return None
 
 
 def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -181,26 +233,28 @@ def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) 
     w = s.state[i]
     h = s.inputs[k].detach()
     B = s.B
-    target = _per_feature_path(chain, k)
+    fast = _linear_then_act(chain, k - 1) if isinstance(m, BinaryLinear) else None
     with torch.no_grad():
-        if target is not None:  # unit noise integrated out (module docstring)
-            tn = chain.nodes[target]
+        if fast is not None:  # the unit's noise integrated out (module docstring)
+            i2 = fast[1]
+            tn = chain.nodes[i2]
             c = torch.ones(w.shape[0], dtype=w.dtype, device=w.device) if m.weight_scale is None else m.weight_scale
-            o = binary_forward(m, h, w)                                     # (B, out)
-            acc = torch.zeros_like(w)
-            bc = max(1, ROW_BUDGET // max(1, w.numel()))
-            for b0 in range(0, B, bc):
-                hb, ob = h[b0:b0 + bc], o[b0:b0 + bc]
-                probs = []
-                for v in (1.0, -1.0):
-                    a = ob[:, :, None] + c[None, :, None] * (v - w)[None] * hb[:, None, :]   # (bc, out, in)
-                    nb, no, ni = a.shape
-                    a = a.permute(0, 2, 1).reshape(nb * ni, no)
-                    for q in range(k + 1, tn.step):
-                        a = chain.steps[q].module(a)
-                    probs.append(tn.noise.prob_plus(a.reshape(nb, ni, no).permute(0, 2, 1), tn.scale))
-                acc += ((probs[0] - probs[1]) * unit_diff[target][b0:b0 + bc, :, None]).sum(0)
-            return acc / B
+            scale, _ = _per_feature_affine(chain, k + 1, tn.step, w.shape[0], w)  # type: ignore[misc]
+            kappa = 2 * scale * c                                            # (out,)
+            pre2 = s.pre[i2].detach()                                        # (B, out)
+            D = unit_diff[i2]                                                # (B, out)
+            P0 = tn.noise.prob_plus(pre2, tn.scale)
+            if bool((h.abs() == 1).all()):  # binary inputs: two shifted values per unit, one matmul
+                Pp = tn.noise.prob_plus(pre2 - kappa, tn.scale)               # w_ij h_bj = +1
+                Pm = tn.noise.prob_plus(pre2 + kappa, tn.scale)               # w_ij h_bj = -1
+                sumP = 0.5 * ((Pp + Pm) * D).sum(0)[:, None] + 0.5 * w * (((Pp - Pm) * D).T @ h)
+            else:
+                sumP = torch.zeros_like(w)
+                bc = max(1, ROW_BUDGET // max(1, w.numel()))
+                for b0 in range(0, B, bc):
+                    t = pre2[b0:b0 + bc, :, None] - kappa[None, :, None] * w[None] * h[b0:b0 + bc, None, :]
+                    sumP += (tn.noise.prob_plus(t, tn.scale) * D[b0:b0 + bc, :, None]).sum(0)
+            return w * ((P0 * D).sum(0)[:, None] - sumP) / B
         base = binary_forward(m, h, w)
         E = w.numel()
         per = max(1, B * _width(chain, s, k + 1))
