@@ -68,6 +68,7 @@ class QualityResult:
     tolerance: float = 0.02
     seconds: float = 0.0
     reference_rel_se: dict[str, float] = field(default_factory=dict)
+    layers: list[str] = field(default_factory=list)   # weight tensors of linear / conv layers, forward order
 
     def get(self, method: str, tensor: str, metric: str) -> float:
         for r in self.rows:
@@ -190,7 +191,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
     det_cache: dict[str, torch.Tensor] = {}
     n = torch.zeros(G, dtype=torch.float64)
     t0 = time.perf_counter()
-    res = QualityResult(reference=reference, tolerance=float(tolerance))
+    res = QualityResult(reference=reference, tolerance=float(tolerance), layers=_layer_weights(chain, names))
     N = 0
     next_check = max(min_samples, G)
     while True:
@@ -232,6 +233,19 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         next_check = int(math.ceil(max(N * 1.25, N + G) / G) * G)
         if max_samples is not None:
             next_check = min(next_check, max_samples)
+
+
+def _layer_weights(chain: Chain, names: Sequence[str]) -> list[str]:
+    out = []
+    for st in chain.steps:
+        m = st.module
+        for attr in ("latent_weight", "weight"):
+            key = f"{st.name}.{attr}" if st.name else attr
+            if isinstance(m, (nn.Linear, nn.Conv2d)) or st.kind == "binary":
+                if key in names and key not in out:
+                    out.append(key)
+                    break
+    return out
 
 
 def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int) -> tuple[list[dict[str, Any]], float]:

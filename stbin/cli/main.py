@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "export": "stbin.cli.export",
     "bench-inference": "stbin.cli.bench_inference",
     "estimator-lab": "stbin.cli.estimator_lab",
+    "gradient-quality": "stbin.cli.gradient_quality",
     "theory": "stbin.cli.theory",
     "reproduce": "stbin.cli.reproduce",
 }
