@@ -103,6 +103,12 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    gradient_quality_every: int = 0      # every N epochs: per-layer gradient quality into the metrics (0: off)
+    gradient_quality_samples: int = 200  # its budget of reference samples (stbin.training.gradient_quality)
+
+
+@dataclass
 class Config:
     seed: int = 0
     device: str = "auto"             # auto, cpu, cuda, cuda:N
@@ -115,6 +121,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (lists for tuples), storable in a weights-only checkpoint and as TOML."""
@@ -129,7 +136,9 @@ class Config:
         for name, v, lo in (("train.epochs", self.train.epochs, 1), ("train.batch_size", self.train.batch_size, 1),
                             ("train.eval_batch_size", self.train.eval_batch_size, 1),
                             ("eval.ensemble", self.eval.ensemble, 0), ("data.val_size", self.data.val_size, 0),
-                            ("train.keep_checkpoints", self.train.keep_checkpoints, 1)):
+                            ("train.keep_checkpoints", self.train.keep_checkpoints, 1),
+                            ("log.gradient_quality_every", self.log.gradient_quality_every, 0),
+                            ("log.gradient_quality_samples", self.log.gradient_quality_samples, 10)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
         if not (isinstance(self.optim.lr, (int, float)) and self.optim.lr > 0):
@@ -140,7 +149,7 @@ class Config:
 
 
 SECTIONS = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig, "train": TrainConfig,
-            "eval": EvalConfig}
+            "eval": EvalConfig, "log": LogConfig}
 TOP_LEVEL = ("seed", "device", "out_dir", "preset", "init_from")
 
 

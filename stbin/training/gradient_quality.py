@@ -80,16 +80,21 @@ def flat_record(result: Any) -> dict[str, float]:
     return out
 
 
-def log_gradient_quality(model: nn.Module, data: Any, device: torch.device | str, batch: int = 100,
-                         seed: int = 0) -> dict[str, float]:
-    """The training hook: gradient quality of ``model`` on the first ``batch`` test images, as flat
-    metrics (``gq/...``) for the epoch's record. Runs on a CPU copy; the model is untouched."""
+def log_gradient_quality(model: nn.Module, data: Any, batch: int = 100, seed: int = 0,
+                         max_samples: int = HOOK_MAX_SAMPLES) -> dict[str, float]:
+    """The ``log.gradient_quality_every`` hook: gradient quality of ``model`` on the first ``batch``
+    test images (ST and the deterministic proxies, tolerance 0.05, at most ``max_samples``
+    reference samples), as flat metrics (``gq/...``) for the epoch's record in ``metrics.jsonl``.
+    Runs on a CPU copy; the model is untouched. (The trainer has no TensorBoard writer; the
+    figures go wherever the epoch's metrics go.)"""
     import copy
 
     from stbin.analysis import gradient_quality
+    batch = min(batch, len(data.x_test))
     x = data.prepare(data.x_test[:batch].cpu())
     y = data.y_test[:batch].cpu()
     m = copy.deepcopy(model).cpu().float()
     res = gradient_quality(m, cross_entropy, x, y, methods=HOOK_METHODS, tolerance=HOOK_TOLERANCE,
-                           generator=torch.Generator().manual_seed(seed), max_samples=HOOK_MAX_SAMPLES)
+                           generator=torch.Generator().manual_seed(seed), max_samples=max_samples,
+                           min_samples=min(20, max_samples), groups=min(10, max_samples))
     return flat_record(res)

@@ -65,3 +65,26 @@ def test_missing_path_and_damaged_checkpoint(tmp_path, capsys) -> None:
     assert main(["gradient-quality", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a readable stbin checkpoint" in err
+
+
+def test_training_hook_logs_gradient_quality(tmp_path) -> None:
+    """``log.gradient_quality_every = 2``: the figures appear in the records of epochs 2 (and not 1)."""
+    import json
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "stbin.cli.main", "train", "--preset", "tiny", "--epochs", "2",
+                           "--set", "model.hidden=[8,8]", "--set", "eval.ensemble=0", "--set",
+                           "log.gradient_quality_every=2", "--set", "log.gradient_quality_samples=10",
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("gq/") for k in recs[0])
+    assert recs[1]["gq/n_samples"] == 10
+    for m in ("st", "htanh", "tanh", "identity"):
+        c = recs[1][f"gq/{m}/all/cosine"]
+        assert -1.5 < c < 1.5 and recs[1][f"gq/{m}/all/cosine_hw"] >= 0
+
+
+def test_bad_hook_value_is_a_one_line_error(tmp_path, capsys) -> None:
+    rc = main(["train", "--preset", "tiny", "--set", "log.gradient_quality_every=-1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "log.gradient_quality_every must be an integer >= 0" in err
