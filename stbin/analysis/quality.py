@@ -21,8 +21,10 @@ likewise for :math:`\|\mathbb{E}m\|^2`; :math:`\langle\bar m,\bar r\rangle` is u
 :math:`\langle\mathbb{E}m, g\rangle` since the two are independent. Confidence intervals
 (95 %) come from a delete-a-group jackknife over ``groups`` groups of samples (Student t with
 ``groups - 1`` degrees of freedom). Samples are drawn until every tensor's ``cosine``
-half-width is below ``tolerance`` or the budget (``max_samples``, ``max_seconds``) is spent,
-which the result states.
+half-width — of every layer's weight tensor (linear and convolutional layers) and of all
+parameters together — is below ``tolerance`` or the budget (``max_samples``,
+``max_seconds``) is spent, which the result states. Every tensor (biases, batch norm) is
+reported with its interval.
 """
 
 from __future__ import annotations
@@ -160,7 +162,8 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         methods: registered pathwise gradient estimators (``st``, ``htanh``/``det_htanh``,
             ``tanh``, ``identity``, ``concrete:T``, ``st_concrete:T`` or your own).
         reference: ``"local_expectation"`` (default) or ``"disarm"``.
-        tolerance: stop once every tensor's ``cosine`` interval half-width is below it.
+        tolerance: stop once the ``cosine`` interval half-width of every layer's weight tensor
+            and of all parameters together is below it.
         generator: ``torch.Generator`` for every draw.
         max_samples, max_seconds: the budget; when spent first, ``converged`` is False and
             ``message`` says so.
@@ -213,7 +216,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         N += 1
         if N < next_check:
             continue
-        rows, worst = _summarise(names, sizes, ref, acc, n, G)
+        rows, worst = _summarise(names, sizes, ref, acc, n, G, set(res.layers) | {"all"})
         elapsed = time.perf_counter() - t0
         if progress is not None:
             progress(N, worst)
@@ -223,11 +226,11 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
             res.rows, res.n_samples, res.converged, res.seconds = rows, N, done, elapsed
             res.reference_rel_se = _ref_rel_se(names, sizes, ref, n)
             if done:
-                res.message = (f"converged: every cosine interval half-width < {tolerance:g} after {N} reference "
-                               f"samples ({elapsed:.1f} s)")
+                res.message = (f"converged: every layer's cosine interval half-width < {tolerance:g} after {N} "
+                               f"reference samples ({elapsed:.1f} s)")
             else:
-                res.message = (f"budget reached ({N} reference samples, {elapsed:.1f} s) before every cosine "
-                               f"interval half-width fell below {tolerance:g} (largest {worst:.3g})")
+                res.message = (f"budget reached ({N} reference samples, {elapsed:.1f} s) before every layer's "
+                               f"cosine interval half-width fell below {tolerance:g} (largest {worst:.3g})")
             return res
         # grow geometrically, in whole rounds of the groups
         next_check = int(math.ceil(max(N * 1.25, N + G) / G) * G)
@@ -248,7 +251,9 @@ def _layer_weights(chain: Chain, names: Sequence[str]) -> list[str]:
     return out
 
 
-def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int) -> tuple[list[dict[str, Any]], float]:
+def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int, watched: set[str]
+               ) -> tuple[list[dict[str, Any]], float]:
+    """Rows of every method and tensor, and the largest cosine half-width among the ``watched`` tensors."""
     full = torch.ones(1, G, dtype=torch.float64)
     masks = torch.cat([full, 1 - torch.eye(G, dtype=torch.float64)])          # full set, then delete-one-group
     Grr = _gram(ref.S, ref.S, sizes)
@@ -268,8 +273,8 @@ def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int) -> tupl
                 hw = t * math.sqrt((G - 1) / G * float(((jack - jack.mean()) ** 2).sum())) if \
                     torch.isfinite(jack).all() else math.nan
                 row[key], row[key + "_hw"] = est, hw
-            if math.isfinite(row["cosine_hw"]):
-                worst = max(worst, row["cosine_hw"])
+            if label in watched:
+                worst = max(worst, row["cosine_hw"] if math.isfinite(row["cosine_hw"]) else math.inf)
             rows.append(row)
     return rows, worst
 
