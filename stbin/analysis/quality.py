@@ -20,7 +20,9 @@ where :math:`\|g\|^2_U = \frac{1}{N(N-1)}\sum_{i\ne j}\langle r_i, r_j\rangle` (
 likewise for :math:`\|\mathbb{E}m\|^2`; :math:`\langle\bar m,\bar r\rangle` is unbiased for
 :math:`\langle\mathbb{E}m, g\rangle` since the two are independent. Confidence intervals
 (95 %) come from a delete-a-group jackknife over ``groups`` groups of samples (Student t with
-``groups - 1`` degrees of freedom). Samples are drawn until every tensor's ``cosine``
+``groups - 1`` degrees of freedom); for the relative bias and RMSE the interval is computed on
+the (unbiased, possibly slightly negative) squared value and the reported half-width is the
+distance from the estimate to the square root of its upper end. Samples are drawn until every tensor's ``cosine``
 half-width — of every layer's weight tensor (linear and convolutional layers) and of all
 parameters together — is below ``tolerance`` or the budget (``max_samples``,
 ``max_seconds``) is spent, which the result states. Every tensor (biases, batch norm) is
@@ -117,9 +119,11 @@ def _metrics(masks: torch.Tensor, n: torch.Tensor, Grr, Gmm, Gmr, Gur, Qr, Qm) -
     nan = torch.full_like(gg, math.nan)
     cos = torch.where(bad, nan, ur / gn)
     com = torch.where(bad | (mm <= 0), nan, mr / (mm.clamp_min(1e-300).sqrt() * gn))
-    rb = torch.where(bad, nan, (mm - 2 * mr + gg).clamp_min(0).sqrt() / gn)
-    rr = torch.where(bad, nan, (msq - 2 * mr + gg).clamp_min(0).sqrt() / gn)
-    return {"cosine": cos, "cosine_of_mean": com, "rel_bias": rb, "rel_rmse": rr}
+    # squared relative bias / RMSE, unclamped (U-statistics can be slightly negative): intervals are
+    # computed on these and carried through the square root (see _summarise)
+    rb2 = torch.where(bad, nan, (mm - 2 * mr + gg) / gg)
+    rr2 = torch.where(bad, nan, (msq - 2 * mr + gg) / gg)
+    return {"cosine": cos, "cosine_of_mean": com, "rel_bias": rb2, "rel_rmse": rr2}
 
 
 def _method_sample(chain: Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, est, temp,
@@ -165,8 +169,9 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         tolerance: stop once the ``cosine`` interval half-width of every layer's weight tensor
             and of all parameters together is below it.
         generator: ``torch.Generator`` for every draw.
-        max_samples, max_seconds: the budget; when spent first, ``converged`` is False and
-            ``message`` says so.
+        max_samples, max_seconds: the budget (the time is checked after every sample, once
+            ``groups`` samples exist); when spent first, ``converged`` is False and ``message``
+            says so.
         min_samples: samples drawn before the first check (at least ``groups``).
         groups: jackknife groups.
         progress: called as ``progress(n_samples, worst_half_width)`` after each check.
@@ -214,14 +219,15 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
             UA.add(g, v / v.norm() if v.norm() > 0 else v)
         n[g] += 1
         N += 1
-        if N < next_check:
+        timed_out = max_seconds is not None and time.perf_counter() - t0 >= max_seconds and N >= G
+        if N < next_check and not timed_out:
             continue
         rows, worst = _summarise(names, sizes, ref, acc, n, G, set(res.layers) | {"all"})
         elapsed = time.perf_counter() - t0
         if progress is not None:
             progress(N, worst)
         done = worst < tolerance
-        out_of_budget = N >= max_samples or (max_seconds is not None and elapsed >= max_seconds)
+        out_of_budget = N >= max_samples or timed_out or (max_seconds is not None and elapsed >= max_seconds)
         if done or out_of_budget:
             res.rows, res.n_samples, res.converged, res.seconds = rows, N, done, elapsed
             res.reference_rel_se = _ref_rel_se(names, sizes, ref, n)
@@ -272,6 +278,10 @@ def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int, watched
                 jack = vals[1:, ti]
                 hw = t * math.sqrt((G - 1) / G * float(((jack - jack.mean()) ** 2).sum())) if \
                     torch.isfinite(jack).all() else math.nan
+                if key in ("rel_bias", "rel_rmse"):  # from the squared value: sqrt of its interval's end
+                    v = math.sqrt(max(est, 0.0)) if math.isfinite(est) else math.nan
+                    hw = math.sqrt(max(est + hw, 0.0)) - v if math.isfinite(hw) else math.nan
+                    est = v
                 row[key], row[key + "_hw"] = est, hw
             if label in watched:
                 worst = max(worst, row["cosine_hw"] if math.isfinite(row["cosine_hw"]) else math.inf)
