@@ -7,7 +7,7 @@ every number in them is measured, nothing is fixed text about which estimator wi
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from stbin.analysis.lab_rows import SWEEPS, Rows, fmt, fmt_key, headline_epoch, is_deterministic, is_unbiased, lab_layers
 from stbin.analysis.protocol import LabResult

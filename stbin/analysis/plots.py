@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-from stbin.analysis.lab_rows import SWEEPS, Rows, fmt_key, is_deterministic, is_unbiased, lab_layers
+from stbin.analysis.lab_rows import SWEEPS, Rows, fmt_key, is_deterministic, lab_layers
 from stbin.analysis.protocol import LabResult
 
 #: Okabe & Ito's colour-blind-safe palette (black last)

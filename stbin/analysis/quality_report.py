@@ -12,7 +12,7 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from stbin._io import atomic_write
 from stbin.analysis.quality import METRICS, QualityResult

@@ -124,7 +124,8 @@ class _Sample:
                     nz = diff.nonzero(as_tuple=True)
                     if nz[0].numel() < 0.05 * diff.numel():
                         base = (self.inputs[k + 1] if k + 1 < len(chain.steps) else self.out).detach()[ex]
-                        sp = torch.sparse_coo_tensor(torch.stack(nz), diff[nz], diff.shape)
+                        sp = torch.sparse_coo_tensor(torch.stack(nz), diff[nz], diff.shape, check_invariants=False,
+                                                     is_coalesced=True)  # nonzero() indices are sorted
                         h = base + torch.sparse.mm(sp, weff.T)
                         continue
                 if st.kind == "binary":

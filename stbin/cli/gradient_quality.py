@@ -96,7 +96,7 @@ def _validate(args: argparse.Namespace) -> list[str]:
     _resolve(methods)
     if not args.no_plot:
         try:
-            import matplotlib  # noqa: F401
+            import matplotlib  # noqa: F401  (checked before any work)
         except ImportError:
             raise ValueError("the plot needs matplotlib (pip install matplotlib), or pass --no-plot") from None
     return methods

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from stbin.analysis import exact_gradients, expected_estimate, gradient_quality
 from stbin.analysis.protocol import logistic_loss, reference_data, reference_network
