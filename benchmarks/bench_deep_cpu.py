@@ -24,7 +24,7 @@ NETS = {
                                             bn_affine=False)),
     "vgg11-2bit": ("vgg11", 128, dict(activation="quant_relu", bits=2, ste="relu", weights="real", bn_affine=False)),
     "binarynet_vgg-w0.25": ("binarynet_vgg", 100, dict(width=0.25, binary_first=False, binary_last=False)),
-    "sbn_conv-w0.25": ("sbn_conv", 100, dict(width=0.25, weight_scale=0.1)),
+    "sbn_conv-w0.25": ("sbn_conv", 100, dict(width=0.25, weight_noise_scale=0.1)),
 }
 
 

@@ -1,6 +1,6 @@
 r"""Exact expected loss and exact gradients of small stochastic binary networks, by enumeration.
 
-For a network of stochastic binary layers :math:`h_1, \dots, h_L` (SPEC A1)
+For a network of stochastic binary layers :math:`h_1, \dots, h_L` (Shekhovtsov & Yanush, GCPR 2021, Sec. 2)
 
 .. math::
    a_k = A_k(h_{k-1}),\qquad P(h_{k,j}=+1 \mid h_{k-1}) = F_k(a_{k,j}/s_k),\qquad

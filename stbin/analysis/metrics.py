@@ -31,7 +31,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-#: the M values of the reference protocol (SPEC A4: M = 1 .. 9000)
+#: the M values of the reference protocol (M = 1 .. 9000, as in the estimator study of
+#: Shekhovtsov, Yanush & Flach, NeurIPS 2020)
 DEFAULT_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 9000)
 
 METRIC_FIELDS = ("tensor", "M", "n_groups", "grad_norm", "bias", "rel_bias", "variance", "rel_rmse",

@@ -1,4 +1,4 @@
-r"""The reference protocol of the estimator study (SPEC A4) and the sweeps beyond it.
+r"""The reference protocol of the estimator study of Shekhovtsov, Yanush & Flach (NeurIPS 2020) and the sweeps beyond it.
 
 * **Data** (:func:`reference_data`): 2-D, two classes, 100 points each. Class +1:
   :math:`x_0 \sim U(-\pi/2, \pi/2)`, :math:`x_1 \sim U(0, 1)`; class -1:
@@ -38,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stbin.analysis.estimators import parse_method, sample_gradients
+from stbin.analysis.gradient_estimators import parse_method
+from stbin.analysis.sampling import sample_gradients
 from stbin.analysis.exact import exact_expected_loss, exact_gradients
 from stbin.analysis.metrics import DEFAULT_MS, estimator_metrics
 from stbin.nn import StochasticSign
 
-#: estimators compared by default (SPEC A4)
+#: estimators compared by default
 DEFAULT_METHODS = ("st", "det_htanh", "det_tanh", "det_identity", "reinforce", "reinforce_baseline", "arm",
                    "disarm", "concrete:0.1", "concrete:1", "st_concrete:0.1", "st_concrete:1")
 

@@ -27,7 +27,8 @@ COMMANDS: dict[str, str] = {
     "summary": "stbin.cli.summary",
     "export": "stbin.cli.export",
     "bench-inference": "stbin.cli.bench_inference",
-    "estimators": "stbin.cli.estimators",
+    "estimator-lab": "stbin.cli.estimator_lab",
+    "gradient-quality": "stbin.cli.gradient_quality",
     "theory": "stbin.cli.theory",
     "reproduce": "stbin.cli.reproduce",
 }

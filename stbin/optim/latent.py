@@ -68,7 +68,7 @@ class LatentWeightRule:
 
     >>> import torch
     >>> from stbin.nn import BinaryLinear
-    >>> layer = BinaryLinear(3, 2, bias=False, weight_noise="uniform", weight_scale=1.0)
+    >>> layer = BinaryLinear(3, 2, bias=False, weight_noise="uniform", weight_noise_scale=1.0)
     >>> opt = torch.optim.SGD(layer.parameters(), lr=10.0)
     >>> rule = LatentWeightRule(layer).attach(opt)
     >>> layer(torch.randn(4, 3)).sum().backward()

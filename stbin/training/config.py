@@ -112,6 +112,8 @@ class EvalConfig:
 @dataclass
 class LogConfig:
     tensorboard: bool = False        # TensorBoard event files in OUT/tensorboard (extra 'tensorboard')
+    gradient_quality_every: int = 0      # every N epochs: per-layer gradient quality into the metrics (0: off)
+    gradient_quality_samples: int = 200  # its budget of reference samples (stbin.training.gradient_quality)
 
 
 @dataclass

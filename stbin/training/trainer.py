@@ -359,6 +359,9 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
                "train_loss": loss_sum / max(1, seen), "train_accuracy": 100.0 * correct / max(1, seen),
                f"{eval_split}_loss": ev["loss"], f"{eval_split}_accuracy": ev["accuracy"],
                "epoch_time_s": train_time, "images_per_s": n_train / train_time if train_time > 0 else 0.0}
+        if cfg.log.gradient_quality_every and epoch % cfg.log.gradient_quality_every == 0 and dinfo.is_main:
+            from stbin.training.gradient_quality import log_gradient_quality
+            rec.update(log_gradient_quality(model, data, max_samples=cfg.log.gradient_quality_samples))
         if diag is not None:
             diag.epoch(epoch, step, rec, eval_split, cfg.eval.modes,
                        lambda m: evaluate_source(model, data, eval_split, m, cfg.train.eval_batch_size))

@@ -133,6 +133,10 @@ def _dataset(key: str, v: Any) -> str:
 
     if not isinstance(v, str):
         raise _fail(key, "a dataset name", v)
+    from stbin.plugins import is_plugin
+
+    if is_plugin(v):  # "package.module:factory", checked when it is imported (stbin.plugins)
+        return v
     if v not in DATASETS:
         from stbin._registry import unknown_name_message
         raise ConfigError(f"{key}: " + unknown_name_message("dataset", v, DATASETS.names()))
@@ -154,6 +158,9 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "data.crop_padding": integer(0, 64, optional=True),
     "data.hflip": boolean(optional=True),
     "data.options": _options,
+    "data.workers": integer(0, 256),
+    "data.pin_memory": boolean(optional=True),
+    "data.stream": boolean(),
     "optim.name": string(choices=("adam", "adamw", "sgd", "bop")),
     "optim.lr": real(0, LR_MAX, lo_open=True),
     "optim.momentum": real(0, 1, hi_open=True),
@@ -179,6 +186,11 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "train.progress": boolean(optional=True),
     "train.keep_checkpoints": integer(1),
     "train.threads": integer(0, 4096, note=" (0: torch's default)"),
+    "train.deterministic": boolean(),
+    "train.sync_batchnorm": boolean(),
+    "log.tensorboard": boolean(),
+    "log.gradient_quality_every": integer(0, note=" (0: off)"),
+    "log.gradient_quality_samples": integer(10, 10_000_000),
     "eval.ensemble": integer(0, 10_000),
     "eval.modes": _modes,
 }

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from stbin.analysis import (METHODS, estimate_gradients, exact_gradients, expected_estimate, sample_gradients)
+from stbin.analysis import (GRADIENT_ESTIMATORS as METHODS, estimate_gradients, exact_gradients, expected_estimate, sample_gradients)
 from stbin.nn import BinaryLinear, Sign, StochasticSign
 
 D = torch.float64

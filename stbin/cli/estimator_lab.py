@@ -1,4 +1,4 @@
-"""``stbin estimators``: the estimator-accuracy lab (Shekhovtsov & Yanush, GCPR 2021).
+"""``stbin estimator-lab`` (alias ``stbin estimators``): the estimator-accuracy lab.
 
 Trains the reference 2-5-5-5 stochastic binary network on the protocol's two-class data
 (SGD on the exact expected loss), measures every gradient estimator against the exact
@@ -19,8 +19,8 @@ gradient (computed by enumerating all binary states): ST with the model's noise,
 deterministic proxies htanh/tanh/identity at the mode, REINFORCE with and without a
 baseline, ARM, DisARM, Concrete and straight-through Concrete (temperatures 0.1 and 1).
 
-Reference protocol (the estimator study of Shekhovtsov & Yanush, GCPR 2021): 200 two-class 2-D points, a 2-5-5-5 network of logistic
-stochastic binary units with a linear output and logistic loss, trained with SGD (lr 0.03,
+Reference protocol (the estimator study of Shekhovtsov, Yanush & Flach, NeurIPS 2020):
+200 two-class 2-D points, a 2-5-5-5 network of logistic stochastic binary units with a linear output and logistic loss, trained with SGD (lr 0.03,
 momentum 0.9, batch 10) on the exact expected loss; snapshots after 1, 100 and 2000
 epochs; 20000 single-sample estimates per estimator, averaged in groups of M = 1..9000.
 Then sweeps over depth, width, noise scale and noise family (fewer estimates).
@@ -34,15 +34,16 @@ The default run takes about 4 min on 2 CPU cores; --quick is a smoke run of abou
 
 EXAMPLES = """\
 examples:
-  stbin estimators                         # full protocol and sweeps into runs/estimators
-  stbin estimators --quick --out /tmp/lab  # smoke run (about 30 s)
-  stbin estimators --methods st,arm,reinforce --no-sweep --estimates 5000
+  stbin estimator-lab                         # full protocol and sweeps into runs/estimators
+  stbin estimator-lab --quick --out /tmp/lab  # smoke run (about 30 s)
+  stbin estimator-lab --methods st,arm,reinforce --no-sweep --estimates 5000
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "estimators", help="estimator-accuracy lab: every estimator vs the exact gradient",
+        "estimator-lab", aliases=["estimators"],
+        help="estimator-accuracy lab: every gradient estimator vs the exact gradient (alias: estimators)",
         description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.path.join("runs", "estimators"), metavar="DIR",
                    help="output folder (created if needed; default: %(default)s)")
@@ -95,7 +96,7 @@ def build_config(args: argparse.Namespace):  # -> LabConfig
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    parts = ["stbin estimators"]
+    parts = ["stbin estimator-lab"]
     if args.quick:
         parts.append("--quick")
     for opt in ("seed", "estimates", "epochs", "methods"):

@@ -1,0 +1,175 @@
+r"""Reading a real stbin model as a chain of deterministic layers and stochastic binary nodes.
+
+Used by :func:`stbin.analysis.gradient_quality` and the reference gradients of
+:mod:`stbin.analysis.reference`. A supported model is an ``nn.Sequential`` (nested ones
+are flattened) of
+
+* :class:`stbin.nn.StochasticSign` — a layer of stochastic binary units (an ``act`` node);
+* :class:`stbin.nn.BinaryLinear` / :class:`stbin.nn.BinaryConv2d` with
+  ``weights="bernoulli"`` (``channel_scale`` None or ``"learned"``, no
+  ``input_quantizer``) — Bernoulli weights :math:`w = \operatorname{sign}(\theta - s_w z)`
+  (a ``weight`` node);
+* any other module without stochastic or deterministic-binary submodules (``nn.Linear``,
+  ``nn.Conv2d``, batch norm, pooling, ``nn.Flatten``, ...), applied as a deterministic map.
+
+The analysis studies the expected training loss over the binary variables with every other
+layer in evaluation mode (batch norm uses its running statistics, so examples are
+independent and each example's loss depends only on its own units). Deterministic binary
+layers (:class:`stbin.nn.Sign`, :class:`stbin.nn.Heaviside`, :class:`stbin.nn.QuantReLU`,
+``weights="sign"``) are refused: their expected loss is piecewise constant, with no
+gradient to estimate.
+
+>>> import torch
+>>> from torch import nn
+>>> from stbin.nn import BinaryLinear, StochasticSign
+>>> ch = parse_chain(nn.Sequential(nn.Linear(4, 3), StochasticSign(), BinaryLinear(3, 2)))
+>>> [(n.kind, n.name) for n in ch.nodes]
+[('act', '1'), ('weight', '2.latent_weight')]
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stbin.estimators.noise import Noise, get_noise
+from stbin.nn import BinaryConv2d, BinaryLinear, Heaviside, QuantReLU, Sign, StochasticSign
+
+NodeValue = Callable[[int, torch.Tensor], torch.Tensor]
+_BINARY = (BinaryLinear, BinaryConv2d)
+_DETERMINISTIC_BINARY = (Sign, Heaviside, QuantReLU)
+
+
+@dataclass
+class ChainNode:
+    """A group of binary variables: ``act`` (the units of a StochasticSign layer, per example) or
+    ``weight`` (a Bernoulli weight tensor, shared by the batch)."""
+
+    kind: str
+    step: int
+    noise: Noise
+    scale: float
+    name: str
+
+
+@dataclass
+class ChainStep:
+    """One layer: ``kind`` is ``"act"``, ``"binary"`` (a Bernoulli-weight layer) or ``"det"``."""
+
+    kind: str
+    module: nn.Module
+    name: str
+    node: int | None = None
+
+
+def _flatten(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    if isinstance(model, nn.Sequential):
+        out: list[tuple[str, nn.Module]] = []
+        for name, child in model.named_children():
+            out += _flatten(child, f"{prefix}{name}.")
+        return out
+    return [(prefix[:-1], model)]
+
+
+def _refuse(where: str, m: nn.Module, why: str) -> ValueError:
+    return ValueError(f"gradient quality: layer {where} ({type(m).__name__}) {why}")
+
+
+def binary_forward(m: nn.Module, h: torch.Tensor, w: torch.Tensor, bias: bool = True) -> torch.Tensor:
+    """The layer ``m`` (BinaryLinear / BinaryConv2d) on input ``h`` with binary weights ``w``
+    (times its learned channel scale); ``bias=False`` leaves the bias out (for differences)."""
+    if m.learned_channel_scale is not None:
+        w = w * m.learned_channel_scale.view((-1,) + (1,) * (w.dim() - 1))
+    b = m.bias if bias else None
+    if isinstance(m, BinaryLinear):
+        return F.linear(h, w, b)
+    return F.conv2d(h, w, b, m.stride, m.padding, m.dilation, m.groups)
+
+
+class Chain:
+    """A parsed model: :class:`ChainStep` s and the stochastic :class:`ChainNode` s in forward order."""
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.steps: list[ChainStep] = []
+        self.nodes: list[ChainNode] = []
+        for name, m in _flatten(model):
+            where = repr(name) if name else "(the model)"
+            if isinstance(m, StochasticSign):
+                self.nodes.append(ChainNode("act", len(self.steps), get_noise(m.noise), float(m.scale), name))
+                self.steps.append(ChainStep("act", m, name, len(self.nodes) - 1))
+            elif isinstance(m, _BINARY):
+                if m.weights != "bernoulli":
+                    raise _refuse(where, m, "has deterministic sign weights; gradient quality needs "
+                                            "weights='bernoulli'")
+                if m.channel_scale == "mean_abs":
+                    raise _refuse(where, m, "uses channel_scale='mean_abs' (a detached statistic); use None "
+                                            "or 'learned'")
+                if m.input_quantizer is not None:
+                    raise _refuse(where, m, "has an input_quantizer; put a StochasticSign layer before it")
+                label = f"{name}.latent_weight" if name else "latent_weight"
+                self.nodes.append(ChainNode("weight", len(self.steps), get_noise(m.weight_noise),
+                                            float(m.weight_noise_scale), label))
+                self.steps.append(ChainStep("binary", m, name, len(self.nodes) - 1))
+            elif isinstance(m, _DETERMINISTIC_BINARY):
+                raise _refuse(where, m, "is a deterministic binary layer (its expected loss has no gradient); "
+                                        "gradient quality needs StochasticSign units or Bernoulli weights")
+            else:
+                inner = [c for c in m.modules() if isinstance(c, (StochasticSign, *_BINARY, *_DETERMINISTIC_BINARY))]
+                if inner:
+                    raise _refuse(where, m, "contains binary layers inside a non-Sequential block (e.g. a "
+                                            "residual block); gradient quality supports chains (nn.Sequential)")
+                self.steps.append(ChainStep("det", m, name))
+        if not self.nodes:
+            raise ValueError("gradient quality: the model has no stochastic binary units or Bernoulli weights")
+
+    def run(self, h: torch.Tensor, node_value: NodeValue, start: int = 0, stop: int | None = None,
+            record: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+        """Run steps ``start..stop-1`` on ``h``; each node's value is ``node_value(i, pre)`` (``pre``:
+        the pre-activation of an act node, the latent weight of a weight node). ``record[step]``
+        keeps the input of every step."""
+        stop = len(self.steps) if stop is None else stop
+        for k in range(start, stop):
+            st = self.steps[k]
+            if record is not None:
+                record[k] = h
+            if st.kind == "act":
+                h = node_value(st.node, h)  # type: ignore[arg-type]
+            elif st.kind == "binary":
+                w = node_value(st.node, st.module.latent_weight)  # type: ignore[arg-type]
+                h = binary_forward(st.module, h, w)
+            else:
+                h = st.module(h)
+        return h
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The parameters the analysis differentiates (``requires_grad``), by name."""
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def describe(self) -> str:
+        n_act = sum(1 for n in self.nodes if n.kind == "act")
+        return f"{n_act} stochastic layers, {len(self.nodes) - n_act} Bernoulli weight tensors"
+
+
+def parse_chain(model: nn.Module) -> Chain:
+    """Read ``model`` into a :class:`Chain` (ValueError naming the layer if it is not supported)."""
+    return Chain(model)
+
+
+@contextlib.contextmanager
+def analysis_mode(model: nn.Module) -> Iterator[None]:
+    """Every module in evaluation mode for the duration (restored afterwards)."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, t in flags.items():
+            m.training = t

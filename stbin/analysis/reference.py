@@ -1,0 +1,335 @@
+r"""Unbiased reference gradients for real stochastic binary networks: local expectations and DisARM.
+
+The true gradient :math:`g = \nabla_\theta \frac1B\sum_b\mathbb{E}[\ell_b]` of a network too
+large to enumerate (:mod:`stbin.analysis.exact`) is estimated without bias, one joint sample
+at a time, on the chains of :mod:`stbin.analysis.chain`.
+
+**Local expectations** (Titsias & Lázaro-Gredilla, NeurIPS 2015). Sample every binary
+variable (uniforms :math:`u`, unit :math:`x_j = +1` iff :math:`u_j < F(a_j/s)`). For a
+stochastic unit :math:`j` with pre-activation :math:`a_j`, with all other variables sampled,
+
+.. math::
+   \frac{\partial}{\partial a_j}\mathbb{E}[f] = \mathbb{E}\Big[\tfrac1s F'(a_j/s)\,
+   \big(f(x_j{=}{+}1) - f(x_j{=}{-}1)\big)\Big],
+
+where both values of :math:`f` run the downstream network with the *same* uniforms
+(common random numbers): given the upstream states, each is an unbiased single-sample
+value of the conditional expectation :math:`\mathbb{E}[f \mid x_j = \pm1, \dots]`. One of the
+two is the main sample's loss, so each unit costs one extra downstream evaluation; they
+are batched: all units of a layer (in chunks) become rows of one tensor, and when the next
+layer is linear the flipped rows are formed as a rank-one update of its output. For a
+**Bernoulli weight** :math:`w = \operatorname{sign}(\theta - s_w z)`,
+:math:`\partial_\theta\mathbb{E}[f] = \mathbb{E}[\tfrac1{s_w}F_w'(\theta/s_w)(f(w{=}{+}1) - f(w{=}{-}1))]`.
+When the weight's layer is linear and followed (through per-feature maps such as batch
+norm) by a stochastic layer, a weight :math:`w_{ij}` reaches example :math:`b`'s loss only
+through unit :math:`i`; integrating out that unit's noise,
+
+.. math::
+   f_b(w_{ij}{=}{+}1) - f_b(w_{ij}{=}{-}1) \;\to\; \big(F(a^{+}_{bi}/s) - F(a^{-}_{bi}/s)\big)\,
+   \big(f_b(x_i{=}{+}1) - f_b(x_i{=}{-}1)\big),
+
+with :math:`a^\pm_{bi}` the unit's pre-activation for either weight value — unbiased, lower
+variance and free, because the unit differences are already computed. Other weights
+(convolutions, a last binary layer) flip each weight and rerun the downstream network,
+batched with ``torch.func.vmap``. The parameter gradient is that of the surrogate
+:math:`\frac1B\sum_b \ell_b + \sum_k\langle a_k, \hat g_{a_k}\rangle + \sum_w\langle\theta, \hat g_\theta\rangle`
+with every binary state held fixed.
+
+**DisARM** (Dong, Mnih & Tucker, NeurIPS 2020), layer by layer as in
+:mod:`stbin.analysis.gradient_estimators.score`: one antithetic downstream run per node;
+unbiased and independent of the local-expectation computation, a second reference.
+
+>>> import torch
+>>> from torch import nn
+>>> from stbin.nn import StochasticSign
+>>> net = nn.Sequential(nn.Linear(3, 4), StochasticSign(), nn.Linear(4, 2))
+>>> loss = lambda o, t: nn.functional.cross_entropy(o, t, reduction="none")
+>>> g = reference_sample(net, loss, torch.randn(5, 3), torch.tensor([0, 1, 0, 1, 1]),
+...                      "local_expectation", torch.Generator().manual_seed(0))
+>>> sorted(g)
+['0.bias', '0.weight', '2.bias', '2.weight']
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from stbin.analysis._network import check_per_example_loss
+from stbin.analysis.chain import Chain, analysis_mode, binary_forward, parse_chain
+from stbin.nn import BinaryLinear
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+REFERENCES = ("local_expectation", "disarm")
+#: rows x features of one batched downstream evaluation (memory bound, about 64 MB in float32)
+ROW_BUDGET = 1 << 24
+_PER_FEATURE = (nn.BatchNorm1d, nn.Identity, nn.Dropout)
+
+
+class _Sample:
+    """The main joint sample: uniforms, noise thresholds, states and pre-activations of every node.
+
+    A unit is +1 iff its pre-activation exceeds its threshold :math:`\tau = s F^{-1}(u)`
+    (equivalent to :math:`u < F(a/s)`), so reruns with common random numbers only compare.
+    """
+
+    def __init__(self, chain: Chain, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn,
+                 generator: torch.Generator | None) -> None:
+        self.chain, self.y, self.loss_fn = chain, y, loss_fn
+        self.u: dict[int, torch.Tensor] = {}
+        self.tau: dict[int, torch.Tensor] = {}
+        self.state: dict[int, torch.Tensor] = {}
+        self.pre: dict[int, torch.Tensor] = {}
+        self.inputs: dict[int, torch.Tensor] = {}
+
+        def nv(i: int, pre: torch.Tensor) -> torch.Tensor:
+            nd = chain.nodes[i]
+            u = torch.rand(pre.shape, generator=generator, dtype=pre.dtype, device=pre.device)
+            tau = nd.scale * nd.noise.mean_inverse(2 * u - 1)
+            s = (pre.detach() > tau).to(pre.dtype) * 2 - 1
+            self.u[i], self.tau[i], self.state[i], self.pre[i] = u, tau, s, pre
+            return s
+
+        self.out = chain.run(x, nv, record=self.inputs)
+        self.L = self.losses(self.out, torch.arange(x.shape[0], device=x.device))
+        self.B = x.shape[0]
+
+    def losses(self, out: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
+        return check_per_example_loss(self.loss_fn(out, self.y[ex]), out.shape[0])
+
+    def downstream(self, h: torch.Tensor, start: int, ex: torch.Tensor, override: dict[int, torch.Tensor] | None = None
+                   ) -> torch.Tensor:
+        """Per-row losses of the network run from step ``start`` on rows ``h`` of examples ``ex``,
+        every later node with the main sample's uniforms (weights: its states).
+
+        A linear layer whose input differs from the main sample's in few entries (flipping one
+        unit changes few units downstream under common random numbers) is applied as the main
+        sample's output plus a sparse product with the difference."""
+        chain = self.chain
+        with torch.no_grad():
+            for k in range(start, len(chain.steps)):
+                st = chain.steps[k]
+                if st.kind == "act":
+                    j = st.node
+                    if override is not None and j in override:
+                        h = override[j]
+                    else:
+                        h = (h > self.tau[j][ex]).to(h.dtype) * 2 - 1
+                    continue
+                weff = self._linear_weight(st, override)
+                if weff is not None and h.dim() == 2:
+                    diff = h - self.inputs[k].detach()[ex]
+                    nz = diff.nonzero(as_tuple=True)
+                    if nz[0].numel() < 0.05 * diff.numel():
+                        base = (self.inputs[k + 1] if k + 1 < len(chain.steps) else self.out).detach()[ex]
+                        sp = torch.sparse_coo_tensor(torch.stack(nz), diff[nz], diff.shape, check_invariants=False,
+                                                     is_coalesced=True)  # nonzero() indices are sorted
+                        h = base + torch.sparse.mm(sp, weff.T)
+                        continue
+                if st.kind == "binary":
+                    w = override[st.node] if override is not None and st.node in override else self.state[st.node]
+                    h = binary_forward(st.module, h, w)
+                else:
+                    h = st.module(h)
+            return self.losses(h, ex)
+
+    def _linear_weight(self, st, override: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
+        """The effective weight matrix of a linear step with the main sample's weights, else None."""
+        m = st.module
+        if st.kind == "det" and isinstance(m, nn.Linear):
+            return m.weight.detach()
+        if st.kind == "binary" and isinstance(m, BinaryLinear) and not (override is not None and st.node in override):
+            w = self.state[st.node]
+            return w if m.learned_channel_scale is None else w * m.learned_channel_scale.detach()[:, None]
+        return None
+
+
+def _width(chain: Chain, s: _Sample, start: int) -> int:
+    """Largest per-example feature count from step ``start`` on (sizes the chunks)."""
+    w = 1
+    for k in range(start, len(chain.steps)):
+        w = max(w, s.inputs[k][0].numel())
+    return max(w, s.out[0].numel())
+
+
+def _per_feature_affine(chain: Chain, k0: int, k1: int, m: int, like: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(scale, shift) of steps k0..k1-1 if all are per-feature affine maps (batch norm in evaluation,
+    identity, dropout) on m features, else None."""
+    steps = chain.steps[k0:k1]
+    if any(st.kind != "det" or not isinstance(st.module, _PER_FEATURE) for st in steps):
+        return None
+    z, o = torch.zeros(1, m, dtype=like.dtype, device=like.device), torch.ones(1, m, dtype=like.dtype, device=like.device)
+    with torch.no_grad():
+        for st in steps:
+            z, o = st.module(z), st.module(o)
+    return (o - z)[0], z[0]
+
+
+def _linear_then_act(chain: Chain, k: int) -> tuple[int, int] | None:
+    """(step of the linear layer, act node) when step k+1 is linear and per-feature maps lead to an act node."""
+    if k + 1 >= len(chain.steps):
+        return None
+    nxt = chain.steps[k + 1]
+    if not (isinstance(nxt.module, nn.Linear) or (nxt.kind == "binary" and isinstance(nxt.module, BinaryLinear))):
+        return None
+    for q in range(k + 2, len(chain.steps)):
+        st = chain.steps[q]
+        if st.kind == "act":
+            return k + 1, st.node  # type: ignore[return-value]
+        if st.kind != "det" or not isinstance(st.module, _PER_FEATURE):
+            return None
+    return None
+
+
+def _unit_differences(s: _Sample, i: int) -> torch.Tensor:
+    r""":math:`f_b(x_j{=}{+}1) - f_b(x_j{=}{-}1)` for every example b and unit j of act node i: (B, n).
+
+    When a linear layer and per-feature maps lead to the next stochastic layer, flipping unit j
+    moves that layer's pre-activations by a rank-one update; its new states are read off the
+    thresholds and the rest of the network runs on the few changed units (sparse products)."""
+    chain, nd = s.chain, s.chain.nodes[i]
+    k = nd.step
+    st = s.state[i]
+    B = st.shape[0]
+    flat = st.reshape(B, -1)
+    n = flat.shape[1]
+    fast = _linear_then_act(chain, k) if st.dim() == 2 else None
+    per_row = max(_width(chain, s, k + 1), n)
+    nc = max(1, min(n, ROW_BUDGET // max(1, B * per_row)))
+    out = torch.empty(B, n, dtype=flat.dtype, device=flat.device)
+    L = s.L.detach()
+    with torch.no_grad():
+        if fast is not None:
+            kl, i2 = fast
+            weff = s._linear_weight(chain.steps[kl], None)
+            nd2 = chain.nodes[i2]
+            aff = _per_feature_affine(chain, kl + 1, nd2.step, weff.shape[0], flat)  # type: ignore[union-attr]
+            A = (aff[0][:, None] * weff).T                                  # type: ignore[index]  (n, m)
+            pre2, tau2 = s.pre[i2].detach(), s.tau[i2]
+        for j0 in range(0, n, nc):
+            j = torch.arange(j0, min(n, j0 + nc), device=flat.device)
+            c = j.numel()
+            ex = torch.arange(B, device=flat.device).repeat_interleave(c)
+            if fast is not None:
+                rows = pre2[:, None, :] + (-2 * flat[:, j])[:, :, None] * A[j][None]
+                h2 = (rows > tau2[:, None, :]).to(flat.dtype) * 2 - 1
+                lf = s.downstream(h2.reshape(B * c, -1), nd2.step + 1, ex)
+            else:
+                rows = flat[:, None, :].repeat(1, c, 1)
+                rows[:, torch.arange(c), j] *= -1
+                lf = s.downstream(rows.reshape(B * c, *st.shape[1:]), k + 1, ex)
+            out[:, j0:j0 + c] = flat[:, j] * (L[:, None] - lf.view(B, c))
+    return out
+
+
+def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) -> torch.Tensor:
+    r""":math:`\frac1B\sum_b f_b(w_e{=}{+}1) - f_b(w_e{=}{-}1)` for every weight e of weight node i."""
+    chain = s.chain
+    nd = chain.nodes[i]
+    k = nd.step
+    m = chain.steps[k].module
+    w = s.state[i]
+    h = s.inputs[k].detach()
+    B = s.B
+    fast = _linear_then_act(chain, k - 1) if isinstance(m, BinaryLinear) else None
+    with torch.no_grad():
+        if fast is not None:  # the unit's noise integrated out (module docstring)
+            i2 = fast[1]
+            tn = chain.nodes[i2]
+            c = torch.ones(w.shape[0], dtype=w.dtype, device=w.device) if m.learned_channel_scale is None else m.learned_channel_scale
+            scale, _ = _per_feature_affine(chain, k + 1, tn.step, w.shape[0], w)  # type: ignore[misc]
+            kappa = 2 * scale * c                                            # (out,)
+            pre2 = s.pre[i2].detach()                                        # (B, out)
+            D = unit_diff[i2]                                                # (B, out)
+            P0 = tn.noise.prob_plus(pre2, tn.scale)
+            if bool((h.abs() == 1).all()):  # binary inputs: two shifted values per unit, one matmul
+                Pp = tn.noise.prob_plus(pre2 - kappa, tn.scale)               # w_ij h_bj = +1
+                Pm = tn.noise.prob_plus(pre2 + kappa, tn.scale)               # w_ij h_bj = -1
+                sumP = 0.5 * ((Pp + Pm) * D).sum(0)[:, None] + 0.5 * w * (((Pp - Pm) * D).T @ h)
+            else:
+                sumP = torch.zeros_like(w)
+                bc = max(1, ROW_BUDGET // max(1, w.numel()))
+                for b0 in range(0, B, bc):
+                    t = pre2[b0:b0 + bc, :, None] - kappa[None, :, None] * w[None] * h[b0:b0 + bc, None, :]
+                    sumP += (tn.noise.prob_plus(t, tn.scale) * D[b0:b0 + bc, :, None]).sum(0)
+            return w * ((P0 * D).sum(0)[:, None] - sumP) / B
+        base = binary_forward(m, h, w)
+        E = w.numel()
+        per = max(1, B * _width(chain, s, k + 1))
+        ec = max(1, min(E, ROW_BUDGET // per))
+        flat_w = w.reshape(-1)
+        out = torch.empty(E, dtype=w.dtype, device=w.device)
+        Lm = s.L.detach().mean()
+        for e0 in range(0, E, ec):
+            e = torch.arange(e0, min(E, e0 + ec), device=w.device)
+            dW = torch.zeros(e.numel(), E, dtype=w.dtype, device=w.device)
+            dW[torch.arange(e.numel()), e] = -2 * flat_w[e]
+            delta = torch.func.vmap(lambda d: binary_forward(m, h, d.view_as(w), bias=False))(dW)
+            rows = (base[None] + delta).reshape(e.numel() * B, *base.shape[1:])
+            ex = torch.arange(B, device=w.device).repeat(e.numel())
+            lf = s.downstream(rows, k + 1, ex).view(e.numel(), B).mean(1)
+            out[e0:e0 + e.numel()] = flat_w[e] * (Lm - lf)
+        return out.view_as(w)
+
+
+def _disarm_terms(s: _Sample, i: int) -> torch.Tensor:
+    """DisARM's estimate of the gradient with respect to node i's pre-activation (or latent weight)."""
+    chain = s.chain
+    nd = chain.nodes[i]
+    pre = s.pre[i].detach()
+    u, x = s.u[i], s.state[i]
+    with torch.no_grad():
+        p = nd.noise.prob_plus(pre, nd.scale)
+        xt = (u > 1 - p).to(pre.dtype) * 2 - 1
+        ex = torch.arange(s.B, device=pre.device)
+        Lt = s.downstream(s.inputs[nd.step].detach(), nd.step, ex, override={i: xt})
+        d = (Lt - s.L.detach())
+        d = (d / s.B).view(-1, *([1] * (pre.dim() - 1))) if nd.kind == "act" else d.mean()
+        mn = torch.minimum(p, 1 - p)
+        ok = (x != xt) & (mn > 0)
+        slope = torch.where(ok, (nd.noise.pdf(pre / nd.scale) / nd.scale) / torch.where(ok, mn, torch.ones_like(mn)),
+                            torch.zeros_like(mn))
+        return -0.5 * d * x * slope
+
+
+def reference_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                     reference: str = "local_expectation", generator: torch.Generator | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """One unbiased estimate of the true gradient of the batch-mean expected loss.
+
+    Args:
+        model: an ``nn.Sequential`` of stbin modules (see :mod:`stbin.analysis.chain`) or a
+            parsed :class:`~stbin.analysis.chain.Chain`; batch norm runs on its running
+            statistics; the model and its ``.grad`` are left as they were.
+        loss_fn: ``loss_fn(output, target)`` returning per-example losses (shape (B,)).
+        x, y: the batch.
+        reference: ``"local_expectation"`` or ``"disarm"`` (module docstring).
+        generator: ``torch.Generator`` for the joint sample.
+
+    Returns:
+        the estimate, keyed like ``model.named_parameters()`` (parameters with ``requires_grad``).
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
+    chain = model if isinstance(model, Chain) else parse_chain(model)
+    params = chain.params()
+    with analysis_mode(chain.model):
+        s = _Sample(chain, x, y, loss_fn, generator)
+        terms = s.L.mean()
+        if reference == "disarm":
+            for i in range(len(chain.nodes)):
+                terms = terms + (s.pre[i] * _disarm_terms(s, i)).sum()
+        else:
+            unit_diff = {i: _unit_differences(s, i) for i, nd in enumerate(chain.nodes) if nd.kind == "act"}
+            for i, nd in enumerate(chain.nodes):
+                slope = nd.noise.pdf(s.pre[i].detach() / nd.scale) / nd.scale
+                if nd.kind == "act":
+                    g = slope * unit_diff[i].view_as(s.pre[i]) / s.B
+                else:
+                    g = slope * _weight_differences(s, i, unit_diff)
+                terms = terms + (s.pre[i] * g).sum()
+        grads = torch.autograd.grad(terms, list(params.values()), allow_unused=True)
+    return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}

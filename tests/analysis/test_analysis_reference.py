@@ -1,0 +1,131 @@
+"""Reference gradients for real networks agree with the exact oracle, within their stated errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from stbin.analysis import exact_gradients, expected_estimate, reference_sample
+from stbin.nn import BinaryConv2d, BinaryLinear, StochasticSign
+
+D = torch.float64
+
+
+def logistic_loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return nn.functional.softplus(-t * o[:, 0])
+
+
+class Same(nn.Module):
+    """An identity the fast paths do not recognise (forces the generic two-state evaluations)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def init(model: nn.Module, seed: int) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(2 * torch.rand(p.shape, generator=g, dtype=p.dtype) - 1)
+    return model
+
+
+def small_net(generic: bool = False) -> nn.Sequential:
+    extra = [Same()] if generic else []
+    return init(nn.Sequential(nn.Linear(2, 3), StochasticSign(), BinaryLinear(3, 3), *extra,
+                              StochasticSign("uniform", 1.5),
+                              BinaryLinear(3, 1, weight_noise="gaussian", weight_noise_scale=0.8)).to(D), 3)
+
+
+def data(n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 2, generator=g, dtype=D), torch.where(torch.arange(n) % 2 == 0, 1.0, -1.0).to(D)
+
+
+def mean_and_se(model, x, y, ref: str, n: int, seed: int) -> tuple[dict, dict]:
+    g = torch.Generator().manual_seed(seed)
+    samples = [reference_sample(model, logistic_loss, x, y, ref, g) for _ in range(n)]
+    mean = {k: torch.stack([s[k] for s in samples]).mean(0) for k in samples[0]}
+    se = {k: torch.stack([s[k] for s in samples]).std(0) / n ** 0.5 for k in samples[0]}
+    return mean, se
+
+
+@pytest.mark.parametrize("ref", ["local_expectation", "disarm"])
+@pytest.mark.parametrize("generic", [False, True])
+def test_references_agree_with_the_exact_gradient(ref: str, generic: bool) -> None:
+    """Every coordinate of the mean of 300 samples is within 4.5 of its standard errors of the truth
+    (about 30 coordinates: a false alarm has probability < 1e-3), and the errors are small enough
+    to see the bias of ST."""
+    twin = small_net()                     # the oracle's copy (same parameters, no Same layer)
+    m = small_net(generic)
+    x, y = data()
+    exact = list(exact_gradients(twin, logistic_loss, x, y).values())
+    st = list(expected_estimate(twin, logistic_loss, x, y, "st", max_units=18).values())
+    mean, se = mean_and_se(m, x, y, ref, 300, 7)
+    seen_st_bias = False
+    for k, g, gst in zip(mean, exact, st):
+        z = (mean[k] - g) / se[k].clamp_min(1e-12)
+        assert z.abs().max() < 4.5, (k, z)
+        seen_st_bias |= bool(((gst - g).abs() > 4.5 * se[k]).any())
+    if ref == "local_expectation":
+        assert seen_st_bias  # the same test rejects ST's expectation: it has the power to see a bias
+
+
+def test_unit_fast_path_equals_the_generic_evaluation() -> None:
+    """Flipping units through the rank-one update and thresholds gives the same numbers as rerunning the
+    flipped states through every layer (same sample)."""
+    def net(generic: bool) -> nn.Sequential:
+        extra = [Same()] if generic else []
+        return init(nn.Sequential(nn.Linear(2, 4), StochasticSign(), nn.Linear(4, 3), nn.BatchNorm1d(3), *extra,
+                                  StochasticSign("gaussian", 0.7), nn.Linear(3, 1)).to(D), 5)
+    a, b = net(False), net(True)
+    with torch.no_grad():
+        for bn in (a[3], b[3]):
+            bn.running_mean.copy_(torch.tensor([0.2, -0.1, 0.3])), bn.running_var.copy_(torch.tensor([0.5, 2.0, 1.0]))
+    x, y = data(5)
+    ga = reference_sample(a, logistic_loss, x, y, "local_expectation", torch.Generator().manual_seed(1))
+    gb = reference_sample(b, logistic_loss, x, y, "local_expectation", torch.Generator().manual_seed(1))
+    assert len(ga) == len(gb)
+    for va, vb in zip(ga.values(), gb.values()):
+        torch.testing.assert_close(va, vb)
+        assert va.abs().max() > 0
+
+
+def test_conv_network_local_expectation_and_disarm_agree() -> None:
+    """On a conv SBN (beyond the oracle) the two independent unbiased references have the same mean."""
+    torch.manual_seed(0)
+    m = init(nn.Sequential(BinaryConv2d(1, 2, 3, padding=1, weight_noise_scale=0.5), nn.BatchNorm2d(2), StochasticSign(),
+                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 1)).to(D), 2)
+    m[1].eval()
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(4), dtype=D)
+    y = torch.tensor([1.0, -1.0, 1.0], dtype=D)
+    le, se_le = mean_and_se(m, x, y, "local_expectation", 300, 1)
+    da, se_da = mean_and_se(m, x, y, "disarm", 300, 2)
+    for k in le:
+        z = (le[k] - da[k]) / (se_le[k] ** 2 + se_da[k] ** 2).sqrt().clamp_min(1e-12)
+        assert z.abs().max() < 4.5, (k, z)
+    assert le["0.latent_weight"].abs().max() > 3 * se_le["0.latent_weight"].max()
+
+
+def test_model_is_left_unchanged() -> None:
+    m = small_net()
+    m.train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x, y = data()
+    reference_sample(m, logistic_loss, x, y, "local_expectation", torch.Generator().manual_seed(0))
+    assert m.training and all(mod.training for mod in m.modules())
+    assert all(p.grad is None for p in m.parameters())
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_bad_inputs() -> None:
+    x, y = data()
+    with pytest.raises(ValueError, match="unknown reference 'exact'"):
+        reference_sample(small_net(), logistic_loss, x, y, "exact")
+    from stbin.nn import Sign
+    with pytest.raises(ValueError, match=r"layer '1' \(Sign\).*deterministic"):
+        reference_sample(nn.Sequential(nn.Linear(2, 3), Sign(), nn.Linear(3, 1)), logistic_loss, x, y)
+    with pytest.raises(ValueError, match="no stochastic binary units"):
+        reference_sample(nn.Sequential(nn.Linear(2, 1)), logistic_loss, x, y)
