@@ -92,10 +92,13 @@ def check_fits_data(given: dict[str, Any], input_shape: tuple[int, ...], num_cla
 
 def check_model_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     """Check the arguments of model ``name`` by their declared types and meaning (ConfigError if not valid)."""
+    from stbin.models.common import DEPRECATED_OPTIONS
+
     hints = _hints(name)
     for k, v in kwargs.items():
-        if k in hints:
-            _check(f"model.{k}", v, hints[k])
+        hint = hints.get(k, hints.get(DEPRECATED_OPTIONS.get(k, "")))  # a deprecated alias: its new name's type
+        if hint is not None:
+            _check(f"model.{k}", v, hint)
 
 
 __all__ = ["check_model_kwargs"]

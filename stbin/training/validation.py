@@ -137,9 +137,11 @@ def _dataset(key: str, v: Any) -> str:
 
     if is_plugin(v):  # "package.module:factory", checked when it is imported (stbin.plugins)
         return v
-    if v not in DATASETS:
+    from stbin.data.streaming import STREAMING
+
+    if v not in DATASETS and v not in STREAMING:
         from stbin._registry import unknown_name_message
-        raise ConfigError(f"{key}: " + unknown_name_message("dataset", v, DATASETS.names()))
+        raise ConfigError(f"{key}: " + unknown_name_message("dataset", v, sorted(DATASETS.names() + STREAMING.names())))
     return v
 
 

@@ -32,7 +32,8 @@ BAD = [
     ('data.name="mnsit"', "did you mean 'mnist'"), ("data.root=5", "5"), ("data.val_size=-1", "-1"),
     ("data.train_limit=-1", "-1"), ("data.train_limit=0", "0"), ("data.test_limit=0", "0"),
     ("data.test_limit=2.5", "2.5"), ("data.crop_padding=-2", "-2"), ("data.hflip=2", "2"),
-    ("data.options=3", "3"),
+    ("data.options=3", "3"), ("data.workers=-1", "-1"), ("data.workers=1.5", "1.5"), ("data.pin_memory=2", "2"),
+    ("data.stream=1", "1"),
     ('optim.name="adamm"', "did you mean 'adam'"), ("optim.lr=0", "0"), ("optim.lr=-1", "-1"),
     ("optim.lr=inf", "inf"), ("optim.lr=nan", "nan"), ("optim.lr=1e308", "1e+308"), ('optim.lr="abc"', "'abc'"),
     ("optim.momentum=1", "1"), ("optim.momentum=-0.1", "-0.1"), ("optim.nesterov=1", "1"),
@@ -49,6 +50,8 @@ BAD = [
     ("train.keep_checkpoints=0", "0"), ("train.threads=-1", "-1"), ("train.threads=100000", "100000"),
     ("eval.ensemble=-1", "-1"), ('eval.modes="mode"', "'mode'"), ('eval.modes=["mod"]', "did you mean 'mode'"),
     ('eval.modes=["mode", "mode"]', "mode"),
+    ("train.deterministic=1", "1"), ("train.sync_batchnorm=0", "0"), ("log.tensorboard=2", "2"),
+    ("log.gradient_quality_every=-1", "-1"), ("log.gradient_quality_samples=5", "5"),
 ]
 
 
