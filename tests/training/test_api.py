@@ -68,7 +68,7 @@ def test_dict_and_toml_path_give_the_same_run(tmp_path):
     (42, "config must be a stbin Config, a dict or the path of a TOML file, got int"),
     ({"train": {"epochs": 0}}, r"train.epochs must be an integer >= 1, got 0"),
     ({"optim": {"lrr": 1}}, r"did you mean 'optim.lr'"),
-    ({"data": {"workers": -1}}, r"data.workers must be an integer in \\[0, 256\\], got -1"),
+    ({"data": {"workers": -1}}, r"data.workers must be an integer in \[0, 256\], got -1"),
     ({"data": {"name": "no_such_set"}}, r"unknown dataset 'no_such_set'"),
     ({"preset": "nope"}, r"nope"),
 ])
