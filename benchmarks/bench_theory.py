@@ -1,4 +1,4 @@
-"""Timings of stbin.theory.two_layer (SPEC B1).
+"""Timings of stbin.theory.two_layer (the two-layer binarized-ReLU model of Yin et al., ICLR 2019).
 
 * Monte Carlo coarse gradient: 10^6 samples at m = 5, n = 8, each STE (target < 2 s);
 * closed forms at m = n = 1000 (loss, gradient, expected coarse gradients, correlation,
