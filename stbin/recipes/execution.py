@@ -20,6 +20,35 @@ def toml_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def canonical_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A run's configuration in the form in which two configurations are compared for reuse.
+
+    What does not change the numbers is left out or normalised, so that a run stays reusable when
+    its folder moves (``out_dir``; ``init_from`` is compared by the starting run's folder name),
+    when keys with default values were added to the configuration since it trained (the dict is
+    rebuilt through :func:`stbin.training.config.from_dict`), and when a model option was renamed
+    (its deprecated alias is mapped to the new name).
+    """
+    from stbin.models.common import DEPRECATED_OPTIONS
+    from stbin.training.config import from_dict
+
+    d = json.loads(json.dumps(cfg))
+    model = dict(d.get("model") or {})
+    for old, new in DEPRECATED_OPTIONS.items():
+        if old in model and new not in model:
+            model[new] = model.pop(old)
+    d["model"] = model
+    try:
+        d = from_dict(d).to_dict()
+    except (ValueError, TypeError):  # a configuration of an older layout: compare it as stored
+        pass
+    d = json.loads(json.dumps(d))
+    d.pop("out_dir", None)
+    if d.get("init_from"):
+        d["init_from"] = Path(str(d["init_from"])).name
+    return d
+
+
 def resumable_checkpoint(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
     """The newest complete checkpoint of ``rdir`` if it was written by this very configuration, else None."""
     from stbin.training.trainer import latest_checkpoint
@@ -30,7 +59,8 @@ def resumable_checkpoint(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | No
         ckpt = latest_checkpoint(rdir)
     except (OSError, ValueError):  # every checkpoint damaged: train from scratch
         return None
-    return ckpt if ckpt.get("config") == json.loads(json.dumps(cfg)) else None
+    same = isinstance(ckpt.get("config"), dict) and canonical_config(ckpt["config"]) == canonical_config(cfg)
+    return ckpt if same else None
 
 
 def train_run(cfg: Any, rdir: Path) -> dict[str, Any]:
@@ -123,6 +153,7 @@ def cached_result(rdir: Path, cfg: dict[str, Any]) -> dict[str, Any] | None:
         rec = json.loads(f.read_text())
     except (OSError, ValueError):
         return None
-    return rec if rec.get("config") == json.loads(json.dumps(cfg)) else None
+    same = isinstance(rec.get("config"), dict) and canonical_config(rec["config"]) == canonical_config(cfg)
+    return rec if same else None
 
 

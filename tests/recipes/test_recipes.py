@@ -253,3 +253,30 @@ def test_a_run_killed_after_its_last_epoch_only_evaluates_again(tmp_path, monkey
     a, b = (json.loads((root / "quick" / "runs" / "sbn-mnist-binarynet-s0" / "recipe-result.json").read_text())
             for root in (tmp_path / "straight", tmp_path / "cut"))
     assert a["test"] == b["test"] and len(b["history"]) == 2 and b["resumed_after_epoch"] == 2
+
+
+def test_a_finished_run_is_reused_after_its_folder_moved_and_its_options_were_renamed(tmp_path):
+    """The reuse check compares canonical configurations: the run folder (``out_dir``, the starting
+    run's path) may move, a deprecated model option may be stored under its old name and keys added
+    since with their default values may be missing; a real change (the learning rate) still retrains."""
+    import json
+
+    from stbin.recipes.base import RESULT_FILE
+    from stbin.recipes.execution import cached_result, canonical_config
+    from stbin.training.config import build_config
+
+    cfg = build_config("lenet5_mnist", overrides=['out_dir="/old/place/runs/a"', 'init_from="/old/place/runs/src"'])
+    stored = cfg.to_dict()
+    stored["model"]["weight_scale"] = stored["model"].pop("weight_noise_scale")  # written before the rename
+    del stored["log"]  # written before the [log] section existed
+    rdir = tmp_path / "runs" / "a"
+    rdir.mkdir(parents=True)
+    (rdir / RESULT_FILE).write_text(json.dumps({"config": stored, "test": {"mode": 50.0}}))
+    now = build_config("lenet5_mnist", overrides=[f'out_dir="{rdir}"', f'init_from="{tmp_path / "runs" / "src"}"'])
+    assert cached_result(rdir, now.to_dict())["test"] == {"mode": 50.0}
+    assert canonical_config(stored) == canonical_config(now.to_dict())
+    changed = build_config("lenet5_mnist", overrides=[f'out_dir="{rdir}"', "optim.lr=0.02",
+                                                      f'init_from="{tmp_path / "runs" / "src"}"'])
+    assert cached_result(rdir, changed.to_dict()) is None
+    other_start = build_config("lenet5_mnist", overrides=[f'out_dir="{rdir}"', 'init_from="/x/runs/other"'])
+    assert cached_result(rdir, other_start.to_dict()) is None

@@ -1,5 +1,7 @@
 """The configurations of the recipes' runs are pinned: a finished run is reused only when its
-configuration is unchanged, so a change here silently retrains hours of runs. If a change is
+configuration is unchanged (compared in the canonical form of
+:func:`stbin.recipes.execution.canonical_config`: new keys with default values and renamed model
+options do not count), so a change here silently retrains hours of runs. If a change is
 meant, regenerate tests/recipes/data/run_configs.json (see the function below) and say in the
 commit that those runs train again."""
 
@@ -8,6 +10,7 @@ import json
 from pathlib import Path
 
 from stbin.recipes import get_recipe, recipe_names
+from stbin.recipes.execution import canonical_config
 from stbin.training.config import build_config
 
 PINNED = Path(__file__).parent / "data" / "run_configs.json"
@@ -18,7 +21,8 @@ def run_config_hashes() -> dict[str, str]:
     for n in recipe_names():
         for ds in ("cifar10", "fashion_mnist"):
             for run in get_recipe(n).runs(False, [0, 1, 2], ds):
-                cfg = build_config(run.preset, overrides=list(run.overrides) + [f"seed={run.seed}"]).to_dict()
+                cfg = canonical_config(build_config(run.preset, overrides=list(run.overrides)
+                                                    + [f"seed={run.seed}"]).to_dict())
                 h = hashlib.sha256(json.dumps([cfg, run.init_from], sort_keys=True).encode()).hexdigest()[:16]
                 out[f"{n}|full|{ds}|{run.key}"] = h
     return out
