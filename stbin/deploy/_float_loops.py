@@ -65,6 +65,9 @@ def float_dense(X, Wt, b, out):  # type: ignore[no-untyped-def]
             out[i, j] += b[j]
 
 
+# Deliberate near-copy of float_dense: the same GEMM loop with the bias, threshold and packing fused
+# into the row's pass (one pass over the row, no second launch); a shared helper would cost the
+# latency path a call per row and keep numba from vectorising the store.
 @njit(parallel=True, **_JIT)
 def float_dense_sign(X, Wt, b, S, T, acc, out):  # type: ignore[no-untyped-def]
     """First layer fused with its folded batch norm + sign and the packing, in one pass per row:
@@ -113,6 +116,7 @@ def unpack_float_nchw(X, c_bits, out):  # type: ignore[no-untyped-def]
                 out[nidx, ch, y, x] = -1.0 if (X[nidx, y, x, g] >> sh) & np.uint64(1) else 1.0
 
 
+# Explicit twin declarations on purpose, as in _loops (one module attribute a kernel, found by name).
 float_sign_pack_serial = _serial(float_sign_pack, "float_sign_pack_serial")
 float_sign_pack_nchw_serial = _serial(float_sign_pack_nchw, "float_sign_pack_nchw_serial")
 float_dense_serial = _serial(float_dense, "float_dense_serial")

@@ -159,6 +159,9 @@ def _minus(d, s, t):  # type: ignore[no-untyped-def]
     return np.uint64(0) if np.int64(s) * d >= np.int64(t) else np.uint64(1)
 
 
+# Deliberate near-copy of bgemm: the same tiling and 2 x 2 register block, with the threshold and the
+# packing fused into the inner loop. A shared tile loop taking the store as a callback would stop
+# numba from inlining it into the register block and cost speed (tests check both against a dense reference).
 @njit(parallel=True, **_JIT)
 def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
     """Fused binary GEMM + threshold + packing: bit j of out[i] = not (S[j] * dot_ij >= T[j])."""
@@ -228,6 +231,10 @@ def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, di
     return taps
 
 
+# bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
+# output rows around _conv_pixel (which holds the shared logic), each with its own specialised
+# store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
+# store in without losing the inlined, vectorised channel loop.
 @njit(parallel=True, **_JIT)
 def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
     """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
@@ -279,6 +286,8 @@ def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
                 out[nidx, o, oy, ox] = np.float32(full - 2 * np.int64(acc[o])) * scale[o] + bias[o]
 
 
+# The valid-tap loops here are a deliberate near-copy of _conv_pixel's: specialised to AND / OR of
+# packed words per channel, where _conv_pixel XOR-popcounts against weights.
 @njit(parallel=True, **_JIT)
 def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
     """Max pooling on packed NHWC bits (padding taps ignored).
@@ -320,6 +329,8 @@ def popcount_peak(X, reps):  # type: ignore[no-untyped-def]
     no rep can be hoisted). Returns a checksum; the benchmark times it to measure the
     attainable binary-MAC rate (64 MACs per word) without cache misses or tiling overhead.
     """
+    # The inner loop is a deliberate near-copy of _xor_popcount_2x2 (1 row x 4 weight rows, XOR key):
+    # it must be this loop, written out, for the benchmark to measure the kernels' inner loop.
     nt, _, kw = X.shape
     sums = np.zeros(nt, np.uint64)
     for t in prange(nt):
@@ -358,6 +369,8 @@ def _serial(dispatcher, name):  # type: ignore[no-untyped-def]
     return njit(**_JIT)(g)
 
 
+# The twin declarations (here and in _float_loops) are explicit on purpose: one module attribute a
+# kernel, so that kernels._pick, the tests and a reader find each twin by its name.
 bgemm_serial = _serial(bgemm, "bgemm_serial")
 bgemm_sign_serial = _serial(bgemm_sign, "bgemm_sign_serial")
 bconv2d_serial = _serial(bconv2d, "bconv2d_serial")

@@ -10,7 +10,7 @@ from torch import nn
 from stbin.deploy.compiler import (BINARY_LAYERS, BN_MODULES, SIGN_MODULES, SKIP_MODULES, Compiler, conv_geometry,
                                    f32, is_core, is_sign, pool_geometry)
 from stbin.deploy.converters import register_converter
-from stbin.deploy.geometry import conv_out
+from stbin.deploy.geometry import conv_out_hw
 from stbin.deploy.packing import n_words, pack_sign
 from stbin.deploy.thresholds import integer_thresholds
 from stbin.nn import BinaryLinear
@@ -104,8 +104,7 @@ def layer(c: Compiler, m: nn.Module, bn: nn.Module | None, sign: nn.Module | Non
         geo = conv_geometry(m)
         ch, h, wd = c.shape
         oc, _, kh, kw = w.shape
-        oh = conv_out(h, kh, geo["stride"][0], geo["padding"][0], geo["dilation"][0])
-        ow = conv_out(wd, kw, geo["stride"][1], geo["padding"][1], geo["dilation"][1])
+        oh, ow = conv_out_hw(h, wd, kh, kw, geo["stride"], geo["padding"], geo["dilation"])
         c.emit("conv2d", geo, weight=f32(w), bias=f32(m.bias))
         c.shape = (oc, oh, ow)
     else:
@@ -144,8 +143,7 @@ def _binary_layer(c: Compiler, m: nn.Module, bn: nn.Module | None, sign: nn.Modu
         geo = conv_geometry(m)
         h, w, cin = c.shape
         _, _, kh, kw = wpm.shape
-        oh = conv_out(h, kh, geo["stride"][0], geo["padding"][0], geo["dilation"][0])
-        ow = conv_out(w, kw, geo["stride"][1], geo["padding"][1], geo["dilation"][1])
+        oh, ow = conv_out_hw(h, w, kh, kw, geo["stride"], geo["padding"], geo["dilation"])
         packed = pack_sign(wpm.permute(0, 2, 3, 1).numpy())  # (OC, KH, KW, CW)
         attrs = {**geo, "in_channels": cin, "out_channels": oc}
         k_max, spatial = cin * kh * kw, (oh, ow)

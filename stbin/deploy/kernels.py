@@ -78,14 +78,19 @@ def _geometry(kernel: str, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w) -> tu
             _int(kernel, "dil_h", dil_h, 1), _int(kernel, "dil_w", dil_w, 1))
 
 
+def _gemm_checks(kernel: str, X: np.ndarray, W: np.ndarray, k_bits: int, out: np.ndarray, out_dtype: type) -> int:
+    """The checks shared by the binary GEMMs: X (N, KW), W (M, KW) u64, out of ``out_dtype``; returns ``k_bits``."""
+    _arr(kernel, "X", X, np.uint64, 2)
+    _arr(kernel, "W", W, np.uint64, 2)
+    _arr(kernel, "out", out, out_dtype, 2)
+    if W.shape[1] != X.shape[1]:
+        raise ValueError(f"{kernel}: W has {W.shape[1]} words per row, X has {X.shape[1]}")
+    return _int(kernel, "k_bits", k_bits, 0, 64 * X.shape[1])
+
+
 def bgemm(X: np.ndarray, W: np.ndarray, k_bits: int, out: np.ndarray) -> None:
     """out[i, j] = ``K - 2 popcount(X[i] ^ W[j])``: X (N, KW) u64, W (M, KW) u64, out (N, M) int32."""
-    X = _arr("bgemm", "X", X, np.uint64, 2)
-    W = _arr("bgemm", "W", W, np.uint64, 2)
-    _arr("bgemm", "out", out, np.int32, 2)
-    if W.shape[1] != X.shape[1]:
-        raise ValueError(f"bgemm: W has {W.shape[1]} words per row, X has {X.shape[1]}")
-    k = _int("bgemm", "k_bits", k_bits, 0, 64 * X.shape[1])
+    k = _gemm_checks("bgemm", X, W, k_bits, out, np.int32)
     _shape("bgemm", "out", out, (X.shape[0], W.shape[0]))
     _pick("bgemm", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, out)
 
@@ -98,12 +103,7 @@ def _thresholds(kernel: str, S: np.ndarray, T: np.ndarray, dtype: type, m: int, 
 
 def bgemm_sign(X: np.ndarray, W: np.ndarray, k_bits: int, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
     """Fused binary GEMM + threshold + packing: bit j of out[i] = not (S[j] * dot_ij >= T[j])."""
-    X = _arr("bgemm_sign", "X", X, np.uint64, 2)
-    W = _arr("bgemm_sign", "W", W, np.uint64, 2)
-    _arr("bgemm_sign", "out", out, np.uint64, 2)
-    if W.shape[1] != X.shape[1]:
-        raise ValueError(f"bgemm_sign: W has {W.shape[1]} words per row, X has {X.shape[1]}")
-    k = _int("bgemm_sign", "k_bits", k_bits, 0, 64 * X.shape[1])
+    k = _gemm_checks("bgemm_sign", X, W, k_bits, out, np.uint64)
     _thresholds("bgemm_sign", S, T, np.int32, W.shape[0])
     _shape("bgemm_sign", "out", out, (X.shape[0], n_words(W.shape[0])))
     _pick("bgemm_sign", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, S, T, out)
@@ -184,32 +184,32 @@ def float_sign_pack_nchw(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.nd
     _pick("float_sign_pack_nchw", Y.size // 4)(Y, S, T, out)
 
 
-def float_dense(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """out = X @ Wt + b in float32 (the latency path of float layers): X (N, K), Wt (K, M), b (M,)."""
-    k = "float_dense"
+def _dense_checks(k: str, X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray, out_dtype: type) -> int:
+    """The checks shared by the float GEMMs: X (N, K), Wt (K, M), b (M,) float32, out of ``out_dtype``; returns M."""
     _arr(k, "X", X, np.float32, 2)
     _arr(k, "Wt", Wt, np.float32, 2)
     _arr(k, "b", b, np.float32, 1)
-    _arr(k, "out", out, np.float32, 2)
+    _arr(k, "out", out, out_dtype, 2)
     if Wt.shape[0] != X.shape[1]:
         raise ValueError(f"{k}: Wt has {Wt.shape[0]} input rows, X has {X.shape[1]} columns")
-    _shape(k, "b", b, (Wt.shape[1],))
-    _shape(k, "out", out, (X.shape[0], Wt.shape[1]))
-    _pick(k, X.size * Wt.shape[1] // 64)(X, Wt, b, out)
+    m = Wt.shape[1]
+    _shape(k, "b", b, (m,))
+    return int(m)
+
+
+def float_dense(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """out = X @ Wt + b in float32 (the latency path of float layers): X (N, K), Wt (K, M), b (M,)."""
+    k = "float_dense"
+    m = _dense_checks(k, X, Wt, b, out, np.float32)
+    _shape(k, "out", out, (X.shape[0], m))
+    _pick(k, X.size * m // 64)(X, Wt, b, out)
 
 
 def float_dense_sign(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, S: np.ndarray, T: np.ndarray,
                      out: np.ndarray) -> None:
     """First float layer fused with its folded threshold and packing: out (N, ceil(M/64)) bits."""
     k = "float_dense_sign"
-    _arr(k, "X", X, np.float32, 2)
-    _arr(k, "Wt", Wt, np.float32, 2)
-    _arr(k, "b", b, np.float32, 1)
-    _arr(k, "out", out, np.uint64, 2)
-    if Wt.shape[0] != X.shape[1]:
-        raise ValueError(f"{k}: Wt has {Wt.shape[0]} input rows, X has {X.shape[1]} columns")
-    m = Wt.shape[1]
-    _shape(k, "b", b, (m,))
+    m = _dense_checks(k, X, Wt, b, out, np.uint64)
     _thresholds(k, S, T, np.float32, m)
     _shape(k, "out", out, (X.shape[0], n_words(m)))
     acc = np.empty((X.shape[0], m), np.float32)

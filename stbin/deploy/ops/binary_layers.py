@@ -23,6 +23,20 @@ def _check_thresholds(op: Op, m: int) -> None:
         raise ValueError("threshold directions S must be +1 or -1")
 
 
+def _check_out_arrays(op: Op, m: int, threshold: bool) -> None:
+    """The arrays of the output stage of ``m`` channels: thresholds S, T, or ``scale`` / ``bias`` (``*_f``)."""
+    if threshold:
+        _check_thresholds(op, m)
+    else:
+        vec(op, "scale", m)
+        vec(op, "bias", m)
+
+
+#: the arrays of the output stage after the packed weight: integer thresholds, or a real-valued ``scale * dot + bias``
+_THRESHOLD_ARRAYS = {"S": (np.int32, 1, True), "T": (np.int32, 1, True)}
+_REAL_ARRAYS = {"scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
+
+
 def _real_out(op: Op, dot: np.ndarray) -> np.ndarray:
     y = dot.astype(np.float32)
     if "scale" in op.arrays:
@@ -40,11 +54,7 @@ class _BDense(OpType):
         w = op.arrays["weight"]
         if w.shape[0] != m or not n_words(k) <= w.shape[1] <= k:
             raise ValueError(f"packed weight shape {w.shape} does not fit {k} -> {m}")
-        if self.threshold:
-            _check_thresholds(op, m)
-        else:
-            vec(op, "scale", m)
-            vec(op, "bias", m)
+        _check_out_arrays(op, m, self.threshold)
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "bits", 1)
@@ -60,7 +70,7 @@ class BDense(_BDense):
     """Binary GEMM fused with integer thresholds: bits (N, KW) -> bits (N, ceil(M/64))."""
 
     name = "bdense"
-    arrays = {"weight": (np.uint64, 2, True), "S": (np.int32, 1, True), "T": (np.int32, 1, True)}
+    arrays = {"weight": (np.uint64, 2, True), **_THRESHOLD_ARRAYS}
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         w = op.arrays["weight"]
@@ -75,7 +85,7 @@ class BDenseF(_BDense):
 
     name = "bdense_f"
     threshold = False
-    arrays = {"weight": (np.uint64, 2, True), "scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
+    arrays = {"weight": (np.uint64, 2, True), **_REAL_ARRAYS}
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         w = op.arrays["weight"]
@@ -93,11 +103,7 @@ class _BConv(OpType):
         w = op.arrays["weight"]
         if w.shape[0] != m or w.shape[3] != n_words(c) or min(w.shape) < 1:
             raise ValueError(f"packed weight shape {w.shape} does not fit {c} -> {m} channels")
-        if self.threshold:
-            _check_thresholds(op, m)
-        else:
-            vec(op, "scale", m)
-            vec(op, "bias", m)
+        _check_out_arrays(op, m, self.threshold)
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "bits", 3)
@@ -108,22 +114,23 @@ class _BConv(OpType):
         oh, ow = spatial_out(h, w, (kh, kw), op)
         return TensorSpec.bits((oh, ow, m)) if self.threshold else TensorSpec("float", (m, oh, ow))
 
-    def call(self, op: Op, x: np.ndarray, ctx: RunContext, out: np.ndarray) -> None:
-        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
-        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
-        c_bits = int(op.attrs["in_channels"])
-        k = _kernels()
-        if self.threshold:
-            k.bconv2d_sign(x, wt, c_bits, sh, sw, ph, pw, dh, dw, op.arrays["S"], op.arrays["T"], out)
-        else:
-            k.bconv2d(x, wt, c_bits, sh, sw, ph, pw, dh, dw, out)
-
     def out_hw(self, op: Op, x: np.ndarray) -> tuple[int, int]:
-        from stbin.deploy.geometry import conv_out
+        from stbin.deploy.geometry import conv_out_hw
 
-        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
         _, kh, kw, _ = op.arrays["weight"].shape
-        return conv_out(x.shape[1], kh, sh, ph, dh), conv_out(x.shape[2], kw, sw, pw, dw)
+        return conv_out_hw(x.shape[1], x.shape[2], kh, kw, op.attrs["stride"], op.attrs["padding"],
+                           op.attrs["dilation"])
+
+
+def _geometry_args(op: Op) -> tuple[int, int, int, int, int, int]:
+    """The conv geometry as the kernels take it: ``stride_h, stride_w, pad_h, pad_w, dil_h, dil_w``."""
+    (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
+    return sh, sw, ph, pw, dh, dw
+
+
+def _tap_major(op: Op, ctx: RunContext) -> np.ndarray:
+    """The packed weight (OC, KH, KW, CW) in the kernels' tap-major layout (KH, KW, CW, OC), made once per op."""
+    return ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
 
 
 @register_op
@@ -131,12 +138,13 @@ class BConv2d(_BConv):
     """Binary conv fused with integer thresholds: bits NHWC -> bits NHWC."""
 
     name = "bconv2d"
-    arrays = {"weight": (np.uint64, 4, True), "S": (np.int32, 1, True), "T": (np.int32, 1, True)}
+    arrays = {"weight": (np.uint64, 4, True), **_THRESHOLD_ARRAYS}
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         oh, ow = self.out_hw(op, x)
         out = np.empty((len(x), oh, ow, n_words(op.arrays["weight"].shape[0])), dtype=np.uint64)
-        self.call(op, x, ctx, out)
+        _kernels().bconv2d_sign(x, _tap_major(op, ctx), int(op.attrs["in_channels"]), *_geometry_args(op),
+                                op.arrays["S"], op.arrays["T"], out)
         return out
 
 
@@ -146,15 +154,14 @@ class BConv2dF(_BConv):
 
     name = "bconv2d_f"
     threshold = False
-    arrays = {"weight": (np.uint64, 4, True), "scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
+    arrays = {"weight": (np.uint64, 4, True), **_REAL_ARRAYS}
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         oh, ow = self.out_hw(op, x)
         m = op.arrays["weight"].shape[0]
-        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
         scale, bias = ctx.cache(op, "scale-bias", lambda: (
             op.arrays.get("scale", np.ones(m, np.float32)), op.arrays.get("bias", np.zeros(m, np.float32))))
         out = np.empty((len(x), m, oh, ow), dtype=np.float32)
-        (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
-        _kernels().bconv2d_float(x, wt, int(op.attrs["in_channels"]), sh, sw, ph, pw, dh, dw, scale, bias, out)
+        _kernels().bconv2d_float(x, _tap_major(op, ctx), int(op.attrs["in_channels"]), *_geometry_args(op), scale, bias,
+                                 out)
         return out

@@ -57,15 +57,19 @@ class AvgPool2d(OpType):
         pair_attr(op, "kernel_size", 1)
         pair_attr(op, "stride", 1)
 
+    @staticmethod
+    def out_hw(op: Op, h: int, w: int) -> tuple[int, int]:
+        """Output size over an (h, w) map: no padding, floor mode."""
+        (kh, kw), (sh, sw) = op.attrs["kernel_size"], op.attrs["stride"]
+        return (h - kh) // sh + 1, (w - kw) // sw + 1
+
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float", 3)
         c, h, w = x.shape
         kh, kw = op.attrs["kernel_size"]
-        (sh, sw) = op.attrs["stride"]
-        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
         if kh > h or kw > w:
             raise ValueError(f"a {kh}x{kw} window does not fit the {h}x{w} input")
-        return TensorSpec("float", (c, oh, ow))
+        return TensorSpec("float", (c, *self.out_hw(op, h, w)))
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         (kh, kw), (sh, sw) = op.attrs["kernel_size"], op.attrs["stride"]
@@ -76,7 +80,7 @@ class AvgPool2d(OpType):
             from stbin.deploy.ops.float_math import torch_rows
 
             return torch_rows(lambda t: torch.nn.functional.adaptive_avg_pool2d(t, 1), x)
-        oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+        oh, ow = self.out_hw(op, h, w)
         acc = np.zeros((n, c, oh, ow), np.float32)
         for u in range(kh):
             for v in range(kw):
