@@ -30,6 +30,7 @@ from torch import nn
 
 from stbin.estimators.noise import Noise, get_noise
 from stbin.nn import BinaryLinear, StochasticSign
+from stbin.nn.binary import BinaryWeightLayer
 
 SUPPORTED = ("torch.nn.Linear", "stbin.nn.StochasticSign", "stbin.nn.BinaryLinear (weights='bernoulli')",
              "torch.nn.Identity", "torch.nn.Flatten (first layers only)")
@@ -109,6 +110,19 @@ def _flatten_sequential(model: nn.Module, prefix: str = "") -> list[tuple[str, n
     return [(prefix[:-1], model)]
 
 
+def binary_weight_obstacle(m: BinaryWeightLayer) -> str | None:
+    """Why the exact and Monte Carlo analyses cannot take the binary-weight layer ``m`` (None: they can)."""
+    if m.weights != "bernoulli":
+        return ("weights='sign' is deterministic (its expected loss is piecewise constant in the latent weight); "
+                "use weights='bernoulli'")
+    if m.channel_scale == "mean_abs":
+        return ("channel_scale='mean_abs' uses a detached statistic of the latent weight; "
+                "use channel_scale=None or 'learned'")
+    if m.input_quantizer is not None:
+        return f"input_quantizer is not supported; put a StochasticSign layer before the {type(m).__name__} instead"
+    return None
+
+
 def _unsupported(where: str, module: nn.Module, why: str = "") -> ValueError:
     msg = f"unsupported layer {where} ({type(module).__module__}.{type(module).__name__})"
     if why:
@@ -148,15 +162,9 @@ def parse_network(model: nn.Module, in_shape: tuple[int, ...]) -> Network:
             steps.append(Step("linear", m, name, d, m.out_features))
             d = m.out_features
         elif isinstance(m, BinaryLinear):
-            if m.weights != "bernoulli":
-                raise _unsupported(where, m, "weights='sign' is deterministic (its expected loss is piecewise "
-                                             "constant in the latent weight); use weights='bernoulli'")
-            if m.channel_scale == "mean_abs":
-                raise _unsupported(where, m, "channel_scale='mean_abs' uses a detached statistic of the latent "
-                                             "weight; use channel_scale=None or 'learned'")
-            if m.input_quantizer is not None:
-                raise _unsupported(where, m, "input_quantizer is not supported; put a StochasticSign layer "
-                                             "before the BinaryLinear instead")
+            why = binary_weight_obstacle(m)
+            if why:
+                raise _unsupported(where, m, why)
             if m.in_features != d:
                 raise ValueError(f"mismatched shapes: layer {where} (BinaryLinear) expects {m.in_features} "
                                  f"input features, got {d}")
