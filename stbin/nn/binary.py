@@ -316,6 +316,7 @@ class BinaryConv2d(BinaryWeightLayer):
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", *,
+                 # BinaryLinear's keywords again on purpose: the registry reads OPTIONS defaults from each signature
                  weights: str = "bernoulli", weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
                  channel_scale: str | None = None, eval_mode: str = "mode",
                  input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,
