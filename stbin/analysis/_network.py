@@ -101,11 +101,12 @@ class Network:
         return s + ")"
 
 
-def _flatten_sequential(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def flatten_sequential(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The leaves of nested ``nn.Sequential`` containers as (dotted name, module), in order."""
     if isinstance(model, nn.Sequential):
         out: list[tuple[str, nn.Module]] = []
         for name, child in model.named_children():
-            out += _flatten_sequential(child, f"{prefix}{name}.")
+            out += flatten_sequential(child, f"{prefix}{name}.")
         return out
     return [(prefix[:-1], model)]
 
@@ -134,7 +135,7 @@ def parse_network(model: nn.Module, in_shape: tuple[int, ...]) -> Network:
     """Read ``model`` into a :class:`Network` for inputs of shape ``in_shape`` = (batch, ...)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = _flatten_sequential(model)
+    layers = flatten_sequential(model)
     if not layers:
         raise ValueError("the model has no layers")
     leading: list[nn.Module] = []
