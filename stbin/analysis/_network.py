@@ -30,6 +30,7 @@ from torch import nn
 
 from stbin.estimators.noise import Noise, get_noise
 from stbin.nn import BinaryLinear, StochasticSign
+from stbin.nn.binary import BinaryWeightLayer
 
 SUPPORTED = ("torch.nn.Linear", "stbin.nn.StochasticSign", "stbin.nn.BinaryLinear (weights='bernoulli')",
              "torch.nn.Identity", "torch.nn.Flatten (first layers only)")
@@ -100,13 +101,27 @@ class Network:
         return s + ")"
 
 
-def _flatten_sequential(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+def flatten_sequential(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The leaves of nested ``nn.Sequential`` containers as (dotted name, module), in order."""
     if isinstance(model, nn.Sequential):
         out: list[tuple[str, nn.Module]] = []
         for name, child in model.named_children():
-            out += _flatten_sequential(child, f"{prefix}{name}.")
+            out += flatten_sequential(child, f"{prefix}{name}.")
         return out
     return [(prefix[:-1], model)]
+
+
+def binary_weight_obstacle(m: BinaryWeightLayer) -> str | None:
+    """Why the exact and Monte Carlo analyses cannot take the binary-weight layer ``m`` (None: they can)."""
+    if m.weights != "bernoulli":
+        return ("weights='sign' is deterministic (its expected loss is piecewise constant in the latent weight); "
+                "use weights='bernoulli'")
+    if m.channel_scale == "mean_abs":
+        return ("channel_scale='mean_abs' uses a detached statistic of the latent weight; "
+                "use channel_scale=None or 'learned'")
+    if m.input_quantizer is not None:
+        return f"input_quantizer is not supported; put a StochasticSign layer before the {type(m).__name__} instead"
+    return None
 
 
 def _unsupported(where: str, module: nn.Module, why: str = "") -> ValueError:
@@ -120,7 +135,7 @@ def parse_network(model: nn.Module, in_shape: tuple[int, ...]) -> Network:
     """Read ``model`` into a :class:`Network` for inputs of shape ``in_shape`` = (batch, ...)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = _flatten_sequential(model)
+    layers = flatten_sequential(model)
     if not layers:
         raise ValueError("the model has no layers")
     leading: list[nn.Module] = []
@@ -148,15 +163,9 @@ def parse_network(model: nn.Module, in_shape: tuple[int, ...]) -> Network:
             steps.append(Step("linear", m, name, d, m.out_features))
             d = m.out_features
         elif isinstance(m, BinaryLinear):
-            if m.weights != "bernoulli":
-                raise _unsupported(where, m, "weights='sign' is deterministic (its expected loss is piecewise "
-                                             "constant in the latent weight); use weights='bernoulli'")
-            if m.channel_scale == "mean_abs":
-                raise _unsupported(where, m, "channel_scale='mean_abs' uses a detached statistic of the latent "
-                                             "weight; use channel_scale=None or 'learned'")
-            if m.input_quantizer is not None:
-                raise _unsupported(where, m, "input_quantizer is not supported; put a StochasticSign layer "
-                                             "before the BinaryLinear instead")
+            why = binary_weight_obstacle(m)
+            if why:
+                raise _unsupported(where, m, why)
             if m.in_features != d:
                 raise ValueError(f"mismatched shapes: layer {where} (BinaryLinear) expects {m.in_features} "
                                  f"input features, got {d}")

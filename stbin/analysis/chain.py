@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stbin.analysis._network import binary_weight_obstacle, flatten_sequential
 from stbin.estimators.noise import Noise, get_noise
 from stbin.nn import BinaryConv2d, BinaryLinear, Heaviside, QuantReLU, Sign, StochasticSign
 
@@ -67,15 +68,6 @@ class ChainStep:
     node: int | None = None
 
 
-def _flatten(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    if isinstance(model, nn.Sequential):
-        out: list[tuple[str, nn.Module]] = []
-        for name, child in model.named_children():
-            out += _flatten(child, f"{prefix}{name}.")
-        return out
-    return [(prefix[:-1], model)]
-
-
 def _refuse(where: str, m: nn.Module, why: str) -> ValueError:
     return ValueError(f"gradient quality: layer {where} ({type(m).__name__}) {why}")
 
@@ -100,20 +92,15 @@ class Chain:
         self.model = model
         self.steps: list[ChainStep] = []
         self.nodes: list[ChainNode] = []
-        for name, m in _flatten(model):
+        for name, m in flatten_sequential(model):
             where = repr(name) if name else "(the model)"
             if isinstance(m, StochasticSign):
                 self.nodes.append(ChainNode("act", len(self.steps), get_noise(m.noise), float(m.scale), name))
                 self.steps.append(ChainStep("act", m, name, len(self.nodes) - 1))
             elif isinstance(m, _BINARY):
-                if m.weights != "bernoulli":
-                    raise _refuse(where, m, "has deterministic sign weights; gradient quality needs "
-                                            "weights='bernoulli'")
-                if m.channel_scale == "mean_abs":
-                    raise _refuse(where, m, "uses channel_scale='mean_abs' (a detached statistic); use None "
-                                            "or 'learned'")
-                if m.input_quantizer is not None:
-                    raise _refuse(where, m, "has an input_quantizer; put a StochasticSign layer before it")
+                why = binary_weight_obstacle(m)
+                if why:
+                    raise _refuse(where, m, f"is not supported: {why}")
                 label = f"{name}.latent_weight" if name else "latent_weight"
                 self.nodes.append(ChainNode("weight", len(self.steps), get_noise(m.weight_noise),
                                             float(m.weight_noise_scale), label))

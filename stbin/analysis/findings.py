@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from stbin.analysis.lab_rows import SWEEPS, Rows, fmt, fmt_key, headline_epoch, is_deterministic, is_unbiased, lab_layers
+from stbin.analysis.lab_rows import (SWEEPS, Rows, fmt, fmt_key, headline_epoch, is_deterministic, is_unbiased,
+                                     lab_layers, sweep_values)
 from stbin.analysis.protocol import LabResult
 
 
@@ -142,12 +143,7 @@ def findings(result: LabResult) -> list[str]:
         rows = [r for r in result.rows if r["experiment"] == exp and r["tensor"] == "all" and r["M"] == 1]
         if not rows:
             continue
-        xs = []
-        for r in rows:
-            if r[key] not in xs:
-                xs.append(r[key])
-        if key != "noise":
-            xs = sorted(xs)
+        xs = sweep_values(rows, key)
 
         def val(m: str, v: Any) -> float:
             r = next((r for r in rows if r["estimator"] == m and r[key] == v), None)

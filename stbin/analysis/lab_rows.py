@@ -55,6 +55,16 @@ SWEEPS = (("sweep:depth", "depth", "depth (hidden layers)"), ("sweep:width", "wi
            ("sweep:scale", "scale", "noise scale s"), ("sweep:noise", "noise", "noise family"))
 
 
+def sweep_values(rows: list[dict[str, Any]], key: str) -> list[Any]:
+    """The distinct values of the swept quantity ``key`` in ``rows``: sorted, except noise families
+    (kept in the order the rows give them)."""
+    xs: list[Any] = []
+    for r in rows:
+        if r[key] not in xs:
+            xs.append(r[key])
+    return xs if key == "noise" else sorted(xs)
+
+
 def fmt_key(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 

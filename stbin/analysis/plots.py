@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-from stbin.analysis.lab_rows import SWEEPS, Rows, fmt_key, is_deterministic, lab_layers
+from stbin.analysis.lab_rows import SWEEPS, Rows, fmt_key, is_deterministic, lab_layers, sweep_values
 from stbin.analysis.protocol import LabResult
 
 #: Okabe & Ito's colour-blind-safe palette (black last)
@@ -109,12 +109,7 @@ def plot_sweeps(result: LabResult, out_dir: str) -> list[str]:
     axes = fig.subplots(len(panels), len(present), squeeze=False)
     for j, (exp, key, label) in enumerate(present):
         rows = [r for r in result.rows if r["experiment"] == exp]
-        xs = []
-        for r in rows:
-            if r[key] not in xs:
-                xs.append(r[key])
-        if key != "noise":
-            xs = sorted(xs)
+        xs = sweep_values(rows, key)
         for i, (tensor, M) in enumerate(panels):
             ax = axes[i][j]
             for k, m in enumerate(cfg.methods):

@@ -107,6 +107,7 @@ def _key_schedule(seed):
     return ks0, ks1
 
 
+# _compare_serial / _compare_parallel are deliberate twins (range vs prange), each compiled and cached on its own.
 @njit(**_JIT)
 def _compare_serial(p, seed):
     ntiles = (p.size + 4 * _B - 1) // (4 * _B)

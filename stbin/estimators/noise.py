@@ -111,6 +111,7 @@ def _gaussian_mean_inverse(m: torch.Tensor) -> torch.Tensor:
 
 NOISES: Registry[Noise] = Registry("noise")
 
+# one entry per noise family, each with its own closed forms (alike in shape by design)
 NOISES.register("logistic", Noise(
     name="logistic",
     cdf=torch.sigmoid,

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stbin.models.common import QuantSpec, make_activation, make_conv, make_linear, quant_kwargs
+from stbin.models.common import QuantSpec, make_activation, make_conv, quant_kwargs, residual_stages
 
 SHORTCUTS = ("avgpool", "zero_pad")
 
@@ -97,15 +97,9 @@ def bireal_resnet18(in_channels: int = 3, num_classes: int = 10, width: float = 
     if shortcut not in SHORTCUTS:
         raise ValueError(f"model argument shortcut must be one of {', '.join(SHORTCUTS)}, got {shortcut!r}")
     chans = [max(1, int(round(c * width))) for c in (64, 128, 256, 512)]
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0])]
-    c = chans[0]
-    for i, out in enumerate(chans):
-        for j in range(convs):
-            layers.append(BiRealBlock(q, c, out, 2 if (i > 0 and j == 0) else 1, shortcut))
-            c = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_linear(q, c, num_classes, binary=q.binary_last)]
-    return nn.Sequential(*layers)
-
+    stem = [nn.Conv2d(in_channels, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0])]
+    return residual_stages(q, stem, chans, convs, lambda c, out, stride: BiRealBlock(q, c, out, stride, shortcut),
+                           num_classes)
 
 from stbin.models import MODELS  # noqa: E402
 

@@ -142,6 +142,21 @@ def make_conv(q: QuantSpec, in_ch: int, out_ch: int, kernel_size: int, stride: i
     return nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias)
 
 
+def residual_stages(q: QuantSpec, stem: list[nn.Module], chans: list[int], blocks: int,
+                    block: Callable[[int, int, int], nn.Module], num_classes: int) -> nn.Sequential:
+    """``stem``, then ``blocks`` residual blocks per width in ``chans`` (``block(in, out, stride)``; the
+    first block of every stage after the first has stride 2), global average pooling and the
+    classifier (binary-weight if ``q.binary_last``). Layers are built in that order."""
+    layers = list(stem)
+    c = chans[0]
+    for i, out in enumerate(chans):
+        for j in range(blocks):
+            layers.append(block(c, out, 2 if (i > 0 and j == 0) else 1))
+            c = out
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_linear(q, c, num_classes, binary=q.binary_last)]
+    return nn.Sequential(*layers)
+
+
 def quant_kwargs(model: str, kwargs: dict[str, Any], own: tuple[str, ...] = (),
                  **defaults: Any) -> QuantSpec:
     """The :class:`QuantSpec` of a model's extra keyword arguments (``defaults`` first).

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stbin.models.common import QuantSpec, make_activation, make_conv, make_linear, quant_kwargs
+from stbin.models.common import QuantSpec, make_activation, make_conv, quant_kwargs, residual_stages
 
 
 class BasicBlock(nn.Module):
@@ -41,16 +41,10 @@ def resnet20(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, 
              blocks: int = 3, bn_affine: bool = True, **quant: Any) -> nn.Sequential:
     q = quant_kwargs("resnet20", quant, ("in_channels", "num_classes", "image_size", "width", "blocks", "bn_affine"))
     chans = [max(1, int(round(c * width))) for c in (16, 32, 64)]
-    layers: list[nn.Module] = [make_conv(q, in_channels, chans[0], 3, 1, 1, binary=q.binary_first),
-                               nn.BatchNorm2d(chans[0], affine=bn_affine), make_activation(q)]
-    c = chans[0]
-    for i, out in enumerate(chans):
-        for j in range(blocks):
-            layers.append(BasicBlock(q, c, out, 2 if (i > 0 and j == 0) else 1, bn_affine))
-            c = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), make_linear(q, c, num_classes, binary=q.binary_last)]
-    return nn.Sequential(*layers)
-
+    stem = [make_conv(q, in_channels, chans[0], 3, 1, 1, binary=q.binary_first),
+            nn.BatchNorm2d(chans[0], affine=bn_affine), make_activation(q)]
+    return residual_stages(q, stem, chans, blocks, lambda c, out, stride: BasicBlock(q, c, out, stride, bn_affine),
+                           num_classes)
 
 from stbin.models import MODELS  # noqa: E402
 

@@ -34,7 +34,6 @@ keeps all constructor arguments, latent weights from :mod:`stbin.nn.transfer`). 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -47,7 +46,7 @@ from stbin._validation import check_int_at_least, check_positive
 from stbin.estimators.latent import bernoulli_weight
 from stbin.estimators.noise import get_noise
 from stbin.estimators.stochastic import MODES
-from stbin.nn._deprecated import noise_scale_argument
+from stbin.nn._deprecated import RenamedChannelScale, noise_scale_argument
 from stbin.nn.registry import BinaryModule, Precision, register_binary_module
 from stbin.nn.transfer import DEFAULT_QUANTILE, latent_from_float
 
@@ -56,7 +55,7 @@ CHANNEL_SCALES = (None, "mean_abs", "learned")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
-class BinaryWeightLayer(BinaryModule):
+class BinaryWeightLayer(RenamedChannelScale, BinaryModule):
     """Base class of the binary-weight layers: latent weight -> binary weight (public API).
 
     A subclass creates its shape attributes, calls :meth:`_init_binary` and uses
@@ -127,20 +126,6 @@ class BinaryWeightLayer(BinaryModule):
             self.latent_weight.uniform_(-bound, bound)
             if self.learned_channel_scale is not None:
                 self.learned_channel_scale.copy_(self.latent_weight.abs().flatten(1).mean(1))
-
-    @property
-    def weight_scale(self) -> nn.Parameter | None:
-        """Deprecated name of :attr:`learned_channel_scale` (DeprecationWarning)."""
-        warnings.warn("BinaryWeightLayer.weight_scale is deprecated; use learned_channel_scale",
-                      DeprecationWarning, stacklevel=2)
-        return self.learned_channel_scale
-
-    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
-        # checkpoints written before the rename store the learned scale as "weight_scale"
-        old, new = prefix + "weight_scale", prefix + "learned_channel_scale"
-        if old in state_dict and new not in state_dict:
-            state_dict[new] = state_dict.pop(old)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def load_float_weight(self, weight: torch.Tensor, quantile: float = DEFAULT_QUANTILE) -> None:
@@ -331,6 +316,7 @@ class BinaryConv2d(BinaryWeightLayer):
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
                  padding_mode: str = "zeros", *,
+                 # BinaryLinear's keywords again on purpose: the registry reads OPTIONS defaults from each signature
                  weights: str = "bernoulli", weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
                  channel_scale: str | None = None, eval_mode: str = "mode",
                  input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,

@@ -260,22 +260,9 @@ def open_source(cfg: Any, device: torch.device) -> tuple[MemorySource | StreamSo
 def evaluate_source(model: torch.nn.Module, source: MemorySource | StreamSource, split: str, mode: str,
                     batch_size: int, samples: int = 1) -> dict[str, float]:
     """Accuracy (%) and loss of ``model`` in ``mode`` on ``split``; ``samples`` > 1 averages sampled softmaxes."""
-    import torch.nn.functional as F
+    from stbin.training.evaluation import evaluate_batches
 
-    from stbin.nn import eval_mode
-
-    correct, loss, n = 0, 0.0, 0
-    with eval_mode(model, mode):
-        for xb, yb in source.eval_batches(split, batch_size):
-            if samples > 1:
-                p = sum(torch.softmax(model(xb).float(), -1) for _ in range(samples)) / samples
-                logp = torch.log(p.clamp_min(1e-30))
-            else:
-                logp = torch.log_softmax(model(xb).float(), -1)
-            loss += F.nll_loss(logp, yb, reduction="sum").item()
-            correct += int((logp.argmax(-1) == yb).sum())
-            n += len(yb)
-    return {"accuracy": 100.0 * correct / max(1, n), "loss": loss / max(1, n)}
+    return evaluate_batches(model, source.eval_batches(split, batch_size), mode, samples)
 
 
 __all__ = ["MemorySource", "StreamSource", "DataError", "open_source", "evaluate_source", "check_data_options"]

@@ -28,6 +28,7 @@ from stbin.reporting.markdown import plural
 from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, checkpoint_path,  # noqa: F401  (re-exported)
                                        find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
 from stbin.training.config import Config
+from stbin.training.evaluation import evaluate  # noqa: F401  (re-exported)
 from stbin.training import distributed as D
 from stbin.training.lock import run_folder_lock
 
@@ -136,28 +137,6 @@ def build_optimizer(model: nn.Module, cfg: Config) -> tuple[torch.optim.Optimize
     if latent:
         rule = LatentWeightRule(model, gradient=o.latent, project=o.projection, clip=o.clip).attach(opt)
     return opt, rule
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Any, x: torch.Tensor, y: torch.Tensor, mode: str, batch_size: int,
-             device: torch.device, samples: int = 1) -> dict[str, float]:
-    """Accuracy (%) and loss of ``model`` in ``mode``; ``samples`` > 1 averages sampled softmaxes (ensemble)."""
-    from stbin.nn import eval_mode
-
-    correct, loss, n = 0, 0.0, 0
-    with eval_mode(model, mode):
-        for i in range(0, len(x), batch_size):
-            xb = data.prepare(x[i: i + batch_size].to(device))
-            yb = y[i: i + batch_size].to(device)
-            if samples > 1:
-                p = sum(torch.softmax(model(xb).float(), -1) for _ in range(samples)) / samples
-                logp = torch.log(p.clamp_min(1e-30))
-            else:
-                logp = torch.log_softmax(model(xb).float(), -1)
-            loss += F.nll_loss(logp, yb, reduction="sum").item()
-            correct += int((logp.argmax(-1) == yb).sum())
-            n += len(yb)
-    return {"accuracy": 100.0 * correct / max(1, n), "loss": loss / max(1, n)}
 
 
 def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
