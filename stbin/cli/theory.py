@@ -18,7 +18,7 @@ with a binarized ReLU and write a Markdown report with PNG plots:
   (d) <E g, df/dw> against the angle for each STE.
 
 Output: OUT/report.md, OUT/*.png. --quick is a smoke run of about 10 s.
-Plots need matplotlib: pip install "stbin[reports]"; --no-plots writes the text alone.
+Plots need matplotlib: pip install 'stbin[reports]'; --no-plots writes the text alone.
 
 examples:
   stbin theory                         # full run into runs/theory (a few minutes)
@@ -50,8 +50,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from stbin.cli.deps import require
-    require("matplotlib", extra="reports", purpose="stbin theory (its report's plots)")
     from pathlib import Path
 
     from stbin.cli.main import UsageError

@@ -24,7 +24,7 @@ __all__ = ["INSTALL_HINT", "MissingExtraError", "matplotlib_available", "require
            "save_figure", "colormap"]
 
 #: The command that installs the plotting extra.
-INSTALL_HINT = 'pip install "stbin[reports]"'
+INSTALL_HINT = "pip install 'stbin[reports]'"  # the form of every install hint (stbin.cli.deps)
 _MODULES = ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg")
 
 

@@ -83,16 +83,15 @@ def flat_record(result: Any) -> dict[str, float]:
 def log_gradient_quality(model: nn.Module, data: Any, batch: int = 100, seed: int = 0,
                          max_samples: int = HOOK_MAX_SAMPLES) -> dict[str, float]:
     """The ``log.gradient_quality_every`` hook: gradient quality of ``model`` on the first ``batch``
-    test images (ST and the deterministic proxies, tolerance 0.05, at most ``max_samples``
+    test images of ``data`` (a data source of :mod:`stbin.training.data_source`) (ST and the deterministic proxies, tolerance 0.05, at most ``max_samples``
     reference samples), as flat metrics (``gq/...``) for the epoch's record in ``metrics.jsonl``.
     Runs on a CPU copy; the model is untouched. (The trainer has no TensorBoard writer; the
     figures go wherever the epoch's metrics go.)"""
     import copy
 
     from stbin.analysis import gradient_quality
-    batch = min(batch, len(data.x_test))
-    x = data.prepare(data.x_test[:batch].cpu())
-    y = data.y_test[:batch].cpu()
+    xb, yb = next(iter(data.eval_batches("test", batch)))  # the first test images, prepared (any data source)
+    x, y = xb.cpu(), yb.cpu()
     m = copy.deepcopy(model).cpu().float()
     res = gradient_quality(m, cross_entropy, x, y, methods=HOOK_METHODS, tolerance=HOOK_TOLERANCE,
                            generator=torch.Generator().manual_seed(seed), max_samples=max_samples,

@@ -1,5 +1,8 @@
 """``stbin reproduce``: list, unknown names, a --quick run on tiny data."""
 
+import subprocess
+import sys
+
 from stbin.cli.main import main
 
 

@@ -37,8 +37,13 @@ def breaks(in_features: int = 64, num_classes: int = 10, after: int = 1, how: st
     return _Breaks(in_features, num_classes, after, how)
 
 
-if "test_breaks" not in MODELS:
-    MODELS.register("test_breaks", breaks)
+@pytest.fixture(autouse=True)
+def _breaks_model():
+    """``test_breaks`` is registered for these tests only (the model registry is shared by the session)."""
+    if "test_breaks" not in MODELS:
+        MODELS.register("test_breaks", breaks)
+    yield
+    MODELS._items.pop("test_breaks", None)
 
 SMALL = ["data.options={n_train=64, n_test=32}", "train.batch_size=32", "eval.ensemble=0", "train.epochs=3",
          'model={name="test_breaks"}', 'optim.latent="mirror"']
