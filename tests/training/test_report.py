@@ -54,6 +54,6 @@ def test_plots_requested_without_matplotlib_is_one_clear_error(tmp_path, monkeyp
 
     monkeypatch.setattr(figures, "matplotlib_available", lambda: False)
     cfg = build_config("tiny", overrides=[f'out_dir="{tmp_path}"'])
-    with pytest.raises(ValueError, match=r'pip install "stbin\[reports\]"'):
+    with pytest.raises(ValueError, match=r"pip install 'stbin\[reports\]'"):
         write_report(tmp_path, cfg, "mlp", {}, model(), (1, 2, 2), fake_results(), plots=True)
     assert not (tmp_path / "report.md").exists()
