@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import numpy as np
 import torch
+from _timing import median_seconds
 
 
 def median_us(f, n: int = 2000) -> float:
-    for _ in range(50):
-        f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e6
+    return median_seconds(f, n, warmup=50) * 1e6
 
 
 def main() -> None:

@@ -17,20 +17,13 @@ outputs). Two ways to compute it, timed in one run (medians):
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from _timing import median_seconds
 
 
 def median_ms(f, n: int) -> float:
-    f()
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
+    return median_seconds(f, n) * 1e3
 
 
 def main() -> None:

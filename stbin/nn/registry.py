@@ -93,7 +93,8 @@ class BinaryModule(nn.Module):
 
     def mode_module(self) -> nn.Module:
         """A module of standard tensor ops computing this module in ``mode`` (for ONNX export)."""
-        raise NotImplementedError(f"{type(self).__name__} has no plain-op equivalent (mode_module) for export")
+        raise ValueError(f"{type(self).__name__} has no plain-op equivalent (mode_module) for ONNX export; "
+                         f"define mode_module() in it (docs/extending.md)")
 
 
 @dataclass(frozen=True)
