@@ -196,8 +196,7 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
     from stbin.models import build_model
     from stbin.training.data_source import evaluate_source, open_source
 
-    t_start = time.perf_counter()
-    cfg.validate()
+    t_start = time.perf_counter()  # cfg was validated by train()
     if plots:
         from stbin.reporting import require_matplotlib
         require_matplotlib("the curves of the training report")
