@@ -4,9 +4,9 @@ CPU tensors draw from the counter-based Philox stream of :mod:`stbin.estimators.
 The noise's ``cdf`` writes ``F(a/s)`` into the output buffer, and the fused kernel
 (:mod:`stbin.estimators._philox_numba`) turns it into ±1 in place, so no uniform tensor
 is ever formed and only the output is allocated at full size. (Processing the two steps
-chunk by chunk, while a chunk is in L2, measured no faster on this machine: both are
-compute-bound on one core, and with two threads the hand-over between torch's and
-numba's thread pools at every chunk costs more than it saves.) The kernel is serial below
+chunk by chunk, while a chunk is in L2, measured no faster with one thread — both are
+compute-bound — and much slower with two threads on a loaded machine, where every chunk
+hands over between torch's and numba's thread pools.) The kernel is serial below
 ``THRESHOLDS.parallel_sampling_min_numel`` elements (or with one torch thread) and
 parallel over numba's threads (as many as ``torch.get_num_threads()``) from there on —
 both give identical numbers, as does the pure-torch fallback used where numba cannot be
