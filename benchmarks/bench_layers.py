@@ -26,7 +26,11 @@ A **sampling-only row** times drawing ``--sampling-numel`` Bernoulli weights (16
 4096x4096 by default; logistic noise, float32) against a memory copy of the same bytes
 (read 4 bytes, write 4 bytes per weight: the memory-bandwidth bound of sampling) and against
 the sampler stbin used before its Philox stream (``benchmarks/previous_sampler.py``), all
-interleaved in the same run; it reports weights per second and the ratios.
+interleaved in the same run; it reports weights per second and the ratios. ``stbin`` is
+the call as a training loop makes it (the previous sample is dropped, so its buffer is
+reused); ``stbin_fresh`` allocates the output anew at every call (page faults included);
+``cdf_pass`` and ``kernel_pass`` are stbin's two passes alone in preallocated buffers
+(``F(a/s)`` by torch; the Philox kernel comparing in place).
 
 Usage::
 
@@ -240,6 +244,7 @@ def _loadavg() -> str:
 def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
     """Time Bernoulli weight sampling against a copy of the same bytes and the previous sampler."""
     from stbin.estimators import bernoulli_weight  # noqa: PLC0415
+    from stbin.estimators._common import path_thresholds  # noqa: PLC0415
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from previous_sampler import previous_sample_sign  # noqa: PLC0415
@@ -247,10 +252,22 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
     g = torch.Generator().manual_seed(0)
     theta = torch.rand(numel, generator=g).mul_(4).sub_(2)
     dst = torch.empty_like(theta)
+    def fresh() -> None:  # stbin with its output allocated anew at every call (no buffer reuse)
+        with path_thresholds(reuse_output_min_numel=1 << 62):
+            bernoulli_weight(theta, "logistic", 1.0, "sample")
+
+    from stbin.estimators import sampling  # noqa: PLC0415
+
+    prob = torch.sigmoid(theta)
+    seed = torch.tensor([1, 2, 3, 4])
     steps = {
         "copy": lambda: dst.copy_(theta),
         "stbin": lambda: bernoulli_weight(theta, "logistic", 1.0, "sample"),
+        "stbin_fresh": fresh,
         "previous": lambda: previous_sample_sign(theta, 1.0),
+        # stbin's two passes alone, in preallocated buffers: F(a/s), then the Philox kernel in place
+        "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
+        "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
     }
     vs = []
     with torch.no_grad():
@@ -274,8 +291,8 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
 
 def format_sampling(row: dict) -> str:
     lines = [f"sampling {row['numel'] / 1e6:.1f} M Bernoulli weights (logistic, float32), median ms and weights/s:"]
-    for k in ("copy", "stbin", "previous"):
-        lines.append(f"  {k:<9} {row[k + '_ms']:9.2f} ms  {row[k + '_weights_per_s'] / 1e9:7.3f} G weights/s")
+    for k in ("copy", "stbin", "stbin_fresh", "previous", "cdf_pass", "kernel_pass"):
+        lines.append(f"  {k:<11} {row[k + '_ms']:9.2f} ms  {row[k + '_weights_per_s'] / 1e9:7.3f} G weights/s")
     lines.append(f"  stbin/copy {row['stbin/copy']:.2f} (bar <= {SAMPLING_COPY_RATIO:g}); "
                  f"previous/stbin {row['previous/stbin']:.1f}x faster (bar >= {SAMPLING_SPEEDUP:g})")
     return "\n".join(lines)

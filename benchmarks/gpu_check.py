@@ -36,8 +36,13 @@ def run(cmd: list[str]) -> bool:
     return subprocess.call(cmd, cwd=ROOT) == 0
 
 
-def preset_amp_steps(steps: int) -> list[str]:
-    """Train every preset's model for ``steps`` AMP steps on CUDA; the failures as messages."""
+def preset_amp_steps(steps: int, device: str = "cuda", dtypes: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16),
+                     presets: list[str] | None = None) -> list[str]:
+    """Train each preset's model (default: every preset) for ``steps`` AMP steps; the failures as messages.
+
+    ``device`` is ``"cuda"`` here; the test suite runs the same code on ``"cpu"`` with
+    bfloat16, so that the script's calls into stbin stay valid on machines without a GPU.
+    """
     sys.path.insert(0, ROOT)
     import torch.nn.functional as F  # noqa: PLC0415
 
@@ -47,29 +52,30 @@ def preset_amp_steps(steps: int) -> list[str]:
     from stbin.training.trainer import build_optimizer, model_kwargs_for  # noqa: PLC0415
 
     failures = []
-    for preset in preset_names():
+    for preset in preset_names() if presets is None else presets:
         cfg = get_preset(preset)
         shape = INPUT_SHAPES[cfg.data.name]
-        for amp_dtype in (torch.float16, torch.bfloat16):
+        for amp_dtype in dtypes:
             torch.manual_seed(0)
             name, kw = model_kwargs_for(cfg, shape, 10)
-            model = build_model(name, **kw).cuda().train()
+            model = build_model(name, **kw).to(device).train()
             opt, _ = build_optimizer(model, cfg)
-            scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-            x = torch.randn(16, *shape, device="cuda")
-            y = torch.randint(10, (16,), device="cuda")
+            scaler = torch.amp.GradScaler(device, enabled=amp_dtype == torch.float16)
+            x = torch.randn(16, *shape, device=device)
+            y = torch.randint(10, (16,), device=device)
             before = [p.detach().clone() for p in model.parameters()]
             t0 = time.perf_counter()
             losses = []
             for _ in range(steps):
-                with torch.autocast("cuda", dtype=amp_dtype):
+                with torch.autocast(device, dtype=amp_dtype):
                     loss = F.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                losses.append(float(loss))
-            torch.cuda.synchronize()
+                losses.append(float(loss.detach()))
+            if device == "cuda":
+                torch.cuda.synchronize()
             changed = any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
             ok = all(math.isfinite(v) for v in losses) and changed
             print(f"  {preset:<20} {str(amp_dtype):<15} losses {', '.join(f'{v:.3f}' for v in losses)}  "

@@ -63,9 +63,11 @@ def sign_pm1(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
 
 # Size-dependent code paths. CPU sampling runs the parallel kernel from
 # ``parallel_sampling_min_numel`` elements on (below, the serial one: same numbers, no
-# thread wake-up); the logistic ST backward runs on chunks of ``chunk_numel`` elements
-# (512 KB of float32, within L2) from that size on, so large tensors are not streamed
-# through memory pass after pass. The values are read at every call, so tests force each
+# thread wake-up) and reuses its output buffer from ``reuse_output_min_numel`` elements
+# on (32 MiB of float32: glibc's largest heap block; larger ones are mapped afresh, with
+# page faults, at every allocation); sampling and the logistic ST backward run on chunks
+# of ``chunk_numel`` elements (512 KB of float32, within L2), so large tensors are not
+# streamed through memory pass after pass. The values are read at every call, so tests force each
 # path on small tensors with :func:`path_thresholds` (every path must give the closed
 # form by value).
 
@@ -76,6 +78,7 @@ class PathThresholds:
 
     parallel_sampling_min_numel: int = 1 << 15
     chunk_numel: int = 1 << 17
+    reuse_output_min_numel: int = 1 << 23
 
 
 THRESHOLDS = PathThresholds()

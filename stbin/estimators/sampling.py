@@ -1,13 +1,26 @@
 r"""Sampling of noise-injected signs: ``x = sign(a - s z)``, +1 with probability ``F(a/s)``.
 
-CPU tensors draw from the counter-based Philox stream of :mod:`stbin.estimators.random`:
-``F(a/s)`` is computed by the noise's own ``cdf`` into the (fresh) output buffer, and the
-fused kernel :func:`philox_sign_` turns it into ±1 in place, so no uniform tensor is ever
-formed. The kernel is the numba one (:mod:`stbin.estimators._philox_numba`), serial below
+CPU tensors draw from the counter-based Philox stream of :mod:`stbin.estimators.random`.
+The noise's ``cdf`` writes ``F(a/s)`` into the output buffer, and the fused kernel
+(:mod:`stbin.estimators._philox_numba`) turns it into ±1 in place, so no uniform tensor
+is ever formed and only the output is allocated at full size. (Processing the two steps
+chunk by chunk, while a chunk is in L2, measured no faster with one thread — both are
+compute-bound — and much slower with two threads on a loaded machine, where every chunk
+hands over between torch's and numba's thread pools.) The kernel is serial below
 ``THRESHOLDS.parallel_sampling_min_numel`` elements (or with one torch thread) and
-parallel over numba's threads (as many as ``torch.get_num_threads()``) from there on — both give identical numbers, as
-does the pure-torch fallback used where numba cannot be imported. Other devices (CUDA)
-compare with ``torch.rand`` drawn from the generator (torch's own parallel Philox).
+parallel over numba's threads (as many as ``torch.get_num_threads()``) from there on —
+both give identical numbers, as does the pure-torch fallback used where numba cannot be
+imported. Other devices (CUDA) compare with ``torch.rand`` drawn from the generator
+(torch's own parallel Philox).
+
+**Output buffers.** glibc returns blocks above 32 MiB to the system when they are freed
+and maps them anew (page faults, zero-filled pages) when they are allocated again, so a
+fresh 67 MB weight sample per step costs about as much as sampling it. From
+``THRESHOLDS.reuse_output_min_numel`` elements on, the output of the previous call of the
+same size and dtype is reused — but only when nothing references its storage any more
+(no tensor, view, autograd-saved tensor or numpy array: checked with the storage's
+reference count); otherwise a fresh buffer is allocated. The returned tensor is always
+a new tensor object (not a view) owning a reference to that storage.
 
 The kernel is registered as the torch custom operator ``stbin::philox_sign_`` with a fake
 (meta) implementation, so ``torch.compile`` keeps it in the graph as one opaque call (no
@@ -17,8 +30,13 @@ generator, which the compiler traces as an ordinary random op.
 
 from __future__ import annotations
 
+import math
+import sys
+import threading
+
 import torch
 
+from stbin._validation import compute_dtype
 from stbin.estimators._common import THRESHOLDS, scaled, sign_pm1, upcast
 from stbin.estimators.noise import Noise
 from stbin.estimators.random import draw_seed, sign_from_probability
@@ -27,6 +45,7 @@ try:  # numba is a dependency; the pure-torch stream is a fallback for platforms
     from stbin.estimators import _philox_numba as _kernel
 except ImportError:  # pragma: no cover - exercised by the fallback test through monkeypatch
     _kernel = None  # type: ignore[assignment]
+
 
 def _philox_sign_impl(p: torch.Tensor, seed: torch.Tensor) -> None:
     if p.numel() == 0:
@@ -94,13 +113,86 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
     """
     if a.device.type != "cpu":
         return _sample_sign_rand(a, noise, scale, generator)
-    p = probability(a, noise, scale)
     seed = draw_seed(generator)
     if _is_compiling():
+        p = probability(a, noise, scale)
         philox_sign_(p, seed)  # one opaque node of the graph
     else:
-        _philox_sign_impl(p, seed)  # eager: skip the custom-op dispatch (about 50 us a call)
+        p = _sample_eager(a, noise, scale, seed)  # eager: no custom-op dispatch (about 50 us a call)
     return p if p.dtype == a.dtype else p.to(a.dtype)
+
+
+def _sample_eager(a: torch.Tensor, noise: Noise, scale: float, seed: torch.Tensor) -> torch.Tensor:
+    """Eager CPU sampling: ``F(a/s)`` into the (possibly reused) output buffer, then the kernel in place."""
+    out = BUFFERS.take(a.shape, compute_dtype(a.dtype))
+    if a.numel():
+        _cdf_into(out.view(-1), a.reshape(-1), noise, scale)
+        _philox_sign_impl(out, seed)
+    return out
+
+
+def _cdf_into(dst: torch.Tensor, a: torch.Tensor, noise: Noise, scale: float) -> None:
+    """``dst <- F(upcast(a) / scale)``: the same operations as :func:`probability`, written into ``dst``."""
+    if noise.cdf is not torch.sigmoid:
+        t, _ = scaled(a, scale)
+        dst.copy_(noise.cdf(t))
+        return
+    t = a
+    if a.dtype != dst.dtype:
+        t = dst.copy_(a)  # upcast first, then divide, as upcast(a) / scale
+    if scale != 1.0:
+        t = torch.div(t, scale, out=dst)
+    torch.sigmoid(t, out=dst)
+
+
+class _Entry:
+    """A cached buffer, the Python object of its storage, and the reference counts while only the cache holds them."""
+
+    __slots__ = ("buf", "storage", "base")
+
+    def __init__(self, buf: torch.Tensor) -> None:
+        self.buf = buf
+        self.storage = buf.untyped_storage()  # torch keeps one Python object per storage: hold it
+        self.base = self.counts()
+
+    def counts(self) -> tuple[int, int]:
+        """(C++ references to the storage, Python references to its object)."""
+        return torch._C._storage_Use_Count(self.storage._cdata), sys.getrefcount(self.storage)
+
+
+class OutputBuffers:
+    """One reusable output buffer per (shape, dtype) for large samples (see the module docstring).
+
+    ``take(shape, dtype)`` returns a new tensor on the cached buffer's storage when that
+    storage is referenced by nothing but the cache (no tensor, view, saved tensor, numpy
+    array or storage object), and a freshly allocated one otherwise (which then becomes
+    the cached buffer). Below ``THRESHOLDS.reuse_output_min_numel`` elements it always
+    allocates (glibc keeps such blocks mapped: there are no page faults to save).
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[tuple[int, ...], torch.dtype], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        if numel < THRESHOLDS.reuse_output_min_numel or not hasattr(torch._C, "_storage_Use_Count"):
+            return torch.empty(shape, dtype=dtype)
+        key = (tuple(shape), dtype)
+        with self._lock:
+            entry = self._bufs.get(key)
+            if entry is None or entry.counts() != entry.base:
+                entry = self._bufs[key] = _Entry(torch.empty(shape, dtype=dtype))
+            buf = entry.buf
+            return torch.empty(0, dtype=dtype).set_(buf.untyped_storage(), 0, buf.shape, buf.stride())
+
+    def clear(self) -> None:
+        """Drop every cached buffer (their memory is freed once no sample refers to it)."""
+        with self._lock:
+            self._bufs.clear()
+
+
+BUFFERS = OutputBuffers()
 
 
 def _is_compiling() -> bool:

@@ -35,3 +35,16 @@ def test_bench_layers_sampling_row_reports_weights_per_second(tmp_path):
         assert row[f"{k}_ms"] > 0 and row[f"{k}_weights_per_s"] == pytest.approx(65536 / (row[f"{k}_ms"] / 1e3))
     assert row["stbin/copy"] == pytest.approx(row["stbin_ms"] / row["copy_ms"])
     assert "stbin/copy" in r.stdout and "G weights/s" in r.stdout
+
+
+def test_gpu_check_training_code_runs_on_cpu_with_bfloat16(capsys):
+    """The script's AMP training steps, on CPU: its calls into stbin are valid without a GPU."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(ROOT, "benchmarks", "gpu_check.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    failures = mod.preset_amp_steps(2, device="cpu", dtypes=(torch.bfloat16,), presets=["sbn_mnist", "lenet5_mnist"])
+    assert failures == []
+    out = capsys.readouterr().out
+    assert out.count(" ok") == 2 and "FAILED" not in out

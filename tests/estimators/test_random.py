@@ -169,6 +169,21 @@ def test_seeding_generators_and_resume():
     assert not torch.equal(bernoulli_weight(a, generator=g), w1)
 
 
+@pytest.mark.parametrize("cut", [1024, 40 * 1024, 256 * 1024])
+def test_a_call_processed_in_chunks_gives_the_numbers_of_one_call(cut):
+    """The kernel's ``start``: chunks of a call, each at its offset, reproduce the whole call."""
+    p = torch.rand(300_000, generator=torch.Generator().manual_seed(2), dtype=torch.float64).float()
+    seed = np.array([11, 12, 13, 14], dtype=np.int64)
+    whole = p.clone()
+    sampling._kernel.compare_inplace(whole.numpy(), seed, False)
+    parts = p.clone()
+    for lo in range(0, p.numel(), cut):
+        sampling._kernel.compare_inplace(parts[lo:lo + cut].numpy(), seed, lo % 2 == 0, 2, start=lo)
+    assert torch.equal(parts, whole)
+    with pytest.raises(ValueError, match="multiple of 1024"):
+        sampling._kernel.compare_inplace(parts[5:].numpy(), seed, False, start=5)
+
+
 def test_identical_samples_for_one_and_two_threads():
     p = torch.rand(300_000, dtype=torch.float64).float()
     seed = torch.tensor([7, 8, 9, 10])
