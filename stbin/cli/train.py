@@ -87,7 +87,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _check_resume_overrides(args: argparse.Namespace, overrides: list[str], ckpt: dict) -> None:
     """Refuse options that would change the run being resumed (they would be ignored or mix two runs)."""
-    from stbin.training.config import build_config, parse_override
+    from stbin.training.config import build_config, normalised_config, parse_override
 
     where = ckpt.get("_path", "the checkpoint")
     if args.resume:  # an explicit PATH: the run is the checkpoint's; a preset or config file has no role
@@ -102,7 +102,9 @@ def _check_resume_overrides(args: argparse.Namespace, overrides: list[str], ckpt
                                  f"{', '.join(RESUMABLE_KEYS)} can); start a new run in another --out")
         return
     # --resume without PATH: the preset / config / overrides name the run; they must be the checkpoint's
-    mine, theirs = _flat(build_config(args.preset, args.config, overrides).to_dict()), _flat(ckpt["config"])
+    # compared in the normalised form: renamed model options, keys added with their defaults since
+    mine = _flat(normalised_config(build_config(args.preset, args.config, overrides).to_dict()))
+    theirs = _flat(normalised_config(ckpt["config"]))
     for key in sorted(set(mine) | set(theirs)):
         if key not in RESUMABLE_KEYS and mine.get(key) != theirs.get(key):
             raise ValueError(f"{key} = {mine.get(key)!r} differs from the resumed run's {theirs.get(key)!r} "
