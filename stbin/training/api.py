@@ -83,14 +83,30 @@ def _apply(cfg: Config, overrides: Sequence[str] | dict[str, Any]) -> Config:
 
 
 def resume_point(target: str | os.PathLike, overrides: Sequence[str] | dict[str, Any] = (),
-                 warn: Callable[[str], None] | None = None) -> tuple[Config, dict[str, Any]]:
-    """The configuration stored in the newest complete checkpoint of ``target`` (a run folder or a
-    checkpoint file) with ``overrides`` applied, and that checkpoint."""
+                 warn: Callable[[str], None] | None = None,
+                 check: Callable[[dict[str, Any]], None] | None = None) -> tuple[Config, dict[str, Any]]:
+    """The configuration stored in the newest complete checkpoint of ``target`` with ``overrides``
+    applied, and that checkpoint.
+
+    Args:
+        target: a run folder (its newest checkpoint that loads; the run's ``out_dir`` becomes this
+            folder) or a checkpoint file.
+        overrides: ``"section.key=value"`` strings (or a nested dict) applied over the stored configuration.
+        warn: called with a line for each damaged newer checkpoint that is skipped.
+        check: called with the checkpoint before the overrides are applied (e.g. to refuse
+            overrides that would change the run; ``stbin train --resume`` does).
+
+    Raises:
+        ValueError: the checkpoint has no training configuration, or the result is not valid.
+        FileNotFoundError: nothing to resume at ``target``.
+    """
     from stbin.training.trainer import latest_checkpoint
 
     ckpt = latest_checkpoint(target, warn=warn)
     if not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"{ckpt['_path']} has no training configuration; it cannot be resumed")
+    if check is not None:
+        check(ckpt)
     cfg = _apply(from_dict(ckpt["config"]), overrides)
     if Path(target).is_dir():
         cfg.out_dir = str(target)
