@@ -113,14 +113,29 @@ def resume_point(target: str | os.PathLike, overrides: Sequence[str] | dict[str,
     return cfg.validate(), ckpt
 
 
-def check_options(cfg: Config) -> None:
-    """Type checks of the switches this layer adds (one ValueError naming key and value)."""
-    from stbin.training.data_source import check_data_options
+#: the switches this layer acts on itself (before the trainer runs), checked by their rules in
+#: :data:`stbin.training.validation.RULES`
+OPTION_KEYS = ("train.deterministic", "train.sync_batchnorm", "log.tensorboard")
 
-    for key, v in (("train.deterministic", cfg.train.deterministic), ("train.sync_batchnorm", cfg.train.sync_batchnorm),
-                   ("log.tensorboard", cfg.log.tensorboard)):
-        if not isinstance(v, bool):
-            raise ValueError(f"{key} must be true or false, got {v!r}")
+
+def check_options(cfg: Config) -> None:
+    """Check the switches of :data:`OPTION_KEYS` by their :data:`~stbin.training.validation.RULES`
+    and the data source's options (one ValueError naming key and value), also for a
+    :class:`Config` changed after it was validated.
+
+    >>> cfg = to_config({"preset": "tiny"})
+    >>> cfg.train.deterministic = "yes"
+    >>> check_options(cfg)
+    Traceback (most recent call last):
+    ...
+    stbin.training.validation.ConfigError: train.deterministic must be true or false, got 'yes'
+    """
+    from stbin.training.data_source import check_data_options
+    from stbin.training.validation import check_key
+
+    for key in OPTION_KEYS:
+        section, name = key.split(".")
+        check_key(key, getattr(getattr(cfg, section), name))
     check_data_options(cfg)
 
 
