@@ -5,7 +5,7 @@ This module imports no model module: a model module registers its builders with 
 ``@register_model("name")`` decorator, and :mod:`stbin.models` imports the model modules, so
 that no module imports a package that imports it back.
 
->>> import stbin.models  # registers the models
+>>> from stbin.models import canonical_model_kwargs  # the package registers the models
 >>> canonical_model_kwargs("mlp", {"hidden": [512, 512, 512], "batch_norm": True, "weight_scale": 0.1})
 {'weight_noise_scale': 0.1}
 """
@@ -42,7 +42,7 @@ def build_model(name: str, **kwargs: object) -> nn.Module:
             :class:`stbin.models.common.QuantSpec`).
 
     >>> import torch
-    >>> import stbin.models  # registers the models
+    >>> from stbin.models import build_model  # the package registers the models
     >>> net = build_model("mlp", in_features=16, hidden=[8], num_classes=3, activation="sign")
     >>> net(torch.randn(5, 16)).shape
     torch.Size([5, 3])
