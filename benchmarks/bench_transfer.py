@@ -27,37 +27,33 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stbin.data import load_mnist
+from stbin.data import load_dataset
 from stbin.nn import binarize, ensemble_predict, eval_mode
 from stbin.optim import LatentWeightRule, split_parameters
 
 
 def lenet5() -> nn.Sequential:
-    """A float LeNet-5 as a user would write it."""
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5, padding=2), nn.MaxPool2d(2), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, 16, 5), nn.MaxPool2d(2), nn.BatchNorm2d(16), nn.ReLU(), nn.Flatten(),
-        nn.Linear(400, 120), nn.BatchNorm1d(120), nn.ReLU(),
-        nn.Linear(120, 84), nn.BatchNorm1d(84), nn.ReLU(),
-        nn.Linear(84, 10))
+    """The float LeNet-5 as a user would write it: the one of examples/binarize_your_model.py."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "binarize_your_model.py"
+    spec = importlib.util.spec_from_file_location("binarize_your_model", path)
+    example = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(example)  # type: ignore[union-attr]
+    return example.float_lenet5()
 
 
 def mnist(n_train: int | None) -> tuple[torch.Tensor, ...]:
-    def prep(x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() / 255.0 - 0.1307) / 0.3081).unsqueeze(1)
-
-    xtr, ytr = load_mnist("train")
-    xte, yte = load_mnist("test")
-    if n_train is not None:
-        xtr, ytr = xtr[:n_train], ytr[:n_train]
-    return prep(xtr), ytr, prep(xte), yte
+    """Normalised MNIST (the training pipeline's constants): train images, labels, test images, labels."""
+    d = load_dataset("mnist", train_limit=n_train)
+    return d.prepare(d.x_train), d.y_train, d.prepare(d.x_test), d.y_test
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch: int,

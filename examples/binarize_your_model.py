@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import stbin.deploy
-from stbin.data import load_mnist
+from stbin.data import load_dataset
 from stbin.nn import binarize, ensemble_predict, eval_mode
 from stbin.optim import LatentWeightRule, split_parameters
 
@@ -44,10 +44,10 @@ def float_lenet5() -> nn.Sequential:
         nn.Linear(84, 10))
 
 
-def mnist(split: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = load_mnist(split)
-    x = ((x.float() / 255.0 - 0.1307) / 0.3081).unsqueeze(1)
-    return (x, y) if n is None else (x[:n], y[:n])
+def mnist(n_train: int | None, n_test: int | None) -> tuple[torch.Tensor, ...]:
+    """Normalised MNIST (stbin's loader and constants): train images, labels, test images, labels."""
+    d = load_dataset("mnist", train_limit=n_train, test_limit=n_test)
+    return d.prepare(d.x_train), d.y_train, d.prepare(d.x_test), d.y_test
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    xtr, ytr = mnist("train", 2000 if args.quick else None)
-    xte, yte = mnist("test", 1000 if args.quick else None)
+    xtr, ytr, xte, yte = mnist(2000 if args.quick else None, 1000 if args.quick else None)
     k = 3 if args.quick else 10
 
     # 1. your float model, trained as usual

@@ -52,9 +52,9 @@ class Registry(Generic[T]):
         """
 
         def add(o: T) -> T:
-            if name in self._items:
+            if name in self._items and not _same_definition(self._items[name], o):
                 raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._items[name] = o
+            self._items[name] = o  # the same definition again (its module executed anew): replaced
             return o
 
         return add if obj is None else add(obj)
@@ -81,6 +81,14 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}: {', '.join(self.names())})"
+
+
+def _same_definition(a: object, b: object) -> bool:
+    """Whether ``a`` and ``b`` are one function or class defined again: the same module and
+    qualified name (a module executed a second time, as ``pytest --doctest-modules`` does with a
+    file that registers its entries on import)."""
+    names = [(getattr(x, "__module__", None), getattr(x, "__qualname__", None)) for x in (a, b)]
+    return None not in names[0] and names[0] == names[1]
 
 
 def unknown_name_message(kind: str, name: object, valid: object) -> str:

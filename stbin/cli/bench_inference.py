@@ -217,8 +217,8 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stbin.cli.deps import require
-    require("numba", extra="deploy", purpose="stbin bench-inference")
+    from stbin._extras import require_extra
+    require_extra("numba", extra="deploy", purpose="stbin bench-inference")
     for name in ("hidden", "batch", "linear_size", "linear_batch", "repeats", "threads", "net_batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

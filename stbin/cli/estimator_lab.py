@@ -109,8 +109,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stbin.cli.deps import require
-    require("matplotlib", extra="reports", purpose="stbin estimators (its report's plots)")
+    from stbin.reporting import require_matplotlib
+    require_matplotlib("the plots of the estimator lab's report", alternative=None)
     if args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     cfg = build_config(args)

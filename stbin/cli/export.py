@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
         return run_onnx(args, shape)
     if args.verify:
-        from stbin.cli.deps import require
-        require("numba", extra="deploy", purpose="stbin export --verify")
+        from stbin._extras import require_extra
+        require_extra("numba", extra="deploy", purpose="stbin export --verify")
 
     from stbin.deploy import binary_weight_bytes, export_checkpoint
     from stbin.training import load_checkpoint, load_model

@@ -94,11 +94,9 @@ def _validate(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--reference must be one of {', '.join(REFERENCES)}, got {args.reference!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     _resolve(methods)
-    if not args.no_plot:
-        try:
-            import matplotlib  # noqa: F401  (checked before any work)
-        except ImportError:
-            raise ValueError("the plot needs matplotlib (pip install matplotlib), or pass --no-plot") from None
+    if not args.no_plot:  # checked before any work
+        from stbin.reporting import require_matplotlib
+        require_matplotlib("the plot of the gradient quality", alternative="--no-plot")
     return methods
 
 

@@ -90,8 +90,6 @@ def _one_line_warnings(command: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from stbin.cli.deps import MissingDependency
-
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # reported by the sub-command's name, like its other errors
@@ -108,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stbin: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, OSError, MissingDependency) as e:
+    except (UsageError, ValueError, OSError) as e:  # a missing extra: stbin._extras.MissingExtraError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, OSError) and getattr(e, "filename", None) and str(e.filename) not in msg:
             msg = f"{msg}: {e.filename}"

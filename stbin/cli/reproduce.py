@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         for r in recipe.runs(args.quick, list(range(n)), args.dataset):
             print(r.key + (f"  (starts from {r.init_from})" if r.init_from else ""))
         return 0
-    from stbin.cli.deps import require
-    require("matplotlib", extra="reports", purpose="stbin reproduce (its report's plots)")
+    from stbin.reporting import require_matplotlib
+    require_matplotlib("the plots of the recipe's report", alternative=None)
     report = run_recipe(args.name, args.out, quick=args.quick, seeds=args.seeds, overrides=args.overrides,
                         cifar_root=args.cifar_root, device=args.device, jobs=args.jobs,
                         epoch_scale=args.epoch_scale, dataset=args.dataset, deep_overrides=args.deep_overrides,

@@ -87,7 +87,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _check_resume_overrides(args: argparse.Namespace, overrides: list[str], ckpt: dict) -> None:
     """Refuse options that would change the run being resumed (they would be ignored or mix two runs)."""
-    from stbin.training.config import build_config, parse_override
+    from stbin.training.config import build_config, normalised_config, parse_override
 
     where = ckpt.get("_path", "the checkpoint")
     if args.resume:  # an explicit PATH: the run is the checkpoint's; a preset or config file has no role
@@ -102,7 +102,9 @@ def _check_resume_overrides(args: argparse.Namespace, overrides: list[str], ckpt
                                  f"{', '.join(RESUMABLE_KEYS)} can); start a new run in another --out")
         return
     # --resume without PATH: the preset / config / overrides name the run; they must be the checkpoint's
-    mine, theirs = _flat(build_config(args.preset, args.config, overrides).to_dict()), _flat(ckpt["config"])
+    # compared in the normalised form: renamed model options, keys added with their defaults since
+    mine = _flat(normalised_config(build_config(args.preset, args.config, overrides).to_dict()))
+    theirs = _flat(normalised_config(ckpt["config"]))
     for key in sorted(set(mine) | set(theirs)):
         if key not in RESUMABLE_KEYS and mine.get(key) != theirs.get(key):
             raise ValueError(f"{key} = {mine.get(key)!r} differs from the resumed run's {theirs.get(key)!r} "
@@ -112,7 +114,7 @@ def _check_resume_overrides(args: argparse.Namespace, overrides: list[str], ckpt
 def run(args: argparse.Namespace) -> int:
     """A thin layer over :func:`stbin.train`: flags -> config (or resume point) -> train -> summary lines."""
     from stbin.training.api import train
-    from stbin.training.config import build_config, dumps_toml, from_dict, merge, parse_override
+    from stbin.training.config import build_config, dumps_toml
 
     if args.list_presets:
         from stbin.training import presets
@@ -124,23 +126,18 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         from pathlib import Path
 
-        from stbin.training.trainer import latest_checkpoint
+        from stbin.training.api import resume_point
 
-        target = args.resume or None
-        if target is None:  # the output folder of the (preset/config/overrides) run
-            target = build_config(args.preset, args.config, overrides).out_dir
-        resume = latest_checkpoint(target, warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
-        if args.out and Path(target).is_dir() and Path(args.out).resolve() != Path(target).resolve():
-            raise ValueError(f"--out {args.out} differs from the run folder being resumed ({target})")
-        if not isinstance(resume.get("config"), dict):
-            raise ValueError(f"{resume['_path']} has no training configuration; it cannot be resumed")
-        _check_resume_overrides(args, overrides, resume)
-        cfg = from_dict(resume["config"])
-        for item in overrides:
-            cfg = merge(cfg, parse_override(item), "override")
-        if Path(target).is_dir():
-            cfg.out_dir = str(target)
-        cfg.validate()
+        # the run folder: PATH, or the output folder of the (preset/config/overrides) run
+        target = args.resume or build_config(args.preset, args.config, overrides).out_dir
+
+        def check(ckpt: dict) -> None:
+            if args.out and Path(target).is_dir() and Path(args.out).resolve() != Path(target).resolve():
+                raise ValueError(f"--out {args.out} differs from the run folder being resumed ({target})")
+            _check_resume_overrides(args, overrides, ckpt)
+
+        cfg, resume = resume_point(target, overrides, check=check,
+                                   warn=lambda m: print(f"stbin train: warning: {m}", file=sys.stderr))
     else:
         cfg = build_config(args.preset, args.config, overrides)
     if args.print_config:

@@ -17,7 +17,9 @@ from stbin.data.digits import load_digits
 from stbin.data.synthetic import load_synthetic
 from stbin.data.transforms import augment, random_crop, random_hflip, to_float
 from stbin.data.datasets import DATASETS, ImageData, load_dataset
+from stbin.data.streaming import STREAMING
+from stbin.data import image_folder as _image_folder  # noqa: F401  (registers the streaming dataset image_folder)
 
 __all__ = ["load_mnist", "load_fashion_mnist", "load_idx_split", "read_idx", "load_numpy_pickle",
            "RestrictedUnpickler", "load_cifar10", "load_digits", "load_synthetic", "augment", "random_crop",
-           "random_hflip", "to_float", "DATASETS", "ImageData", "load_dataset"]
+           "random_hflip", "to_float", "DATASETS", "ImageData", "load_dataset", "STREAMING"]

@@ -50,10 +50,10 @@ class Skipped:
 
 
 def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise ValueError("data.name = \"image_folder\" needs Pillow: pip install 'stbin[images]'") from None
+    from stbin._extras import require_extra
+
+    require_extra("PIL", "PIL.Image", extra="images", purpose='data.name = "image_folder"', name="Pillow")
+    from PIL import Image
     return Image
 
 

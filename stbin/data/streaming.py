@@ -3,7 +3,9 @@
 
 An entry is a function ``open(root=..., seed=..., **options) -> (train, test, num_classes)``
 returning Datasets of ``(float image C x H x W, int label)`` — the same contract as a dataset
-plugin (:mod:`stbin.plugins`). Adding one is one module that registers itself here.
+plugin (:mod:`stbin.plugins`). Adding one is one module that registers itself here with
+``@STREAMING.register("name")``, imported by :mod:`stbin.data` (this module imports none of
+them, so that no import runs back).
 
 =================  ==================================================================
 name               source
@@ -20,7 +22,5 @@ from typing import Any, Callable
 from stbin._registry import Registry
 
 STREAMING: Registry[Callable[..., tuple[Any, Any, int]]] = Registry("streaming dataset")
-
-from stbin.data import image_folder as _image_folder  # noqa: E402,F401  (registers image_folder)
 
 __all__ = ["STREAMING"]

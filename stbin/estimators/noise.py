@@ -111,34 +111,19 @@ def _gaussian_mean_inverse(m: torch.Tensor) -> torch.Tensor:
 
 NOISES: Registry[Noise] = Registry("noise")
 
-# one entry per noise family, each with its own closed forms (alike in shape by design)
-NOISES.register("logistic", Noise(
-    name="logistic",
-    cdf=torch.sigmoid,
-    pdf=_logistic_pdf,
-    mean=lambda t: torch.tanh(0.5 * t),
-    mean_inverse=_logistic_mean_inverse,
-    bounded=False,
-    description="logistic noise: F = sigmoid, mean proxy tanh(a/(2s))",
-))
-NOISES.register("uniform", Noise(
-    name="uniform",
-    cdf=_uniform_cdf,
-    pdf=_uniform_pdf,
-    mean=lambda t: t.clamp(-1.0, 1.0),
-    mean_inverse=lambda m: m.clone(),
-    bounded=True,
-    description="uniform noise on [-1, 1]: F = clip((t+1)/2, 0, 1), mean proxy hardtanh(a/s)",
-))
-NOISES.register("gaussian", Noise(
-    name="gaussian",
-    cdf=_gaussian_cdf,
-    pdf=_gaussian_pdf,
-    mean=lambda t: torch.erf(t / _SQRT2),
-    mean_inverse=_gaussian_mean_inverse,
-    bounded=False,
-    description="standard normal noise: F = Phi, mean proxy erf(a/(s sqrt 2))",
-))
+
+def _register(name: str, cdf: Fn, pdf: Fn, mean: Fn, mean_inverse: Fn, bounded: bool, description: str) -> None:
+    NOISES.register(name, Noise(name, cdf, pdf, mean, mean_inverse, bounded, description))
+
+
+# One row per family, its closed forms in the columns of the table in the module docstring:
+#         name        F(t)           F'(t)           mean proxy 2F(t) - 1               its inverse             bounded
+_register("logistic", torch.sigmoid, _logistic_pdf, lambda t: torch.tanh(0.5 * t), _logistic_mean_inverse, False,
+          "logistic noise: F = sigmoid, mean proxy tanh(a/(2s))")
+_register("uniform", _uniform_cdf, _uniform_pdf, lambda t: t.clamp(-1.0, 1.0), lambda m: m.clone(), True,
+          "uniform noise on [-1, 1]: F = clip((t+1)/2, 0, 1), mean proxy hardtanh(a/s)")
+_register("gaussian", _gaussian_cdf, _gaussian_pdf, lambda t: torch.erf(t / _SQRT2), _gaussian_mean_inverse, False,
+          "standard normal noise: F = Phi, mean proxy erf(a/(s sqrt 2))")
 
 
 def get_noise(noise: str | Noise) -> Noise:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from stbin.models.common import QuantSpec, make_activation, make_conv, quant_kwargs, residual_stages
+from stbin.models.registry import register_model
 
 SHORTCUTS = ("avgpool", "zero_pad")
 
@@ -85,6 +86,7 @@ class BiRealBlock(nn.Module):
         return self.bn(self.conv(self.act(self.shift(x)))) + self.shortcut(x)
 
 
+@register_model("bireal_resnet18")
 def bireal_resnet18(in_channels: int = 3, num_classes: int = 10, width: float = 1.0, convs: int = 4,
                     shortcut: str = "avgpool", **quant: Any) -> nn.Sequential:
     own = ("in_channels", "num_classes", "width", "convs", "shortcut")
@@ -100,7 +102,3 @@ def bireal_resnet18(in_channels: int = 3, num_classes: int = 10, width: float = 
     stem = [nn.Conv2d(in_channels, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0])]
     return residual_stages(q, stem, chans, convs, lambda c, out, stride: BiRealBlock(q, c, out, stride, shortcut),
                            num_classes)
-
-from stbin.models import MODELS  # noqa: E402
-
-MODELS.register("bireal_resnet18", bireal_resnet18)

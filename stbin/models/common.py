@@ -87,17 +87,39 @@ def quant_spec(**kwargs: Any) -> QuantSpec:
     return QuantSpec(**_renamed(kwargs, "QuantSpec"))
 
 
-def _renamed(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+def current_option_names(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """``kwargs`` with every deprecated option name of :data:`DEPRECATED_OPTIONS` replaced by its
+    current name (no warning; an alias given as None counts as not given).
+
+    Args:
+        kwargs: a model's keyword arguments.
+        where: what they belong to, for the error message (``"model 'mlp'"``).
+
+    Raises:
+        ValueError: an alias and its current name are both given, with different values.
+
+    >>> current_option_names({"weight_scale": 0.1, "bits": 2}, "model 'mlp'")
+    {'bits': 2, 'weight_noise_scale': 0.1}
+    """
     out = dict(kwargs)
     for old, new in DEPRECATED_OPTIONS.items():
         if old in out:
-            warnings.warn(f"{where}: option {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
             value = out.pop(old)
+            if value is None:
+                continue
             if new in out and out[new] != value:
                 raise ValueError(f"{where}: give {new} only ({old}={value!r} is its deprecated alias and disagrees "
                                  f"with {new}={out[new]!r})")
             out[new] = value
     return out
+
+
+def _renamed(kwargs: dict[str, Any], where: str) -> dict[str, Any]:
+    """:func:`current_option_names`, with a DeprecationWarning for each deprecated name given."""
+    for old, new in DEPRECATED_OPTIONS.items():
+        if old in kwargs:
+            warnings.warn(f"{where}: option {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=3)
+    return current_option_names(kwargs, where)
 
 
 def _options_for(entry: BinaryModuleType, q: QuantSpec) -> dict[str, Any]:

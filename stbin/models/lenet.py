@@ -18,8 +18,10 @@ from typing import Any
 from torch import nn
 
 from stbin.models.common import make_activation, make_conv, make_linear, quant_kwargs
+from stbin.models.registry import register_model
 
 
+@register_model("lenet5")
 def lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: float = 1.0,
            bn_affine: bool = True, **quant: Any) -> nn.Sequential:
     """LeNet-5 (see the module docstring) with the quantization given by ``quant``.
@@ -54,8 +56,3 @@ def lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28, wi
         make_linear(q, f1, f2, bias=False), nn.BatchNorm1d(f2, affine=bn_affine), make_activation(q),
         make_linear(q, f2, num_classes, binary=q.binary_last),
     )
-
-
-from stbin.models import MODELS  # noqa: E402
-
-MODELS.register("lenet5", lenet5)

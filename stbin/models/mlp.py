@@ -7,10 +7,12 @@ from typing import Any, Sequence
 from torch import nn
 
 from stbin.models.common import make_activation, make_linear, quant_kwargs
+from stbin.models.registry import register_model
 from stbin.nn import BinaryLinear, StochasticSign
 from stbin.nn._deprecated import noise_scale_argument
 
 
+@register_model("sbn_mlp")
 def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_classes: int = 10,
             noise: str = "logistic", scale: float = 1.0, weight_noise: str = "logistic",
             weight_noise_scale: float = 1.0, weight_scale: float | None = None) -> nn.Sequential:
@@ -52,6 +54,7 @@ def sbn_mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num
     return nn.Sequential(*layers)
 
 
+@register_model("mlp")
 def mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_classes: int = 10,
         batch_norm: bool = True, **quant: Any) -> nn.Sequential:
     """MLP ``Flatten -> [Linear -> BN -> act] x len(hidden) -> Linear`` with any quantization.
@@ -88,9 +91,3 @@ def mlp(in_features: int = 784, hidden: Sequence[int] = (512, 512, 512), num_cla
         layers.append(make_activation(q))
     layers.append(make_linear(q, hidden[-1], num_classes, binary=q.binary_last))
     return nn.Sequential(*layers)
-
-
-from stbin.models import MODELS  # noqa: E402
-
-MODELS.register("sbn_mlp", sbn_mlp)
-MODELS.register("mlp", mlp)

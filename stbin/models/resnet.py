@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stbin.models.common import QuantSpec, make_activation, make_conv, quant_kwargs, residual_stages
+from stbin.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -37,6 +38,7 @@ class BasicBlock(nn.Module):
         return self.act2(self.bn2(self.conv2(y)) + self.shortcut(x))
 
 
+@register_model("resnet20")
 def resnet20(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
              blocks: int = 3, bn_affine: bool = True, **quant: Any) -> nn.Sequential:
     q = quant_kwargs("resnet20", quant, ("in_channels", "num_classes", "image_size", "width", "blocks", "bn_affine"))
@@ -45,7 +47,3 @@ def resnet20(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, 
             nn.BatchNorm2d(chans[0], affine=bn_affine), make_activation(q)]
     return residual_stages(q, stem, chans, blocks, lambda c, out, stride: BasicBlock(q, c, out, stride, bn_affine),
                            num_classes)
-
-from stbin.models import MODELS  # noqa: E402
-
-MODELS.register("resnet20", resnet20)

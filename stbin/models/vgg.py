@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from stbin.models.common import QuantSpec, make_activation, make_conv, make_linear, quant_kwargs
+from stbin.models.registry import register_model
 
 VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 BINARYNET = (128, 128, "M", 256, 256, "M", 512, 512, "M")
@@ -52,6 +53,7 @@ def _spatial(image_size: int, pools: int, model: str) -> int:
     return s
 
 
+@register_model("vgg11")
 def vgg11(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
           bn_affine: bool = True, **quant: Any) -> nn.Sequential:
     """VGG-11 (BN after each conv, before its activation); ``bn_affine=False``: batch norms
@@ -90,6 +92,7 @@ def _binarynet_like(name: str, q: QuantSpec, in_channels: int, num_classes: int,
     )
 
 
+@register_model("binarynet_vgg")
 def binarynet_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
                   **quant: Any) -> nn.Sequential:
     q = quant_kwargs("binarynet_vgg", quant, ("in_channels", "num_classes", "image_size", "width"),
@@ -97,15 +100,9 @@ def binarynet_vgg(in_channels: int = 3, num_classes: int = 10, image_size: int =
     return _binarynet_like("binarynet_vgg", q, in_channels, num_classes, image_size, width, 1024)
 
 
+@register_model("sbn_conv")
 def sbn_conv(in_channels: int = 3, num_classes: int = 10, image_size: int = 32, width: float = 1.0,
              **quant: Any) -> nn.Sequential:
     q = quant_kwargs("sbn_conv", quant, ("in_channels", "num_classes", "image_size", "width"),
                      activation="stochastic", weights="bernoulli")
     return _binarynet_like("sbn_conv", q, in_channels, num_classes, image_size, width, 1024)
-
-
-from stbin.models import MODELS  # noqa: E402
-
-MODELS.register("vgg11", vgg11)
-MODELS.register("binarynet_vgg", binarynet_vgg)
-MODELS.register("sbn_conv", sbn_conv)

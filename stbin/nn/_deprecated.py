@@ -9,12 +9,14 @@ from typing import Any
 from torch import nn
 
 
-def noise_scale_argument(weight_noise_scale: float, weight_scale: float | None, where: str) -> float:
-    """Resolve the deprecated ``weight_scale=`` alias of ``weight_noise_scale`` (DeprecationWarning)."""
+def noise_scale_argument(weight_noise_scale: float, weight_scale: float | None, where: str,
+                         stacklevel: int = 3) -> float:
+    """Resolve the deprecated ``weight_scale=`` alias of ``weight_noise_scale`` (DeprecationWarning,
+    pointing ``stacklevel`` frames up: the caller of the constructor)."""
     if weight_scale is None:
         return weight_noise_scale
     warnings.warn(f"{where}: weight_scale= is deprecated (it is the noise scale s_w); use weight_noise_scale=",
-                  DeprecationWarning, stacklevel=3)
+                  DeprecationWarning, stacklevel=stacklevel)
     if weight_noise_scale != 1.0 and weight_noise_scale != weight_scale:
         raise ValueError(f"{where}: give weight_noise_scale only (weight_scale={weight_scale!r} is its deprecated "
                          f"alias and disagrees with weight_noise_scale={weight_noise_scale!r})")

@@ -82,11 +82,22 @@ class BinaryWeightLayer(RenamedChannelScale, BinaryModule):
     def stochastic(self) -> bool:
         return self.weights == "bernoulli"
 
-    def _init_binary(self, weight_shape: tuple[int, ...], bias: bool, weights: str, weight_noise: str,
-                     weight_noise_scale: float, channel_scale: str | None, eval_mode: str,
-                     input_quantizer: nn.Module | None, generator: torch.Generator | None,
-                     factory: dict[str, Any]) -> None:
-        """Validate the binary options, create ``latent_weight``, ``learned_channel_scale``, ``bias``; reset them."""
+    @classmethod
+    def option_declaration(cls) -> Any:
+        """The keyword options of every weight layer, with their defaults, are declared once, by
+        :meth:`_init_binary` (the constructors pass their ``**options`` on to it)."""
+        return cls._init_binary
+
+    def _init_binary(self, weight_shape: tuple[int, ...], bias: bool, *, weights: str = "bernoulli",
+                     weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
+                     channel_scale: str | None = None, eval_mode: str = "mode",
+                     input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                     weight_scale: float | None = None) -> None:
+        """Validate the binary options (the keyword options of :class:`BinaryLinear`), create
+        ``latent_weight``, ``learned_channel_scale``, ``bias``; reset them."""
+        factory = {"device": device, "dtype": dtype}
+        weight_noise_scale = noise_scale_argument(weight_noise_scale, weight_scale, type(self).__name__, stacklevel=4)
         self.weights = check_choice("weight kind", weights, WEIGHT_KINDS)
         self.weight_noise = get_noise(weight_noise).name
         self.weight_noise_scale = check_positive("weight_noise_scale", weight_noise_scale)
@@ -238,6 +249,8 @@ class BinaryLinear(BinaryWeightLayer):
 
     Args:
         in_features, out_features, bias: as in :class:`torch.nn.Linear`.
+        **options: the keyword options of every binary weight layer (declared once, with their
+            defaults, by ``BinaryWeightLayer._init_binary``):
         weights: ``"bernoulli"`` (stochastic binary weights, default) or ``"sign"``.
         weight_noise: noise of the Bernoulli weights (``logistic``, ``uniform``, ``gaussian``).
         weight_noise_scale: noise scale :math:`s_w > 0`.
@@ -260,19 +273,11 @@ class BinaryLinear(BinaryWeightLayer):
     tensor([[ 1., -1.]], grad_fn=<MmBackward0>)
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 weights: str = "bernoulli", weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
-                 channel_scale: str | None = None, eval_mode: str = "mode",
-                 input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 weight_scale: float | None = None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, **options: Any) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        s_w = noise_scale_argument(weight_noise_scale, weight_scale, type(self).__name__)
         self.in_features = check_int_at_least("in_features", in_features, 1)
         self.out_features = check_int_at_least("out_features", out_features, 1)
-        self._init_binary((out_features, in_features), bias, weights, weight_noise, s_w, channel_scale,
-                          eval_mode, input_quantizer, generator, factory)
+        self._init_binary((out_features, in_features), bias, **options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
@@ -315,16 +320,8 @@ class BinaryConv2d(BinaryWeightLayer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] | str = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros", *,
-                 # BinaryLinear's keywords again on purpose: the registry reads OPTIONS defaults from each signature
-                 weights: str = "bernoulli", weight_noise: str = "logistic", weight_noise_scale: float = 1.0,
-                 channel_scale: str | None = None, eval_mode: str = "mode",
-                 input_quantizer: nn.Module | None = None, generator: torch.Generator | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
-                 weight_scale: float | None = None) -> None:
+                 padding_mode: str = "zeros", **options: Any) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        s_w = noise_scale_argument(weight_noise_scale, weight_scale, type(self).__name__)
         self.in_channels = check_int_at_least("in_channels", in_channels, 1)
         self.out_channels = check_int_at_least("out_channels", out_channels, 1)
         self.groups = check_int_at_least("groups", groups, 1)
@@ -339,8 +336,7 @@ class BinaryConv2d(BinaryWeightLayer):
             check_choice("padding", padding, ("same", "valid"))
         self.padding_mode = check_choice("padding_mode", padding_mode, PADDING_MODES)
         shape = (out_channels, in_channels // groups, *self.kernel_size)
-        self._init_binary(shape, bias, weights, weight_noise, s_w, channel_scale, eval_mode,
-                          input_quantizer, generator, factory)
+        self._init_binary(shape, bias, **options)
 
     def _explicit_padding(self) -> tuple[int, int, int, int]:
         """(left, right, top, bottom) padding of a non-zero padding mode (F.pad order)."""

@@ -76,6 +76,12 @@ class BinaryModule(nn.Module):
     def precision_for(**options: Any) -> Precision:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @classmethod
+    def option_declaration(cls) -> Callable[..., Any]:
+        """The callable whose signature declares the :attr:`OPTIONS` with their defaults: the
+        constructor (a family of modules may declare its shared options once elsewhere)."""
+        return cls.__init__
+
     @property
     def options(self) -> dict[str, Any]:
         """The instance's quantization options (constructor keyword -> value)."""
@@ -147,12 +153,13 @@ BINARY_MODULES = _ModuleRegistry("binary module type")
 
 
 def _declared_options(cls: type, names: tuple[str, ...]) -> dict[str, Any]:
-    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    sig = inspect.signature(cls.option_declaration())  # type: ignore[attr-defined]
     out = {}
     for n in names:
         p = sig.parameters.get(n)
         if p is None or p.default is inspect.Parameter.empty:
-            raise TypeError(f"{cls.__name__}.OPTIONS names {n!r}, which is not a constructor keyword with a default")
+            raise TypeError(f"{cls.__name__}.OPTIONS names {n!r}, which is not a keyword with a default of "
+                            f"{cls.__name__}.option_declaration()")
         out[n] = p.default
     return out
 

@@ -5,7 +5,9 @@
   (:mod:`stbin.optim.latent`, math there);
 * :class:`Bop` — the latent-free binary optimizer (:mod:`stbin.optim.bop`);
 * :func:`flip_ratio`, :class:`FlipRatio` — how many binary weights a step flips;
-* :func:`split_parameters`, :func:`binary_layers` — latent vs real-valued parameters.
+* :func:`split_parameters`, :func:`binary_layers` — latent vs real-valued parameters;
+* :class:`~stbin.optim.hooks.StepHooks` — the base of what runs around an optimizer's step
+  (``attach(optimizer)`` / ``detach()``: the latent-weight rule, the flip-ratio tracker).
 """
 
 from stbin.optim.bop import Bop

@@ -37,8 +37,6 @@ Reference: Shekhovtsov & Yanush, GCPR 2021, Section 4.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -46,13 +44,14 @@ from stbin._registry import check_choice
 from stbin._validation import check_positive
 from stbin.estimators._common import upcast
 from stbin.estimators.noise import get_noise
+from stbin.optim.hooks import StepHooks
 from stbin.optim.params import binary_layers
 
 GRADIENTS = ("mirror", "st")
 PROJECTIONS = ("auto", None)
 
 
-class LatentWeightRule:
+class LatentWeightRule(StepHooks):
     """Gradient transform and projection of the latent weights of a model's binary layers.
 
     Args:
@@ -81,11 +80,11 @@ class LatentWeightRule:
                  clip: float | None = None) -> None:
         self.gradient = check_choice("latent gradient", gradient, GRADIENTS)
         self.project_mode = check_choice("projection", project, PROJECTIONS)
+        super().__init__()
         self.clip = None if clip is None else check_positive("clip", clip)
         self.layers = binary_layers(model)
         if not self.layers:
             raise ValueError(f"{type(model).__name__} has no binary-weight layers (BinaryLinear, BinaryConv2d)")
-        self._handles: list[Any] = []
 
     @torch.no_grad()
     def transform_gradients(self) -> None:
@@ -112,17 +111,13 @@ class LatentWeightRule:
             if bound is not None:
                 layer.latent_weight.clamp_(-bound, bound)
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> "LatentWeightRule":
-        """Run :meth:`transform_gradients` before and :meth:`project` after ``optimizer.step()``."""
-        self._handles.append(optimizer.register_step_pre_hook(lambda opt, args, kwargs: self.transform_gradients()))
-        self._handles.append(optimizer.register_step_post_hook(lambda opt, args, kwargs: self.project()))
-        return self
+    def before_step(self) -> None:
+        """:meth:`transform_gradients` (run before every step of an attached optimizer)."""
+        self.transform_gradients()
 
-    def detach(self) -> None:
-        """Remove the optimizer hooks set by :meth:`attach`."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def after_step(self) -> None:
+        """:meth:`project` (run after every step of an attached optimizer)."""
+        self.project()
 
     def __repr__(self) -> str:
         return (f"LatentWeightRule(gradient={self.gradient!r}, project={self.project_mode!r}, "

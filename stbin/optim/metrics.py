@@ -6,11 +6,12 @@ For Bernoulli weights the flips are counted on the mode :math:`\\operatorname{si
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from stbin.optim.hooks import StepHooks
 from stbin.optim.params import binary_layers
 
 
@@ -38,7 +39,7 @@ def flip_ratio(before: Sequence[torch.Tensor] | torch.Tensor, after: Sequence[to
     return changed / total if total else 0.0
 
 
-class FlipRatio:
+class FlipRatio(StepHooks):
     """Tracks the flip ratio of a model's binary weights over optimizer steps.
 
     ``FlipRatio(model).attach(optimizer)`` records, after each step, the overall ratio in
@@ -62,6 +63,7 @@ class FlipRatio:
     """
 
     def __init__(self, model: nn.Module) -> None:
+        super().__init__()
         names = {id(m): n for n, m in model.named_modules()}
         self.layers = binary_layers(model)
         if not self.layers:
@@ -71,7 +73,6 @@ class FlipRatio:
         self.last_per_layer: dict[str, float] = {}
         self.history: list[float] = []
         self._snapshot: list[torch.Tensor] | None = None
-        self._handles: list[Any] = []
 
     def snapshot(self) -> None:
         """Remember the current signs of the latent weights."""
@@ -92,14 +93,10 @@ class FlipRatio:
         self._snapshot = None
         return self.last
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> "FlipRatio":
-        """Call :meth:`snapshot` before and :meth:`update` after every ``optimizer.step()``."""
-        self._handles.append(optimizer.register_step_pre_hook(lambda o, a, k: self.snapshot()))
-        self._handles.append(optimizer.register_step_post_hook(lambda o, a, k: self.update()))
-        return self
+    def before_step(self) -> None:
+        """:meth:`snapshot` (run before every step of an attached optimizer)."""
+        self.snapshot()
 
-    def detach(self) -> None:
-        """Remove the optimizer hooks set by :meth:`attach`."""
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def after_step(self) -> None:
+        """:meth:`update` (run after every step of an attached optimizer)."""
+        self.update()

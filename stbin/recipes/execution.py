@@ -25,24 +25,12 @@ def canonical_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
     What does not change the numbers is left out or normalised, so that a run stays reusable when
     its folder moves (``out_dir``; ``init_from`` is compared by the starting run's folder name),
-    when keys with default values were added to the configuration since it trained (the dict is
-    rebuilt through :func:`stbin.training.config.from_dict`), and when a model option was renamed
-    (its deprecated alias is mapped to the new name).
+    and in the forms of :func:`stbin.training.config.normalised_config` (keys with default values
+    added since it trained, renamed model options, model arguments equal to their defaults).
     """
-    from stbin.models.common import DEPRECATED_OPTIONS
-    from stbin.training.config import from_dict
+    from stbin.training.config import normalised_config
 
-    d = json.loads(json.dumps(cfg))
-    model = dict(d.get("model") or {})
-    for old, new in DEPRECATED_OPTIONS.items():
-        if old in model and new not in model:
-            model[new] = model.pop(old)
-    d["model"] = model
-    try:
-        d = from_dict(d).to_dict()
-    except (ValueError, TypeError):  # a configuration of an older layout: compare it as stored
-        pass
-    d = json.loads(json.dumps(d))
+    d = normalised_config(cfg)
     d.pop("out_dir", None)
     if d.get("init_from"):
         d["init_from"] = Path(str(d["init_from"])).name

@@ -12,24 +12,20 @@ written only when the user asks for them (``--no-plots``).
 
 from __future__ import annotations
 
-import importlib
 import io
 import os
 from pathlib import Path
 from typing import Any
 
+from stbin._extras import MissingExtraError, extra_available, install_hint, missing_extra
 from stbin._io import atomic_write
 
 __all__ = ["INSTALL_HINT", "MissingExtraError", "matplotlib_available", "require_matplotlib", "new_figure",
            "save_figure", "colormap"]
 
 #: The command that installs the plotting extra.
-INSTALL_HINT = "pip install 'stbin[reports]'"  # the form of every install hint (stbin.cli.deps)
+INSTALL_HINT = install_hint("reports")
 _MODULES = ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg")
-
-
-class MissingExtraError(ValueError):
-    """An optional dependency the user asked to use is not installed (one line, exit 2)."""
 
 
 def matplotlib_available() -> bool:
@@ -38,31 +34,24 @@ def matplotlib_available() -> bool:
     >>> isinstance(matplotlib_available(), bool)
     True
     """
-    try:
-        for name in _MODULES:
-            importlib.import_module(name)
-    except ImportError:
-        return False
-    return True
+    return extra_available(*_MODULES)
 
 
 def require_matplotlib(purpose: str = "the plots of this report", alternative: str | None = "--no-plots") -> None:
-    """Raise :class:`MissingExtraError` unless matplotlib can be imported.
+    """Raise :class:`~stbin._extras.MissingExtraError` unless matplotlib can be imported
+    (the check of :func:`stbin._extras.require_extra`, for the ``reports`` extra).
 
     Call it before the work starts, so that a missing extra costs the user nothing.
 
     Args:
         purpose: what needs matplotlib, for the message ("the plots of this report").
-        alternative: how to run without plots (an option name), or None if there is none.
+        alternative: the option that runs without plots, or None if there is none.
 
     >>> require_matplotlib() if matplotlib_available() else None
     """
-    if matplotlib_available():
-        return
-    msg = f"{purpose} need matplotlib, which is not installed: {INSTALL_HINT}"
-    if alternative:
-        msg += f" (or pass {alternative} to write the report without plots)"
-    raise MissingExtraError(msg)
+    if not matplotlib_available():
+        raise missing_extra("matplotlib", extra="reports", purpose=purpose,
+                            alternative=f"pass {alternative} to write the report without plots" if alternative else None)
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.2),

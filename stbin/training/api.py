@@ -83,28 +83,59 @@ def _apply(cfg: Config, overrides: Sequence[str] | dict[str, Any]) -> Config:
 
 
 def resume_point(target: str | os.PathLike, overrides: Sequence[str] | dict[str, Any] = (),
-                 warn: Callable[[str], None] | None = None) -> tuple[Config, dict[str, Any]]:
-    """The configuration stored in the newest complete checkpoint of ``target`` (a run folder or a
-    checkpoint file) with ``overrides`` applied, and that checkpoint."""
+                 warn: Callable[[str], None] | None = None,
+                 check: Callable[[dict[str, Any]], None] | None = None) -> tuple[Config, dict[str, Any]]:
+    """The configuration stored in the newest complete checkpoint of ``target`` with ``overrides``
+    applied, and that checkpoint.
+
+    Args:
+        target: a run folder (its newest checkpoint that loads; the run's ``out_dir`` becomes this
+            folder) or a checkpoint file.
+        overrides: ``"section.key=value"`` strings (or a nested dict) applied over the stored configuration.
+        warn: called with a line for each damaged newer checkpoint that is skipped.
+        check: called with the checkpoint before the overrides are applied (e.g. to refuse
+            overrides that would change the run; ``stbin train --resume`` does).
+
+    Raises:
+        ValueError: the checkpoint has no training configuration, or the result is not valid.
+        FileNotFoundError: nothing to resume at ``target``.
+    """
     from stbin.training.trainer import latest_checkpoint
 
     ckpt = latest_checkpoint(target, warn=warn)
     if not isinstance(ckpt.get("config"), dict):
         raise ValueError(f"{ckpt['_path']} has no training configuration; it cannot be resumed")
+    if check is not None:
+        check(ckpt)
     cfg = _apply(from_dict(ckpt["config"]), overrides)
     if Path(target).is_dir():
         cfg.out_dir = str(target)
     return cfg.validate(), ckpt
 
 
-def check_options(cfg: Config) -> None:
-    """Type checks of the switches this layer adds (one ValueError naming key and value)."""
-    from stbin.training.data_source import check_data_options
+#: the switches this layer acts on itself (before the trainer runs), checked by their rules in
+#: :data:`stbin.training.validation.RULES`
+OPTION_KEYS = ("train.deterministic", "train.sync_batchnorm", "log.tensorboard")
 
-    for key, v in (("train.deterministic", cfg.train.deterministic), ("train.sync_batchnorm", cfg.train.sync_batchnorm),
-                   ("log.tensorboard", cfg.log.tensorboard)):
-        if not isinstance(v, bool):
-            raise ValueError(f"{key} must be true or false, got {v!r}")
+
+def check_options(cfg: Config) -> None:
+    """Check the switches of :data:`OPTION_KEYS` by their :data:`~stbin.training.validation.RULES`
+    and the data source's options (one ValueError naming key and value), also for a
+    :class:`Config` changed after it was validated.
+
+    >>> cfg = to_config({"preset": "tiny"})
+    >>> cfg.train.deterministic = "yes"
+    >>> check_options(cfg)
+    Traceback (most recent call last):
+    ...
+    stbin.training.validation.ConfigError: train.deterministic must be true or false, got 'yes'
+    """
+    from stbin.training.data_source import check_data_options
+    from stbin.training.validation import check_key
+
+    for key in OPTION_KEYS:
+        section, name = key.split(".")
+        check_key(key, getattr(getattr(cfg, section), name))
     check_data_options(cfg)
 
 

@@ -134,13 +134,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
 def load_model(path_or_checkpoint: str | os.PathLike | dict[str, Any],
                map_location: str | torch.device | None = "cpu") -> nn.Module:
     """Rebuild the model of a checkpoint (by its registered name and kwargs), load its state, set eval()."""
-    from stbin.models import build_model
+    from stbin.models import build_model, canonical_model_kwargs
 
     ckpt = path_or_checkpoint if isinstance(path_or_checkpoint, dict) else load_checkpoint(path_or_checkpoint,
                                                                                             map_location)
     spec = ckpt["model"]
     try:
-        model = build_model(spec["name"], **dict(spec.get("kwargs", {})))
+        model = build_model(spec["name"], **canonical_model_kwargs(spec["name"], spec.get("kwargs", {})))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the checkpoint's model {spec['name']!r} cannot be built: {e}") from None
     try:
@@ -149,6 +149,40 @@ def load_model(path_or_checkpoint: str | os.PathLike | dict[str, Any],
         raise CheckpointError(f"the checkpoint's weights do not fit model {spec['name']!r}: "
                               f"{str(e).splitlines()[0]}") from None
     return model.eval()
+
+
+def check_same_model(ckpt: dict[str, Any], name: str, kwargs: dict[str, Any]) -> None:
+    """:class:`CheckpointError` unless the checkpoint's model is ``name`` built with ``kwargs``, both
+    compared in their canonical form (:func:`stbin.models.canonical_model_kwargs`: renamed options
+    under their current names, builder defaults left out); the message names every differing
+    argument with its value in the checkpoint and here.
+
+    >>> ck = {"model": {"name": "mlp", "kwargs": {"hidden": [16], "weight_scale": 0.5}}}
+    >>> check_same_model(ck, "mlp", {"hidden": [16], "weight_noise_scale": 0.5})  # the same model
+    >>> check_same_model(ck, "mlp", {"hidden": [8], "weight_noise_scale": 0.5})
+    Traceback (most recent call last):
+    ...
+    stbin.training.checkpoint.CheckpointError: the checkpoint holds model 'mlp' with other arguments than this configuration: hidden: [16] in the checkpoint, [8] in this configuration
+    """
+    from stbin.models.registry import canonical_model_kwargs, same_argument
+
+    spec = ckpt["model"]
+    if spec["name"] != name:
+        raise CheckpointError(f"the checkpoint holds model {spec['name']!r}, this configuration {name!r}")
+    try:
+        theirs = canonical_model_kwargs(name, spec.get("kwargs", {}))
+    except ValueError as e:
+        raise CheckpointError(f"the checkpoint's model arguments: {e}") from None
+    ours = canonical_model_kwargs(name, kwargs)
+    def shown(d: dict[str, Any], k: str) -> str:
+        return repr(d[k]) if k in d else "(not set)"
+
+    diffs = [f"{k}: {shown(theirs, k)} in the checkpoint, {shown(ours, k)} in this configuration"
+             for k in sorted(set(theirs) | set(ours))
+             if k not in theirs or k not in ours or not same_argument(theirs[k], ours[k])]
+    if diffs:
+        raise CheckpointError(f"the checkpoint holds model {name!r} with other arguments than this configuration: "
+                              + "; ".join(diffs))
 
 
 def checkpoint_path(out_dir: str | Path, epoch: int) -> Path:

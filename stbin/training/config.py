@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -254,9 +255,42 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def from_dict(d: dict[str, Any]) -> Config:
-    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. from a checkpoint)."""
-    return merge(Config(model=dict(d.get("model", {}))), {k: v for k, v in d.items() if k != "model"},
-                 "checkpoint config")
+    """Rebuild a :class:`Config` from :meth:`Config.to_dict` output (e.g. from a checkpoint); the
+    deprecated names of model options become their current names (without a warning: the names
+    are those of a stored file)."""
+    from stbin.models.common import current_option_names
+    from stbin.plugins import is_plugin
+
+    model = dict(d.get("model", {}))
+    if not is_plugin(model.get("name")):
+        model = current_option_names(model, "the checkpoint's [model]")
+    return merge(Config(model=model), {k: v for k, v in d.items() if k != "model"}, "checkpoint config")
+
+
+def normalised_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A configuration dict (:meth:`Config.to_dict`, e.g. a checkpoint's) in the form in which two
+    configurations are compared: rebuilt through :func:`from_dict`, so that keys added with their
+    default values since it was written are filled in, with the ``[model]`` arguments in the form
+    of :func:`stbin.models.canonical_model_kwargs` (renamed options under their current names,
+    arguments equal to the builder's default left out). A dict that does not rebuild (an older
+    layout, a disagreeing alias) is compared as stored.
+
+    >>> a = normalised_config({"model": {"name": "mlp", "weight_scale": 0.1}})
+    >>> a == normalised_config({"model": {"name": "mlp", "weight_noise_scale": 0.1, "batch_norm": True}})
+    True
+    """
+    from stbin.models import canonical_model_kwargs
+
+    out = json.loads(json.dumps(d))
+    try:
+        out = from_dict(out).to_dict()
+        model = out["model"]
+        name = model.get("name")
+        if isinstance(name, str):
+            out["model"] = {"name": name, **canonical_model_kwargs(name, {k: v for k, v in model.items() if k != "name"})}
+    except (ValueError, TypeError):  # a configuration of an older layout: compare it as stored
+        pass
+    return json.loads(json.dumps(out))
 
 
 def get_preset(name: str) -> Config:
@@ -304,4 +338,4 @@ def dumps_toml(d: dict[str, Any]) -> str:
 
 __all__ = ["get_preset", "Config", "DataConfig", "OptimConfig", "ScheduleConfig", "TrainConfig", "EvalConfig", "LogConfig",
            "build_config",
-           "merge", "parse_override", "read_toml", "from_dict", "dumps_toml", "all_keys"]
+           "merge", "parse_override", "read_toml", "from_dict", "normalised_config", "dumps_toml", "all_keys"]

@@ -30,12 +30,10 @@ def cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def load_model(ckpt: dict[str, Any]) -> nn.Module:
-    """The model of a loaded checkpoint, with its weights (CPU, evaluation mode)."""
-    from stbin.models import MODELS
-    spec = ckpt["model"]
-    model = MODELS.get(spec["name"])(**spec["kwargs"])
-    model.load_state_dict(ckpt["model_state"])
-    return model.eval()
+    """The model of a loaded checkpoint, with its weights (CPU, evaluation mode):
+    :func:`stbin.training.checkpoint.load_model`."""
+    from stbin.training.checkpoint import load_model as load
+    return load(ckpt)
 
 
 def fixed_batch(ckpt: dict[str, Any], batch: int, data_root: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

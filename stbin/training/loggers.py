@@ -59,12 +59,9 @@ class Logger:
 
 def require_tensorboard() -> None:
     """One-line ValueError if the ``tensorboard`` extra is missing (checked before training)."""
-    try:
-        import tensorboard  # noqa: F401
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        raise ValueError("log.tensorboard = true needs the tensorboard package: "
-                         "pip install 'stbin[tensorboard]'") from None
+    from stbin._extras import require_extra
+
+    require_extra("tensorboard", "torch.utils.tensorboard", extra="tensorboard", purpose="log.tensorboard = true")
 
 
 class TensorBoardLogger(Logger):

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbin.reporting.markdown import plural
-from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, checkpoint_path,  # noqa: F401  (re-exported)
-                                       find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
+from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, check_same_model,  # noqa: F401  (re-exported)
+                                       checkpoint_path, find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
 from stbin.training.config import Config
 from stbin.training.evaluation import evaluate  # noqa: F401  (re-exported)
 from stbin.training import distributed as D
@@ -246,10 +246,7 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
 
     start_epoch, step, history = 0, 0, []
     if resume is not None:
-        spec = resume["model"]
-        if spec["name"] != name or dict(spec.get("kwargs", {})) != kwargs:
-            raise CheckpointError(f"the checkpoint holds model {spec['name']!r} with other arguments than "
-                                  f"this configuration ({name!r})")
+        check_same_model(resume, name, kwargs)
         model.load_state_dict(resume["model_state"])
         opt.load_state_dict(resume["optimizer_state"])
         if bop is not None:

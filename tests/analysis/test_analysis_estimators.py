@@ -21,14 +21,6 @@ def affine_loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return t * o[:, 0]
 
 
-def uniform_init(model: nn.Module, seed: int, lo: float = -1.0, hi: float = 1.0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(lo + (hi - lo) * torch.rand(p.shape, generator=g, dtype=p.dtype))
-    return model
-
-
 def data(n: int = 6, d: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=D)
@@ -36,9 +28,14 @@ def data(n: int = 6, d: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     return x, y
 
 
-def two_layer(noise: str = "logistic", scale: float = 1.0, seed: int = 1) -> nn.Sequential:
-    return uniform_init(nn.Sequential(nn.Linear(2, 3), StochasticSign(noise, scale), nn.Linear(3, 2),
-                                      StochasticSign(noise, scale), nn.Linear(2, 1)).to(D), seed)
+@pytest.fixture
+def two_layer(uniform_init):
+    """``two_layer(noise="logistic", scale=1.0, seed=1)``: a seeded Linear-StochasticSign-Linear network."""
+    def build(noise: str = "logistic", scale: float = 1.0, seed: int = 1) -> nn.Sequential:
+        return uniform_init(nn.Sequential(nn.Linear(2, 3), StochasticSign(noise, scale), nn.Linear(3, 2),
+                                          StochasticSign(noise, scale), nn.Linear(2, 1)).to(D), seed)
+
+    return build
 
 
 def flat(d: dict[str, torch.Tensor], lead: int = 0) -> torch.Tensor:
@@ -58,7 +55,7 @@ UNBIASED = ("reinforce", "reinforce_baseline", "arm", "disarm")
 
 @pytest.mark.parametrize("noise,scale", [("logistic", 1.0), ("gaussian", 0.8), ("uniform", 1.5)])
 @pytest.mark.parametrize("method", UNBIASED)
-def test_unbiased_estimators_converge_to_exact_gradient(method: str, noise: str, scale: float) -> None:
+def test_unbiased_estimators_converge_to_exact_gradient(method: str, noise: str, scale: float, two_layer) -> None:
     """Every coordinate of the mean of n estimates is within 5 standard errors (measured) of the truth."""
     m = two_layer(noise, scale)
     x, y = data()
@@ -72,7 +69,7 @@ def test_unbiased_estimators_converge_to_exact_gradient(method: str, noise: str,
 
 
 @pytest.mark.parametrize("method", UNBIASED)
-def test_unbiased_with_bernoulli_weights(method: str) -> None:
+def test_unbiased_with_bernoulli_weights(method: str, uniform_init) -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 2, dtype=D), StochasticSign("logistic", 1.0),
                                    BinaryLinear(2, 1, weight_noise="gaussian", weight_noise_scale=0.8, dtype=D)), 4)
     x, y = data(5)
@@ -82,7 +79,7 @@ def test_unbiased_with_bernoulli_weights(method: str) -> None:
     assert z.abs().max() < 5.0, z
 
 
-def test_st_is_biased_by_convergence_too() -> None:
+def test_st_is_biased_by_convergence_too(two_layer) -> None:
     """Negative control of the convergence test: ST's mean is many standard errors off."""
     m = two_layer()
     x, y = data()
@@ -94,7 +91,7 @@ def test_st_is_biased_by_convergence_too() -> None:
 # -- ST: exact for one hidden layer + affine loss, biased for two layers + cross-entropy -----
 
 @pytest.mark.parametrize("noise,scale", [("logistic", 1.0), ("uniform", 2.0), ("gaussian", 0.5)])
-def test_st_exact_one_hidden_layer_affine_loss(noise: str, scale: float) -> None:
+def test_st_exact_one_hidden_layer_affine_loss(noise: str, scale: float, uniform_init) -> None:
     """E[g_ST] (all 2^4 states enumerated) equals the exact gradient; the hidden layer's ST has no variance."""
     m = uniform_init(nn.Sequential(nn.Linear(2, 4), StochasticSign(noise, scale), nn.Linear(4, 1)).to(D), 6)
     x, y = data()
@@ -108,7 +105,7 @@ def test_st_exact_one_hidden_layer_affine_loss(noise: str, scale: float) -> None
     assert s["2.weight"].std(0).max() > 0  # the output layer sees the sampled states
 
 
-def test_st_exact_for_bernoulli_weights_with_affine_loss() -> None:
+def test_st_exact_for_bernoulli_weights_with_affine_loss(uniform_init) -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(3, 2, dtype=D)), 7)
     x, y = data(4, d=3)
     loss = lambda o, t: t * (o[:, 0] - 2 * o[:, 1])  # noqa: E731
@@ -117,7 +114,7 @@ def test_st_exact_for_bernoulli_weights_with_affine_loss() -> None:
         assert torch.allclose(mean_st[n], exact[n], atol=1e-13, rtol=0), n
 
 
-def test_st_biased_two_layers_cross_entropy() -> None:
+def test_st_biased_two_layers_cross_entropy(two_layer) -> None:
     """With two stochastic layers and the logistic loss, E[g_ST] differs from the truth (REINFORCE: control)."""
     m = two_layer()
     x, y = data()
@@ -131,7 +128,7 @@ def test_st_biased_two_layers_cross_entropy() -> None:
     assert torch.allclose(out, exact_gradients(m, logistic_loss, x, y)["4.bias"], atol=1e-13)
 
 
-def test_expected_estimate_agrees_with_sampling() -> None:
+def test_expected_estimate_agrees_with_sampling(two_layer) -> None:
     m = two_layer("gaussian", 0.7, seed=3)
     x, y = data()
     for method in ("st", "reinforce_baseline"):
@@ -142,7 +139,7 @@ def test_expected_estimate_agrees_with_sampling() -> None:
 
 # -- the estimators run the library's own estimators ---------------------------------------
 
-def test_st_sample_is_the_library_st_backward() -> None:
+def test_st_sample_is_the_library_st_backward(two_layer) -> None:
     """One ST estimate equals backprop through the model in training mode with the same random stream."""
     m = two_layer(seed=8)
     x, y = data()
@@ -159,7 +156,7 @@ def test_st_sample_is_the_library_st_backward() -> None:
 
 
 @pytest.mark.parametrize("proxy", ["htanh", "tanh", "identity"])
-def test_deterministic_proxies_are_backprop_through_sign(proxy: str) -> None:
+def test_deterministic_proxies_are_backprop_through_sign(proxy: str, two_layer) -> None:
     m = two_layer(seed=9)
     x, y = data()
     det = nn.Sequential(*[Sign(proxy) if isinstance(mod, StochasticSign) else mod for mod in m])
@@ -174,7 +171,7 @@ def test_deterministic_proxies_are_backprop_through_sign(proxy: str) -> None:
 
 @pytest.mark.parametrize("method", ["st", "det_tanh", "reinforce", "reinforce_baseline", "arm", "disarm",
                                     "concrete:0.1", "concrete", "st_concrete:1"])
-def test_shapes_reproducibility_and_mean(method: str) -> None:
+def test_shapes_reproducibility_and_mean(method: str, uniform_init) -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 3, dtype=D), StochasticSign("uniform", 1.2), nn.Linear(3, 1)).to(D), 2)
     x, y = data(4)
     a = sample_gradients(m, logistic_loss, x, y, method, 7, torch.Generator().manual_seed(4), chunk_size=3)
@@ -188,7 +185,7 @@ def test_shapes_reproducibility_and_mean(method: str) -> None:
         assert p.grad is None
 
 
-def test_concrete_temperature_changes_the_estimate() -> None:
+def test_concrete_temperature_changes_the_estimate(two_layer) -> None:
     m = two_layer()
     x, y = data()
     a = estimate_gradients(m, logistic_loss, x, y, "concrete:0.5", 200, torch.Generator().manual_seed(0))
@@ -196,7 +193,7 @@ def test_concrete_temperature_changes_the_estimate() -> None:
     assert not torch.allclose(flat(a), flat(b))
 
 
-def test_bad_methods_and_arguments() -> None:
+def test_bad_methods_and_arguments(two_layer) -> None:
     m = two_layer()
     x, y = data()
     with pytest.raises(ValueError, match=r"unknown gradient estimator 'reinforc' \(did you mean 'reinforce'\?\)"):

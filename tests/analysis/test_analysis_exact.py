@@ -21,14 +21,6 @@ def logistic_loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return nn.functional.softplus(-t * o[:, 0])
 
 
-def uniform_init(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(2 * torch.rand(p.shape, generator=g, dtype=p.dtype) - 1)
-    return model
-
-
 def brute_force(model: nn.Sequential, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Naive recursion over every joint state of every unit and weight, one example at a time."""
     layers = list(model)
@@ -60,7 +52,7 @@ def data(n: int = 5, d: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Ten
 
 
 @pytest.mark.parametrize("noise", NOISES)
-def test_matches_brute_force_two_layers(noise: str) -> None:
+def test_matches_brute_force_two_layers(noise: str, uniform_init) -> None:
     m = uniform_init(nn.Sequential(nn.Linear(2, 3), StochasticSign(noise, 0.7), nn.Linear(3, 2),
                                    StochasticSign(noise, 1.3), nn.Linear(2, 1)).to(D), 1)
     x, y = data()
@@ -68,7 +60,7 @@ def test_matches_brute_force_two_layers(noise: str) -> None:
                           atol=1e-13, rtol=0)
 
 
-def test_matches_brute_force_bernoulli_weights() -> None:
+def test_matches_brute_force_bernoulli_weights(uniform_init) -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 2, dtype=D), StochasticSign("gaussian", 0.8),
                                    BinaryLinear(2, 1, weight_noise="uniform", weight_noise_scale=1.5, dtype=D)), 2)
     x, y = data(4)
@@ -80,7 +72,7 @@ def test_matches_brute_force_bernoulli_weights() -> None:
                           atol=1e-13, rtol=0)
 
 
-def test_per_example_losses_average_to_the_expected_loss() -> None:
+def test_per_example_losses_average_to_the_expected_loss(uniform_init) -> None:
     m = uniform_init(nn.Sequential(nn.Linear(2, 4), StochasticSign(), nn.Linear(4, 1)).to(D), 4)
     x, y = data(7)
     per = exact_per_example_loss(m, logistic_loss, x, y)
@@ -106,7 +98,7 @@ def central_differences(model: nn.Module, f, eps: float = 1e-6) -> dict[str, tor
 
 
 @pytest.mark.parametrize("noise,scale", [("logistic", 1.0), ("logistic", 0.4), ("gaussian", 1.7), ("uniform", 2.5)])
-def test_gradient_equals_central_differences(noise: str, scale: float) -> None:
+def test_gradient_equals_central_differences(noise: str, scale: float, uniform_init) -> None:
     m = uniform_init(nn.Sequential(nn.Linear(2, 3), StochasticSign(noise, scale), nn.Linear(3, 3),
                                    StochasticSign(noise, scale), nn.Linear(3, 1)).to(D), 5)
     x, y = data(6)
@@ -120,7 +112,7 @@ def test_gradient_equals_central_differences(noise: str, scale: float) -> None:
     assert max(v.abs().max().item() for v in g.values()) > 1e-3  # not a trivially zero gradient
 
 
-def test_gradient_equals_central_differences_bernoulli_weights() -> None:
+def test_gradient_equals_central_differences_bernoulli_weights(uniform_init) -> None:
     m = uniform_init(nn.Sequential(BinaryLinear(2, 2, channel_scale="learned", dtype=D), StochasticSign(),
                                    BinaryLinear(2, 1, weight_noise="gaussian", weight_noise_scale=0.7, dtype=D)), 6)
     x, y = data(5)
@@ -132,7 +124,7 @@ def test_gradient_equals_central_differences_bernoulli_weights() -> None:
         assert torch.allclose(g[n], fd[n], atol=1e-8, rtol=1e-6), n
 
 
-def test_float32_model_gets_float32_gradients_and_training_flag_is_irrelevant() -> None:
+def test_float32_model_gets_float32_gradients_and_training_flag_is_irrelevant(uniform_init) -> None:
     m = uniform_init(nn.Sequential(nn.Linear(2, 3), StochasticSign(), nn.Linear(3, 1)), 7)
     x, y = data(4)
     g_train = exact_gradients(m, logistic_loss, x.float(), y.float())
@@ -143,7 +135,7 @@ def test_float32_model_gets_float32_gradients_and_training_flag_is_irrelevant() 
         assert torch.equal(g_train[n], g_eval[n])
 
 
-def test_reference_size_network_equals_sum_over_all_joint_states() -> None:
+def test_reference_size_network_equals_sum_over_all_joint_states(uniform_init) -> None:
     """15 units: the layer-by-layer sum equals a direct sum over all 2^15 joint states."""
     m = uniform_init(nn.Sequential(nn.Linear(2, 5), StochasticSign(), nn.Linear(5, 5), StochasticSign(),
                                    nn.Linear(5, 5), StochasticSign(), nn.Linear(5, 1)).to(D), 8)
@@ -209,7 +201,7 @@ def test_mismatched_shapes_are_clear() -> None:
         exact_expected_loss(m, lambda o, t: logistic_loss(o, t).mean(), x, y)
 
 
-def test_flatten_first_and_identity_are_accepted() -> None:
+def test_flatten_first_and_identity_are_accepted(uniform_init) -> None:
     x, y = data(4, d=4)
     m = uniform_init(nn.Sequential(nn.Flatten(), nn.Linear(4, 2), nn.Identity(), StochasticSign(),
                                    nn.Linear(2, 1)).to(D), 9)

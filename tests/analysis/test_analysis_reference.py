@@ -23,15 +23,13 @@ class Same(nn.Module):
         return x
 
 
-def init(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(2 * torch.rand(p.shape, generator=g, dtype=p.dtype) - 1)
-    return model
+@pytest.fixture
+def small_net(uniform_init):
+    """``small_net(generic=False)``: a seeded two-binary-layer network (``generic``: with a :class:`Same`)."""
+    return lambda generic=False: _small_net(uniform_init, generic)
 
 
-def small_net(generic: bool = False) -> nn.Sequential:
+def _small_net(init, generic: bool) -> nn.Sequential:
     extra = [Same()] if generic else []
     return init(nn.Sequential(nn.Linear(2, 3), StochasticSign(), BinaryLinear(3, 3), *extra,
                               StochasticSign("uniform", 1.5),
@@ -53,7 +51,7 @@ def mean_and_se(model, x, y, ref: str, n: int, seed: int) -> tuple[dict, dict]:
 
 @pytest.mark.parametrize("ref", ["local_expectation", "disarm"])
 @pytest.mark.parametrize("generic", [False, True])
-def test_references_agree_with_the_exact_gradient(ref: str, generic: bool) -> None:
+def test_references_agree_with_the_exact_gradient(ref: str, generic: bool, small_net) -> None:
     """Every coordinate of the mean of 300 samples is within 4.5 of its standard errors of the truth
     (about 30 coordinates: a false alarm has probability < 1e-3), and the errors are small enough
     to see the bias of ST."""
@@ -72,13 +70,13 @@ def test_references_agree_with_the_exact_gradient(ref: str, generic: bool) -> No
         assert seen_st_bias  # the same test rejects ST's expectation: it has the power to see a bias
 
 
-def test_unit_fast_path_equals_the_generic_evaluation() -> None:
+def test_unit_fast_path_equals_the_generic_evaluation(uniform_init) -> None:
     """Flipping units through the rank-one update and thresholds gives the same numbers as rerunning the
     flipped states through every layer (same sample)."""
     def net(generic: bool) -> nn.Sequential:
         extra = [Same()] if generic else []
-        return init(nn.Sequential(nn.Linear(2, 4), StochasticSign(), nn.Linear(4, 3), nn.BatchNorm1d(3), *extra,
-                                  StochasticSign("gaussian", 0.7), nn.Linear(3, 1)).to(D), 5)
+        return uniform_init(nn.Sequential(nn.Linear(2, 4), StochasticSign(), nn.Linear(4, 3), nn.BatchNorm1d(3),
+                                          *extra, StochasticSign("gaussian", 0.7), nn.Linear(3, 1)).to(D), 5)
     a, b = net(False), net(True)
     with torch.no_grad():
         for bn in (a[3], b[3]):
@@ -92,11 +90,11 @@ def test_unit_fast_path_equals_the_generic_evaluation() -> None:
         assert va.abs().max() > 0
 
 
-def test_conv_network_local_expectation_and_disarm_agree() -> None:
+def test_conv_network_local_expectation_and_disarm_agree(uniform_init) -> None:
     """On a conv SBN (beyond the oracle) the two independent unbiased references have the same mean."""
     torch.manual_seed(0)
-    m = init(nn.Sequential(BinaryConv2d(1, 2, 3, padding=1, weight_noise_scale=0.5), nn.BatchNorm2d(2), StochasticSign(),
-                           nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 1)).to(D), 2)
+    m = uniform_init(nn.Sequential(BinaryConv2d(1, 2, 3, padding=1, weight_noise_scale=0.5), nn.BatchNorm2d(2),
+                                   StochasticSign(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 1)).to(D), 2)
     m[1].eval()
     x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(4), dtype=D)
     y = torch.tensor([1.0, -1.0, 1.0], dtype=D)
@@ -108,7 +106,7 @@ def test_conv_network_local_expectation_and_disarm_agree() -> None:
     assert le["0.latent_weight"].abs().max() > 3 * se_le["0.latent_weight"].max()
 
 
-def test_model_is_left_unchanged() -> None:
+def test_model_is_left_unchanged(small_net) -> None:
     m = small_net()
     m.train()
     before = {k: v.clone() for k, v in m.state_dict().items()}
@@ -120,7 +118,7 @@ def test_model_is_left_unchanged() -> None:
         assert torch.equal(v, before[k])
 
 
-def test_bad_inputs() -> None:
+def test_bad_inputs(small_net) -> None:
     x, y = data()
     with pytest.raises(ValueError, match="unknown reference 'exact'"):
         reference_sample(small_net(), logistic_loss, x, y, "exact")

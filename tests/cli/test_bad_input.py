@@ -166,6 +166,8 @@ CLI_CASES = [
     C("gq-tolerance", ["gradient-quality", "{ck}", "--out", "{out}/gq", "--tolerance", "0"], "--tolerance", "0"),
     C("gq-method", ["gradient-quality", "{ck}", "--out", "{out}/gq", "--methods", "st,foo"], "'foo'"),
     C("gq-reference", ["gradient-quality", "{ck}", "--out", "{out}/gq", "--reference", "exactly"], "'exactly'"),
+    C("gq-no-matplotlib", ["gradient-quality", "{ck}", "--out", "{out}/gq"], "matplotlib",
+      "pip install 'stbin[reports]'", "--no-plot", missing="matplotlib"),
     # theory
     C("theory-m", ["theory", "--quick", "--out", "{out}/t", "--m", "1"], "--m", "1"),
     C("theory-lr", ["theory", "--quick", "--out", "{out}/t", "--lr", "-0.5"], "--lr", "-0.5"),

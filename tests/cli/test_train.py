@@ -112,3 +112,23 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, run_cli):
         assert torch.equal(v, b["model_state"][k]), k
     assert [m["epoch"] for m in a["metrics"]] == list(range(1, 9))
     assert not list((tmp_path / "killed").glob(".*.tmp")) and not (tmp_path / "killed" / ".stbin-lock").exists()
+
+
+def test_resume_without_path_of_a_run_written_before_an_option_was_renamed(tmp_path, run_cli):
+    """``--resume`` without PATH compares the preset/overrides with the checkpoint's configuration in
+    the normalised form: the old name ``weight_scale`` stored in the checkpoint is its new name."""
+    from stbin.training import load_checkpoint, save_checkpoint
+
+    out = tmp_path / "run"
+    args = [*TINY, "--set", "model.weight_noise_scale=0.5", "--out", str(out), "--no-plots"]
+    assert run_cli("train", *args, "--epochs", "1", inprocess=True).returncode == 0
+    ck = load_checkpoint(out / "checkpoint-epoch0001.pt")
+    for model in (ck["model"]["kwargs"], ck["config"]["model"]):
+        model["weight_scale"] = model.pop("weight_noise_scale")  # as written before the rename
+    save_checkpoint(out / "checkpoint-epoch0001.pt", ck)
+    r = run_cli("train", *args, "--epochs", "2", "--resume", inprocess=True)
+    assert r.returncode == 0, r.stderr
+    assert "after epoch 1" in r.stdout and (out / "checkpoint-epoch0002.pt").is_file()
+    r = run_cli("train", *TINY, "--set", "model.weight_noise_scale=0.25", "--out", str(out), "--epochs", "3",
+                "--resume", inprocess=True)
+    assert r.returncode == 2 and "model.weight_noise_scale = 0.25 differs from the resumed run's 0.5" in r.stderr

@@ -11,6 +11,7 @@ import torch
 
 import stbin
 from stbin.training import load_checkpoint
+from stbin.training.api import OPTION_KEYS
 from stbin.training.trainer import checkpoint_path
 
 M = "stbin_test_plugins"
@@ -166,3 +167,21 @@ def test_docs_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(code, "docs/training.md", "exec"), namespace)
     assert isinstance(namespace["result"], stbin.TrainResult)
+
+
+@pytest.mark.parametrize("key", OPTION_KEYS)
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_check_options_applies_the_config_rules(key, bad):
+    """The switches the API checks itself are checked by the one rule of each key (validation.RULES),
+    also when a validated Config is changed afterwards: the same error, the same message."""
+    from stbin.training.api import check_options, to_config
+    from stbin.training.validation import RULES, ConfigError
+
+    cfg = to_config({"preset": "tiny"})
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, bad)
+    with pytest.raises(ConfigError) as expected:
+        RULES[key](key, bad)
+    with pytest.raises(ConfigError) as got:
+        check_options(cfg)
+    assert str(got.value) == str(expected.value) and key in str(got.value)
