@@ -116,6 +116,67 @@ def unpack_float_nchw(X, c_bits, out):  # type: ignore[no-untyped-def]
                 out[nidx, ch, y, x] = -1.0 if (X[nidx, y, x, g] >> sh) & np.uint64(1) else 1.0
 
 
+@njit(parallel=True, **_JIT)
+def real_out(dot, scale, bias, out):  # type: ignore[no-untyped-def]
+    """out = float32(dot) * scale + bias per column (the real-valued output of ``bdense_f``)."""
+    n, m = dot.shape
+    for i in prange(n):
+        for j in range(m):
+            out[i, j] = np.float32(dot[i, j]) * scale[j] + bias[j]
+
+
+@njit(parallel=True, **_JIT)
+def affine(X, alpha, beta, out):  # type: ignore[no-untyped-def]
+    """out[n, c, r] = X[n, c, r] * alpha[c] + beta[c] (two roundings, as numpy's ``x * a + b``)."""
+    n, c, r = X.shape
+    for t in prange(n * c):
+        i = t // c
+        ch = t % c
+        a = alpha[ch]
+        b = beta[ch]
+        for k in range(r):
+            out[i, ch, k] = X[i, ch, k] * a + b
+
+
+@njit(parallel=True, **_JIT)
+def add(A, B, out):  # type: ignore[no-untyped-def]
+    """out = A + B on flat float32 arrays (in blocks of 4096, in parallel)."""
+    size = out.shape[0]
+    for t in prange((size + 4095) // 4096):
+        for k in range(t * 4096, min(size, t * 4096 + 4096)):
+            out[k] = A[k] + B[k]
+
+
+@njit(parallel=True, **_JIT)
+def zero_pad_shortcut(X, stride_h, stride_w, before, out):  # type: ignore[no-untyped-def]
+    """Option-A shortcut: out[:, before + c] = X[:, c, ::stride_h, ::stride_w], every other channel 0."""
+    n, c, h, w_ = X.shape
+    _, oc, oh, ow = out.shape
+    for t in prange(n * oc):
+        i = t // oc
+        ch = t % oc - before
+        for y in range(oh):
+            for x in range(ow):
+                out[i, t % oc, y, x] = X[i, ch, y * stride_h, x * stride_w] if 0 <= ch < c else np.float32(0)
+
+
+@njit(parallel=True, **_JIT)
+def avgpool2d(X, kh, kw, stride_h, stride_w, out):  # type: ignore[no-untyped-def]
+    """Average pooling without padding: per output, taps summed row by row from 0, then divided by their number."""
+    n, c, oh, ow = out.shape
+    div = np.float32(kh * kw)
+    for t in prange(n * c):
+        i = t // c
+        ch = t % c
+        for y in range(oh):
+            for x in range(ow):
+                s = np.float32(0)
+                for u in range(kh):
+                    for v in range(kw):
+                        s += X[i, ch, y * stride_h + u, x * stride_w + v]
+                out[i, ch, y, x] = s / div
+
+
 # Explicit twin declarations on purpose, as in _loops (one module attribute a kernel, found by name).
 float_sign_pack_serial = _serial(float_sign_pack, "float_sign_pack_serial")
 float_sign_pack_nchw_serial = _serial(float_sign_pack_nchw, "float_sign_pack_nchw_serial")
@@ -123,3 +184,8 @@ float_dense_serial = _serial(float_dense, "float_dense_serial")
 float_dense_sign_serial = _serial(float_dense_sign, "float_dense_sign_serial")
 unpack_float_serial = _serial(unpack_float, "unpack_float_serial")
 unpack_float_nchw_serial = _serial(unpack_float_nchw, "unpack_float_nchw_serial")
+real_out_serial = _serial(real_out, "real_out_serial")
+affine_serial = _serial(affine, "affine_serial")
+add_serial = _serial(add, "add_serial")
+zero_pad_shortcut_serial = _serial(zero_pad_shortcut, "zero_pad_shortcut_serial")
+avgpool2d_serial = _serial(avgpool2d, "avgpool2d_serial")

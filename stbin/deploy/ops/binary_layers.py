@@ -37,13 +37,11 @@ _THRESHOLD_ARRAYS = {"S": (np.int32, 1, True), "T": (np.int32, 1, True)}
 _REAL_ARRAYS = {"scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
 
 
-def _real_out(op: Op, dot: np.ndarray) -> np.ndarray:
-    y = dot.astype(np.float32)
-    if "scale" in op.arrays:
-        y *= op.arrays["scale"]
-    if "bias" in op.arrays:
-        y += op.arrays["bias"]
-    return y
+def _scale_bias(op: Op, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """``scale`` and ``bias`` of a real-valued output stage (ones / zeros where absent), made once per op."""
+    m = op.arrays["weight"].shape[0]
+    return ctx.cache(op, "scale-bias", lambda: (op.arrays.get("scale", np.ones(m, np.float32)),
+                                                op.arrays.get("bias", np.zeros(m, np.float32))))
 
 
 class _BDense(OpType):
@@ -89,9 +87,11 @@ class BDenseF(_BDense):
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         w = op.arrays["weight"]
-        dot = np.empty((len(x), w.shape[0]), dtype=np.int32)
+        dot = _kernels().scratch((len(x), w.shape[0]), np.int32)
         _kernels().bgemm(x, w, int(op.attrs["in_features"]), dot)
-        return _real_out(op, dot)
+        out = np.empty(dot.shape, np.float32)
+        _kernels().real_out(dot, *_scale_bias(op, ctx), out)
+        return out
 
 
 class _BConv(OpType):
@@ -158,10 +158,7 @@ class BConv2dF(_BConv):
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         oh, ow = self.out_hw(op, x)
-        m = op.arrays["weight"].shape[0]
-        scale, bias = ctx.cache(op, "scale-bias", lambda: (
-            op.arrays.get("scale", np.ones(m, np.float32)), op.arrays.get("bias", np.zeros(m, np.float32))))
-        out = np.empty((len(x), m, oh, ow), dtype=np.float32)
-        _kernels().bconv2d_float(x, _tap_major(op, ctx), int(op.attrs["in_channels"]), *_geometry_args(op), scale, bias,
-                                 out)
+        out = np.empty((len(x), op.arrays["weight"].shape[0], oh, ow), dtype=np.float32)
+        _kernels().bconv2d_float(x, _tap_major(op, ctx), int(op.attrs["in_channels"]), *_geometry_args(op),
+                                 *_scale_bias(op, ctx), out)
         return out
