@@ -1,6 +1,6 @@
 """Compiled loops of the float side of the engine: threshold-and-pack, small float GEMMs (the
-latency path, fused with the first layer's threshold), unpacking of bits to ±1 floats.
-
+latency path, fused with the first layer's threshold), unpacking of bits to ±1 floats, and the
+real-valued path of residual networks (real output stage, affine, add, option-A shortcut, average pooling).
 As in :mod:`stbin.deploy._loops`, these trust their arguments: call them through the checked
 entry points of :mod:`stbin.deploy.kernels`. Each has a serial twin (``*_serial``).
 """
@@ -12,6 +12,8 @@ import numpy as np
 from stbin.deploy._loops import _JIT, _serial, njit, prange  # first: the install hint if numba is missing
 
 
+# The maps' loops (here and in _loops' convolutions) share one deliberate shape: a parallel loop over the
+# (image, output row) pairs of the batch, one task per row, each kernel with its own specialised body.
 @njit(parallel=True, **_JIT)
 def float_sign_pack_nchw(Y, S, T, out):  # type: ignore[no-untyped-def]
     """Threshold an NCHW float map per channel and pack it to NHWC bits (N, H, W, ceil(C/64)):
@@ -39,74 +41,62 @@ def float_sign_pack_nchw(Y, S, T, out):  # type: ignore[no-untyped-def]
                 out[nidx, y, x, g] = words[x]
 
 
+@njit(**_JIT)
+def _pack_row(y, S, T, out):  # type: ignore[no-untyped-def]
+    """out[g] = the words of one row: bit j = not (S[j] * y[j] >= T[j]), a branch-free or-reduction (vectorised)."""
+    m = y.shape[0]
+    for g in range(out.shape[0]):
+        word = np.uint64(0)
+        for j in range(g * 64, min(m, g * 64 + 64)):
+            word |= (np.uint64(0) if S[j] * y[j] >= T[j] else np.uint64(1)) << np.uint64(j - g * 64)
+        out[g] = word
+
+
+@njit(**_JIT)
+def _dense_row(x, Wt, b, out):  # type: ignore[no-untyped-def]
+    """out = x @ Wt + b for one row: Wt (K, M) input-major, the inner loop over M contiguous outputs
+    vectorises without reordering any sum (fastmath off); four inputs per pass over the row (a quarter
+    of its loads and stores, the same sum order as one at a time)."""
+    k = x.shape[0]
+    m = Wt.shape[1]
+    for j in range(m):
+        out[j] = 0.0
+    kk = 0
+    while kk + 4 <= k:
+        x0, x1, x2, x3 = x[kk], x[kk + 1], x[kk + 2], x[kk + 3]
+        for j in range(m):
+            out[j] = (((out[j] + x0 * Wt[kk, j]) + x1 * Wt[kk + 1, j]) + x2 * Wt[kk + 2, j]) + x3 * Wt[kk + 3, j]
+        kk += 4
+    for kr in range(kk, k):
+        xv = x[kr]
+        for j in range(m):
+            out[j] += xv * Wt[kr, j]
+    for j in range(m):
+        out[j] += b[j]
+
+
 @njit(parallel=True, **_JIT)
 def float_sign_pack(Y, S, T, out):  # type: ignore[no-untyped-def]
-    """Threshold float rows and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j]); parallel over
-    the rows, the 64 bits of a word as a branch-free or-reduction (vectorised)."""
-    n, m = Y.shape
-    mw = out.shape[1]
-    for i in prange(n):
-        for g in range(mw):
-            word = np.uint64(0)
-            for j in range(g * 64, min(m, g * 64 + 64)):
-                word |= (np.uint64(0) if S[j] * Y[i, j] >= T[j] else np.uint64(1)) << np.uint64(j - g * 64)
-            out[i, g] = word
+    """Threshold float rows and pack them: bit j of out[i] = not (S[j] * Y[i, j] >= T[j]); parallel over rows."""
+    for i in prange(Y.shape[0]):
+        _pack_row(Y[i], S, T, out[i])
 
 
 @njit(parallel=True, **_JIT)
 def float_dense(X, Wt, b, out):  # type: ignore[no-untyped-def]
-    """out = X @ Wt + b for a few rows (latency path): Wt (K, M) input-major, so the inner loop
-    runs over M contiguous outputs and vectorises without reordering any sum (fastmath off)."""
-    n, k = X.shape
-    m = Wt.shape[1]
-    for i in prange(n):
-        for j in range(m):
-            out[i, j] = 0.0
-        kk = 0
-        while kk + 4 <= k:  # four inputs per pass over the row: a quarter of its loads and stores, same sum order
-            x0, x1, x2, x3 = X[i, kk], X[i, kk + 1], X[i, kk + 2], X[i, kk + 3]
-            for j in range(m):
-                out[i, j] = (((out[i, j] + x0 * Wt[kk, j]) + x1 * Wt[kk + 1, j]) + x2 * Wt[kk + 2, j]) + x3 * Wt[kk + 3, j]
-            kk += 4
-        for kr in range(kk, k):
-            xv = X[i, kr]
-            for j in range(m):
-                out[i, j] += xv * Wt[kr, j]
-        for j in range(m):
-            out[i, j] += b[j]
+    """out = X @ Wt + b for a few rows (the latency path), parallel over rows."""
+    for i in prange(X.shape[0]):
+        _dense_row(X[i], Wt, b, out[i])
 
 
-# Deliberate near-copy of float_dense: the same GEMM loop with the bias, threshold and packing fused
-# into the row's pass (one pass over the row, no second launch); a shared helper would cost the
-# latency path a call per row and keep numba from vectorising the store.
 @njit(parallel=True, **_JIT)
 def float_dense_sign(X, Wt, b, S, T, acc, out):  # type: ignore[no-untyped-def]
     """First layer fused with its folded batch norm + sign and the packing, in one pass per row:
-    y = X[i] @ Wt + b (as :func:`float_dense`), bit j of out[i] = not (S[j] * y_j >= T[j]);
-    ``acc`` (N, M) float32 is scratch."""
-    n, k = X.shape
-    m = Wt.shape[1]
-    mw = out.shape[1]
-    for i in prange(n):
-        for j in range(m):
-            acc[i, j] = 0.0
-        kk = 0
-        while kk + 4 <= k:
-            x0, x1, x2, x3 = X[i, kk], X[i, kk + 1], X[i, kk + 2], X[i, kk + 3]
-            for j in range(m):
-                acc[i, j] = (((acc[i, j] + x0 * Wt[kk, j]) + x1 * Wt[kk + 1, j]) + x2 * Wt[kk + 2, j]) + x3 * Wt[kk + 3, j]
-            kk += 4
-        for kr in range(kk, k):
-            xv = X[i, kr]
-            for j in range(m):
-                acc[i, j] += xv * Wt[kr, j]
-        for g in range(mw):
-            word = np.uint64(0)
-            for j in range(g * 64, min(m, g * 64 + 64)):
-                y = acc[i, j] + b[j]
-                if not (S[j] * y >= T[j]):
-                    word |= np.uint64(1) << np.uint64(j - g * 64)
-            out[i, g] = word
+    y = X[i] @ Wt + b (as :func:`float_dense`), bit j of out[i] = not (S[j] * y_j >= T[j]) while the row
+    is in L1; ``acc`` (N, M) float32 is scratch."""
+    for i in prange(X.shape[0]):
+        _dense_row(X[i], Wt, b, acc[i])
+        _pack_row(acc[i], S, T, out[i])
 
 
 @njit(parallel=True, **_JIT)

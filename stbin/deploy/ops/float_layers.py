@@ -42,15 +42,11 @@ def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, ctx: RunContext, 
     return y
 
 
-@register_op
+@register_op("linear", weight=(np.float32, 2, True), bias=(np.float32, 1, False))
 class Linear(OpType):
     """``y = x W^T + b`` in float32 (first / last layers); input (N, ...) with K values per sample."""
 
-    name = "linear"
-    arrays = {"weight": (np.float32, 2, True), "bias": (np.float32, 1, False)}
-
-    def check(self, op: Op) -> None:
-        vec(op, "bias", op.arrays["weight"].shape[0])
+    per_row = {"bias": "weight"}
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float")
@@ -63,12 +59,9 @@ class Linear(OpType):
         return _dense(x, op.arrays["weight"], op.arrays.get("bias"), ctx, op)
 
 
-@register_op
+@register_op("blinear", weight=(np.uint64, 2, True), scale=(np.float32, 1, False), bias=(np.float32, 1, False))
 class BLinear(OpType):
     """Bit-packed ±1 weights (times ``scale``) on a real input: unpacked once to float32, then ``linear``."""
-
-    name = "blinear"
-    arrays = {"weight": (np.uint64, 2, True), "scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
 
     def check(self, op: Op) -> None:
         k, m = int_attr(op, "in_features"), int_attr(op, "out_features")
@@ -94,18 +87,16 @@ class BLinear(OpType):
         return _dense(x, w, op.arrays.get("bias"), ctx, op)
 
 
-@register_op
+@register_op("conv2d", weight=(np.float32, 4, True), bias=(np.float32, 1, False))
 class Conv2d(OpType):
     """Float32 convolution NCHW -> NCHW (first layer, real shortcuts)."""
 
-    name = "conv2d"
-    arrays = {"weight": (np.float32, 4, True), "bias": (np.float32, 1, False)}
+    per_row = {"bias": "weight"}
 
     def check(self, op: Op) -> None:
         conv_geometry(op)
         if min(op.arrays["weight"].shape) < 1:
             raise ValueError(f"array 'weight' has an empty axis: {op.arrays['weight'].shape}")
-        vec(op, "bias", op.arrays["weight"].shape[0])
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float", 3)
@@ -126,15 +117,11 @@ class Conv2d(OpType):
         return float_conv2d(x, A["weight"], A.get("bias"), a["stride"], a["padding"], a["dilation"])
 
 
-@register_op
+@register_op("affine", alpha=(np.float32, 1, True), beta=(np.float32, 1, True))
 class Affine(OpType):
     """Per-channel ``y * alpha + beta`` (a batch norm with no sign after it), float -> float."""
 
-    name = "affine"
-    arrays = {"alpha": (np.float32, 1, True), "beta": (np.float32, 1, True)}
-
-    def check(self, op: Op) -> None:
-        vec(op, "beta", op.arrays["alpha"].shape[0])
+    per_row = {"beta": "alpha"}
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float")

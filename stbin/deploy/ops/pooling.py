@@ -9,12 +9,9 @@ from stbin.deploy.ops.base import (GraphState, Op, OpType, RunContext, TensorSpe
 from stbin.deploy.packing import n_words
 
 
-@register_op
+@register_op("maxpool2d", any_mask=(np.uint64, 1, False))
 class MaxPool2d(OpType):
     """Max pooling on packed NHWC bits (``any_mask``: see :func:`stbin.deploy.kernels.bmaxpool2d`)."""
-
-    name = "maxpool2d"
-    arrays = {"any_mask": (np.uint64, 1, False)}
 
     def check(self, op: Op) -> None:
         pair_attr(op, "kernel_size", 1)
@@ -42,7 +39,7 @@ class MaxPool2d(OpType):
         return out
 
 
-@register_op
+@register_op("avgpool2d")
 class AvgPool2d(OpType):
     """Average pooling of a float NCHW map without padding (``kernel_size`` = (H, W): global pooling).
 
@@ -51,8 +48,6 @@ class AvgPool2d(OpType):
     pooling) runs PyTorch's ``adaptive_avg_pool2d`` unless the float backend is ``"numpy"``
     (its vectorised sum has its own order).
     """
-
-    name = "avgpool2d"
 
     def check(self, op: Op) -> None:
         pair_attr(op, "kernel_size", 1)
