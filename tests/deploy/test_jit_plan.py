@@ -6,13 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from stbin.deploy import compile_model, jit_plan, kernels
+from stbin.deploy import compile_model, engine, jit_plan, kernels
 from stbin.deploy.engine import COMPILE_AFTER
 from stbin.deploy.ops import RunContext
 from stbin.models import build_model
 from stbin.nn import BinaryConv2d, BinaryLinear, Sign
 
 from .test_engine import randomise_bn
+
+
+@pytest.fixture(autouse=True)
+def always_compile(monkeypatch):
+    """Compile at the COMPILE_AFTER-th batch whatever the timings (a loaded machine could make it not pay)."""
+    monkeypatch.setattr(engine, "MIN_SAVING", 0.0)
 
 
 def op_by_op(net, x):
@@ -77,10 +83,10 @@ def test_steps_outside_the_kernels_stay_python_steps():
     """At a batch above the latency path, float layers run BLAS: their outputs are run-time values that a
     following kernel reads, which must not become constants of the compiled function."""
     torch.manual_seed(0)
-    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70, 40), num_classes=4)))
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=300, hidden=(200, 40), num_classes=4)))
     outs = []
     for seed in range(2):
-        x = np.random.default_rng(seed).standard_normal((40, 30)).astype(np.float32)
+        x = np.random.default_rng(seed).standard_normal((40, 300)).astype(np.float32)  # 2.4 M multiply-adds
         y, plan = compiled(net, x)
         np.testing.assert_array_equal(y, op_by_op(net, x))
         outs.append(y)
@@ -133,3 +139,16 @@ def test_generated_source_is_cached_on_disk(tmp_path, monkeypatch):
     y2, _ = compiled(compile_model(model), x)
     assert "np.zeros" not in files[0].read_text()
     np.testing.assert_array_equal(y2, op_by_op(compile_model(model), x))
+
+
+def test_large_batches_keep_the_op_by_op_run(monkeypatch):
+    """Where the kernels dominate (the Python overhead of the steps is under MIN_SAVING of a run), no plan is
+    compiled for the shape, and the results are the same."""
+    monkeypatch.setattr(engine, "MIN_SAVING", 1e9)
+    torch.manual_seed(0)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70,), num_classes=4)))
+    x = np.random.default_rng(0).standard_normal((2, 30)).astype(np.float32)
+    ys = [net(x) for _ in range(COMPILE_AFTER + 1)]
+    assert net._compiled == {(x.shape, kernels.get_threads()): None}
+    for y in ys:
+        np.testing.assert_array_equal(y, op_by_op(net, x))

@@ -12,9 +12,16 @@ from stbin.deploy.ops.float_math import float_conv2d, matmul, torch_rows
 from stbin.deploy.packing import n_words, unpack_bits
 
 
-#: up to this many rows a float dense layer runs the engine's own loop (kernels.float_dense):
-#: no BLAS thread-pool round trip (tens of microseconds at batch 1)
+#: up to this many rows (or SMALL_MACS multiply-adds) a float dense layer runs the engine's own loop
+#: (kernels.float_dense): no BLAS round trip (tens of microseconds), and it joins the compiled plan;
+#: measured by benchmarks/bench_first_layer.py: the loop is faster at batch 1, BLAS from batch ~8 on
 LATENCY_ROWS = 8
+SMALL_MACS = 1 << 20
+
+
+def engine_loop(rows: int, w: np.ndarray) -> bool:
+    """Whether a dense layer with weight ``w`` (M, K) on ``rows`` rows runs the engine's own loop."""
+    return rows <= LATENCY_ROWS or rows * w.shape[0] * w.shape[1] <= SMALL_MACS
 
 
 def dense_operands(op: Op, w: np.ndarray, b: np.ndarray | None, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +31,7 @@ def dense_operands(op: Op, w: np.ndarray, b: np.ndarray | None, ctx: RunContext)
 
 
 def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, ctx: RunContext, op: Op) -> np.ndarray:
-    if ctx.net.float_backend != "torch" and len(x) <= LATENCY_ROWS:
+    if ctx.net.float_backend != "torch" and engine_loop(len(x), w):
         from stbin.deploy import kernels
 
         wt, bb = dense_operands(op, w, b, ctx)
