@@ -107,7 +107,8 @@ def main() -> None:
         for kk in range(k):  # the float GEMM with ±1 weights in k order: sign-select equals it bit for bit
             ref += x[:, kk: kk + 1] * wt[kk]
         exact_select = bool(np.array_equal(sel, ref))
-        exact_int = bool(np.array_equal(bit_serial(), 2 * (np.round(x * 255).astype(np.int64) @ w.T.astype(np.int64))))
+        q = np.round(x * 255).astype(np.int64)
+        exact_int = bool(np.array_equal(bit_serial(), 2 * (q @ w.T.astype(np.int64))))
         reps = args.repeats * (5 if n == 1 else 1)
         t = {name: median_seconds(f, reps, warmup=2) * 1e3
              for name, f in (("fused", fused), ("blas_pack", blas), ("sign_select", select), ("bit_serial", bit_serial))}

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
+
+from _timing import median_seconds  # this folder's timer (no torch, no stbin)
 
 NETWORKS = ("linear_4096", "mlp", "binarynet_vgg", "resnet20", "bireal_resnet18")
 #: the interpreter settings tried; the figure reported is the fastest (LCE's "best" on this machine)
@@ -106,16 +106,6 @@ def build(name: str, batch: int):  # type: ignore[no-untyped-def]
     raise ValueError(f"unknown network {name!r}; valid: {', '.join(NETWORKS)}")
 
 
-def median_ms(f, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    f()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts) * 1e3
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--networks", default=",".join(NETWORKS))
@@ -150,8 +140,9 @@ def main() -> int:
             x = np.random.default_rng(b).standard_normal(shape).astype(np.float32)
             row = {"batch": b}
             for kernels, opts in KERNEL_OPTIONS.items():
-                run = Interpreter(tflite, num_threads=args.threads, **opts).interpreter  # the whole batch in one call
-                row[f"{kernels}_ms"] = median_ms(lambda: run.predict([x]), args.repeats * (5 if b == 1 else 1))
+                run = Interpreter(tflite, num_threads=args.threads, **opts).interpreter  # whole batch per call
+                reps = args.repeats * (5 if b == 1 else 1)
+                row[f"{kernels}_ms"] = median_seconds(lambda: run.predict([x]), reps) * 1e3
             row["lce_ms"] = min(row[f"{k}_ms"] for k in KERNEL_OPTIONS)
             results["networks"][n][f"batch_{b}"] = row
             print(f"  {n:17s} batch {b:4d}: {row['lce_ms']:10.3f} ms  ("

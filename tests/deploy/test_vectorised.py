@@ -16,7 +16,8 @@ F.float_sign_pack_nchw_serial(Y, S, T, np.zeros((2, 8, 8, 2), np.uint64))
 F.float_sign_pack_serial(Y[:, :, 0, 0].copy(), S, T, np.zeros((2, 2), np.uint64))
 for f in (F.float_sign_pack_nchw_serial, F.float_sign_pack_serial):
     asm = list(f.inspect_asm().values())[0]
-    print(f.py_func.__name__, len(re.findall(r"vpsllvq\s[^\n]*%[yz]mm", asm)), len(re.findall(r"vpor\w*\s[^\n]*%[yz]mm", asm)))
+    shifts, ors = re.findall(r"vpsllvq\s[^\n]*%[yz]mm", asm), re.findall(r"vpor\w*\s[^\n]*%[yz]mm", asm)
+    print(f.py_func.__name__, len(shifts), len(ors))
 """
 
 
