@@ -1,6 +1,7 @@
 """Compiled loops of the float side of the engine: threshold-and-pack, small float GEMMs (the
 latency path, fused with the first layer's threshold), unpacking of bits to ±1 floats, and the
 real-valued path of residual networks (real output stage, affine, add, option-A shortcut, average pooling).
+
 As in :mod:`stbin.deploy._loops`, these trust their arguments: call them through the checked
 entry points of :mod:`stbin.deploy.kernels`. Each has a serial twin (``*_serial``).
 """
