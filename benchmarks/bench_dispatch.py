@@ -53,8 +53,13 @@ def main() -> None:
     torch.manual_seed(0)
     net = compile_model(build_model("sbn_mlp").eval())
     x1 = np.random.default_rng(2).standard_normal((1, 784)).astype(np.float32)
-    rows.append((f"demo MLP 784-512-512-512-10 at batch 1 ({len(net.ops)} ops), whole predict",
+    rows.append((f"demo MLP 784-512-512-512-10 at batch 1 ({len(net.ops)} ops), whole predict (compiled plan)",
                  median_us(lambda: net.predict(x1), 500)))
+    plan = net._compiled.get((x1.shape, kernels.get_threads()))
+    if plan is not None and plan.single:
+        rows.append(("  the compiled function alone", median_us(lambda: plan.fn(x1, *plan.consts), 500)))
+    net.jit = False
+    rows.append(("  the same, op by op (net.jit = False)", median_us(lambda: net.predict(x1), 500)))
     prof = [net.profile(x1) for _ in range(200)]
     for k, op in enumerate(net.ops):
         rows.append((f"  op {k} {op.type}", statistics.median(p[k][1] for p in prof) * 1e6))

@@ -1,71 +1,123 @@
-"""The real-input x binary-weight first layer: float GEMM against a bit-serial formulation.
+"""The real-input first layer (784 -> 512, then batch norm + sign + packing), four ways, per batch size.
 
-The first layer of the demo MLP multiplies real inputs (784 per image) by ±1 weights (512
-outputs). Two ways to compute it, timed in one run (medians):
+Timed in one run (medians, ``--threads`` threads), for each batch size in ``--batches``:
 
-* **float GEMM** (what the engine does, exact as PyTorch up to float rounding): BLAS
-  ``x @ W.T`` on float32, the ±1 weights unpacked once;
-* **bit-serial 8-bit** (what a binary engine could do instead): quantize the inputs to 8-bit
-  unsigned integers, split them into 8 bit-planes and run 8 XNOR-popcount GEMMs against the
-  packed weights (``dot(x_b, w) = (dot(2 x_b - 1, w) + sum(w)) / 2`` per plane), then combine
-  ``sum_b 2^b dot_b``. This changes the model (inputs quantized to 256 levels) and is timed
-  for the GEMMs alone, not the quantization and packing of the planes.
+* **fused loop** (``kernels.float_dense_sign``, the engine at small batches): the engine's own float32
+  GEMM loop with the folded batch norm, the sign and the packing in the same pass over each row;
+* **BLAS + pack** (the engine at larger batches): float32 ``x @ W^T`` by BLAS (rows split over the
+  engine's threads, ``stbin.deploy.ops.float_math.matmul``), then the bias and the vectorised
+  threshold-and-pack (``kernels.float_sign_pack``): two passes over the output;
+* **sign-select** on bit-packed ±1 weights (for a first layer with binary weights): per weight bit,
+  ``acc += x`` or ``acc -= x``, i.e. the add/subtract formulation. It reads 32x fewer weight bytes
+  and computes exactly what the float GEMM with ±1 weights computes in the same order (bit for bit:
+  ``x * (±1)`` is exact), but spends a select per multiply-add;
+* **bit-serial 8-bit**: inputs quantized to 8 bits (exact for inputs that are multiples of 1/255
+  after an affine normalisation, e.g. raw pixels), split into 8 bit-planes, 8 XNOR-popcount GEMMs
+  against the packed weights, combined as ``sum_b 2^b dot_b``: an exact **integer** result, which
+  differs from PyTorch's float32 sum in its rounding (so not bit-identical to PyTorch's model);
+  timed including the quantization and packing of the planes.
 
-    PYTHONPATH=. python benchmarks/bench_first_layer.py [--batch 256] [--threads 2]
+    PYTHONPATH=. python benchmarks/bench_first_layer.py [--batches 1,8,64,256] [--threads 2] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 from _timing import median_seconds
+from numba import njit, prange
 
 
-def median_ms(f, n: int) -> float:
-    return median_seconds(f, n) * 1e3
+@njit(parallel=True, cache=True, fastmath=False)
+def sign_select(X, Wbits, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = sum_k (x_ik if weight bit (k, j) is clear else -x_ik), in k order; Wbits (K, ceil(M/64))."""
+    n, k = X.shape
+    m = out.shape[1]
+    for i in prange(n):
+        for j in range(m):
+            out[i, j] = 0.0
+        for kk in range(k):
+            xv = X[i, kk]
+            for j in range(m):
+                bit = (Wbits[kk, j // 64] >> np.uint64(j % 64)) & np.uint64(1)
+                out[i, j] += -xv if bit else xv
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--batches", default="1,8,64,256")
     ap.add_argument("--k", type=int, default=784)
     ap.add_argument("--m", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=30)
+    ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    from threadpoolctl import threadpool_limits
-
     from stbin.deploy import kernels, pack_bits, pack_sign
+    from stbin.deploy.ops.float_math import matmul
+    from stbin.deploy.packing import n_words
 
     kernels.set_threads(args.threads)
     rng = np.random.default_rng(0)
-    x = rng.random((args.batch, args.k), dtype=np.float32)
-    w = np.where(rng.standard_normal((args.m, args.k)) >= 0, 1.0, -1.0).astype(np.float32)
+    k, m = args.k, args.m
+    w = np.where(rng.standard_normal((m, k)) >= 0, 1.0, -1.0).astype(np.float32)
     wt = np.ascontiguousarray(w.T)
-    q = np.round(x * 255).astype(np.uint8)
-    planes = [pack_bits(((q >> b) & 1) == 0) for b in range(8)]  # bit set = -1 <=> plane bit 0
+    wbits = pack_sign(wt)  # (K, ceil(M/64)): bit set = -1
     wp = pack_sign(w)
     wsum = w.sum(1).astype(np.int64)
-    out = np.empty((args.batch, args.m), np.int32)
+    b = rng.standard_normal(m).astype(np.float32)
+    S, T = np.ones(m, np.float32), np.zeros(m, np.float32)
+    rows = {}
+    print(f"first layer {k} -> {m} + batch norm + sign + packing, {args.threads} threads (median ms)")
+    print(f"  {'batch':>5s} {'fused loop':>11s} {'BLAS+pack':>10s} {'sign-select':>12s} {'bit-serial':>11s}")
+    for n in [int(v) for v in args.batches.split(",")]:
+        x = (np.round(rng.random((n, k)) * 255) / 255).astype(np.float32)  # multiples of 1/255
+        bits = np.empty((n, n_words(m)), np.uint64)
 
-    def bit_serial() -> np.ndarray:
-        acc = np.zeros((args.batch, args.m), np.int64)
-        with kernels.KERNEL_LOCK:
-            for b, p in enumerate(planes):
-                kernels.bgemm(p, wp, args.k, out)
-                acc += (out + wsum) << b  # 2 * dot(x_b, w) * 2^b
-        return acc
+        def fused() -> None:
+            with kernels.KERNEL_LOCK:
+                kernels.float_dense_sign(x, wt, b, S, T, bits)
 
-    exact = np.array_equal(bit_serial(), 2 * (q.astype(np.int64) @ w.T.astype(np.int64)))
-    with threadpool_limits(args.threads, user_api="blas"):
-        t_float = median_ms(lambda: x @ wt, args.repeats)
-    t_bits = median_ms(bit_serial, args.repeats)
-    print(f"first layer {args.batch}x{args.k} -> {args.m}, {args.threads} threads (medians of {args.repeats})")
-    print(f"  float32 GEMM (BLAS)              {t_float:8.3f} ms")
-    print(f"  bit-serial 8-bit, 8 binary GEMMs {t_bits:8.3f} ms  (integer result exact: {exact})")
-    r = t_float / t_bits
-    print(f"  bit-serial is {r:.1f}x faster" if r >= 1 else f"  bit-serial is {1 / r:.1f}x slower")
+        def blas() -> None:
+            y = matmul(x, wt)
+            y += b
+            with kernels.KERNEL_LOCK:
+                kernels.float_sign_pack(y, S, T, bits)
+
+        sel = np.empty((n, m), np.float32)
+
+        def select() -> None:
+            with kernels.KERNEL_LOCK:
+                sign_select(x, wbits, sel)
+
+        dot = np.empty((n, m), np.int32)
+
+        def bit_serial() -> np.ndarray:
+            q = np.round(x * 255).astype(np.uint8)
+            acc = np.zeros((n, m), np.int64)
+            with kernels.KERNEL_LOCK:
+                for p in range(8):
+                    kernels.bgemm(pack_bits(((q >> p) & 1) == 0), wp, k, dot)
+                    acc += (dot + wsum) << p  # 2 * dot(x_p, w) * 2^p
+            return acc
+
+        select()
+        ref = np.zeros((n, m), np.float32)
+        for kk in range(k):  # the float GEMM with ±1 weights in k order: sign-select equals it bit for bit
+            ref += x[:, kk: kk + 1] * wt[kk]
+        exact_select = bool(np.array_equal(sel, ref))
+        q = np.round(x * 255).astype(np.int64)
+        exact_int = bool(np.array_equal(bit_serial(), 2 * (q @ w.T.astype(np.int64))))
+        reps = args.repeats * (5 if n == 1 else 1)
+        t = {name: median_seconds(f, reps, warmup=2) * 1e3
+             for name, f in (("fused", fused), ("blas_pack", blas), ("sign_select", select), ("bit_serial", bit_serial))}
+        rows[n] = {**t, "sign_select_equals_pm1_float_gemm": exact_select, "bit_serial_integer_exact": exact_int}
+        print(f"  {n:5d} {t['fused']:11.3f} {t['blas_pack']:10.3f} {t['sign_select']:12.3f} {t['bit_serial']:11.3f}"
+              f"   fastest: {min(t, key=t.get)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"k": k, "m": m, "threads": args.threads, "batches": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

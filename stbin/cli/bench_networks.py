@@ -55,8 +55,11 @@ def require_onnxruntime() -> None:
 
 
 def _medians(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
-    for f in fns:
-        f()
+    from stbin.deploy.engine import COMPILE_AFTER
+
+    for f in fns:  # warm-up: the engine compiles its plan for a batch shape at the COMPILE_AFTER-th call
+        for _ in range(COMPILE_AFTER):
+            f()
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for f, acc in zip(fns, times):

@@ -203,7 +203,7 @@ def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
             i += 2 if two else 1
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc):  # type: ignore[no-untyped-def]
     """acc[o] = popcount over the valid taps of output pixel (oy, ox); returns the number of taps.
 

@@ -20,11 +20,10 @@ from stbin.deploy.geometry import conv_out
 from stbin.deploy.ops import Op
 from stbin.deploy.packing import pack_bits
 from stbin.deploy.thresholds import float_thresholds
-from stbin.nn import BinaryWeightLayer, Sign, StochasticSign, precision_of
+from stbin.nn import BinaryWeightLayer, precision_of
 from stbin.nn.modes import eval_mode
 
 # the one place that names stbin.nn's layer and activation classes for the deploy side
-SIGN_MODULES: tuple[type, ...] = (StochasticSign, Sign)  # the types with a sign converter
 BINARY_LAYERS: tuple[type, ...] = (BinaryWeightLayer,)  # every registered binary-weight layer
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from stbin.deploy.compiler import (BINARY_LAYERS, BN_MODULES, SIGN_MODULES, SKIP_MODULES, Compiler, conv_geometry,
-                                   f32, is_core, is_sign, pool_geometry)
-from stbin.deploy.converters import register_converter
+from stbin.deploy.compiler import (BINARY_LAYERS, BN_MODULES, SKIP_MODULES, Compiler, conv_geometry, f32, is_core,
+                                   is_sign, pool_geometry)
+from stbin.deploy.converters import CONVERTERS, register_converter
 from stbin.deploy.geometry import conv_out_hw
 from stbin.deploy.packing import n_words, pack_sign
 from stbin.deploy.thresholds import integer_thresholds
@@ -22,7 +22,7 @@ def _skip(c: Compiler, mods: list, i: int) -> int:
     return i + 1
 
 
-@register_converter(*SIGN_MODULES)
+@CONVERTERS.register_when(is_sign)
 def _sign(c: Compiler, mods: list, i: int) -> int:
     if c.kind == "float":
         c.float_post(None, mods[i])

@@ -73,7 +73,7 @@ def _shift(c: Compiler, mods: list, i: int) -> int:
 def _sign_or_refuse(m: nn.Module) -> nn.Module:
     if not is_sign(m):
         raise ValueError(f"cannot export a residual block with activation {type(m).__name__} (only sign "
-                         "activations: StochasticSign, Sign)")
+                         "activations: registered modules with ±1 outputs and no weights)")
     return m
 
 

@@ -4,7 +4,10 @@ A converter is ``convert(compiler, mods, i) -> next_index``: it converts ``mods[
 may take the modules after it, e.g. a batch norm and a sign to fold) by calling the
 emission helpers of :class:`stbin.deploy.compiler.Compiler`, and returns the index of the
 first module it did not take. Lookup follows the module's class hierarchy (a subclass of a
-registered type uses its converter unless it has its own).
+registered type uses its converter unless it has its own); a module of no registered type
+then gets the converter of the first predicate (:meth:`ConverterRegistry.register_when`) it
+satisfies: every sign activation registered in :data:`stbin.nn.BINARY_MODULES` (declared
+precision ``is_sign``, no weights) converts as a sign, without an entry of its own.
 
 >>> from torch import nn
 >>> from stbin.deploy.compile import CONVERTERS
@@ -26,6 +29,7 @@ class ConverterRegistry:
 
     def __init__(self) -> None:
         self._items: dict[type, Converter] = {}
+        self._when: list[tuple[Callable[[nn.Module], bool], Converter]] = []
 
     def register(self, *types: type) -> Callable[[Converter], Converter]:
         """Decorator: register the converter for each module type in ``types``."""
@@ -37,6 +41,14 @@ class ConverterRegistry:
             return fn
         return add
 
+    def register_when(self, predicate: Callable[[nn.Module], bool]) -> Callable[[Converter], Converter]:
+        """Decorator: the converter of every module for which ``predicate(module)`` holds and whose type
+        has no converter of its own (e.g. every registered sign activation, by its declared precision)."""
+        def add(fn: Converter) -> Converter:
+            self._when.append((predicate, fn))
+            return fn
+        return add
+
     def unregister(self, t: type) -> None:
         self._items.pop(t, None)
 
@@ -44,6 +56,9 @@ class ConverterRegistry:
         for t in type(m).__mro__:
             if t in self._items:
                 return self._items[t]
+        for predicate, fn in self._when:
+            if predicate(m):
+                return fn
         return None
 
     def names(self) -> list[str]:

@@ -24,10 +24,24 @@ from stbin.deploy.plan import build_plan
 __all__ = ["DeployedNet", "Op"]
 
 
+#: compiled plans kept per network (one per input shape and thread count; the oldest is dropped)
+MAX_COMPILED = 8
+#: a plan is compiled at the COMPILE_AFTER-th batch of a shape (compiling costs ~1 s; one-off batches run op by op),
+#: if the Python overhead of the op-by-op run (~STEP_OVERHEAD_S per step) is at least MIN_SAVING of the time
+#: the fastest earlier batch took: at large batches the kernels dominate and the shape keeps the op-by-op run
+COMPILE_AFTER = 3
+STEP_OVERHEAD_S = 10e-6
+MIN_SAVING = 0.02
+
+
 def _kernels():  # imported lazily: numba is an optional dependency
     from stbin.deploy import kernels
 
     return kernels
+
+
+def _threads() -> int:
+    return _kernels().get_threads()
 
 
 class DeployedNet:
@@ -48,9 +62,10 @@ class DeployedNet:
         infer_graph(self.ops, tuple(shape) if shape else None)
         if shape:
             self._checked[tuple(int(s) for s in shape)] = True
-        self._plan_ops: list[int] = []
+        self._plan_ops: tuple[int, ...] = ()
         self.float_backend = float_backend
         self._ctx: RunContext | None = None
+        self.jit = True
 
     @property
     def float_backend(self) -> str:
@@ -73,6 +88,19 @@ class DeployedNet:
         self._float_backend = value
         self._torch_cache: dict[Any, Any] = {}  # per-op run-time forms of the arrays
         self._plan: list[Any] | None = None
+        self._compiled: dict[tuple[Any, ...], Any] = {}  # (input shape, threads) -> CompiledPlan
+
+    @property
+    def jit(self) -> bool:
+        """Run each input shape through one compiled function (:mod:`stbin.deploy.jit_plan`, default),
+        compiled at the third batch of that shape where it pays; ``False``: op by op (same results, bit for bit)."""
+        return self._jit
+
+    @jit.setter
+    def jit(self, value: bool) -> None:
+        self._jit = bool(value)
+        self._compiled = {}
+        self._seen: dict[tuple[Any, ...], int] = {}
 
     # -- info -------------------------------------------------------------------------
     def nbytes(self) -> int:
@@ -89,6 +117,11 @@ class DeployedNet:
     # -- run --------------------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
         """Outputs of the network for input ``x`` (numpy array or torch tensor), float32."""
+        plan = self._compiled.get((getattr(x, "shape", None), _threads())) if self._compiled else None
+        if (plan is not None and batch_size is None and type(x) is np.ndarray and x.dtype == np.float32
+                and x.flags.c_contiguous and self._plan_ops == tuple(map(id, self.ops))):
+            with _kernels().KERNEL_LOCK:  # the hot path: the shape and dtype the plan was compiled for
+                return plan.fn(x, *plan.consts) if plan.single else plan(x, RunContext(self))
         x = self._input(x)
         if batch_size is None or len(x) <= batch_size:
             return self._run(x)
@@ -129,12 +162,32 @@ class DeployedNet:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         ctx = RunContext(self)
-        if self._plan is None or self._plan_ops != [id(op) for op in self.ops]:
+        if self._plan is None or self._plan_ops != tuple(map(id, self.ops)):
             self._plan = build_plan(self.ops, self)
-            self._plan_ops = [id(op) for op in self.ops]
+            self._plan_ops = tuple(map(id, self.ops))
+            self._compiled, self._seen = {}, {}
+        key = (x.shape, _threads())
+        if self._jit and key not in self._compiled:
+            calls, seconds = self._seen.get(key, (0, float("inf")))
+            if calls + 1 >= COMPILE_AFTER:
+                if len(self._compiled) >= MAX_COMPILED:
+                    self._compiled.pop(next(iter(self._compiled)))
+                # worth it where the per-step Python overhead is a visible share of the run (small batches)
+                worth = len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
+                from stbin.deploy.jit_plan import compile_plan
+
+                self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None
+        plan = self._compiled.get(key) if self._jit else None
+        start = time.perf_counter()
         with _kernels().KERNEL_LOCK:
-            for step in self._plan:
-                x = step(x, ctx)
+            if plan is not None:
+                x = plan(x, ctx)
+            else:
+                for step in self._plan:
+                    x = step(x, ctx)
+        if self._jit and key not in self._compiled:
+            calls, seconds = self._seen.get(key, (0, float("inf")))
+            self._seen[key] = (calls + 1, min(seconds, time.perf_counter() - start))  # the first run also loads
         if x.dtype != np.float32:
             raise ValueError("the network ends in binary units; add a float output layer")
         return x

@@ -30,7 +30,9 @@ entered by two threads at once); :class:`stbin.deploy.DeployedNet` takes it.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import threading
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -48,10 +50,62 @@ SERIAL_WORK = 1 << 20
 
 def _pick(name: str, work: int) -> Any:
     """The parallel kernel, or its serial twin for small work or a single thread."""
-    mod = _float_loops if name.startswith(("float_", "unpack_")) else _loops
+    mod = _loops if hasattr(_loops, name) else _float_loops
     if work < SERIAL_WORK or numba.get_num_threads() == 1:
         return getattr(mod, name + "_serial")
     return getattr(mod, name)
+
+
+_RECORD = threading.local()
+
+
+def _launch(name: str, work: int, *args: Any) -> None:
+    """Run the compiled loop ``name`` (or its serial twin, see :func:`_pick`) on checked arguments,
+    or, inside :func:`recording`, append ``(loop, args)`` to the record instead of running it."""
+    loop = _pick(name, work)
+    calls = getattr(_RECORD, "calls", None)
+    if calls is None:
+        loop(*args)
+        return
+    calls.append((loop, args))
+    for a in args:  # a numpy write to a kernel's array after the call would be lost: make it fail instead
+        if isinstance(a, np.ndarray) and a.flags.writeable and a.flags.owndata:
+            _RECORD.frozen.append(a)
+            a.flags.writeable = False
+
+
+def scratch(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """An uninitialised work array that a kernel writes before any kernel reads it (e.g. the int32 dot
+    products before a real-valued output stage). A compiled plan keeps it as a reusable buffer."""
+    a = np.empty(shape, dtype)
+    if getattr(_RECORD, "calls", None) is not None:
+        _RECORD.scratch[id(a)] = a
+    return a
+
+
+class Record:
+    """What a :func:`recording` block saw: ``calls`` (compiled loop, arguments) and the ``scratch`` arrays by id."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, tuple[Any, ...]]] = []
+        self.scratch: dict[int, np.ndarray] = {}
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Record]:
+    """Check arguments as usual but record ``(compiled loop, arguments)`` instead of running the loops
+    (used by :mod:`stbin.deploy.jit_plan` to build one compiled function per network). Arrays passed
+    to a recorded call are read-only until the end of the block, so that code computing on them
+    after the call fails."""
+    before = getattr(_RECORD, "calls", None), getattr(_RECORD, "frozen", None), getattr(_RECORD, "scratch", None)
+    rec = Record()
+    _RECORD.calls, _RECORD.frozen, _RECORD.scratch = rec.calls, [], rec.scratch
+    try:
+        yield rec
+    finally:
+        for a in _RECORD.frozen:
+            a.flags.writeable = True
+        _RECORD.calls, _RECORD.frozen, _RECORD.scratch = before
 
 
 def _arr(kernel: str, name: str, a: Any, dtype: type, ndim: int) -> np.ndarray:
@@ -92,7 +146,7 @@ def bgemm(X: np.ndarray, W: np.ndarray, k_bits: int, out: np.ndarray) -> None:
     """out[i, j] = ``K - 2 popcount(X[i] ^ W[j])``: X (N, KW) u64, W (M, KW) u64, out (N, M) int32."""
     k = _gemm_checks("bgemm", X, W, k_bits, out, np.int32)
     _shape("bgemm", "out", out, (X.shape[0], W.shape[0]))
-    _pick("bgemm", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, out)
+    _launch("bgemm", X.shape[0] * W.shape[0] * X.shape[1], X, W, k, out)
 
 
 def _thresholds(kernel: str, S: np.ndarray, T: np.ndarray, dtype: type, m: int, names: str = "ST") -> None:
@@ -106,7 +160,7 @@ def bgemm_sign(X: np.ndarray, W: np.ndarray, k_bits: int, S: np.ndarray, T: np.n
     k = _gemm_checks("bgemm_sign", X, W, k_bits, out, np.uint64)
     _thresholds("bgemm_sign", S, T, np.int32, W.shape[0])
     _shape("bgemm_sign", "out", out, (X.shape[0], n_words(W.shape[0])))
-    _pick("bgemm_sign", X.shape[0] * W.shape[0] * X.shape[1])(X, W, k, S, T, out)
+    _launch("bgemm_sign", X.shape[0] * W.shape[0] * X.shape[1], X, W, k, S, T, out)
 
 
 def _conv_checks(kernel: str, X: np.ndarray, Wt: np.ndarray, c_bits: int, geo: tuple[int, ...]) -> tuple[int, int]:
@@ -126,7 +180,7 @@ def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) 
     oh, ow = _conv_checks("bconv2d", X, Wt, c_bits, geo)
     _arr("bconv2d", "out", out, np.int32, 4)
     _shape("bconv2d", "out", out, (X.shape[0], oh, ow, Wt.shape[3]))
-    _pick("bconv2d", out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2])(X, Wt, int(c_bits), *geo, out)
+    _launch("bconv2d", out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2], X, Wt, int(c_bits), *geo, out)
 
 
 def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out) -> None:  # type: ignore[no-untyped-def]
@@ -136,7 +190,7 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     _thresholds("bconv2d_sign", S, T, np.int32, Wt.shape[3])
     _arr("bconv2d_sign", "out", out, np.uint64, 4)
     _shape("bconv2d_sign", "out", out, (X.shape[0], oh, ow, n_words(Wt.shape[3])))
-    _pick("bconv2d_sign", X.shape[0] * oh * ow * Wt.size)(X, Wt, int(c_bits), *geo, S, T, out)
+    _launch("bconv2d_sign", X.shape[0] * oh * ow * Wt.size, X, Wt, int(c_bits), *geo, S, T, out)
 
 
 def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out) -> None:  # type: ignore[no-untyped-def]
@@ -147,7 +201,7 @@ def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
     _thresholds(k, scale, bias, np.float32, Wt.shape[3], ("scale", "bias"))
     _arr(k, "out", out, np.float32, 4)
     _shape(k, "out", out, (X.shape[0], Wt.shape[3], oh, ow))
-    _pick(k, out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2])(X, Wt, int(c_bits), *geo, scale, bias, out)
+    _launch(k, out.size * Wt.shape[0] * Wt.shape[1] * Wt.shape[2], X, Wt, int(c_bits), *geo, scale, bias, out)
 
 
 def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out) -> None:  # type: ignore[no-untyped-def]
@@ -162,7 +216,7 @@ def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil
     _arr(k, "out", out, np.uint64, 4)
     _shape(k, "out", out, (X.shape[0], conv_out(X.shape[1], kh, sh, ph, dh), conv_out(X.shape[2], kw, sw, pw, dw),
                            X.shape[3]))
-    _pick("bmaxpool2d", out.size * kh * kw)(X, any_mask, kh, kw, *geo, out)
+    _launch("bmaxpool2d", out.size * kh * kw, X, any_mask, kh, kw, *geo, out)
 
 
 def float_sign_pack(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
@@ -171,7 +225,7 @@ def float_sign_pack(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray
     _thresholds("float_sign_pack", S, T, np.float32, Y.shape[1])
     _arr("float_sign_pack", "out", out, np.uint64, 2)
     _shape("float_sign_pack", "out", out, (Y.shape[0], n_words(Y.shape[1])))
-    _pick("float_sign_pack", Y.size // 4)(Y, S, T, out)
+    _launch("float_sign_pack", Y.size // 4, Y, S, T, out)
 
 
 def float_sign_pack_nchw(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
@@ -181,7 +235,7 @@ def float_sign_pack_nchw(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.nd
     _thresholds("float_sign_pack_nchw", S, T, np.float32, c)
     _arr("float_sign_pack_nchw", "out", out, np.uint64, 4)
     _shape("float_sign_pack_nchw", "out", out, (n, h, w, n_words(c)))
-    _pick("float_sign_pack_nchw", Y.size // 4)(Y, S, T, out)
+    _launch("float_sign_pack_nchw", Y.size // 4, Y, S, T, out)
 
 
 def _dense_checks(k: str, X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray, out_dtype: type) -> int:
@@ -202,7 +256,7 @@ def float_dense(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, out: np.ndarray) -
     k = "float_dense"
     m = _dense_checks(k, X, Wt, b, out, np.float32)
     _shape(k, "out", out, (X.shape[0], m))
-    _pick(k, X.size * m // 64)(X, Wt, b, out)
+    _launch(k, X.size * m // 64, X, Wt, b, out)
 
 
 def float_dense_sign(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, S: np.ndarray, T: np.ndarray,
@@ -212,8 +266,8 @@ def float_dense_sign(X: np.ndarray, Wt: np.ndarray, b: np.ndarray, S: np.ndarray
     m = _dense_checks(k, X, Wt, b, out, np.uint64)
     _thresholds(k, S, T, np.float32, m)
     _shape(k, "out", out, (X.shape[0], n_words(m)))
-    acc = np.empty((X.shape[0], m), np.float32)
-    _pick(k, X.size * m // 64)(X, Wt, b, S, T, acc, out)
+    acc = scratch((X.shape[0], m), np.float32)
+    _launch(k, X.size * m // 64, X, Wt, b, S, T, acc, out)
 
 
 def unpack_float(X: np.ndarray, k_bits: int, out: np.ndarray) -> None:
@@ -223,7 +277,7 @@ def unpack_float(X: np.ndarray, k_bits: int, out: np.ndarray) -> None:
     _shape("unpack_float", "X", X, (X.shape[0], n_words(k)))
     _arr("unpack_float", "out", out, np.float32, 2)
     _shape("unpack_float", "out", out, (X.shape[0], k))
-    _pick("unpack_float", out.size // 16)(X, k, out)
+    _launch("unpack_float", out.size // 16, X, k, out)
 
 
 def unpack_float_nchw(X: np.ndarray, c_bits: int, out: np.ndarray) -> None:
@@ -234,7 +288,61 @@ def unpack_float_nchw(X: np.ndarray, c_bits: int, out: np.ndarray) -> None:
     _shape(k, "X", X, (*X.shape[:3], n_words(c)))
     _arr(k, "out", out, np.float32, 4)
     _shape(k, "out", out, (X.shape[0], c, X.shape[1], X.shape[2]))
-    _pick(k, out.size // 16)(X, c, out)
+    _launch(k, out.size // 16, X, c, out)
+
+
+def real_out(dot: np.ndarray, scale: np.ndarray, bias: np.ndarray, out: np.ndarray) -> None:
+    """out = float32(dot) * scale + bias per column: dot (N, M) int32, scale / bias (M,) float32."""
+    k = "real_out"
+    _arr(k, "dot", dot, np.int32, 2)
+    _thresholds(k, scale, bias, np.float32, dot.shape[1], ("scale", "bias"))
+    _arr(k, "out", out, np.float32, 2)
+    _shape(k, "out", out, dot.shape)
+    _launch(k, out.size // 16, dot, scale, bias, out)
+
+
+def affine(X: np.ndarray, alpha: np.ndarray, beta: np.ndarray, out: np.ndarray) -> None:
+    """out = X * alpha + beta per channel (axis 1) of X (N, C, ...) float32, rounded after each operation."""
+    k = "affine"
+    _arr(k, "X", X, np.float32, X.ndim if isinstance(X, np.ndarray) and X.ndim >= 2 else 2)
+    _thresholds(k, alpha, beta, np.float32, X.shape[1], ("alpha", "beta"))
+    _arr(k, "out", out, np.float32, X.ndim)
+    _shape(k, "out", out, X.shape)
+    n, c = X.shape[:2]
+    _launch(k, out.size // 16, X.reshape(n, c, -1), alpha, beta, out.reshape(n, c, -1))
+
+
+def add(A: np.ndarray, B: np.ndarray, out: np.ndarray) -> None:
+    """out = A + B element-wise, float32 arrays of one shape."""
+    for name, a in (("A", A), ("B", B), ("out", out)):
+        _arr("add", name, a, np.float32, a.ndim if isinstance(a, np.ndarray) else 1)
+        _shape("add", name, a, A.shape)
+    _launch("add", out.size // 16, A.reshape(-1), B.reshape(-1), out.reshape(-1))
+
+
+def zero_pad_shortcut(X: np.ndarray, stride_h: int, stride_w: int, before: int, out: np.ndarray) -> None:
+    """out[:, before + c] = X[:, c, ::stride_h, ::stride_w], other channels 0: X (N, C, H, W) float32."""
+    k = "zero_pad_shortcut"
+    _arr(k, "X", X, np.float32, 4)
+    sh, sw, b = _int(k, "stride_h", stride_h, 1), _int(k, "stride_w", stride_w, 1), _int(k, "before", before, 0)
+    n, c, h, w = X.shape
+    _arr(k, "out", out, np.float32, 4)
+    if out.shape[0] != n or out.shape[1] < b + c or out.shape[2:] != (-(-h // sh), -(-w // sw)):
+        raise ValueError(f"{k}: out has shape {tuple(out.shape)}, expected ({n}, >= {b + c}, {-(-h // sh)}, "
+                         f"{-(-w // sw)})")
+    _launch(k, out.size // 16, X, sh, sw, b, out)
+
+
+def avgpool2d(X: np.ndarray, kh: int, kw: int, stride_h: int, stride_w: int, out: np.ndarray) -> None:
+    """Average pooling without padding of X (N, C, H, W) float32: taps summed row by row, then divided."""
+    k = "avgpool2d"
+    _arr(k, "X", X, np.float32, 4)
+    n, c, h, w = X.shape
+    kh, kw = _int(k, "kh", kh, 1, h), _int(k, "kw", kw, 1, w)
+    sh, sw = _int(k, "stride_h", stride_h, 1), _int(k, "stride_w", stride_w, 1)
+    _arr(k, "out", out, np.float32, 4)
+    _shape(k, "out", out, (n, c, (h - kh) // sh + 1, (w - kw) // sw + 1))
+    _launch(k, out.size * kh * kw // 16, X, kh, kw, sh, sw, out)
 
 
 def popcount_peak(X: np.ndarray, reps: int) -> int:

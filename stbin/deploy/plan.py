@@ -22,12 +22,12 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
     lin, sign = ops
     if net.float_backend == "torch":
         return None  # torch's own linear: the logits stay bit for bit PyTorch's
-    from stbin.deploy.ops.float_layers import LATENCY_ROWS, dense_operands
+    from stbin.deploy.ops.float_layers import dense_operands, engine_loop
 
     run_lin, run_sign = OPS.get("linear").run, OPS.get("sign").run
 
     def step(x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        if len(x) > LATENCY_ROWS:
+        if not engine_loop(len(x), lin.arrays["weight"]):
             return run_sign(sign, run_lin(lin, x, ctx), ctx)
         from stbin.deploy import kernels
 

@@ -79,3 +79,38 @@ def test_every_registered_op_infers_and_runs_through_the_registry():
         assert t.name == name
         assert type(t).infer is not OpType.infer and type(t).run is not OpType.run, name
     assert TensorSpec.bits((70,)).words == 2 and TensorSpec.bits((2, 3, 70)).array_shape() == (2, 3, 2)
+
+
+def test_a_newly_registered_sign_activation_exports_without_a_converter_of_its_own():
+    """The sign converter is found by the module's declared precision (stbin.nn's registry), not by a list
+    of classes: a sign activation registered from this file alone exports, with thresholds folded from it."""
+    from stbin.nn import BINARY_MODULES, BinaryLinear, BinaryModule, Precision, register_binary_module
+
+    @register_binary_module("toy_shifted_sign", "activation")
+    class ToyShiftedSign(BinaryModule):
+        """sign(x - 0.25) with sign(0) = +1."""
+
+        @staticmethod
+        def precision_for(**options):
+            return Precision(output_bits=1, output_signed=True)
+
+        def forward(self, x):
+            return torch.where(x - 0.25 >= 0, 1.0, -1.0)
+
+    try:
+        assert CONVERTERS.find(ToyShiftedSign()) is not None
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(10, 70), nn.BatchNorm1d(70), ToyShiftedSign(), BinaryLinear(70, 20),
+                              nn.BatchNorm1d(20), ToyShiftedSign(), nn.Linear(20, 3)).eval()
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-1, 1)
+        net = compile_model(model)
+        assert [o.type for o in net.ops] == ["linear", "sign", "bdense", "bits_float", "linear"]
+        x = torch.randn(200, 10)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        np.testing.assert_array_equal(net(x.numpy()).argmax(1), ref.argmax(1))
+        np.testing.assert_allclose(net(x.numpy()), ref, rtol=0, atol=1e-5)
+    finally:
+        BINARY_MODULES._items.pop("toy_shifted_sign")
+    assert CONVERTERS.find(nn.ReLU()) is None

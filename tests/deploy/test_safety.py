@@ -273,3 +273,30 @@ def test_header_helper_reseals(mlp):
     h = json.loads(data[24: 24 + struct.unpack_from("<I", data, 12)[0]])
     assert h["version"] == FORMAT_VERSION and data[:8] == MAGIC
     assert n_words(70) == 2
+
+
+@pytest.mark.parametrize("net_name", ["mlp", "conv"])
+def test_compiled_plan_runs_every_check_when_it_is_built(net_name, request):
+    """The compiled plan is recorded through the kernels' checked entry points: ops edited after the load
+    checks (a packed weight with one word too few per row / per tap) are refused with the kernel's one-line
+    ValueError when the plan is built, before any compiled code runs, and the hot path only ever takes
+    inputs of the exact shape and dtype the plan was built for."""
+    from stbin.deploy import jit_plan
+    from stbin.deploy.plan import build_plan
+
+    net = request.getfixturevalue(net_name)
+    shape = (1, *net.meta["input_shape"]) if "input_shape" in net.meta else (1, 12)
+    x = np.zeros(shape, np.float32)
+    for _ in range(3):
+        ok = net(x)
+    bad = copy.deepcopy(net)
+    k = idx(bad, "bdense" if net_name == "mlp" else "bconv2d")
+    w = bad.ops[k].arrays["weight"]
+    bad.ops[k].arrays["weight"] = np.ascontiguousarray(w[..., :-1]) if w.shape[-1] > 1 else w[:, :0]
+    bad._plan = None
+    with pytest.raises(ValueError, match=r"^(bgemm_sign|bconv2d_sign|float_dense): ") as e:
+        jit_plan.compile_plan(build_plan(bad.ops, bad), x.shape, bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"expects inputs of shape"):
+        net(np.zeros((1, 5), np.float32))
+    np.testing.assert_array_equal(net(x), ok)

@@ -107,6 +107,8 @@ class OpType:
     name: str = ""
     #: name -> (dtype, number of axes, required)
     arrays: dict[str, tuple[type, int, bool]] = {}
+    #: vector -> array: the vector (if present) has one entry per row of the array (e.g. a bias per output)
+    per_row: dict[str, str] = {}
 
     def check(self, op: Op) -> None:
         """Attributes and array shapes, on their own (ValueError naming the field)."""
@@ -130,6 +132,9 @@ class OpType:
         for name, (_, _, required) in self.arrays.items():
             if required and name not in op.arrays:
                 raise ValueError(f"missing array {name!r}")
+        for name, of in self.per_row.items():
+            if of in op.arrays:
+                vec(op, name, op.arrays[of].shape[0])
         if not isinstance(op.attrs, dict):
             raise ValueError(f"attrs must be a JSON object, got {type(op.attrs).__name__}")
 
@@ -137,10 +142,22 @@ class OpType:
 OPS: Registry[OpType] = Registry("deploy op type")
 
 
-def register_op(cls: type[OpType]) -> type[OpType]:
-    """Class decorator: register an instance of ``cls`` under ``cls.name``."""
-    OPS.register(cls.name, cls())
-    return cls
+def register_op(cls: type[OpType] | str | None = None, **arrays: tuple[type, int, bool]) -> Any:
+    """Class decorator: register an instance of ``cls`` under ``cls.name``.
+
+    ``@register_op("name", weight=(np.uint64, 2, True), ...)`` sets the class's ``name`` and
+    ``arrays`` (name -> (dtype, number of axes, required)) first.
+    """
+    if isinstance(cls, type):
+        OPS.register(cls.name, cls())
+        return cls
+
+    def add(c: type[OpType]) -> type[OpType]:
+        c.name = cls if cls is not None else c.name
+        if arrays:
+            c.arrays = dict(arrays)
+        return register_op(c)
+    return add
 
 
 # -- helpers for op types ------------------------------------------------------------------

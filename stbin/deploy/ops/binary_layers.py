@@ -37,16 +37,17 @@ _THRESHOLD_ARRAYS = {"S": (np.int32, 1, True), "T": (np.int32, 1, True)}
 _REAL_ARRAYS = {"scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
 
 
-def _real_out(op: Op, dot: np.ndarray) -> np.ndarray:
-    y = dot.astype(np.float32)
-    if "scale" in op.arrays:
-        y *= op.arrays["scale"]
-    if "bias" in op.arrays:
-        y += op.arrays["bias"]
-    return y
+def _scale_bias(op: Op, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """``scale`` and ``bias`` of a real-valued output stage (ones / zeros where absent), made once per op."""
+    m = op.arrays["weight"].shape[0]
+    return ctx.cache(op, "scale-bias", lambda: (op.arrays.get("scale", np.ones(m, np.float32)),
+                                                op.arrays.get("bias", np.zeros(m, np.float32))))
 
 
 class _BDense(OpType):
+    """Binary GEMM on packed rows (N, KW): ``bdense`` -> bits (N, ceil(M/64)) through integer
+    thresholds, ``bdense_f`` -> float (N, M) ``y = scale * dot + bias``."""
+
     threshold = True
 
     def check(self, op: Op) -> None:
@@ -64,37 +65,23 @@ class _BDense(OpType):
         m = op.attrs["out_features"]
         return TensorSpec.bits((m,)) if self.threshold else TensorSpec("float", (m,))
 
-
-@register_op
-class BDense(_BDense):
-    """Binary GEMM fused with integer thresholds: bits (N, KW) -> bits (N, ceil(M/64))."""
-
-    name = "bdense"
-    arrays = {"weight": (np.uint64, 2, True), **_THRESHOLD_ARRAYS}
-
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        w = op.arrays["weight"]
-        out = np.empty((len(x), n_words(w.shape[0])), dtype=np.uint64)
-        _kernels().bgemm_sign(x, w, int(op.attrs["in_features"]), op.arrays["S"], op.arrays["T"], out)
+        w, k = op.arrays["weight"], int(op.attrs["in_features"])
+        if self.threshold:
+            out = np.empty((len(x), n_words(w.shape[0])), dtype=np.uint64)
+            _kernels().bgemm_sign(x, w, k, op.arrays["S"], op.arrays["T"], out)
+            return out
+        dot = _kernels().scratch((len(x), w.shape[0]), np.int32)
+        _kernels().bgemm(x, w, k, dot)
+        out = np.empty(dot.shape, np.float32)
+        _kernels().real_out(dot, *_scale_bias(op, ctx), out)
         return out
 
 
-@register_op
-class BDenseF(_BDense):
-    """Binary GEMM with a real-valued output ``y = scale * dot + bias``: bits -> float (N, M)."""
-
-    name = "bdense_f"
-    threshold = False
-    arrays = {"weight": (np.uint64, 2, True), **_REAL_ARRAYS}
-
-    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        w = op.arrays["weight"]
-        dot = np.empty((len(x), w.shape[0]), dtype=np.int32)
-        _kernels().bgemm(x, w, int(op.attrs["in_features"]), dot)
-        return _real_out(op, dot)
-
-
 class _BConv(OpType):
+    """Binary conv on channel-packed NHWC bits: ``bconv2d`` -> NHWC bits through integer thresholds,
+    ``bconv2d_f`` -> NCHW float ``y = scale * dot + bias``."""
+
     threshold = True
 
     def check(self, op: Op) -> None:
@@ -114,54 +101,27 @@ class _BConv(OpType):
         oh, ow = spatial_out(h, w, (kh, kw), op)
         return TensorSpec.bits((oh, ow, m)) if self.threshold else TensorSpec("float", (m, oh, ow))
 
-    def out_hw(self, op: Op, x: np.ndarray) -> tuple[int, int]:
+    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         from stbin.deploy.geometry import conv_out_hw
 
-        _, kh, kw, _ = op.arrays["weight"].shape
-        return conv_out_hw(x.shape[1], x.shape[2], kh, kw, op.attrs["stride"], op.attrs["padding"],
-                           op.attrs["dilation"])
-
-
-def _geometry_args(op: Op) -> tuple[int, int, int, int, int, int]:
-    """The conv geometry as the kernels take it: ``stride_h, stride_w, pad_h, pad_w, dil_h, dil_w``."""
-    (sh, sw), (ph, pw), (dh, dw) = op.attrs["stride"], op.attrs["padding"], op.attrs["dilation"]
-    return sh, sw, ph, pw, dh, dw
-
-
-def _tap_major(op: Op, ctx: RunContext) -> np.ndarray:
-    """The packed weight (OC, KH, KW, CW) in the kernels' tap-major layout (KH, KW, CW, OC), made once per op."""
-    return ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
-
-
-@register_op
-class BConv2d(_BConv):
-    """Binary conv fused with integer thresholds: bits NHWC -> bits NHWC."""
-
-    name = "bconv2d"
-    arrays = {"weight": (np.uint64, 4, True), **_THRESHOLD_ARRAYS}
-
-    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        oh, ow = self.out_hw(op, x)
-        out = np.empty((len(x), oh, ow, n_words(op.arrays["weight"].shape[0])), dtype=np.uint64)
-        _kernels().bconv2d_sign(x, _tap_major(op, ctx), int(op.attrs["in_channels"]), *_geometry_args(op),
-                                op.arrays["S"], op.arrays["T"], out)
-        return out
-
-
-@register_op
-class BConv2dF(_BConv):
-    """Binary conv with a real-valued output ``y = scale * dot + bias``: bits NHWC -> float NCHW."""
-
-    name = "bconv2d_f"
-    threshold = False
-    arrays = {"weight": (np.uint64, 4, True), **_REAL_ARRAYS}
-
-    def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        oh, ow = self.out_hw(op, x)
-        m = op.arrays["weight"].shape[0]
-        scale, bias = ctx.cache(op, "scale-bias", lambda: (
-            op.arrays.get("scale", np.ones(m, np.float32)), op.arrays.get("bias", np.zeros(m, np.float32))))
+        m, kh, kw, _ = op.arrays["weight"].shape
+        a = op.attrs
+        oh, ow = conv_out_hw(x.shape[1], x.shape[2], kh, kw, a["stride"], a["padding"], a["dilation"])
+        (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
+        if self.threshold:
+            out = np.empty((len(x), oh, ow, n_words(m)), dtype=np.uint64)
+            _kernels().bconv2d_sign(x, wt, int(a["in_channels"]), sh, sw, ph, pw, dh, dw, op.arrays["S"],
+                                    op.arrays["T"], out)
+            return out
         out = np.empty((len(x), m, oh, ow), dtype=np.float32)
-        _kernels().bconv2d_float(x, _tap_major(op, ctx), int(op.attrs["in_channels"]), *_geometry_args(op), scale, bias,
-                                 out)
+        _kernels().bconv2d_float(x, wt, int(a["in_channels"]), sh, sw, ph, pw, dh, dw, *_scale_bias(op, ctx), out)
         return out
+
+
+#: the four op types: (name, base, weight axes, thresholded output)
+_TYPES = (("bdense", _BDense, 2, True), ("bdense_f", _BDense, 2, False),
+          ("bconv2d", _BConv, 4, True), ("bconv2d_f", _BConv, 4, False))
+for _name, _base, _ndim, _threshold in _TYPES:
+    register_op(_name, weight=(np.uint64, _ndim, True), **(_THRESHOLD_ARRAYS if _threshold else _REAL_ARRAYS))(
+        type(_base.__name__.lstrip("_") + ("" if _threshold else "F"), (_base,), {"threshold": _threshold}))

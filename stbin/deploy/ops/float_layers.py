@@ -12,9 +12,16 @@ from stbin.deploy.ops.float_math import float_conv2d, matmul, torch_rows
 from stbin.deploy.packing import n_words, unpack_bits
 
 
-#: up to this many rows a float dense layer runs the engine's own loop (kernels.float_dense):
-#: no BLAS thread-pool round trip (tens of microseconds at batch 1)
+#: up to this many rows (or SMALL_MACS multiply-adds) a float dense layer runs the engine's own loop
+#: (kernels.float_dense): no BLAS round trip (tens of microseconds), and it joins the compiled plan;
+#: measured by benchmarks/bench_first_layer.py: the loop is faster at batch 1, BLAS from batch ~8 on
 LATENCY_ROWS = 8
+SMALL_MACS = 1 << 20
+
+
+def engine_loop(rows: int, w: np.ndarray) -> bool:
+    """Whether a dense layer with weight ``w`` (M, K) on ``rows`` rows runs the engine's own loop."""
+    return rows <= LATENCY_ROWS or rows * w.shape[0] * w.shape[1] <= SMALL_MACS
 
 
 def dense_operands(op: Op, w: np.ndarray, b: np.ndarray | None, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +31,7 @@ def dense_operands(op: Op, w: np.ndarray, b: np.ndarray | None, ctx: RunContext)
 
 
 def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, ctx: RunContext, op: Op) -> np.ndarray:
-    if ctx.net.float_backend != "torch" and len(x) <= LATENCY_ROWS:
+    if ctx.net.float_backend != "torch" and engine_loop(len(x), w):
         from stbin.deploy import kernels
 
         wt, bb = dense_operands(op, w, b, ctx)
@@ -42,15 +49,11 @@ def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, ctx: RunContext, 
     return y
 
 
-@register_op
+@register_op("linear", weight=(np.float32, 2, True), bias=(np.float32, 1, False))
 class Linear(OpType):
     """``y = x W^T + b`` in float32 (first / last layers); input (N, ...) with K values per sample."""
 
-    name = "linear"
-    arrays = {"weight": (np.float32, 2, True), "bias": (np.float32, 1, False)}
-
-    def check(self, op: Op) -> None:
-        vec(op, "bias", op.arrays["weight"].shape[0])
+    per_row = {"bias": "weight"}
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float")
@@ -63,12 +66,9 @@ class Linear(OpType):
         return _dense(x, op.arrays["weight"], op.arrays.get("bias"), ctx, op)
 
 
-@register_op
+@register_op("blinear", weight=(np.uint64, 2, True), scale=(np.float32, 1, False), bias=(np.float32, 1, False))
 class BLinear(OpType):
     """Bit-packed ±1 weights (times ``scale``) on a real input: unpacked once to float32, then ``linear``."""
-
-    name = "blinear"
-    arrays = {"weight": (np.uint64, 2, True), "scale": (np.float32, 1, False), "bias": (np.float32, 1, False)}
 
     def check(self, op: Op) -> None:
         k, m = int_attr(op, "in_features"), int_attr(op, "out_features")
@@ -94,18 +94,16 @@ class BLinear(OpType):
         return _dense(x, w, op.arrays.get("bias"), ctx, op)
 
 
-@register_op
+@register_op("conv2d", weight=(np.float32, 4, True), bias=(np.float32, 1, False))
 class Conv2d(OpType):
     """Float32 convolution NCHW -> NCHW (first layer, real shortcuts)."""
 
-    name = "conv2d"
-    arrays = {"weight": (np.float32, 4, True), "bias": (np.float32, 1, False)}
+    per_row = {"bias": "weight"}
 
     def check(self, op: Op) -> None:
         conv_geometry(op)
         if min(op.arrays["weight"].shape) < 1:
             raise ValueError(f"array 'weight' has an empty axis: {op.arrays['weight'].shape}")
-        vec(op, "bias", op.arrays["weight"].shape[0])
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float", 3)
@@ -126,15 +124,11 @@ class Conv2d(OpType):
         return float_conv2d(x, A["weight"], A.get("bias"), a["stride"], a["padding"], a["dilation"])
 
 
-@register_op
+@register_op("affine", alpha=(np.float32, 1, True), beta=(np.float32, 1, True))
 class Affine(OpType):
     """Per-channel ``y * alpha + beta`` (a batch norm with no sign after it), float -> float."""
 
-    name = "affine"
-    arrays = {"alpha": (np.float32, 1, True), "beta": (np.float32, 1, True)}
-
-    def check(self, op: Op) -> None:
-        vec(op, "beta", op.arrays["alpha"].shape[0])
+    per_row = {"beta": "alpha"}
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float")
@@ -143,5 +137,8 @@ class Affine(OpType):
         return x
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return x * op.arrays["alpha"].reshape(shape) + op.arrays["beta"].reshape(shape)
+        from stbin.deploy import kernels
+
+        out = np.empty(x.shape, np.float32)
+        kernels.affine(x, op.arrays["alpha"], op.arrays["beta"], out)
+        return out

@@ -10,11 +10,9 @@ from stbin.deploy.ops.base import GraphState, Op, OpType, RunContext, TensorSpec
 from stbin.deploy.packing import n_words
 
 
-@register_op
+@register_op("flatten")
 class Flatten(OpType):
     """Flatten one sample; on NHWC bits the words of each pixel stay together (a bdense reads them so)."""
-
-    name = "flatten"
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         if x.kind == "float":

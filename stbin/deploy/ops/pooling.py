@@ -9,12 +9,9 @@ from stbin.deploy.ops.base import (GraphState, Op, OpType, RunContext, TensorSpe
 from stbin.deploy.packing import n_words
 
 
-@register_op
+@register_op("maxpool2d", any_mask=(np.uint64, 1, False))
 class MaxPool2d(OpType):
     """Max pooling on packed NHWC bits (``any_mask``: see :func:`stbin.deploy.kernels.bmaxpool2d`)."""
-
-    name = "maxpool2d"
-    arrays = {"any_mask": (np.uint64, 1, False)}
 
     def check(self, op: Op) -> None:
         pair_attr(op, "kernel_size", 1)
@@ -36,12 +33,13 @@ class MaxPool2d(OpType):
         a = op.attrs
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel_size"], a["stride"], a["padding"], a["dilation"]
         out = np.empty((n, conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw), cw), dtype=np.uint64)
-        mask = op.arrays["any_mask"] if "any_mask" in op.arrays else np.full(cw, ~np.uint64(0), dtype=np.uint64)
+        mask = op.arrays["any_mask"] if "any_mask" in op.arrays else ctx.cache(
+            op, "any-mask", lambda: np.full(cw, ~np.uint64(0), dtype=np.uint64))
         kernels.bmaxpool2d(x, mask, kh, kw, sh, sw, ph, pw, dh, dw, out)
         return out
 
 
-@register_op
+@register_op("avgpool2d")
 class AvgPool2d(OpType):
     """Average pooling of a float NCHW map without padding (``kernel_size`` = (H, W): global pooling).
 
@@ -50,8 +48,6 @@ class AvgPool2d(OpType):
     pooling) runs PyTorch's ``adaptive_avg_pool2d`` unless the float backend is ``"numpy"``
     (its vectorised sum has its own order).
     """
-
-    name = "avgpool2d"
 
     def check(self, op: Op) -> None:
         pair_attr(op, "kernel_size", 1)
@@ -80,10 +76,8 @@ class AvgPool2d(OpType):
             from stbin.deploy.ops.float_math import torch_rows
 
             return torch_rows(lambda t: torch.nn.functional.adaptive_avg_pool2d(t, 1), x)
-        oh, ow = self.out_hw(op, h, w)
-        acc = np.zeros((n, c, oh, ow), np.float32)
-        for u in range(kh):
-            for v in range(kw):
-                acc += x[:, :, u: u + sh * (oh - 1) + 1: sh, v: v + sw * (ow - 1) + 1: sw]
-        acc /= np.float32(kh * kw)
-        return acc
+        from stbin.deploy import kernels
+
+        out = np.empty((n, c, *self.out_hw(op, h, w)), np.float32)
+        kernels.avgpool2d(x, kh, kw, sh, sw, out)
+        return out

@@ -30,14 +30,16 @@ def _saved(op: Op, state: GraphState) -> TensorSpec:
     return state.slots[s]
 
 
-@register_op
-class Save(OpType):
-    """Keep the current tensor in slot ``slot`` (passes it on unchanged)."""
-
-    name = "save"
+class _SlotOp(OpType):
+    """An op on a numbered slot (attribute ``slot`` in [0, MAX_SLOTS))."""
 
     def check(self, op: Op) -> None:
         _slot(op)
+
+
+@register_op("save")
+class Save(_SlotOp):
+    """Keep the current tensor in slot ``slot`` (passes it on unchanged)."""
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         state.slots[op.attrs["slot"]] = x
@@ -48,14 +50,9 @@ class Save(OpType):
         return x
 
 
-@register_op
-class Load(OpType):
+@register_op("load")
+class Load(_SlotOp):
     """Continue with the tensor saved in slot ``slot``."""
-
-    name = "load"
-
-    def check(self, op: Op) -> None:
-        _slot(op)
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         return _saved(op, state)
@@ -64,14 +61,9 @@ class Load(OpType):
         return ctx.slots[op.attrs["slot"]]
 
 
-@register_op
-class Add(OpType):
+@register_op("add")
+class Add(_SlotOp):
     """Element-wise sum of the current float tensor and the float tensor in slot ``slot`` (same shape)."""
-
-    name = "add"
-
-    def check(self, op: Op) -> None:
-        _slot(op)
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float")
@@ -81,14 +73,16 @@ class Add(OpType):
         return x
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        return x + ctx.slots[op.attrs["slot"]]
+        from stbin.deploy import kernels
+
+        out = np.empty(x.shape, np.float32)
+        kernels.add(x, ctx.slots[op.attrs["slot"]], out)
+        return out
 
 
-@register_op
+@register_op("zero_pad_shortcut")
 class ZeroPadShortcut(OpType):
     """Option-A shortcut: ``x[:, :, ::sh, ::sw]`` with ``channels_before`` / ``channels_after`` zero channels."""
-
-    name = "zero_pad_shortcut"
 
     def check(self, op: Op) -> None:
         pair_attr(op, "stride", 1)
@@ -103,9 +97,9 @@ class ZeroPadShortcut(OpType):
                                     -(-h // sh), -(-w // sw)))
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
-        sh, sw = op.attrs["stride"]
-        y = x[:, :, ::sh, ::sw]
-        b, a = op.attrs["channels_before"], op.attrs["channels_after"]
-        out = np.zeros((len(x), b + x.shape[1] + a, y.shape[2], y.shape[3]), np.float32)
-        out[:, b: b + x.shape[1]] = y
+        from stbin.deploy import kernels
+
+        (sh, sw), b, a = op.attrs["stride"], op.attrs["channels_before"], op.attrs["channels_after"]
+        out = np.empty((len(x), b + x.shape[1] + a, -(-x.shape[2] // sh), -(-x.shape[3] // sw)), np.float32)
+        kernels.zero_pad_shortcut(x, sh, sw, b, out)
         return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stbin.deploy.ops.base import GraphState, Op, OpType, RunContext, TensorSpec, int_attr, need_kind, register_op, vec
+from stbin.deploy.ops.base import GraphState, Op, OpType, RunContext, TensorSpec, int_attr, need_kind, register_op
 from stbin.deploy.packing import n_words
 
 
@@ -18,8 +18,7 @@ class _Sign(OpType):
     arrays = {"S": (np.float32, 1, True), "T": (np.float32, 1, True)}
     ndim = 1
 
-    def check(self, op: Op) -> None:
-        vec(op, "T", op.arrays["S"].shape[0])
+    per_row = {"T": "S"}
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         need_kind(x, "float", self.ndim)
@@ -30,11 +29,9 @@ class _Sign(OpType):
         return TensorSpec.bits(x.shape if self.ndim == 1 else (x.shape[1], x.shape[2], c))
 
 
-@register_op
+@register_op("sign")
 class Sign(_Sign):
     """Folded batch norm + sign on float rows (N, F): bit j = not (S[j] * y_j >= T[j]) -> bits (N, ceil(F/64))."""
-
-    name = "sign"
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         out = np.empty((len(x), n_words(x.shape[1])), dtype=np.uint64)
@@ -42,15 +39,13 @@ class Sign(_Sign):
         return out
 
 
-@register_op
+@register_op("sign2d")
 class Sign2d(_Sign):
     """As ``sign`` per channel of an NCHW float map -> NHWC bits (N, H, W, ceil(C/64)).
 
     The per-channel float threshold covers any monotone per-channel chain before the sign:
     batch norm, a learnable shift (ReActNet's RSign, ``sign(x - b_c)``), or both.
     """
-
-    name = "sign2d"
     ndim = 3
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
@@ -60,11 +55,9 @@ class Sign2d(_Sign):
         return out
 
 
-@register_op
+@register_op("bits_float")
 class BitsFloat(OpType):
     """Unpack ±1 values for a float consumer: bits (N, ceil(F/64)) -> float (N, F); NHWC bits -> NCHW float."""
-
-    name = "bits_float"
 
     def check(self, op: Op) -> None:
         int_attr(op, "features")

@@ -1,0 +1,154 @@
+"""The compiled plan (one numba function per input shape) computes bit for bit what the op-by-op run
+computes, runs a small network in one compiled call, and never turns a run-time value into a constant."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from stbin.deploy import compile_model, engine, jit_plan, kernels
+from stbin.deploy.engine import COMPILE_AFTER
+from stbin.deploy.ops import RunContext
+from stbin.models import build_model
+from stbin.nn import BinaryConv2d, BinaryLinear, Sign
+
+from .test_engine import randomise_bn
+
+
+@pytest.fixture(autouse=True)
+def always_compile(monkeypatch):
+    """Compile at the COMPILE_AFTER-th batch whatever the timings (a loaded machine could make it not pay)."""
+    monkeypatch.setattr(engine, "MIN_SAVING", 0.0)
+
+
+def op_by_op(net, x):
+    h = x
+    for op in net.ops:
+        h = net._op(op, h)
+    return h
+
+
+def compiled(net, x):
+    """Run until the plan of x's shape is compiled; return (output, plan)."""
+    for _ in range(COMPILE_AFTER):
+        y = net(x)
+    plan = net._compiled[(x.shape, kernels.get_threads())]
+    np.testing.assert_array_equal(net(x), y)
+    return y, plan
+
+
+def small_nets():
+    torch.manual_seed(0)
+    mlp = randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70, 130), num_classes=4))
+    conv = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), Sign(),
+                         BinaryConv2d(8, 70, 3, padding=1), nn.BatchNorm2d(70), Sign(), nn.MaxPool2d(2),
+                         BinaryConv2d(70, 16, 3), nn.BatchNorm2d(16), Sign(), nn.Flatten(),
+                         BinaryLinear(16 * 16, 40), nn.BatchNorm1d(40), Sign(), nn.Linear(40, 5))
+    res = build_model("resnet20", width=0.25, blocks=1, activation="sign", weights="sign")
+    bireal = build_model("bireal_resnet18", width=1 / 16, convs=1, activation="sign", weights="sign")
+    return [(mlp, (30,)), (randomise_bn(conv), (1, 12, 12)), (randomise_bn(res), (3, 16, 16)),
+            (randomise_bn(bireal), (3, 16, 16))]
+
+
+@pytest.mark.parametrize("k, batch", [(0, 1), (0, 3), (0, 12), (1, 1), (1, 12), (2, 2), (3, 2)])
+def test_compiled_plan_is_bit_identical_to_op_by_op(k, batch):
+    model, shape = small_nets()[k]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32) * 2
+    y, plan = compiled(net, x)
+    np.testing.assert_array_equal(y, op_by_op(net, x))
+    assert plan.sources, "nothing was compiled"
+    assert y.flags.writeable  # a fresh array every call:
+    assert not np.shares_memory(net(x), y)
+
+
+def test_small_mlp_runs_as_one_compiled_call_on_the_hot_path():
+    torch.manual_seed(0)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70, 40), num_classes=4)))
+    x = np.random.default_rng(0).standard_normal((1, 30)).astype(np.float32)
+    y, plan = compiled(net, x)
+    assert plan.single and len(plan.items) == 1
+    assert plan.sources[0].count("(") > len(net.ops)  # every op's loop is called from the one function
+    net._run = None  # the hot path: check the input, one compiled call, return
+    np.testing.assert_array_equal(net(x), y)
+    with pytest.raises(ValueError, match=r"expects inputs of shape \(N, 30\), got \(1, 29\)"):
+        net(x[:, :29].copy())  # another shape leaves the hot path and is checked
+    with pytest.raises(TypeError):
+        net(np.concatenate([x, x]))  # another batch size leaves the hot path (and _run is gone)
+    with pytest.raises(TypeError):
+        net(x.astype(np.float64))  # so does another dtype
+
+
+def test_steps_outside_the_kernels_stay_python_steps():
+    """At a batch above the latency path, float layers run BLAS: their outputs are run-time values that a
+    following kernel reads, which must not become constants of the compiled function."""
+    torch.manual_seed(0)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=300, hidden=(200, 40), num_classes=4)))
+    outs = []
+    for seed in range(2):
+        x = np.random.default_rng(seed).standard_normal((40, 300)).astype(np.float32)  # 2.4 M multiply-adds
+        y, plan = compiled(net, x)
+        np.testing.assert_array_equal(y, op_by_op(net, x))
+        outs.append(y)
+    assert [it[0] for it in plan.items][0] == "python"
+    assert not np.array_equal(outs[0], outs[1])
+
+
+def test_numpy_after_a_kernel_call_is_not_compiled_away():
+    """A step that changes a kernel's output with numpy after the call cannot be recorded: it runs in Python."""
+    torch.manual_seed(0)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70, 40), num_classes=4)))
+    x = np.random.default_rng(0).standard_normal((1, 30)).astype(np.float32)
+    base = net(x)
+    steps = list(net._plan)
+
+    def last_plus_one(h, ctx):
+        y = steps[-1](h, ctx)
+        y += 1
+        return y
+    plan = jit_plan.compile_plan(steps[:-1] + [last_plus_one], x.shape, net)
+    assert plan.items[-1][0] == "python"
+    with kernels.KERNEL_LOCK:
+        np.testing.assert_array_equal(plan(x, RunContext(net)), base + 1)
+
+
+def test_tampered_op_is_refused_when_the_plan_is_built(tmp_path):
+    """An op edited after construction (bypassing the load checks) meets the kernels' checks when the plan is
+    recorded: a ValueError, never an out-of-bounds read in compiled code."""
+    torch.manual_seed(0)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70, 130), num_classes=4)))
+    op = [o for o in net.ops if o.type == "bdense"][0]
+    op.arrays["weight"] = op.arrays["weight"][:, :1].copy()  # 130 rows of 1 word for a 2-word input
+    x = np.zeros((1, 30), np.float32)
+    for _ in range(COMPILE_AFTER):
+        with pytest.raises(ValueError, match="W has 1 words per row, X has 2"):
+            net(x)
+    with pytest.raises(ValueError, match="W has 1 words per row, X has 2"):
+        jit_plan.compile_plan(list(net._plan), x.shape, net)
+
+
+def test_generated_source_is_cached_on_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("STBIN_PLAN_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    model = randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70,), num_classes=4))
+    x = np.random.default_rng(0).standard_normal((1, 30)).astype(np.float32)
+    _, plan = compiled(compile_model(model), x)
+    files = sorted(tmp_path.glob("stbin_plan_*.py"))
+    assert len(files) == 1 and plan.sources[0] in files[0].read_text()
+    files[0].write_text(files[0].read_text().replace("np.empty", "np.zeros"))  # a file we did not write
+    y2, _ = compiled(compile_model(model), x)
+    assert "np.zeros" not in files[0].read_text()
+    np.testing.assert_array_equal(y2, op_by_op(compile_model(model), x))
+
+
+def test_large_batches_keep_the_op_by_op_run(monkeypatch):
+    """Where the kernels dominate (the Python overhead of the steps is under MIN_SAVING of a run), no plan is
+    compiled for the shape, and the results are the same."""
+    monkeypatch.setattr(engine, "MIN_SAVING", 1e9)
+    torch.manual_seed(0)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=30, hidden=(70,), num_classes=4)))
+    x = np.random.default_rng(0).standard_normal((2, 30)).astype(np.float32)
+    ys = [net(x) for _ in range(COMPILE_AFTER + 1)]
+    assert net._compiled == {(x.shape, kernels.get_threads()): None}
+    for y in ys:
+        np.testing.assert_array_equal(y, op_by_op(net, x))
