@@ -17,3 +17,13 @@ def median_seconds(f: Callable[[], Any], n: int, warmup: int = 1) -> float:
         f()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
+
+
+def finish(json_path: str | None, results: Any) -> int:
+    """Write ``results`` as JSON to ``json_path`` (when given) and return the scripts' exit status 0."""
+    if json_path:
+        import json
+
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0

@@ -20,6 +20,8 @@ import statistics
 import subprocess
 import sys
 
+from _timing import finish  # this folder's helper
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,10 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         sp = [r["linear"]["speedup"] for r in results]
         print(f"linear speedup over {len(sp)} runs: median {statistics.median(sp):.1f}x (min {min(sp):.1f}, "
               f"max {max(sp):.1f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
+    return finish(args.json, results)
 
 
 if __name__ == "__main__":

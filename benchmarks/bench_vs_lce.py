@@ -27,10 +27,9 @@ over ``--repeats`` runs (5x more at batch 1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from _timing import median_seconds  # this folder's timer (no torch, no stbin)
+from _timing import finish, median_seconds  # this folder's helpers (no torch, no stbin)
 
 NETWORKS = ("linear_4096", "mlp", "binarynet_vgg", "resnet20", "bireal_resnet18")
 #: the interpreter settings tried; the figure reported is the fastest (LCE's "best" on this machine)
@@ -147,10 +146,7 @@ def main() -> int:
             results["networks"][n][f"batch_{b}"] = row
             print(f"  {n:17s} batch {b:4d}: {row['lce_ms']:10.3f} ms  ("
                   + ", ".join(f"{k} {row[f'{k}_ms']:.3f}" for k in KERNEL_OPTIONS) + ")")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
+    return finish(args.json, results)
 
 
 if __name__ == "__main__":
