@@ -312,6 +312,15 @@ def reference_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor,
     Returns:
         the estimate, keyed like ``model.named_parameters()`` (parameters with ``requires_grad``).
     """
+    return reference_with_states(model, loss_fn, x, y, reference, generator)[0]
+
+
+def reference_with_states(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+                          reference: str = "local_expectation", generator: torch.Generator | None = None
+                          ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """:func:`reference_sample` and the joint sample it was computed on: one ±1 tensor per
+    stochastic node (the pre-activation's shape for units, the latent weight's for weights), for
+    estimators evaluated on the same sample (:mod:`stbin.analysis.control_variates`)."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
     chain = model if isinstance(model, Chain) else parse_chain(model)
@@ -332,4 +341,5 @@ def reference_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor,
                     g = slope * _weight_differences(s, i, unit_diff)
                 terms = terms + (s.pre[i] * g).sum()
         grads = torch.autograd.grad(terms, list(params.values()), allow_unused=True)
-    return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}
+    states = [s.state[i].detach() for i in range(len(chain.nodes))]
+    return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}, states
