@@ -66,6 +66,8 @@ REFERENCES = ("local_expectation", "disarm")
 #: rows x features of one batched downstream evaluation (memory bound, about 64 MB in float32)
 ROW_BUDGET = 1 << 24
 _PER_FEATURE = (nn.BatchNorm1d, nn.Identity, nn.Dropout)
+#: remove the next layer's flip noise from the unit differences (module docstring); False: plain common random numbers
+RAO_BLACKWELL = True
 
 
 class _Sample:
@@ -95,19 +97,23 @@ class _Sample:
         self.out = chain.run(x, nv, record=self.inputs)
         self.L = self.losses(self.out, torch.arange(x.shape[0], device=x.device))
         self.B = x.shape[0]
+        self._rb: dict[int, torch.Tensor] = {}
 
     def losses(self, out: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
         return check_per_example_loss(self.loss_fn(out, self.y[ex]), out.shape[0])
 
-    def downstream(self, h: torch.Tensor, start: int, ex: torch.Tensor, override: dict[int, torch.Tensor] | None = None
-                   ) -> torch.Tensor:
+    def downstream(self, h: torch.Tensor, start: int, ex: torch.Tensor, override: dict[int, torch.Tensor] | None = None,
+                   later: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Per-row losses of the network run from step ``start`` on rows ``h`` of examples ``ex``,
         every later node with the main sample's uniforms (weights: its states).
 
         A linear layer whose input differs from the main sample's in few entries (flipping one
         unit changes few units downstream under common random numbers) is applied as the main
-        sample's output plus a sparse product with the difference."""
+        sample's output plus a sparse product with the difference. At every unit layer whose
+        differences ``later[j]`` are known, the zero-mean control variate of the module docstring
+        is subtracted (``RAO_BLACKWELL``)."""
         chain = self.chain
+        cv = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
         with torch.no_grad():
             for k in range(start, len(chain.steps)):
                 st = chain.steps[k]
@@ -115,8 +121,16 @@ class _Sample:
                     j = st.node
                     if override is not None and j in override:
                         h = override[j]
-                    else:
-                        h = (h > self.tau[j][ex]).to(h.dtype) * 2 - 1
+                        continue
+                    pre = h
+                    h = (pre > self.tau[j][ex]).to(h.dtype) * 2 - 1
+                    if RAO_BLACKWELL and later is not None and j in later:
+                        nd = chain.nodes[j]
+                        rows = h.shape[0]
+                        # sum_u [(P_u - x_u / 2) at the sample - (P'_u - x'_u / 2) in the row] D_u
+                        delta = (self._rb_base(j)[ex] - nd.noise.prob_plus(pre, nd.scale).reshape(rows, -1)
+                                 + h.reshape(rows, -1) / 2)
+                        cv += (delta * later[j].reshape(self.B, -1)[ex]).sum(-1)
                     continue
                 weff = self._linear_weight(st, override)
                 if weff is not None and h.dim() == 2:
@@ -133,7 +147,15 @@ class _Sample:
                     h = binary_forward(st.module, h, w)
                 else:
                     h = st.module(h)
-            return self.losses(h, ex)
+            return self.losses(h, ex) - cv
+
+    def _rb_base(self, j: int) -> torch.Tensor:
+        """:math:`P(x_u{=}{+}1) - x_u/2` at the main sample for every unit u of act node j: (B, n), cached."""
+        if j not in self._rb:
+            nd = self.chain.nodes[j]
+            p = nd.noise.prob_plus(self.pre[j].detach(), nd.scale) - self.state[j] / 2
+            self._rb[j] = p.reshape(self.B, -1)
+        return self._rb[j]
 
     def _linear_weight(self, st, override: dict[int, torch.Tensor] | None) -> torch.Tensor | None:
         """The effective weight matrix of a linear step with the main sample's weights, else None."""
@@ -184,12 +206,14 @@ def _linear_then_act(chain: Chain, k: int) -> tuple[int, int] | None:
     return None
 
 
-def _unit_differences(s: _Sample, i: int) -> torch.Tensor:
+def _unit_differences(s: _Sample, i: int, later: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     r""":math:`f_b(x_j{=}{+}1) - f_b(x_j{=}{-}1)` for every example b and unit j of act node i: (B, n).
 
     When a linear layer and per-feature maps lead to the next stochastic layer, flipping unit j
     moves that layer's pre-activations by a rank-one update; its new states are read off the
-    thresholds and the rest of the network runs on the few changed units (sparse products)."""
+    thresholds and the rest of the network runs on the few changed units (sparse products), and when
+    the next layer's differences ``later[i2]`` are known (``RAO_BLACKWELL``) the flip noise of the next
+    layer is removed by the zero-mean control variate of the module docstring."""
     chain, nd = s.chain, s.chain.nodes[i]
     k = nd.step
     st = s.state[i]
@@ -208,19 +232,18 @@ def _unit_differences(s: _Sample, i: int) -> torch.Tensor:
             nd2 = chain.nodes[i2]
             aff = _per_feature_affine(chain, kl + 1, nd2.step, weff.shape[0], flat)  # type: ignore[union-attr]
             A = (aff[0][:, None] * weff).T                                  # type: ignore[index]  (n, m)
-            pre2, tau2 = s.pre[i2].detach(), s.tau[i2]
+            pre2 = s.pre[i2].detach()
         for j0 in range(0, n, nc):
             j = torch.arange(j0, min(n, j0 + nc), device=flat.device)
             c = j.numel()
             ex = torch.arange(B, device=flat.device).repeat_interleave(c)
             if fast is not None:
                 rows = pre2[:, None, :] + (-2 * flat[:, j])[:, :, None] * A[j][None]
-                h2 = (rows > tau2[:, None, :]).to(flat.dtype) * 2 - 1
-                lf = s.downstream(h2.reshape(B * c, -1), nd2.step + 1, ex)
+                lf = s.downstream(rows.reshape(B * c, -1), nd2.step, ex, later=later)
             else:
                 rows = flat[:, None, :].repeat(1, c, 1)
                 rows[:, torch.arange(c), j] *= -1
-                lf = s.downstream(rows.reshape(B * c, *st.shape[1:]), k + 1, ex)
+                lf = s.downstream(rows.reshape(B * c, *st.shape[1:]), k + 1, ex, later=later)
             out[:, j0:j0 + c] = flat[:, j] * (L[:, None] - lf.view(B, c))
     return out
 
@@ -270,7 +293,7 @@ def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) 
             delta = torch.func.vmap(lambda d: binary_forward(m, h, d.view_as(w), bias=False))(dW)
             rows = (base[None] + delta).reshape(e.numel() * B, *base.shape[1:])
             ex = torch.arange(B, device=w.device).repeat(e.numel())
-            lf = s.downstream(rows, k + 1, ex).view(e.numel(), B).mean(1)
+            lf = s.downstream(rows, k + 1, ex, later=unit_diff).view(e.numel(), B).mean(1)
             out[e0:e0 + e.numel()] = flat_w[e] * (Lm - lf)
         return out.view_as(w)
 
@@ -332,7 +355,10 @@ def reference_with_states(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Te
             for i in range(len(chain.nodes)):
                 terms = terms + (s.pre[i] * _disarm_terms(s, i)).sum()
         else:
-            unit_diff = {i: _unit_differences(s, i) for i, nd in enumerate(chain.nodes) if nd.kind == "act"}
+            unit_diff: dict[int, torch.Tensor] = {}
+            for i in reversed(range(len(chain.nodes))):  # last layer first: its differences serve the one before
+                if chain.nodes[i].kind == "act":
+                    unit_diff[i] = _unit_differences(s, i, unit_diff)
             for i, nd in enumerate(chain.nodes):
                 slope = nd.noise.pdf(s.pre[i].detach() / nd.scale) / nd.scale
                 if nd.kind == "act":
