@@ -102,18 +102,27 @@ class _Sample:
     def losses(self, out: torch.Tensor, ex: torch.Tensor) -> torch.Tensor:
         return check_per_example_loss(self.loss_fn(out, self.y[ex]), out.shape[0])
 
-    def downstream(self, h: torch.Tensor, start: int, ex: torch.Tensor, override: dict[int, torch.Tensor] | None = None,
+    def downstream(self, h: torch.Tensor, start: int, c: int, override: dict[int, torch.Tensor] | None = None,
                    later: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
-        """Per-row losses of the network run from step ``start`` on rows ``h`` of examples ``ex``,
-        every later node with the main sample's uniforms (weights: its states).
+        """Per-row losses of the network run from step ``start`` on rows ``h``: ``c`` rows per example,
+        example-major (row ``b * c + t`` belongs to example ``b``), every later node with the main
+        sample's uniforms (weights: its states).
 
-        A linear layer whose input differs from the main sample's in few entries (flipping one
-        unit changes few units downstream under common random numbers) is applied as the main
-        sample's output plus a sparse product with the difference. At every unit layer whose
-        differences ``later[j]`` are known, the zero-mean control variate of the module docstring
-        is subtracted (``RAO_BLACKWELL``)."""
-        chain = self.chain
-        cv = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
+        Per-example tensors broadcast over the ``c`` rows (no gathers). A linear layer whose input
+        differs from the main sample's in few entries (flipping one unit changes few units downstream
+        under common random numbers) is applied as the main sample's output plus a sparse product
+        with the difference. At every unit layer whose differences ``later[j]`` are known, the
+        zero-mean control variate of the module docstring is subtracted (``RAO_BLACKWELL``)."""
+        chain, B = self.chain, self.B
+        R = h.shape[0]
+
+        def blocks(t: torch.Tensor) -> torch.Tensor:  # rows (B * c, ...) -> (B, c, features)
+            return t.reshape(B, c, -1)
+
+        def per_ex(t: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (B, 1, features)
+            return t.detach().reshape(B, 1, -1)
+
+        cv = torch.zeros(B, c, dtype=h.dtype, device=h.device)
         with torch.no_grad():
             for k in range(start, len(chain.steps)):
                 st = chain.steps[k]
@@ -122,32 +131,33 @@ class _Sample:
                     if override is not None and j in override:
                         h = override[j]
                         continue
-                    pre = h
-                    h = (pre > self.tau[j][ex]).to(h.dtype) * 2 - 1
+                    shape = h.shape
+                    pre = blocks(h)
+                    x = torch.where(pre > per_ex(self.tau[j]), 1.0, -1.0).to(h.dtype)
                     if RAO_BLACKWELL and later is not None and j in later:
                         nd = chain.nodes[j]
-                        rows = h.shape[0]
                         # sum_u [(P_u - x_u / 2) at the sample - (P'_u - x'_u / 2) in the row] D_u
-                        delta = (self._rb_base(j)[ex] - nd.noise.prob_plus(pre, nd.scale).reshape(rows, -1)
-                                 + h.reshape(rows, -1) / 2)
-                        cv += (delta * later[j].reshape(self.B, -1)[ex]).sum(-1)
+                        delta = nd.noise.prob_plus(pre, nd.scale).sub_(x, alpha=0.5)
+                        cv += ((per_ex(self._rb_base(j)) - delta) * per_ex(later[j])).sum(-1)
+                    h = x.reshape(shape)
                     continue
                 weff = self._linear_weight(st, override)
                 if weff is not None and h.dim() == 2:
-                    diff = h - self.inputs[k].detach()[ex]
+                    diff = (blocks(h) - per_ex(self.inputs[k])).reshape(R, -1)
                     nz = diff.nonzero(as_tuple=True)
                     if nz[0].numel() < 0.05 * diff.numel():
-                        base = (self.inputs[k + 1] if k + 1 < len(chain.steps) else self.out).detach()[ex]
+                        base = self.inputs[k + 1] if k + 1 < len(chain.steps) else self.out
                         sp = torch.sparse_coo_tensor(torch.stack(nz), diff[nz], diff.shape, check_invariants=False,
                                                      is_coalesced=True)  # nonzero() indices are sorted
-                        h = base + torch.sparse.mm(sp, weff.T)
+                        h = (blocks(torch.sparse.mm(sp, weff.T)) + per_ex(base)).reshape(R, -1)
                         continue
                 if st.kind == "binary":
                     w = override[st.node] if override is not None and st.node in override else self.state[st.node]
                     h = binary_forward(st.module, h, w)
                 else:
                     h = st.module(h)
-            return self.losses(h, ex) - cv
+            ex = torch.arange(B, device=h.device).repeat_interleave(c)
+            return self.losses(h, ex) - cv.reshape(-1)
 
     def _rb_base(self, j: int) -> torch.Tensor:
         """:math:`P(x_u{=}{+}1) - x_u/2` at the main sample for every unit u of act node j: (B, n), cached."""
@@ -236,14 +246,13 @@ def _unit_differences(s: _Sample, i: int, later: dict[int, torch.Tensor] | None 
         for j0 in range(0, n, nc):
             j = torch.arange(j0, min(n, j0 + nc), device=flat.device)
             c = j.numel()
-            ex = torch.arange(B, device=flat.device).repeat_interleave(c)
             if fast is not None:
                 rows = pre2[:, None, :] + (-2 * flat[:, j])[:, :, None] * A[j][None]
-                lf = s.downstream(rows.reshape(B * c, -1), nd2.step, ex, later=later)
+                lf = s.downstream(rows.reshape(B * c, -1), nd2.step, c, later=later)
             else:
                 rows = flat[:, None, :].repeat(1, c, 1)
                 rows[:, torch.arange(c), j] *= -1
-                lf = s.downstream(rows.reshape(B * c, *st.shape[1:]), k + 1, ex, later=later)
+                lf = s.downstream(rows.reshape(B * c, *st.shape[1:]), k + 1, c, later=later)
             out[:, j0:j0 + c] = flat[:, j] * (L[:, None] - lf.view(B, c))
     return out
 
@@ -291,9 +300,8 @@ def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) 
             dW = torch.zeros(e.numel(), E, dtype=w.dtype, device=w.device)
             dW[torch.arange(e.numel()), e] = -2 * flat_w[e]
             delta = torch.func.vmap(lambda d: binary_forward(m, h, d.view_as(w), bias=False))(dW)
-            rows = (base[None] + delta).reshape(e.numel() * B, *base.shape[1:])
-            ex = torch.arange(B, device=w.device).repeat(e.numel())
-            lf = s.downstream(rows, k + 1, ex, later=unit_diff).view(e.numel(), B).mean(1)
+            rows = (base[:, None] + delta.transpose(0, 1)).reshape(B * e.numel(), *base.shape[1:])
+            lf = s.downstream(rows, k + 1, e.numel(), later=unit_diff).view(B, e.numel()).mean(0)
             out[e0:e0 + e.numel()] = flat_w[e] * (Lm - lf)
         return out.view_as(w)
 
@@ -307,8 +315,7 @@ def _disarm_terms(s: _Sample, i: int) -> torch.Tensor:
     with torch.no_grad():
         p = nd.noise.prob_plus(pre, nd.scale)
         xt = (u > 1 - p).to(pre.dtype) * 2 - 1
-        ex = torch.arange(s.B, device=pre.device)
-        Lt = s.downstream(s.inputs[nd.step].detach(), nd.step, ex, override={i: xt})
+        Lt = s.downstream(s.inputs[nd.step].detach(), nd.step, 1, override={i: xt})
         d = (Lt - s.L.detach())
         d = (d / s.B).view(-1, *([1] * (pre.dim() - 1))) if nd.kind == "act" else d.mean()
         mn = torch.minimum(p, 1 - p)
