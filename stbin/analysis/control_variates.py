@@ -43,14 +43,15 @@ import torch
 from torch import nn
 
 from stbin.analysis._network import check_per_example_loss
-from stbin.analysis.chain import Chain, analysis_mode, parse_chain
+from stbin.analysis.chain import Chain, analysis_mode
+from stbin.analysis.graph import HookedModel, read_model
 from stbin.analysis.gradient_estimators import NodeContext, parse_method
 from stbin.analysis.reference import reference_with_states
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def method_sample(chain: Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, est: Any,
+def method_sample(chain: Chain | HookedModel, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, est: Any,
                   temperature: float | None, generator: torch.Generator | None, params: dict[str, torch.Tensor],
                   forced: list[torch.Tensor] | None = None) -> torch.Tensor:
     """One single-sample estimate of the pathwise estimator ``est`` as a flat vector (parameters in
@@ -64,7 +65,7 @@ def method_sample(chain: Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tenso
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), gs)])
 
 
-def paired_draw(chain: Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, reference: str,
+def paired_draw(chain: Chain | HookedModel, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, reference: str,
                 generator: torch.Generator | None, params: dict[str, torch.Tensor], st_samples: int
                 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """(r, s_0, [s_1..s_K]) as flat vectors: a reference sample, ST on the same joint sample and
@@ -77,7 +78,7 @@ def paired_draw(chain: Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
     return r_flat, s0, fresh
 
 
-def control_variate_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+def control_variate_sample(model: nn.Module | Chain | HookedModel, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                            reference: str = "local_expectation", generator: torch.Generator | None = None,
                            st_samples: int = 8) -> dict[str, torch.Tensor]:
     r"""One control-variate reference sample :math:`r' = r - s_0 + \frac1K\sum_k s_k` (unbiased for the
@@ -96,7 +97,7 @@ def control_variate_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.T
     """
     if isinstance(st_samples, bool) or not isinstance(st_samples, int) or st_samples < 1:
         raise ValueError(f"st_samples must be an integer >= 1, got {st_samples!r}")
-    chain = model if isinstance(model, Chain) else parse_chain(model)
+    chain = read_model(model, x)
     params = chain.params()
     r, s0, fresh = paired_draw(chain, loss_fn, x, y, reference, generator, params, st_samples)
     v = r - s0 + torch.stack(fresh).mean(0)

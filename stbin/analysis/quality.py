@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from stbin.analysis._ustats import GroupSums, full_and_jackknife
-from stbin.analysis.chain import Chain, parse_chain
+from stbin.analysis.chain import Chain
+from stbin.analysis.graph import HookedModel, read_model
 from stbin.analysis.control_variates import method_sample, paired_draw
 from stbin.analysis.gradient_estimators import parse_method
 from stbin.analysis.reference import REFERENCES, reference_sample
@@ -106,8 +107,8 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
                      methods: Sequence[str] = ("st", "htanh", "tanh", "identity"),
                      reference: str = "local_expectation", tolerance: float = 0.02,
                      generator: torch.Generator | None = None, *, max_samples: int = 2000,
-                     max_seconds: float | None = None, min_samples: int = 20, groups: int = 10,
-                     control_variate: bool = True, st_samples: int = 8,
+                     max_seconds: float | None = None, min_samples: int = 10, groups: int = 10,
+                     control_variate: bool = True, st_samples: int = 16,
                      progress: Callable[[int, float], None] | None = None) -> QualityResult:
     r"""Cosine, relative bias and relative RMSE of single-sample gradient estimators against the true
     gradient of a real stochastic binary network, per parameter tensor, with 95 % intervals.
@@ -148,7 +149,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
     if isinstance(st_samples, bool) or not isinstance(st_samples, int) or st_samples < 1:
         raise ValueError(f"st_samples must be an integer >= 1, got {st_samples!r}")
     resolved = _resolve(methods)
-    chain = parse_chain(model)
+    chain = read_model(model, x)
     params = chain.params()
     names = list(params)
     sizes = [params[n].numel() for n in names]
@@ -231,7 +232,9 @@ def _draw(chain: Chain, loss_fn: LossFn, x, y, reference: str, generator, params
         scalars[f"{m}/q"] = torch.stack([dots(v, v) for v in samples]).mean(0)
     return vecs, scalars
 
-def _layer_weights(chain: Chain, names: Sequence[str]) -> list[str]:
+def _layer_weights(chain: Chain | HookedModel, names: Sequence[str]) -> list[str]:
+    if isinstance(chain, HookedModel):
+        return chain.layer_weights(list(names))
     out = []
     for st in chain.steps:
         m = st.module

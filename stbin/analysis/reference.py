@@ -58,7 +58,8 @@ import torch
 from torch import nn
 
 from stbin.analysis._network import check_per_example_loss
-from stbin.analysis.chain import Chain, analysis_mode, binary_forward, parse_chain
+from stbin.analysis.chain import Chain, analysis_mode, binary_forward
+from stbin.analysis.graph import HookedModel, graph_reference, read_model
 from stbin.nn import BinaryLinear
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -325,7 +326,7 @@ def _disarm_terms(s: _Sample, i: int) -> torch.Tensor:
         return -0.5 * d * x * slope
 
 
-def reference_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+def reference_sample(model: nn.Module | Chain | HookedModel, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                      reference: str = "local_expectation", generator: torch.Generator | None = None
                      ) -> dict[str, torch.Tensor]:
     """One unbiased estimate of the true gradient of the batch-mean expected loss.
@@ -345,7 +346,7 @@ def reference_sample(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor,
     return reference_with_states(model, loss_fn, x, y, reference, generator)[0]
 
 
-def reference_with_states(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
+def reference_with_states(model: nn.Module | Chain | HookedModel, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
                           reference: str = "local_expectation", generator: torch.Generator | None = None
                           ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """:func:`reference_sample` and the joint sample it was computed on: one ±1 tensor per
@@ -353,7 +354,9 @@ def reference_with_states(model: nn.Module | Chain, loss_fn: LossFn, x: torch.Te
     estimators evaluated on the same sample (:mod:`stbin.analysis.control_variates`)."""
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
-    chain = model if isinstance(model, Chain) else parse_chain(model)
+    chain = read_model(model, x)
+    if isinstance(chain, HookedModel):
+        return graph_reference(chain, loss_fn, x, y, reference, generator, RAO_BLACKWELL, ROW_BUDGET)
     params = chain.params()
     with analysis_mode(chain.model):
         s = _Sample(chain, x, y, loss_fn, generator)
