@@ -114,8 +114,10 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
     gradient of a real stochastic binary network, per parameter tensor, with 95 % intervals.
 
     Args:
-        model: an ``nn.Sequential`` of stbin modules (:mod:`stbin.analysis.chain`; MLPs and
-            conv nets such as ``lenet5``); left unchanged.
+        model: any ``nn.Module`` built from stbin modules: an ``nn.Sequential`` runs on the fast
+            paths of :mod:`stbin.analysis.chain`, any other forward code (residual nets,
+            ``binarize``-converted modules) through the hooks of :mod:`stbin.analysis.graph`;
+            left unchanged.
         loss_fn: ``loss_fn(output, target)`` returning per-example losses.
         x, y: the batch (the expected loss is the batch mean).
         methods: registered pathwise gradient estimators (``st``, ``htanh``/``det_htanh``,

@@ -27,8 +27,9 @@ as many samples as the --tolerance on the cosine's interval needs (or until --ma
 --max-seconds, which the report then says).
 
 Writes into --out: report.md (one table per checkpoint), quality.csv and quality.png
-(cosine and relative bias per layer against the epoch). Supports nn.Sequential models of
-stbin layers (MLPs, LeNet-5, the SBN conv net); batch norm uses its running statistics.
+(cosine and relative bias per layer against the epoch). Supports any model built from stbin
+layers (MLPs, LeNet-5, conv and residual nets, binarize-converted modules); batch norm uses
+its running statistics.
 """
 
 
