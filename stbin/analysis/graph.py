@@ -256,7 +256,7 @@ def _weight_differences(s: _GraphSample, i: int, later: dict[int, torch.Tensor],
 
 def _disarm_terms(s: _GraphSample, i: int) -> torch.Tensor:
     """DisARM's estimate of the gradient with respect to node i's pre-activation (or latent weight)."""
-    nd, m = s.hm.nodes[i], s.hm.modules[i]
+    nd = s.hm.nodes[i]
     pre, u, x = s.pre[i].detach(), s.u[i], s.state[i]
     p = nd.noise.prob_plus(pre, nd.scale)
     xt = (u > 1 - p).to(pre.dtype) * 2 - 1
