@@ -156,8 +156,9 @@ class _Sample:
                     if RAO_BLACKWELL and later is not None and j in later:
                         nd = chain.nodes[j]
                         # sum_u [(P_u - x_u / 2) at the sample - (P'_u - x'_u / 2) in the row] D_u
-                        delta = nd.noise.prob_plus(pre, nd.scale).sub_(x, alpha=0.5)
-                        cv += ((per_ex(self._rb_base(j)) - delta) * per_ex(later[j])).sum(-1)
+                        delta = nd.noise.prob_plus(pre, nd.scale).sub_(x, alpha=0.5)          # (B, c, n)
+                        D = later[j].detach().reshape(B, -1, 1)                               # (B, n, 1)
+                        cv += (self._rb_base(j)[:, None, :] @ D)[:, :, 0] - (delta @ D)[:, :, 0]
                     h = x.reshape(shape)
                     continue
                 weff = self._linear_weight(st, override)
@@ -266,7 +267,7 @@ def _unit_differences(s: _Sample, i: int, later: dict[int, torch.Tensor] | None 
             j = torch.arange(j0, min(n, j0 + nc), device=flat.device)
             c = j.numel()
             if fast is not None:
-                rows = pre2[:, None, :] + (-2 * flat[:, j])[:, :, None] * A[j][None]
+                rows = torch.addcmul(pre2[:, None, :], (-2 * flat[:, j])[:, :, None], A[j][None])
                 lf = s.downstream(rows.reshape(B * c, -1), nd2.step, c, later=later)
             else:
                 rows = flat[:, None, :].repeat(1, c, 1)
