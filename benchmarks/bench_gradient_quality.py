@@ -1,13 +1,18 @@
-"""Benchmark: the local-expectation reference of gradient quality on the 784-512-512-512-10 SBN MLP.
+"""Benchmark: the reference of gradient quality on the 784-512-512-512-10 SBN MLP (sbn_mnist network).
 
 Target (project issue 19): a batch of 100 MNIST test images, cosine interval half-width 0.02,
-under 2 minutes on 2 CPU cores. Prints, per check of :func:`stbin.analysis.gradient_quality`,
-the number of reference samples, the largest cosine half-width, the wall time and the
-process CPU time (user + system; on a machine shared with other jobs the wall time
-overstates what 2 free cores need, CPU time / 2 approximates it), then the per-sample cost
-of the local-expectation and DisARM references measured in the same run.
+under 2 minutes on 2 CPU cores. Runs, in one process with ``--threads`` torch threads:
 
-    python benchmarks/bench_gradient_quality.py CHECKPOINT [--tolerance 0.02] [--max-seconds 1800]
+1. the per-sample cost of one local-expectation reference sample, of one ST sample and of the
+   plain local-expectation sample (common random numbers only, no control variates);
+2. :func:`stbin.analysis.gradient_quality` with the defaults (ST control variate, Rao-Blackwellised
+   unit differences) until every layer's cosine half-width is below ``--tolerance`` or
+   ``--max-seconds`` pass: per check the draws, the largest half-width and the wall / CPU time;
+   then the half-width per layer;
+3. the baseline in the same run: the plain reference (no control variates) for the same number
+   of draws (``--baseline-draws``), its half-widths per layer, and the ratio.
+
+    python benchmarks/bench_gradient_quality.py CHECKPOINT [--tolerance 0.02] [--max-seconds 120]
 
 CHECKPOINT: a checkpoint of ``stbin train --preset sbn_mnist`` (any epoch).
 """
@@ -27,42 +32,77 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(o, t, reduction="none")
+
+
+def per_sample(fn, n: int) -> tuple[float, float]:
+    fn()  # warm-up
+    t0, c0 = time.perf_counter(), cpu_s()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n, (cpu_s() - c0) / n
+
+
+def half_widths(res, method: str) -> dict[str, float]:
+    return {t: res.get(method, t, "cosine_hw") for t in res.layers + ["all"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--tolerance", type=float, default=0.02)
-    ap.add_argument("--max-seconds", type=float, default=1800.0)
+    ap.add_argument("--max-seconds", type=float, default=120.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--st-samples", type=int, default=16)
+    ap.add_argument("--min-samples", type=int, default=10)
+    ap.add_argument("--baseline-draws", type=int, default=10, help="0: skip the baseline")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from stbin.analysis import gradient_quality
-    from stbin.analysis.reference import reference_sample
+    from stbin.analysis import gradient_quality, reference
+    from stbin.analysis.chain import parse_chain
+    from stbin.analysis.control_variates import method_sample
+    from stbin.analysis.gradient_estimators import parse_method
     from stbin.training.gradient_quality import load_model_and_batch
 
     model, x, y = load_model_and_batch(args.checkpoint, args.batch)
+    chain = parse_chain(model)
+    g = torch.Generator().manual_seed(0)
+    le = per_sample(lambda: reference.reference_sample(chain, loss, x, y, "local_expectation", g), 2)
+    st = per_sample(lambda: method_sample(chain, loss, x, y, parse_method("st")[0], None, g, chain.params()), 5)
+    print(f"per sample: local expectation {le[0]:.2f} s wall / {le[1]:.2f} s CPU; ST {st[0]:.3f} s wall / "
+          f"{st[1]:.3f} s CPU", flush=True)
 
-    def loss(o: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(o, t, reduction="none")
-
-    for ref in ("local_expectation", "disarm"):
-        g = torch.Generator().manual_seed(0)
-        reference_sample(model, loss, x, y, ref, g)  # warm-up
-        t0, c0 = time.perf_counter(), cpu_s()
-        for _ in range(3):
-            reference_sample(model, loss, x, y, ref, g)
-        print(f"{ref}: {(time.perf_counter() - t0) / 3:.2f} s wall, {(cpu_s() - c0) / 3:.2f} s CPU per sample",
-              flush=True)
     t0, c0 = time.perf_counter(), cpu_s()
 
     def progress(n: int, worst: float) -> None:
-        print(f"  {n} samples: largest cosine half-width {worst:.4f}, {time.perf_counter() - t0:.1f} s wall, "
+        print(f"  {n} draws: largest cosine half-width {worst:.4f}, {time.perf_counter() - t0:.1f} s wall, "
               f"{cpu_s() - c0:.1f} s CPU", flush=True)
 
     res = gradient_quality(model, loss, x, y, tolerance=args.tolerance, generator=torch.Generator().manual_seed(1),
-                           max_seconds=args.max_seconds, progress=progress)
+                           max_seconds=args.max_seconds, min_samples=args.min_samples, st_samples=args.st_samples,
+                           progress=progress)
     print(res.message)
     print(f"total: {time.perf_counter() - t0:.1f} s wall, {cpu_s() - c0:.1f} s CPU ({args.threads} threads)")
+    hw = {m: half_widths(res, m) for m in ("st", "htanh", "tanh", "identity")}
+    print("cosine half-width per layer (st / htanh / tanh / identity):")
+    for t in res.layers + ["all"]:
+        print(f"  {t:18s} " + " / ".join(f"{hw[m][t]:.4f}" for m in hw))
+    if args.baseline_draws:
+        reference.RAO_BLACKWELL = False
+        t1 = time.perf_counter()
+        base = gradient_quality(model, loss, x, y, tolerance=1e-9, generator=torch.Generator().manual_seed(1),
+                                max_samples=args.baseline_draws, min_samples=args.baseline_draws,
+                                groups=min(10, args.baseline_draws), control_variate=False, st_samples=1)
+        reference.RAO_BLACKWELL = True
+        bhw = half_widths(base, "htanh")
+        print(f"baseline (plain local expectations, {args.baseline_draws} draws, {time.perf_counter() - t1:.1f} s "
+              f"wall): htanh cosine half-width per layer, and the ratio to the run above at "
+              f"{res.n_samples} draws")
+        for t in res.layers + ["all"]:
+            same = bhw[t] * (args.baseline_draws / res.n_samples) ** 0.5  # half-widths scale as 1/sqrt(draws)
+            print(f"  {t:18s} {bhw[t]:.4f}  ratio {bhw[t] / hw['htanh'][t]:.1f} (at equal draws {same / hw['htanh'][t]:.1f})")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ class ChainStep:
     node: int | None = None
 
 
+class NotAChain(ValueError):
+    """The model has stochastic layers inside a non-Sequential block (read it with
+    :class:`stbin.analysis.graph.HookedModel` instead)."""
+
+
 def _refuse(where: str, m: nn.Module, why: str) -> ValueError:
     return ValueError(f"gradient quality: layer {where} ({type(m).__name__}) {why}")
 
@@ -111,8 +116,8 @@ class Chain:
             else:
                 inner = [c for c in m.modules() if isinstance(c, (StochasticSign, *_BINARY, *_DETERMINISTIC_BINARY))]
                 if inner:
-                    raise _refuse(where, m, "contains binary layers inside a non-Sequential block (e.g. a "
-                                            "residual block); gradient quality supports chains (nn.Sequential)")
+                    raise NotAChain(f"gradient quality: layer {where} ({type(m).__name__}) contains binary layers "
+                                    f"inside a non-Sequential block (e.g. a residual block)")
                 self.steps.append(ChainStep("det", m, name))
         if not self.nodes:
             raise ValueError("gradient quality: the model has no stochastic binary units or Bernoulli weights")

@@ -2,31 +2,36 @@ r"""Gradient quality at real scale: how close single-sample estimators come to t
 a network too large to enumerate, per parameter tensor, with confidence intervals.
 
 The true gradient :math:`g` is replaced by an unbiased reference
-(:mod:`stbin.analysis.reference`: local expectations or DisARM) averaged over :math:`N`
-samples :math:`r_1..r_N`; each method draws :math:`N` single-sample estimates
-:math:`m_1..m_N` independently. Per tensor, with U-statistics that remove the reference's
-own noise from squared norms,
+(:mod:`stbin.analysis.reference`: local expectations or DisARM), by default with the ST
+control variate of :mod:`stbin.analysis.control_variates`. Draw :math:`i = 1..N` yields a
+reference sample :math:`r_i` and, per method, :math:`K` single-sample estimates
+:math:`m_{i1..iK}` (one for a deterministic proxy), summarised as :math:`e_i` (their mean),
+:math:`u_i` (the mean of :math:`m_{ik}/\|m_{ik}\|`) and :math:`b_i`, an unbiased estimate of
+the method's bias :math:`\mathbb{E}m - g`: :math:`e_i - r_i`, or for ST with the control
+variate the paired difference :math:`s_{i0} - r_i` on common random numbers (much lower
+variance). Draws are independent; within a draw they may be dependent, so every inner
+product of two expectations is a U-statistic over pairs of *different* draws,
+:math:`U(x, y) = \frac{1}{N(N-1)}\sum_{i\ne j}\langle x_i, y_j\rangle` (unbiased). Per tensor:
 
 ==================  ===============================================================================
 ``cosine``          mean cosine of a single-sample estimate to :math:`g`:
-                    :math:`\frac1N\sum_i \langle m_i/\|m_i\|, \bar r\rangle / \|g\|_U`
-``cosine_of_mean``  cosine of the estimator's expectation: :math:`\langle\bar m,\bar r\rangle /
-                    (\|\mathbb{E}m\|_U\|g\|_U)` (1 for an unbiased estimator)
-``rel_bias``        :math:`\|\mathbb{E}m - g\| / \|g\|`
-``rel_rmse``        :math:`\sqrt{\mathbb{E}\|m - g\|^2} / \|g\|` of a single-sample estimate
+                    :math:`U(u, r) / \sqrt{U(r, r)}`
+``cosine_of_mean``  cosine of the estimator's expectation: :math:`U(e, r) / \sqrt{U(e, e)\,U(r, r)}`
+                    (1 for an unbiased estimator)
+``rel_bias``        :math:`\|\mathbb{E}m - g\| / \|g\| = \sqrt{U(b, b) / U(r, r)}`
+``rel_rmse``        :math:`\sqrt{\mathbb{E}\|m - g\|^2} / \|g\|` of a single-sample estimate, from
+                    :math:`\mathbb{E}\|m - g\|^2 = \mathbb{E}\|m\|^2 - \|\mathbb{E}m\|^2 + \|\mathbb{E}m - g\|^2`
 ==================  ===============================================================================
 
-where :math:`\|g\|^2_U = \frac{1}{N(N-1)}\sum_{i\ne j}\langle r_i, r_j\rangle` (unbiased) and
-likewise for :math:`\|\mathbb{E}m\|^2`; :math:`\langle\bar m,\bar r\rangle` is unbiased for
-:math:`\langle\mathbb{E}m, g\rangle` since the two are independent. Confidence intervals
-(95 %) come from a delete-a-group jackknife over ``groups`` groups of samples (Student t with
+(ratios of unbiased estimates: consistent, with a bias of order :math:`1/N`). Confidence intervals
+(95 %) come from a delete-a-group jackknife over ``groups`` groups of draws (Student t with
 ``groups - 1`` degrees of freedom); for the relative bias and RMSE the interval is computed on
 the (unbiased, possibly slightly negative) squared value and the reported half-width is the
-distance from the estimate to the square root of its upper end. Samples are drawn until every tensor's ``cosine``
-half-width — of every layer's weight tensor (linear and convolutional layers) and of all
-parameters together — is below ``tolerance`` or the budget (``max_samples``,
-``max_seconds``) is spent, which the result states. Every tensor (biases, batch norm) is
-reported with its interval.
+distance from the estimate to the square root of its upper end. Draws continue until every
+tensor's ``cosine`` half-width — of every layer's weight tensor (linear and convolutional
+layers) and of all parameters together — is below ``tolerance`` or the budget
+(``max_samples``, ``max_seconds``) is spent, which the result states. Every tensor (biases,
+batch norm) is reported with its interval.
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from stbin.analysis.chain import Chain, analysis_mode, parse_chain
-from stbin.analysis.gradient_estimators import NodeContext, parse_method
+from stbin.analysis._ustats import GroupSums, full_and_jackknife
+from stbin.analysis.chain import Chain
+from stbin.analysis.graph import HookedModel, read_model
+from stbin.analysis.control_variates import method_sample, paired_draw
+from stbin.analysis.gradient_estimators import parse_method
 from stbin.analysis.reference import REFERENCES, reference_sample
-from stbin.analysis._network import check_per_example_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: short names accepted for the deterministic proxies
@@ -72,6 +79,8 @@ class QualityResult:
     tolerance: float = 0.02
     seconds: float = 0.0
     reference_rel_se: dict[str, float] = field(default_factory=dict)
+    control_variate: bool = True
+    st_samples: int = 1
     layers: list[str] = field(default_factory=list)   # weight tensors of linear / conv layers, forward order
 
     def get(self, method: str, tensor: str, metric: str) -> float:
@@ -79,61 +88,6 @@ class QualityResult:
             if r["method"] == method and r["tensor"] == tensor:
                 return float(r[metric])
         raise KeyError((method, tensor))
-
-
-class _Groups:
-    """Per-group sums of flat sample vectors (G, D) and of their squared norms per tensor."""
-
-    def __init__(self, G: int, sizes: Sequence[int], dtype: torch.dtype) -> None:
-        self.sizes = list(sizes)
-        D = sum(sizes)
-        self.S = torch.zeros(G, D, dtype=dtype)
-        self.Q = torch.zeros(G, len(sizes) + 1, dtype=torch.float64)
-
-    def add(self, g: int, v: torch.Tensor) -> None:
-        self.S[g] += v.to(self.S.dtype)
-        parts = torch.split(v.to(torch.float64), self.sizes)
-        q = torch.stack([(p * p).sum() for p in parts])
-        self.Q[g, :-1] += q
-        self.Q[g, -1] += q.sum()
-
-
-def _gram(a: torch.Tensor, b: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """Per-tensor Gram matrices (T + 1, G, G) of group sums (the last: all tensors)."""
-    out = [pa.double() @ pb.double().T for pa, pb in zip(torch.split(a, sizes, 1), torch.split(b, sizes, 1))]
-    return torch.stack(out + [sum(out)])  # type: ignore[arg-type]
-
-
-def _metrics(masks: torch.Tensor, n: torch.Tensor, Grr, Gmm, Gmr, Gur, Qr, Qm) -> dict[str, torch.Tensor]:
-    """Every metric for every retained-group mask (J, G): tensors (J, T + 1)."""
-    def quad(G_):  # (T+1, G, G) -> (J, T+1)
-        return torch.einsum("jg,tgh,jh->jt", masks, G_, masks)
-    N = (masks @ n)[:, None]                                      # (J, 1)
-    gg = (quad(Grr) - masks @ Qr) / (N * (N - 1))
-    mm = (quad(Gmm) - masks @ Qm) / (N * (N - 1))
-    mr = quad(Gmr) / (N * N)
-    ur = quad(Gur) / (N * N)
-    msq = (masks @ Qm) / N
-    gn = gg.clamp_min(0).sqrt()
-    bad = gg <= 0
-    nan = torch.full_like(gg, math.nan)
-    cos = torch.where(bad, nan, ur / gn)
-    com = torch.where(bad | (mm <= 0), nan, mr / (mm.clamp_min(1e-300).sqrt() * gn))
-    # squared relative bias / RMSE, unclamped (U-statistics can be slightly negative): intervals are
-    # computed on these and carried through the square root (see _summarise)
-    rb2 = torch.where(bad, nan, (mm - 2 * mr + gg) / gg)
-    rr2 = torch.where(bad, nan, (msq - 2 * mr + gg) / gg)
-    return {"cosine": cos, "cosine_of_mean": com, "rel_bias": rb2, "rel_rmse": rr2}
-
-
-def _method_sample(chain: Chain, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, est, temp,
-                   generator: torch.Generator | None, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    ctx = NodeContext(chain.nodes, generator, temp)  # type: ignore[arg-type]
-    with analysis_mode(chain.model):
-        out = chain.run(x, lambda i, pre: est.node_value(ctx, i, pre))
-        L = check_per_example_loss(loss_fn(out, y), x.shape[0]).mean()
-        gs = torch.autograd.grad(L, list(params.values()), allow_unused=True)
-    return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params.values(), gs)])
 
 
 def _resolve(methods: Sequence[str]) -> list[tuple[str, Any, float | None]]:
@@ -153,14 +107,17 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
                      methods: Sequence[str] = ("st", "htanh", "tanh", "identity"),
                      reference: str = "local_expectation", tolerance: float = 0.02,
                      generator: torch.Generator | None = None, *, max_samples: int = 2000,
-                     max_seconds: float | None = None, min_samples: int = 20, groups: int = 10,
+                     max_seconds: float | None = None, min_samples: int = 10, groups: int = 10,
+                     control_variate: bool = True, st_samples: int = 16,
                      progress: Callable[[int, float], None] | None = None) -> QualityResult:
     r"""Cosine, relative bias and relative RMSE of single-sample gradient estimators against the true
     gradient of a real stochastic binary network, per parameter tensor, with 95 % intervals.
 
     Args:
-        model: an ``nn.Sequential`` of stbin modules (:mod:`stbin.analysis.chain`; MLPs and
-            conv nets such as ``lenet5``); left unchanged.
+        model: any ``nn.Module`` built from stbin modules: an ``nn.Sequential`` runs on the fast
+            paths of :mod:`stbin.analysis.chain`, any other forward code (residual nets,
+            ``binarize``-converted modules) through the hooks of :mod:`stbin.analysis.graph`;
+            left unchanged.
         loss_fn: ``loss_fn(output, target)`` returning per-example losses.
         x, y: the batch (the expected loss is the batch mean).
         methods: registered pathwise gradient estimators (``st``, ``htanh``/``det_htanh``,
@@ -174,10 +131,14 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
             says so.
         min_samples: samples drawn before the first check (at least ``groups``).
         groups: jackknife groups.
+        control_variate: use the ST control variate of :mod:`stbin.analysis.control_variates`
+            (unbiased; lower variance, and ST's bias from paired differences).
+        st_samples: :math:`K`, the single-sample estimates of every random method per reference
+            sample (with ``control_variate``, ST's also estimate :math:`\mathbb{E}[s]`).
         progress: called as ``progress(n_samples, worst_half_width)`` after each check.
 
     Returns:
-        a :class:`QualityResult`.
+        a :class:`QualityResult` (``n_samples``: reference samples).
     """
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
@@ -187,42 +148,34 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         raise ValueError(f"groups must be an integer >= 3, got {groups!r}")
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < groups:
         raise ValueError(f"max_samples must be an integer >= groups ({groups}), got {max_samples!r}")
+    if isinstance(st_samples, bool) or not isinstance(st_samples, int) or st_samples < 1:
+        raise ValueError(f"st_samples must be an integer >= 1, got {st_samples!r}")
     resolved = _resolve(methods)
-    chain = parse_chain(model)
+    chain = read_model(model, x)
     params = chain.params()
     names = list(params)
     sizes = [params[n].numel() for n in names]
     dt = torch.float32 if next(iter(params.values())).dtype != torch.float64 else torch.float64
     G = groups
-    ref = _Groups(G, sizes, dt)
-    acc = {m: (_Groups(G, sizes, dt), _Groups(G, sizes, dt), _Groups(G, sizes, dt)) for m, _, _ in resolved}
+    pairs = [("r", "r")]
+    for m, _, _ in resolved:
+        pairs += [(f"{m}/e", f"{m}/e"), (f"{m}/e", "r"), (f"{m}/b", f"{m}/b"), (f"{m}/u", "r"), (f"{m}/ua", "r")]
+    acc = GroupSums(G, sizes, dt, pairs)
     det_cache: dict[str, torch.Tensor] = {}
-    n = torch.zeros(G, dtype=torch.float64)
     t0 = time.perf_counter()
-    res = QualityResult(reference=reference, tolerance=float(tolerance), layers=_layer_weights(chain, names))
+    res = QualityResult(reference=reference, tolerance=float(tolerance), layers=_layer_weights(chain, names),
+                        control_variate=bool(control_variate), st_samples=st_samples)
     N = 0
     next_check = max(min_samples, G)
     while True:
-        g = N % G
-        r = reference_sample(chain, loss_fn, x, y, reference, generator)
-        ref.add(g, torch.cat([r[k].reshape(-1) for k in names]))
-        for m, est, temp in resolved:
-            if est.random or m not in det_cache:
-                v = _method_sample(chain, loss_fn, x, y, est, temp, generator, params)
-                if not est.random:
-                    det_cache[m] = v
-            v = det_cache.get(m, v) if not est.random else v
-            S, U, UA = acc[m]
-            S.add(g, v)
-            parts = torch.split(v, sizes)
-            U.add(g, torch.cat([p / p.norm() if p.norm() > 0 else p for p in parts]))
-            UA.add(g, v / v.norm() if v.norm() > 0 else v)
-        n[g] += 1
+        vecs, scalars = _draw(chain, loss_fn, x, y, reference, generator, params, resolved, sizes,
+                              control_variate, st_samples, det_cache)
+        acc.add(N % G, vecs, scalars)
         N += 1
         timed_out = max_seconds is not None and time.perf_counter() - t0 >= max_seconds and N >= G
         if N < next_check and not timed_out:
             continue
-        rows, worst = _summarise(names, sizes, ref, acc, n, G, set(res.layers) | {"all"})
+        rows, worst = _summarise(names, acc, [m for m, _, _ in resolved], set(res.layers) | {"all"})
         elapsed = time.perf_counter() - t0
         if progress is not None:
             progress(N, worst)
@@ -230,7 +183,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         out_of_budget = N >= max_samples or timed_out or (max_seconds is not None and elapsed >= max_seconds)
         if done or out_of_budget:
             res.rows, res.n_samples, res.converged, res.seconds = rows, N, done, elapsed
-            res.reference_rel_se = _ref_rel_se(names, sizes, ref, n)
+            res.reference_rel_se = _ref_rel_se(names, acc)
             if done:
                 res.message = (f"converged: every layer's cosine interval half-width < {tolerance:g} after {N} "
                                f"reference samples ({elapsed:.1f} s)")
@@ -240,11 +193,50 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
             return res
         # grow geometrically, in whole rounds of the groups
         next_check = int(math.ceil(max(N * 1.25, N + G) / G) * G)
-        if max_samples is not None:
-            next_check = min(next_check, max_samples)
+        next_check = min(next_check, max_samples)
 
 
-def _layer_weights(chain: Chain, names: Sequence[str]) -> list[str]:
+def _unit(v: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """``v`` with every tensor's part scaled to unit norm (zero parts stay zero)."""
+    return torch.cat([p / p.norm() if p.norm() > 0 else p for p in torch.split(v, sizes)])
+
+
+def _draw(chain: Chain, loss_fn: LossFn, x, y, reference: str, generator, params, resolved, sizes,
+          control_variate: bool, K: int, det_cache: dict[str, torch.Tensor]
+          ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    r"""One draw: the reference ``r`` (control-variate or plain) and, per method ``m``, ``m/e`` (mean of
+    its samples, unbiased for :math:`\mathbb{E}m`), ``m/b`` (unbiased for :math:`\mathbb{E}m - g`),
+    ``m/u`` and ``m/ua`` (mean unit vectors per tensor / over all), and the scalar ``m/q`` (mean
+    squared norm per tensor)."""
+    if control_variate:
+        r, s0, fresh = paired_draw(chain, loss_fn, x, y, reference, generator, params, K)
+        rp = r - s0 + torch.stack(fresh).mean(0)
+    else:
+        ref = reference_sample(chain, loss_fn, x, y, reference, generator)
+        rp = torch.cat([ref[k].reshape(-1) for k in params])
+    vecs, scalars = {"r": rp}, {}
+    dots = GroupSums(1, sizes, rp.dtype, []).dots
+    for m, est, temp in resolved:
+        paired_st = control_variate and est.name == "st"
+        if not est.random:
+            if m not in det_cache:
+                det_cache[m] = method_sample(chain, loss_fn, x, y, est, temp, generator, params)
+            samples = [det_cache[m]]
+        elif paired_st:
+            samples = [s0] + fresh
+        else:
+            samples = [method_sample(chain, loss_fn, x, y, est, temp, generator, params) for _ in range(K)]
+        e = torch.stack(samples).mean(0)
+        vecs[f"{m}/e"] = e
+        vecs[f"{m}/b"] = s0 - r if paired_st else e - rp
+        vecs[f"{m}/u"] = torch.stack([_unit(v, sizes) for v in samples]).mean(0)
+        vecs[f"{m}/ua"] = torch.stack([v / v.norm() if v.norm() > 0 else v for v in samples]).mean(0)
+        scalars[f"{m}/q"] = torch.stack([dots(v, v) for v in samples]).mean(0)
+    return vecs, scalars
+
+def _layer_weights(chain: Chain | HookedModel, names: Sequence[str]) -> list[str]:
+    if isinstance(chain, HookedModel):
+        return chain.layer_weights(list(names))
     out = []
     for st in chain.steps:
         m = st.module
@@ -257,25 +249,45 @@ def _layer_weights(chain: Chain, names: Sequence[str]) -> list[str]:
     return out
 
 
-def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int, watched: set[str]
+def _metrics(acc: GroupSums, masks: torch.Tensor, m: str) -> dict[str, torch.Tensor]:
+    """Every metric of method ``m`` for every jackknife mask: tensors (J, T + 1)."""
+    gg = acc.ustat(masks, "r", "r")
+    mm = acc.ustat(masks, f"{m}/e", f"{m}/e")
+    mr = acc.ustat(masks, f"{m}/e", "r")
+    bb = acc.ustat(masks, f"{m}/b", f"{m}/b")
+    ur = acc.ustat(masks, f"{m}/u", "r")
+    ur[:, -1] = acc.ustat(masks, f"{m}/ua", "r")[:, -1]
+    msq = acc.mean_scalar(masks, f"{m}/q")
+    gn = gg.clamp_min(0).sqrt()
+    bad = gg <= 0
+    nan = torch.full_like(gg, math.nan)
+    cos = torch.where(bad, nan, ur / gn)
+    com = torch.where(bad | (mm <= 0), nan, mr / (mm.clamp_min(1e-300).sqrt() * gn))
+    # squared relative bias / RMSE, unclamped (U-statistics can be slightly negative): intervals are
+    # computed on these and carried through the square root (see _summarise);
+    # E||m - g||^2 = tr Cov[m] + ||E m - g||^2 = (E||m||^2 - ||E m||^2) + ||E m - g||^2
+    rb2 = torch.where(bad, nan, bb / gg)
+    rr2 = torch.where(bad, nan, (msq - mm + bb) / gg)
+    return {"cosine": cos, "cosine_of_mean": com, "rel_bias": rb2, "rel_rmse": rr2}
+
+
+def _summarise(names: Sequence[str], acc: GroupSums, methods: Sequence[str], watched: set[str]
                ) -> tuple[list[dict[str, Any]], float]:
     """Rows of every method and tensor, and the largest cosine half-width among the ``watched`` tensors."""
-    full = torch.ones(1, G, dtype=torch.float64)
-    masks = torch.cat([full, 1 - torch.eye(G, dtype=torch.float64)])          # full set, then delete-one-group
-    Grr = _gram(ref.S, ref.S, sizes)
+    G = acc.G
+    masks = full_and_jackknife(G)
     rows: list[dict[str, Any]] = []
     worst = 0.0
-    labels = names + ["all"]
+    labels = list(names) + ["all"]
     t = _t975(G - 1)
-    for m, (S, U, UA) in acc.items():
-        Gur = _gram(U.S, ref.S, sizes)
-        Gur[-1] = UA.S.double() @ ref.S.double().T
-        met = _metrics(masks, n, Grr, _gram(S.S, S.S, sizes), _gram(S.S, ref.S, sizes), Gur, ref.Q, S.Q)
+    for m in methods:
+        met = _metrics(acc, masks, m)
         for ti, label in enumerate(labels):
-            row: dict[str, Any] = {"method": m, "tensor": label, "n_samples": int(n.sum())}
+            row: dict[str, Any] = {"method": m, "tensor": label, "n_samples": int(acc.n.sum())}
             for key, vals in met.items():
-                est = vals[0, ti].item()
                 jack = vals[1:, ti]
+                # jackknife bias correction: the ratios of U-statistics are biased at order 1/N
+                est = (G * vals[0, ti] - (G - 1) * jack.mean()).item()
                 hw = t * math.sqrt((G - 1) / G * float(((jack - jack.mean()) ** 2).sum())) if \
                     torch.isfinite(jack).all() else math.nan
                 if key in ("rel_bias", "rel_rmse"):  # from the squared value: sqrt of its interval's end
@@ -289,15 +301,15 @@ def _summarise(names, sizes, ref: _Groups, acc, n: torch.Tensor, G: int, watched
     return rows, worst
 
 
-def _ref_rel_se(names, sizes, ref: _Groups, n: torch.Tensor) -> dict[str, float]:
+def _ref_rel_se(names: Sequence[str], acc: GroupSums) -> dict[str, float]:
     """Relative standard error of the averaged reference per tensor: sqrt(tr Cov / N) / ||g||."""
-    N = float(n.sum())
+    N = float(acc.n.sum())
+    S = acc.S["r"].double().sum(0)
+    q = acc.diag[("r", "r")].sum(0)
     out = {}
-    S = ref.S.double().sum(0)
-    for ti, (label, part) in enumerate(zip(names + ["all"], list(torch.split(S, sizes)) + [S])):
-        q = float(ref.Q[:, ti].sum())
+    for ti, (label, part) in enumerate(zip(list(names) + ["all"], list(torch.split(S, acc.sizes)) + [S])):
         s2 = float((part * part).sum())
-        tr = (q - s2 / N) / (N - 1)                 # trace of the sample covariance
-        gg = (s2 - q) / (N * (N - 1))
+        tr = (float(q[ti]) - s2 / N) / (N - 1)      # trace of the sample covariance
+        gg = (s2 - float(q[ti])) / (N * (N - 1))
         out[label] = math.sqrt(max(tr, 0) / N) / math.sqrt(gg) if gg > 0 else math.nan
     return out

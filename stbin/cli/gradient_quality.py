@@ -22,12 +22,14 @@ Evaluate one checkpoint, or every checkpoint of a training run, on a fixed batch
 single-sample gradient estimate to the true gradient of the expected loss, its relative
 bias and relative RMSE, each with a 95% interval. The true gradient is estimated without
 bias by local expectations (two-state evaluations of every stochastic unit and Bernoulli
-weight) or DisARM, with as many samples as the --tolerance on the cosine's interval needs
-(or until --max-samples / --max-seconds, which the report then says).
+weight) or DisARM, with the cheap ST estimator on the same sample as a control variate, with
+as many samples as the --tolerance on the cosine's interval needs (or until --max-samples /
+--max-seconds, which the report then says).
 
 Writes into --out: report.md (one table per checkpoint), quality.csv and quality.png
-(cosine and relative bias per layer against the epoch). Supports nn.Sequential models of
-stbin layers (MLPs, LeNet-5, the SBN conv net); batch norm uses its running statistics.
+(cosine and relative bias per layer against the epoch). Supports any model built from stbin
+layers (MLPs, LeNet-5, conv and residual nets, binarize-converted modules); batch norm uses
+its running statistics.
 """
 
 
@@ -45,6 +47,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--batch", type=int, default=100, help="test images in the fixed batch (default 100)")
     p.add_argument("--max-samples", type=int, default=2000, help="budget: reference samples per checkpoint")
     p.add_argument("--max-seconds", type=float, default=None, help="budget: seconds per checkpoint")
+    p.add_argument("--st-samples", type=int, default=16,
+                   help="single-sample estimates of every random method per reference sample; with the control "
+                        "variate, ST's also estimate E[ST] (default 16)")
+    p.add_argument("--no-control-variate", action="store_true",
+                   help="plain reference samples, without the ST control variate (slower to converge)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument("--data-root", default=None, help="folder of the data files (default: the run's)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
@@ -85,7 +92,8 @@ def _validate(args: argparse.Namespace) -> list[str]:
     from stbin.analysis.reference import REFERENCES
     if not (0 < args.tolerance < 2):
         raise ValueError(f"--tolerance must be in (0, 2), got {args.tolerance}")
-    for name, v, lo in (("--batch", args.batch, 1), ("--max-samples", args.max_samples, 10), ("--threads", args.threads, 1)):
+    for name, v, lo in (("--batch", args.batch, 1), ("--max-samples", args.max_samples, 10), ("--threads", args.threads, 1),
+                         ("--st-samples", args.st_samples, 1)):
         if v < lo:
             raise ValueError(f"{name} must be at least {lo}, got {v}")
     if args.max_seconds is not None and not args.max_seconds > 0:
@@ -129,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
         res = gradient_quality(model, cross_entropy, x, y, methods=methods, reference=args.reference,
                                tolerance=args.tolerance, generator=torch.Generator().manual_seed(args.seed),
-                               max_samples=args.max_samples, max_seconds=args.max_seconds, progress=progress)
+                               max_samples=args.max_samples, max_seconds=args.max_seconds, progress=progress,
+                               control_variate=not args.no_control_variate, st_samples=args.st_samples)
         results.append((epoch, res))
         print(f"epoch {epoch}: {res.message}")
     command = "stbin gradient-quality " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 2 \

@@ -1,4 +1,5 @@
-"""Reference gradients for real networks agree with the exact oracle, within their stated errors."""
+"""Reference gradients for real networks (plain and with the ST control variate) agree with the exact
+oracle, within their stated errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import torch
 from torch import nn
 
 from stbin.analysis import exact_gradients, expected_estimate, reference_sample
+from stbin.analysis import reference
+from stbin.analysis.chain import parse_chain
+from stbin.analysis.control_variates import control_variate_sample, paired_draw
 from stbin.nn import BinaryConv2d, BinaryLinear, StochasticSign
 
 D = torch.float64
@@ -70,9 +74,11 @@ def test_references_agree_with_the_exact_gradient(ref: str, generic: bool, small
         assert seen_st_bias  # the same test rejects ST's expectation: it has the power to see a bias
 
 
-def test_unit_fast_path_equals_the_generic_evaluation(uniform_init) -> None:
+def test_unit_fast_path_equals_the_generic_evaluation(uniform_init, monkeypatch) -> None:
     """Flipping units through the rank-one update and thresholds gives the same numbers as rerunning the
-    flipped states through every layer (same sample)."""
+    flipped states through every layer (same sample; without the next layer's control variate, which
+    only the fast path has)."""
+    monkeypatch.setattr(reference, "RAO_BLACKWELL", False)
     def net(generic: bool) -> nn.Sequential:
         extra = [Same()] if generic else []
         return uniform_init(nn.Sequential(nn.Linear(2, 4), StochasticSign(), nn.Linear(4, 3), nn.BatchNorm1d(3),
@@ -127,3 +133,71 @@ def test_bad_inputs(small_net) -> None:
         reference_sample(nn.Sequential(nn.Linear(2, 3), Sign(), nn.Linear(3, 1)), logistic_loss, x, y)
     with pytest.raises(ValueError, match="no stochastic binary units"):
         reference_sample(nn.Sequential(nn.Linear(2, 1)), logistic_loss, x, y)
+
+
+@pytest.mark.parametrize("ref", ["local_expectation", "disarm"])
+def test_control_variate_reference_is_unbiased(ref: str) -> None:
+    """Every coordinate of the mean of 300 control-variate samples (units of two noises, Bernoulli weights
+    of two noises) is within 4.5 standard errors of the exact gradient; for local expectations the same
+    test rejects ST's expectation (the control variate's own mean)."""
+    m = small_net()
+    x, y = data()
+    exact = exact_gradients(m, logistic_loss, x, y)
+    st = expected_estimate(m, logistic_loss, x, y, "st", max_units=18)
+    g = torch.Generator().manual_seed(3)
+    samples = [control_variate_sample(m, logistic_loss, x, y, ref, g, st_samples=2) for _ in range(300)]
+    seen_st_bias = False
+    for k in exact:
+        s = torch.stack([v[k] for v in samples])
+        se = (s.std(0) / 300 ** 0.5).clamp_min(1e-12)
+        z = (s.mean(0) - exact[k]) / se
+        assert z.abs().max() < 4.5, (k, z)
+        seen_st_bias |= bool(((st[k] - exact[k]).abs() > 4.5 * se).any())
+    if ref == "local_expectation":
+        assert seen_st_bias  # the test has the power to see a bias
+
+
+def test_paired_difference_is_st_bias_with_less_variance() -> None:
+    """E[s_0 - r] = E[ST] - g (within 4.5 standard errors), its variance is below that of the plain
+    reference, and on the real output layer s_0 = r exactly (ST is exact there)."""
+    m = small_net()
+    x, y = data()
+    exact = exact_gradients(m, logistic_loss, x, y)
+    st = expected_estimate(m, logistic_loss, x, y, "st", max_units=18)
+    bias = torch.cat([(st[k] - exact[k]).flatten() for k in exact])
+    chain = parse_chain(m)
+    params = chain.params()
+    g = torch.Generator().manual_seed(5)
+    draws = [paired_draw(chain, logistic_loss, x, y, "local_expectation", g, params, 1) for _ in range(300)]
+    d = torch.stack([s0 - r for r, s0, _ in draws])
+    r = torch.stack([r for r, _, _ in draws])
+    z = (d.mean(0) - bias) / (d.std(0) / 300 ** 0.5).clamp_min(1e-12)
+    assert z.abs().max() < 4.5
+    assert d.var(0).sum() < 0.75 * r.var(0).sum()  # 0.56 here
+    names = list(params)
+    sizes = [p.numel() for p in params.values()]
+    last = torch.split(d, sizes, dim=1)[names.index("4.bias")]
+    assert last.abs().max() == 0
+
+
+def test_bad_st_samples() -> None:
+    x, y = data()
+    with pytest.raises(ValueError, match="st_samples must be an integer >= 1, got 0"):
+        control_variate_sample(small_net(), logistic_loss, x, y, st_samples=0)
+
+
+def test_next_layer_control_variate_lowers_the_variance(monkeypatch, uniform_init) -> None:
+    """The zero-mean next-layer term (unbiased: the oracle tests above run with it) lowers the variance of
+    the first layer's local-expectation gradient on a net with three stochastic layers."""
+    net = uniform_init(nn.Sequential(nn.Linear(2, 6), StochasticSign(), nn.Linear(6, 6), StochasticSign(),
+                                     nn.Linear(6, 6), StochasticSign(), nn.Linear(6, 1)).to(D), 9)
+    x, y = data(8)
+
+    def spread(rb: bool) -> float:
+        monkeypatch.setattr(reference, "RAO_BLACKWELL", rb)
+        g = torch.Generator().manual_seed(0)
+        s = torch.stack([reference_sample(net, logistic_loss, x, y, "local_expectation", g)["0.weight"]
+                         for _ in range(150)])
+        return float(s.var(0).sum())
+
+    assert spread(True) < 0.2 * spread(False)  # 0.045 here

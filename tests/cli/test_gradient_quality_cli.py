@@ -43,12 +43,26 @@ def test_every_checkpoint_of_a_run(run_dir, tmp_path) -> None:
             assert line.count("|") == 4  # one cell per method: the cells are not broken by the text
 
 
+def test_plain_reference_option(run_dir, tmp_path) -> None:
+    """--no-control-variate and --st-samples reach gradient_quality (the plain reference also converges)."""
+    out = tmp_path / "p"
+    proc = subprocess.run([sys.executable, "-m", "stbin.cli.main", "gradient-quality", str(run_dir), "--epochs", "1",
+                           "--batch", "4", "--tolerance", "0.9", "--max-samples", "20", "--methods", "st",
+                           "--no-control-variate", "--st-samples", "2", "--no-plot", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    with open(out / "quality.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["epoch"] for r in rows} == {"1"} and int(rows[0]["n_samples"]) >= 10
+
+
 @pytest.mark.parametrize("argv,msg", [
     (["--methods", "st,arm"], "not one"),
     (["--tolerance", "0"], "--tolerance must be in (0, 2)"),
     (["--epochs", "3"], "no checkpoint for epoch(s) [3]"),
     (["--reference", "exact"], "--reference must be one of"),
     (["--batch", "0"], "--batch must be at least 1"),
+    (["--st-samples", "0"], "--st-samples must be at least 1, got 0"),
 ])
 def test_bad_options_exit_2_with_one_line(run_dir, argv, msg, tmp_path, capsys) -> None:
     rc = main(["gradient-quality", str(run_dir), "--out", str(tmp_path / "x"), *argv])
