@@ -16,8 +16,15 @@ from typing import Sequence
 
 from stbin._io import atomic_write
 from stbin.analysis.quality import METRICS, QualityResult
+from stbin.reporting import table
 
 FIELDS = ("epoch", "method", "tensor", "n_samples") + tuple(k for m in METRICS for k in (m, m + "_hw"))
+
+# The paper of each reference gradient (stbin.analysis.reference.REFERENCES), cited in the report's header.
+REFERENCE_PAPERS = {
+    "local_expectation": "local expectations, Titsias & Lázaro-Gredilla, NeurIPS 2015",
+    "disarm": "DisARM, Dong, Mnih & Tucker, NeurIPS 2020",
+}
 
 
 def layer_tensors(result: QualityResult) -> list[str]:
@@ -27,17 +34,6 @@ def layer_tensors(result: QualityResult) -> list[str]:
 
 def _num(v: float, nd: int = 3) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.{nd}f}"
-
-
-def md_cell(text: str) -> str:
-    """Escape a Markdown table cell (``|`` and backslashes)."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|")
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def write_csv(results: Sequence[tuple[int, QualityResult]], path: str | Path) -> Path:
@@ -94,8 +90,8 @@ def write_report(results: Sequence[tuple[int, QualityResult]], out_dir: str | Pa
     lines = [
         "# Gradient quality against the true gradient", "",
         f"Command: `{command}`. Source: `{source}`; a fixed batch of the first {batch} test images. "
-        f"Reference: {res0.reference.replace('_', ' ')} (unbiased; Titsias & Lázaro-Gredilla, NeurIPS 2015 / "
-        f"Dong, Mnih & Tucker, NeurIPS 2020), averaged until every cosine interval half-width is below "
+        f"Reference: {res0.reference.replace('_', ' ')} (unbiased; {REFERENCE_PAPERS.get(res0.reference, 'see stbin.analysis.reference')}), "
+        f"averaged until every cosine interval half-width is below "
         f"{res0.tolerance:g} or the budget is spent. Batch norm uses its running statistics; stochastic units "
         "and Bernoulli weights are sampled.", "",
         "Columns: `cosine` = mean cosine of a single-sample estimate to the true gradient; `bias` = "
@@ -114,7 +110,7 @@ def write_report(results: Sequence[tuple[int, QualityResult]], out_dir: str | Pa
                 cells.append(f"{_num(r['cosine'])} ± {_num(r['cosine_hw'])} / {_num(r['rel_bias'])} ± "
                              f"{_num(r['rel_bias_hw'])} / {_num(r['rel_rmse'], 2)}")
             body.append(cells)
-        lines += ["Cells: cosine / bias / rmse.", "", md_table(["layer"] + methods, body), ""]
+        lines += ["Cells: cosine / bias / rmse.", "", table(["layer"] + methods, body), ""]
     if figure:
         name = Path(figure).name
         lines += ["## Figure", "", f"![{name}]({name})", ""]
@@ -123,4 +119,4 @@ def write_report(results: Sequence[tuple[int, QualityResult]], out_dir: str | Pa
     return atomic_write(out / "report.md", lambda f: f.write("\n".join(lines).encode()))
 
 
-__all__ = ["FIELDS", "layer_tensors", "md_table", "plot", "write_csv", "write_report"]
+__all__ = ["FIELDS", "layer_tensors", "plot", "write_csv", "write_report"]

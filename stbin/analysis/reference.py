@@ -28,10 +28,9 @@ through unit :math:`i`; integrating out that unit's noise,
    f_b(w_{ij}{=}{+}1) - f_b(w_{ij}{=}{-}1) \;\to\; \big(F(a^{+}_{bi}/s) - F(a^{-}_{bi}/s)\big)\,
    \big(f_b(x_i{=}{+}1) - f_b(x_i{=}{-}1)\big),
 
-with :math:`a^\pm_{bi}` the unit's pre-activation for either weight value — unbiased, lower
-variance and free, because the unit differences are already computed. Other weights
-(convolutions, a last binary layer) flip each weight and rerun the downstream network,
-batched with ``torch.func.vmap``. The parameter gradient is that of the surrogate
+with :math:`a^\pm_{bi}` the unit's pre-activation for either weight value — unbiased, lower variance
+and free (the unit differences are already computed). Other weights (convolutions, a last binary
+layer) flip each weight and rerun the downstream network, batched with ``torch.func.vmap``. The parameter gradient is that of the surrogate
 :math:`\frac1B\sum_b \ell_b + \sum_k\langle a_k, \hat g_{a_k}\rangle + \sum_w\langle\theta, \hat g_\theta\rangle`
 with every binary state held fixed.
 

@@ -38,6 +38,7 @@ def test_every_checkpoint_of_a_run(run_dir, tmp_path) -> None:
     report = (out / "report.md").read_text()
     assert "## Epoch 1" in report and "## Epoch 2" in report and "| layer | st | htanh |" in report
     assert "![quality.png](quality.png)" in report
+    assert "Titsias & Lázaro-Gredilla" in report and "DisARM" not in report  # the reference that was used
     for line in report.splitlines():
         if line.startswith("| 4.latent_weight"):
             assert line.count("|") == 4  # one cell per method: the cells are not broken by the text
