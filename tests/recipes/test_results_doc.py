@@ -1,6 +1,7 @@
 """docs/results.md from results.json files: python -m stbin.recipes.results_doc."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -86,3 +87,30 @@ def test_missing_and_non_json_inputs(tmp_path):
         r = subprocess.run([sys.executable, "-m", "stbin.recipes.results_doc", str(path), "--output",
                             str(tmp_path / "o.md")], capture_output=True, text=True)
         assert r.returncode == 2 and word in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_archived_summary_without_histories_still_gives_the_continuations(tmp_path):
+    """A results.json written before runs kept their per-epoch history (docs/results/ste-instability) still
+    yields every finished continuation's start and end test accuracy, computed from the file; the values
+    that need a history (losses, worst epoch) say so instead of dropping the row."""
+    src = tmp_path / "ste-instability" / "results.json"
+    src.parent.mkdir()
+    summary = json.loads(open("docs/results/ste-instability/results.json").read())
+    for rec in summary["runs"].values():
+        rec.pop("history", None)
+    src.write_text(json.dumps(summary))
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path), "--output", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    text = out.read_text()
+    assert "no complete continuation" not in text
+    runs = summary["runs"]
+    done = [k for k, r in runs.items() if re.search(r"-to-identity-s\d+$", k) and "error" not in r and "error" not in
+            runs[r["init_from"]] and "error" not in runs[runs[r["init_from"]]["init_from"]]]
+    assert done, "the archived summary has finished identity continuations"
+    rows = [r for t in _tables(text) if t[0][:3] == ["network", "bits", "source STE"] for r in t[2:]]
+    assert len(rows) == len({k.rsplit("-s", 1)[0] for k in done})  # one row per (network, bits, source STE)
+    for r in rows:
+        assert r[3] == "—" and r[4] != "—" and r[6] != "—"  # no start loss recorded; start and end accuracies
+    group = sorted(done)[0].rsplit("-s", 1)[0]  # one (network, bits, source STE): its seeds' start accuracy
+    starts = [runs[runs[runs[k]["init_from"]]["init_from"]]["test"]["mode"] for k in done if k.startswith(group + "-s")]
+    assert any(r[4].startswith(f"{sum(starts) / len(starts):.2f}") for r in rows), (starts, rows)

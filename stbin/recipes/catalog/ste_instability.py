@@ -75,25 +75,39 @@ def runs(quick: bool, seeds: list[int], dataset: str = "cifar10") -> list[Run]:
 
 
 def _curve(ctx: RecipeContext, net: str, bits: int, src: str, seed: int, target: str) -> dict[str, Any] | None:
-    """Epoch 0 = the starting network, then the small-lr and the normal phase; None if incomplete."""
+    """Epoch 0 = the starting network, then the small-lr and the normal phase; None if incomplete.
+
+    A summary written before runs kept their per-epoch history (an archived ``results.json``) still
+    gives the start's and the end's test accuracy; its losses, worst epoch and curve are None / empty."""
     start, small, normal = (ctx.result(k) for k in (q_key(net, bits, src, seed),
                                                     small_key(net, bits, src, seed, target),
                                                     normal_key(net, bits, src, seed, target)))
-    if any("error" in r or not r.get("history") for r in (start, small, normal)):
-        return None  # not finished, or a summary without per-epoch histories
+    if any("error" in r or "mode" not in (r.get("test") or {}) for r in (start, small, normal)):
+        return None  # not finished
+    ends = {"start_acc": start["test"]["mode"], "end_acc": normal["test"]["mode"]}
+    if not all(r.get("history") for r in (start, small, normal)):
+        return {"x": [], "loss": [], "acc": [], "switch": None, "start_loss": None, "end_loss": None,
+                "max_loss": None, "min_acc": None, **ends}
     h0 = start["history"][-1]
     pts = [(0, h0["train_loss"], start["test"]["mode"])]
     for h in small["history"] + normal["history"]:
         pts.append((len(pts), h["train_loss"], h["test_accuracy"]))
     return {"x": [p[0] for p in pts], "loss": [p[1] for p in pts], "acc": [p[2] for p in pts],
-            "switch": len(small["history"]), "start_loss": h0["train_loss"], "start_acc": start["test"]["mode"],
-            "end_loss": final(normal, "train_loss"), "end_acc": normal["test"]["mode"],
-            "max_loss": max(p[1] for p in pts[1:]), "min_acc": min(p[2] for p in pts[1:])}
+            "switch": len(small["history"]), "start_loss": h0["train_loss"], "end_loss": final(normal, "train_loss"),
+            "max_loss": max(p[1] for p in pts[1:]), "min_acc": min(p[2] for p in pts[1:]), **ends}
 
 
-def _worse(loss: float, acc: float, ref_loss: float, ref_acc: float) -> bool:
-    """The degradation criterion: loss more than LOSS_REL above ``ref_loss`` or accuracy ACC_DROP points lower."""
-    return loss > ref_loss * (1 + LOSS_REL) or acc < ref_acc - ACC_DROP
+def _worse(loss: float | None, acc: float, ref_loss: float | None, ref_acc: float) -> bool:
+    """The degradation criterion: loss more than LOSS_REL above ``ref_loss`` or accuracy ACC_DROP points lower
+    (the loss part only where both losses are known)."""
+    higher = loss is not None and ref_loss is not None and loss > ref_loss * (1 + LOSS_REL)
+    return higher or acc < ref_acc - ACC_DROP
+
+
+def _mean(values: list[float | None], spec: str, unit: str = "") -> str:
+    """The mean of the known ``values`` formatted by ``spec``, or "n/a" (not recorded)."""
+    known = [v for v in values if v is not None]
+    return f"{fmean(known):{spec}}{unit}" if known else "n/a"
 
 
 def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
@@ -114,25 +128,31 @@ def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
            f"| {fmt(gi('end_loss'), 4)} | {fmt(gi('end_acc'))} | {fmt(gi('max_loss'), 4)} | {fmt(gi('min_acc'))} "
            f"| {fmt(gc('end_loss'), 4)} | {fmt(gc('end_acc'))} | {fmt(gc('max_loss'), 4)} | {fmt(gc('min_acc'))} "
            f"| {vs_start}/{len(ids)} | {f'{vs_ctl}/{len(paired)}' if paired else '—'} |")
-    sl, el, sa, ea = (fmean(gi(f)) for f in ("start_loss", "end_loss", "start_acc", "end_acc"))
-    text = (f"* {label}, {bits} bits, from the {STE_LABEL[src]} STE: with the identity STE the training loss "
-            f"went {sl:.4f} -> {el:.4f} ({(el / sl - 1) * 100 if sl else 0:+.1f}%) and the test accuracy "
-            f"{sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
-            f"{len(ids)} seeds; worst epoch: loss {fmean(gi('max_loss')):.4f}, accuracy "
-            f"{fmean(gi('min_acc')):.2f}% (seed means).")
+    sa, ea = fmean(gi("start_acc")), fmean(gi("end_acc"))
+    if all(c["start_loss"] is not None and c["end_loss"] is not None for c in ids):
+        sl, el = fmean(gi("start_loss")), fmean(gi("end_loss"))
+        loss_text = f"the training loss went {sl:.4f} -> {el:.4f} ({(el / sl - 1) * 100 if sl else 0:+.1f}%) and "
+    else:
+        loss_text = "(training losses not recorded in this summary) "
+    text = (f"* {label}, {bits} bits, from the {STE_LABEL[src]} STE: with the identity STE {loss_text}the test "
+            f"accuracy {sa:.2f}% -> {ea:.2f}% ({ea - sa:+.2f} points); degraded vs the start in {vs_start} of "
+            f"{len(ids)} seeds; worst epoch: loss {_mean(gi('max_loss'), '.4f')}, accuracy "
+            f"{_mean(gi('min_acc'), '.2f', '%')} (seed means).")
     gap = None
     if paired:
-        cl, ca = fmean(cc[s]["end_loss"] for s in paired), fmean(cc[s]["end_acc"] for s in paired)
-        il, ia = fmean(ci[s]["end_loss"] for s in paired), fmean(ci[s]["end_acc"] for s in paired)
-        text += (f" Control ({STE_LABEL[src]} STE kept): end loss {cl:.4f}, accuracy {ca:.2f}%, worst epoch "
-                 f"loss {fmean(gc('max_loss')):.4f}, accuracy {fmean(gc('min_acc')):.2f}%; the identity STE "
-                 f"ends at {il / cl if cl else float('nan'):.2f}x the control's training loss and "
-                 f"{ia - ca:+.2f} points of test accuracy, worse than the control in {vs_ctl} of "
-                 f"{len(paired)} seeds.")
+        ca = fmean(cc[s]["end_acc"] for s in paired)
+        ia = fmean(ci[s]["end_acc"] for s in paired)
+        cls, ils = [cc[s]["end_loss"] for s in paired], [ci[s]["end_loss"] for s in paired]
+        ratio = (f"{fmean(ils) / fmean(cls):.2f}x the control's training loss and "
+                 if None not in cls + ils and fmean(cls) else "")
+        text += (f" Control ({STE_LABEL[src]} STE kept): end loss {_mean(cls, '.4f')}, accuracy {ca:.2f}%, worst "
+                 f"epoch loss {_mean(gc('max_loss'), '.4f')}, accuracy {_mean(gc('min_acc'), '.2f', '%')}; the "
+                 f"identity STE ends at {ratio}{ia - ca:+.2f} points of test accuracy, worse than the control in "
+                 f"{vs_ctl} of {len(paired)} seeds.")
         gap = ia - ca
     series = [(f"from {STE_LABEL[src]}: identity STE", ids, "-"),
               (f"from {STE_LABEL[src]}: {STE_LABEL[src]} STE kept (control)", ctl, "--")]
-    return row, text, [s for s in series if s[1]], gap
+    return row, text, [s for s in series if s[1] and all(c["x"] for c in s[1])], gap
 
 
 def summarize(ctx: RecipeContext) -> str:
@@ -171,7 +191,8 @@ def summarize(ctx: RecipeContext) -> str:
                     kw = {"color": color, "linestyle": style}
                     series_l.append((tag, cs[0]["x"][:n], [fmean(c["loss"][i] for c in cs) for i in range(n)], kw))
                     series_a.append((tag, cs[0]["x"][:n], [fmean(c["acc"][i] for c in cs) for i in range(n)], kw))
-                switch = series[0][1][0]["switch"]
+                if series:
+                    switch = series[0][1][0]["switch"]
             for what, ser, ylabel in (("loss", series_l, "training loss"), ("accuracy", series_a, "test accuracy (%)")):
                 p = line_plot(ctx.out / f"{net}_{bits}bit_identity_{what}.png", ser, "epoch of the continuation",
                               ylabel, f"{label}, {bits}-bit: identity STE vs control", vline=switch,
