@@ -136,7 +136,7 @@ def test_bad_inputs(small_net) -> None:
 
 
 @pytest.mark.parametrize("ref", ["local_expectation", "disarm"])
-def test_control_variate_reference_is_unbiased(ref: str) -> None:
+def test_control_variate_reference_is_unbiased(ref: str, small_net) -> None:
     """Every coordinate of the mean of 300 control-variate samples (units of two noises, Bernoulli weights
     of two noises) is within 4.5 standard errors of the exact gradient; for local expectations the same
     test rejects ST's expectation (the control variate's own mean)."""
@@ -157,7 +157,7 @@ def test_control_variate_reference_is_unbiased(ref: str) -> None:
         assert seen_st_bias  # the test has the power to see a bias
 
 
-def test_paired_difference_is_st_bias_with_less_variance() -> None:
+def test_paired_difference_is_st_bias_with_less_variance(small_net) -> None:
     """E[s_0 - r] = E[ST] - g (within 4.5 standard errors), its variance is below that of the plain
     reference, and on the real output layer s_0 = r exactly (ST is exact there)."""
     m = small_net()
@@ -180,7 +180,7 @@ def test_paired_difference_is_st_bias_with_less_variance() -> None:
     assert last.abs().max() == 0
 
 
-def test_bad_st_samples() -> None:
+def test_bad_st_samples(small_net) -> None:
     x, y = data()
     with pytest.raises(ValueError, match="st_samples must be an integer >= 1, got 0"):
         control_variate_sample(small_net(), logistic_loss, x, y, st_samples=0)
