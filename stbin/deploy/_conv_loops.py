@@ -1,0 +1,224 @@
+"""The compiled loops of the binary convolutions (numba JIT, cached on disk): :func:`bconv2d` (int32
+dot products), :func:`bconv2d_sign` (fused threshold + packing) and :func:`bconv2d_float` (real-valued
+NCHW output), with their serial twins. Same conventions as :mod:`stbin.deploy._loops` (unchecked:
+:mod:`stbin.deploy.kernels` checks every argument first, including that ``X`` and ``Wt`` are
+C-contiguous, which the flat offsets below rely on).
+
+Per output pixel, the valid taps are computed once (no test per tap) and the output channels go in
+blocks of 16 and 8 held in 512-bit registers: a numba type for an LLVM ``<8 x i64>`` vector and
+three intrinsics on it (:func:`v8_xorpop` is one load, XOR with the broadcast input word,
+``vpopcntq`` and add), because LLVM did not vectorise eight scalar accumulators itself (checked in the
+assembly). Measured on one ResNet-20 layer shape (batch 64, 16x32x32 -> 16, 3x3, pad 1): see
+docs/performance-deploy.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, models, register_model
+
+from stbin.deploy._loops import _JIT, _minus, _serial, popcount64
+
+_V8 = ir.VectorType(ir.IntType(64), 8)
+
+
+class U64x8(types.Type):
+    """Eight uint64 lanes in one LLVM vector value (a register: 512-bit zmm with AVX-512)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="u64x8")
+
+
+u64x8 = U64x8()
+register_model(U64x8)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V8))
+
+
+def _c_u64(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C"
+
+
+@intrinsic
+def v8_zero(typingctx):  # type: ignore[no-untyped-def]
+    """Eight zero lanes."""
+    return u64x8(), lambda context, builder, sig, args: ir.Constant(_V8, None)
+
+
+@intrinsic
+def v8_xorpop(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
+    """``acc + popcount(arr.flat[i:i + 8] ^ x)`` lane by lane (``vpopcntq`` on one 512-bit load).
+    Unchecked: the caller guarantees ``0 <= i`` and ``i + 8 <= arr.size`` (C-contiguous ``arr``)."""
+    if acc != u64x8 or not _c_u64(arr) or not isinstance(x, types.Integer) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx, xv = args
+        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
+        w = builder.load(builder.bitcast(ptr, _V8.as_pointer()), align=8)
+        xs = builder.insert_element(ir.Constant(_V8, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
+        xs = builder.shuffle_vector(xs, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+        fn = builder.module.declare_intrinsic("llvm.ctpop.v8i64", fnty=ir.FunctionType(_V8, [_V8]))
+        return builder.add(a, builder.call(fn, [builder.xor(w, xs)]))
+
+    return u64x8(acc, arr, i, types.uint64), codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i]`` without the negative-index wraparound; unchecked like :func:`v8_xorpop`."""
+    if not _c_u64(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.load(builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data, [args[1]]))
+
+    return types.uint64(arr, i), codegen
+
+
+@intrinsic
+def v8_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + 8] = acc``; unchecked like :func:`v8_xorpop`."""
+    if acc != u64x8 or not _c_u64(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx = args
+        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
+        builder.store(a, builder.bitcast(ptr, _V8.as_pointer()), align=8)
+        return context.get_dummy_value()
+
+    return types.none(acc, arr, i), codegen
+
+
+@njit(inline="always", **_JIT)
+def _valid_taps(o, stride, pad, dil, size, k):  # type: ignore[no-untyped-def]
+    """The kernel offsets ``[lo, hi)`` of output position ``o`` that land inside the input:
+    ``0 <= o * stride - pad + u * dil < size`` (all divisions on non-negative numbers)."""
+    base = o * stride - pad
+    lo = 0 if base >= 0 else (dil - 1 - base) // dil
+    hi = 0 if base > size - 1 else min(k, (size - 1 - base) // dil + 1)
+    return min(lo, hi), hi
+
+
+@njit(inline="always", **_JIT)
+def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc):  # type: ignore[no-untyped-def]
+    """acc[o] = popcount over the valid taps of output pixel (oy, ox); returns the number of taps.
+
+    The valid taps are computed once per pixel (no test per tap). Output channels go in blocks
+    of 16 and 8 held in 512-bit registers (:func:`v8_xorpop`: one ``vpopcntq`` per input word
+    and 8 channels, no store per tap); the last ``oc % 8`` channels go one at a time.
+    """
+    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
+    kh, kw, _, oc = Wt.shape
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    v0, v1 = _valid_taps(ox, stride_w, pad_w, dil_w, w_, kw)
+    by = oy * stride_h - pad_h
+    bx = ox * stride_w - pad_w
+    o = 0
+    row = w_ * cw  # words per input row
+    x0 = ((nidx * h + by) * w_ + bx) * cw
+    while o + 16 <= oc:
+        a = v8_zero()
+        b = v8_zero()
+        for u in range(u0, u1):
+            xu = x0 + u * dil_h * row
+            wu = u * kw * cw * oc + o
+            if cw == 1:  # one word per pixel (up to 64 channels): no word loop
+                for v in range(v0, v1):
+                    xv = load_u64(X, xu + v * dil_w)
+                    a = v8_xorpop(a, Wt, wu + v * oc, xv)
+                    b = v8_xorpop(b, Wt, wu + v * oc + 8, xv)
+            else:
+                for v in range(v0, v1):
+                    for k in range(cw):
+                        xv = load_u64(X, xu + v * dil_w * cw + k)
+                        a = v8_xorpop(a, Wt, wu + (v * cw + k) * oc, xv)
+                        b = v8_xorpop(b, Wt, wu + (v * cw + k) * oc + 8, xv)
+        v8_store(a, acc, o)
+        v8_store(b, acc, o + 8)
+        o += 16
+    if o + 8 <= oc:
+        a = v8_zero()
+        for u in range(u0, u1):
+            iy = by + u * dil_h
+            for v in range(v0, v1):
+                ix = bx + v * dil_w
+                base = (u * kw + v) * cw * oc + o
+                for k in range(cw):
+                    a = v8_xorpop(a, Wt, base + k * oc, X[nidx, iy, ix, k])
+        v8_store(a, acc, o)
+        o += 8
+    for o in range(o, oc):
+        s = np.uint64(0)
+        for u in range(u0, u1):
+            iy = by + u * dil_h
+            for v in range(v0, v1):
+                ix = bx + v * dil_w
+                for k in range(cw):
+                    s += popcount64(X[nidx, iy, ix, k] ^ Wt[u, v, k, o])
+        acc[o] = s
+    return (u1 - u0) * (v1 - v0)
+
+
+# bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
+# output rows around _conv_pixel (which holds the shared logic), each with its own specialised
+# store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
+# store in without losing the inlined, vectorised channel loop.
+@njit(parallel=True, **_JIT)
+def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
+    """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
+    out (N, OH, OW, OC) int32 dot products, zero padding contributing 0."""
+    n, oh, ow, oc = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty(oc, np.uint64)
+        for ox in range(ow):
+            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
+            full = np.int64(c_bits) * taps
+            for o in range(oc):
+                out[nidx, oy, ox, o] = np.int32(full - 2 * np.int64(acc[o]))
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
+    """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
+    n, oh, ow, ocw = out.shape
+    oc = Wt.shape[3]
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty(oc, np.uint64)
+        for ox in range(ow):
+            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
+            full = np.int64(c_bits) * taps
+            for g in range(ocw):
+                word = np.uint64(0)
+                for o in range(g * 64, min(oc, g * 64 + 64)):
+                    word |= _minus(full - 2 * np.int64(acc[o]), S[o], T[o]) << np.uint64(o - g * 64)
+                out[nidx, oy, ox, g] = word
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out):  # type: ignore[no-untyped-def]
+    """Binary conv with a real-valued output written straight to NCHW float32:
+    out[n, o, y, x] = float32(dot) * scale[o] + bias[o] (the residual path's ``bconv2d_f``)."""
+    n, oc, oh, ow = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty((ow, oc), np.uint64)  # a whole output row, then written plane by plane (NCHW)
+        full = np.empty(ow, np.int64)
+        for ox in range(ow):
+            full[ox] = np.int64(c_bits) * _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w,
+                                                      dil_h, dil_w, acc[ox])
+        for o in range(oc):
+            for ox in range(ow):
+                out[nidx, o, oy, ox] = np.float32(full[ox] - 2 * np.int64(acc[ox, o])) * scale[o] + bias[o]
+
+
+# Serial twins, as in stbin.deploy._loops.
+bconv2d_serial = _serial(bconv2d, "bconv2d_serial")
+bconv2d_sign_serial = _serial(bconv2d_sign, "bconv2d_sign_serial")
+bconv2d_float_serial = _serial(bconv2d_float, "bconv2d_float_serial")
