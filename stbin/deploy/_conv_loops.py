@@ -161,10 +161,66 @@ def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, di
     return (u1 - u0) * (v1 - v0)
 
 
+@njit(inline="always", **_JIT)
+def _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full):  # type: ignore[no-untyped-def]
+    """acc[ox, o] = popcount of output pixel (oy, ox), full[ox] = ``c_bits`` x its number of valid taps,
+    for the whole output row (``acc`` (OW, OC), ``full`` (OW,)).
+
+    With one word per pixel and ``OC % 16 == 0`` (ResNet-20's layers), four adjacent pixels whose
+    taps all lie inside the row go together: each weight vector is loaded once for the four, and 8
+    accumulators (4 pixels x 16 channels) stay in registers; the other pixels go one by one.
+    """
+    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
+    kh, kw, _, oc = Wt.shape
+    ow = acc.shape[0]
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    row = (nidx * h + oy * stride_h - pad_h) * w_
+    ox = 0
+    while ox < ow:
+        bx = ox * stride_w - pad_w
+        if cw == 1 and oc % 16 == 0 and ox + 4 <= ow and bx >= 0 and bx + 3 * stride_w + (kw - 1) * dil_w < w_:
+            for o in range(0, oc, 16):
+                a0 = b0 = a1 = b1 = a2 = b2 = a3 = b3 = v8_zero()
+                for u in range(u0, u1):
+                    xu = row + u * dil_h * w_ + bx
+                    wu = u * kw * oc + o
+                    for v in range(kw):
+                        xi = xu + v * dil_w
+                        wi = wu + v * oc
+                        x0 = load_u64(X, xi)
+                        x1 = load_u64(X, xi + stride_w)
+                        x2 = load_u64(X, xi + 2 * stride_w)
+                        x3 = load_u64(X, xi + 3 * stride_w)
+                        a0 = v8_xorpop(a0, Wt, wi, x0)
+                        b0 = v8_xorpop(b0, Wt, wi + 8, x0)
+                        a1 = v8_xorpop(a1, Wt, wi, x1)
+                        b1 = v8_xorpop(b1, Wt, wi + 8, x1)
+                        a2 = v8_xorpop(a2, Wt, wi, x2)
+                        b2 = v8_xorpop(b2, Wt, wi + 8, x2)
+                        a3 = v8_xorpop(a3, Wt, wi, x3)
+                        b3 = v8_xorpop(b3, Wt, wi + 8, x3)
+                base = ox * oc + o
+                v8_store(a0, acc, base)
+                v8_store(b0, acc, base + 8)
+                v8_store(a1, acc, base + oc)
+                v8_store(b1, acc, base + oc + 8)
+                v8_store(a2, acc, base + 2 * oc)
+                v8_store(b2, acc, base + 2 * oc + 8)
+                v8_store(a3, acc, base + 3 * oc)
+                v8_store(b3, acc, base + 3 * oc + 8)
+            for j in range(4):
+                full[ox + j] = np.int64(c_bits) * (u1 - u0) * kw
+            ox += 4
+        else:
+            full[ox] = np.int64(c_bits) * _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w,
+                                                      dil_h, dil_w, acc[ox])
+            ox += 1
+
+
 # bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
-# output rows around _conv_pixel (which holds the shared logic), each with its own specialised
+# output rows around _conv_row (which holds the shared logic), each with its own specialised
 # store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
-# store in without losing the inlined, vectorised channel loop.
+# store in without losing the inlined, register-blocked channel loops.
 @njit(parallel=True, **_JIT)
 def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
     """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
@@ -173,12 +229,12 @@ def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
     for t in prange(n * oh):
         nidx = t // oh
         oy = t % oh
-        acc = np.empty(oc, np.uint64)
+        acc = np.empty((ow, oc), np.uint64)
+        full = np.empty(ow, np.int64)
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
         for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
             for o in range(oc):
-                out[nidx, oy, ox, o] = np.int32(full - 2 * np.int64(acc[o]))
+                out[nidx, oy, ox, o] = np.int32(full[ox] - 2 * np.int64(acc[ox, o]))
 
 
 @njit(parallel=True, **_JIT)
@@ -189,14 +245,14 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     for t in prange(n * oh):
         nidx = t // oh
         oy = t % oh
-        acc = np.empty(oc, np.uint64)
+        acc = np.empty((ow, oc), np.uint64)
+        full = np.empty(ow, np.int64)
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
         for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
             for g in range(ocw):
                 word = np.uint64(0)
                 for o in range(g * 64, min(oc, g * 64 + 64)):
-                    word |= _minus(full - 2 * np.int64(acc[o]), S[o], T[o]) << np.uint64(o - g * 64)
+                    word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - g * 64)
                 out[nidx, oy, ox, g] = word
 
 
@@ -210,9 +266,7 @@ def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
         oy = t % oh
         acc = np.empty((ow, oc), np.uint64)  # a whole output row, then written plane by plane (NCHW)
         full = np.empty(ow, np.int64)
-        for ox in range(ow):
-            full[ox] = np.int64(c_bits) * _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w,
-                                                      dil_h, dil_w, acc[ox])
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
         for o in range(oc):
             for ox in range(ow):
                 out[nidx, o, oy, ox] = np.float32(full[ox] - 2 * np.int64(acc[ox, o])) * scale[o] + bias[o]

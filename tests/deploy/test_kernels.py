@@ -61,6 +61,8 @@ def test_bgemm_sign_equals_dense_threshold(n, k, m):
     (2, 16, 9, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1)),
     (1, 130, 5, 6, 27, (3, 3), (1, 1), (1, 1), (1, 1)),
     (2, 40, 5, 5, 40, (3, 3), (2, 1), (4, 3), (2, 2)),
+    # blocks of 4 adjacent pixels (one word per pixel, OC % 16 == 0) with a horizontal stride and dilation
+    (2, 30, 11, 17, 32, (3, 3), (1, 2), (1, 1), (1, 2)),
 ])
 def test_bconv2d_equals_torch_conv_with_zero_padding(n, c, h, w, oc, ks, stride, pad, dil):
     rng = np.random.default_rng(c * oc)
