@@ -91,6 +91,36 @@ def v8_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
     return types.none(acc, arr, i), codegen
 
 
+def _c_i32(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.int32 and a.layout == "C" and a.ndim == 1
+
+
+@intrinsic
+def v8_minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-def]
+    """The 8 threshold bits of 8 channels as one integer: bit ``l`` is set (-1) unless
+    ``S[j + l] * (full - 2 * acc.flat[i + l]) >= T[j + l]`` (:func:`stbin.deploy._loops._minus` on
+    a vector). Unchecked like :func:`v8_xorpop`: the caller keeps both 8-element ranges inside."""
+    if not _c_u64(acc) or not _c_i32(S) or not _c_i32(T) or not all(isinstance(a, types.Integer) for a in (i, full, j)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ai, f, s, t, sj = args
+        v32 = ir.VectorType(ir.IntType(32), 8)
+
+        def vload(k, ty, arr, idx):  # type: ignore[no-untyped-def]
+            ptr = builder.gep(context.make_array(sig.args[k])(context, builder, arr).data, [idx])
+            return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=4)
+
+        fv = builder.insert_element(ir.Constant(_V8, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
+        fv = builder.shuffle_vector(fv, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+        d = builder.sub(fv, builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
+        sd = builder.mul(builder.sext(vload(3, v32, s, sj), _V8), d)
+        bits = builder.icmp_signed("<", sd, builder.sext(vload(4, v32, t, sj), _V8))
+        return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
+
+    return types.uint64(acc, i, types.int64, S, T, j), codegen
+
+
 @njit(inline="always", **_JIT)
 def _valid_taps(o, stride, pad, dil, size, k):  # type: ignore[no-untyped-def]
     """The kernel offsets ``[lo, hi)`` of output position ``o`` that land inside the input:
@@ -251,8 +281,14 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
         for ox in range(ow):
             for g in range(ocw):
                 word = np.uint64(0)
-                for o in range(g * 64, min(oc, g * 64 + 64)):
-                    word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - g * 64)
+                lo = g * 64
+                hi = min(oc, lo + 64)
+                o = lo
+                while o + 8 <= hi:  # 8 channels' thresholds at once
+                    word |= v8_minus_bits(acc, ox * oc + o, full[ox], S, T, o) << np.uint64(o - lo)
+                    o += 8
+                for o in range(o, hi):
+                    word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - lo)
                 out[nidx, oy, ox, g] = word
 
 
