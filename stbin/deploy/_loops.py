@@ -16,7 +16,7 @@ AVX-512 VPOPCNTDQ (Ice Lake, Zen 4 and later) it becomes ``vpopcntq`` on 512-bit
 * :func:`bgemm` — packed (N, KW) x packed (M, KW) -> int32 dot products (N, M);
 * :func:`bgemm_sign` — the same fused with a per-output threshold and packing of the
   result: output bit j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
-* :func:`bconv2d` / :func:`bconv2d_sign` — direct binary 2-D convolution on channel-packed
+* :func:`bconv2d` / :func:`bconv2d_sign` (in :mod:`stbin.deploy._conv_loops`) — direct binary 2-D convolution on channel-packed
   NHWC bits (N, H, W, CW) with tap-major weights (KH, KW, CW, OC), vectorised over output
   channels; zero padding contributes 0 (only the valid taps are counted: ``dot = C * taps -
   2 * popcount``), as PyTorch's zero padding of a ±1 input does;
@@ -203,90 +203,7 @@ def bgemm_sign(X, W, k_bits, S, T, out):  # type: ignore[no-untyped-def]
             i += 2 if two else 1
 
 
-@njit(inline="always", **_JIT)
-def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc):  # type: ignore[no-untyped-def]
-    """acc[o] = popcount over the valid taps of output pixel (oy, ox); returns the number of taps.
-
-    The loop over output channels is innermost (weights tap-major, channels contiguous), so
-    LLVM vectorises it: one input word is XORed with 8 output channels' words per vpopcntq.
-    """
-    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
-    kh, kw, _, oc = Wt.shape
-    for o in range(oc):
-        acc[o] = 0
-    taps = 0
-    for u in range(kh):
-        iy = oy * stride_h - pad_h + u * dil_h
-        if iy < 0 or iy >= h:
-            continue
-        for v in range(kw):
-            ix = ox * stride_w - pad_w + v * dil_w
-            if ix < 0 or ix >= w_:
-                continue
-            taps += 1
-            for k in range(cw):
-                xv = X[nidx, iy, ix, k]
-                for o in range(oc):
-                    acc[o] += popcount64(xv ^ Wt[u, v, k, o])
-    return taps
-
-
-# bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
-# output rows around _conv_pixel (which holds the shared logic), each with its own specialised
-# store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
-# store in without losing the inlined, vectorised channel loop.
-@njit(parallel=True, **_JIT)
-def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
-    """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
-    out (N, OH, OW, OC) int32 dot products, zero padding contributing 0."""
-    n, oh, ow, oc = out.shape
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
-        acc = np.empty(oc, np.uint64)
-        for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
-            for o in range(oc):
-                out[nidx, oy, ox, o] = np.int32(full - 2 * np.int64(acc[o]))
-
-
-@njit(parallel=True, **_JIT)
-def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
-    """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
-    n, oh, ow, ocw = out.shape
-    oc = Wt.shape[3]
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
-        acc = np.empty(oc, np.uint64)
-        for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
-            for g in range(ocw):
-                word = np.uint64(0)
-                for o in range(g * 64, min(oc, g * 64 + 64)):
-                    word |= _minus(full - 2 * np.int64(acc[o]), S[o], T[o]) << np.uint64(o - g * 64)
-                out[nidx, oy, ox, g] = word
-
-
-@njit(parallel=True, **_JIT)
-def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out):  # type: ignore[no-untyped-def]
-    """Binary conv with a real-valued output written straight to NCHW float32:
-    out[n, o, y, x] = float32(dot) * scale[o] + bias[o] (the residual path's ``bconv2d_f``)."""
-    n, oc, oh, ow = out.shape
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
-        acc = np.empty(oc, np.uint64)
-        for ox in range(ow):
-            taps = _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc)
-            full = np.int64(c_bits) * taps
-            for o in range(oc):
-                out[nidx, o, oy, ox] = np.float32(full - 2 * np.int64(acc[o])) * scale[o] + bias[o]
-
-
-# The valid-tap loops here are a deliberate near-copy of _conv_pixel's: specialised to AND / OR of
+# The valid-tap loops here are a deliberate near-copy of _conv_loops._conv_pixel's (before its valid-tap ranges): specialised to AND / OR of
 # packed words per channel, where _conv_pixel XOR-popcounts against weights.
 @njit(parallel=True, **_JIT)
 def bmaxpool2d(X, any_mask, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
@@ -373,7 +290,4 @@ def _serial(dispatcher, name):  # type: ignore[no-untyped-def]
 # kernel, so that kernels._pick, the tests and a reader find each twin by its name.
 bgemm_serial = _serial(bgemm, "bgemm_serial")
 bgemm_sign_serial = _serial(bgemm_sign, "bgemm_sign_serial")
-bconv2d_serial = _serial(bconv2d, "bconv2d_serial")
-bconv2d_sign_serial = _serial(bconv2d_sign, "bconv2d_sign_serial")
-bconv2d_float_serial = _serial(bconv2d_float, "bconv2d_float_serial")
 bmaxpool2d_serial = _serial(bmaxpool2d, "bmaxpool2d_serial")

@@ -229,10 +229,10 @@ def _kernel_digest() -> str:
     """Digest of the compiled loops' sources: a generated segment's file name includes it, so that numba's
     cache of a segment (which does not notice changes in the functions it calls) is never used stale."""
     if not _DIGEST:
-        from stbin.deploy import _float_loops, _loops
+        from stbin.deploy.kernels import LOOP_MODULES
 
         h = hashlib.sha256()
-        for m in (_loops, _float_loops):
+        for m in LOOP_MODULES:
             h.update(Path(m.__file__).read_bytes())
         _DIGEST.append(h.hexdigest()[:16])
     return _DIGEST[0]
@@ -243,9 +243,9 @@ _DIGEST: list[str] = []
 
 def _where(loop: Any) -> str:
     """The module that holds the compiled loop ``loop`` under its function's name."""
-    from stbin.deploy import _float_loops, _loops
+    from stbin.deploy.kernels import LOOP_MODULES
 
-    for m in (_loops, _float_loops):
+    for m in LOOP_MODULES:
         if getattr(m, loop.py_func.__name__, None) is loop:
             return m.__name__
     raise _Unplannable(f"{loop.py_func.__name__} is not a loop of the engine")

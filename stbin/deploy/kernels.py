@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from stbin.deploy import _loops  # noqa: I001  (first: the install hint if numba is missing)
-from stbin.deploy import _float_loops
+from stbin.deploy import _conv_loops, _float_loops
 from stbin.deploy._loops import KERNEL_LOCK, numba, popcount64  # noqa: F401  (re-exported)
 from stbin.deploy.geometry import conv_out
 from stbin.deploy.packing import n_words
@@ -46,11 +46,13 @@ _MAX_INT = 2**31 - 1
 #: below this many word operations (~1 ms of one core) a kernel runs its serial twin: a parallel launch costs tens
 #: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
 SERIAL_WORK = 1 << 20
+#: the modules holding the compiled loops (each loop and its serial twin in one of them)
+LOOP_MODULES = (_loops, _conv_loops, _float_loops)
 
 
 def _pick(name: str, work: int) -> Any:
     """The parallel kernel, or its serial twin for small work or a single thread."""
-    mod = _loops if hasattr(_loops, name) else _float_loops
+    mod = next(m for m in LOOP_MODULES if hasattr(m, name))
     if work < SERIAL_WORK or numba.get_num_threads() == 1:
         return getattr(mod, name + "_serial")
     return getattr(mod, name)
@@ -169,6 +171,8 @@ def _conv_checks(kernel: str, X: np.ndarray, Wt: np.ndarray, c_bits: int, geo: t
     if Wt.shape[2] != X.shape[3]:
         raise ValueError(f"{kernel}: Wt has {Wt.shape[2]} words per tap, X has {X.shape[3]} per pixel")
     _int(kernel, "c_bits", c_bits, 0, 64 * X.shape[3])
+    if not (X.flags.c_contiguous and Wt.flags.c_contiguous):  # the loops index both by flat offsets
+        raise ValueError(f"{kernel}: X and Wt must be C-contiguous (np.ascontiguousarray)")
     sh, sw, ph, pw, dh, dw = geo
     return (conv_out(X.shape[1], Wt.shape[0], sh, ph, dh), conv_out(X.shape[2], Wt.shape[1], sw, pw, dw))
 

@@ -56,6 +56,13 @@ def test_bgemm_sign_equals_dense_threshold(n, k, m):
     (1, 64, 5, 5, 3, (3, 3), (2, 2), (1, 1), (1, 1)),
     (3, 70, 6, 7, 66, (2, 3), (1, 2), (0, 2), (2, 1)),
     (1, 1, 4, 4, 1, (1, 1), (1, 1), (0, 0), (1, 1)),
+    # the channel blocks of the conv loops: 16 (one word per pixel, ResNet-20's case), 16 + 8 + 3 over three
+    # words, 16 + 16 + 8 with padding wider than the kernel's reach (pixels with no valid tap at all)
+    (2, 16, 9, 8, 16, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, 130, 5, 6, 27, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 40, 5, 5, 40, (3, 3), (2, 1), (4, 3), (2, 2)),
+    # blocks of 4 adjacent pixels (one word per pixel, OC % 16 == 0) with a horizontal stride and dilation
+    (2, 30, 11, 17, 32, (3, 3), (1, 2), (1, 1), (1, 2)),
 ])
 def test_bconv2d_equals_torch_conv_with_zero_padding(n, c, h, w, oc, ks, stride, pad, dil):
     rng = np.random.default_rng(c * oc)
@@ -72,6 +79,23 @@ def test_bconv2d_equals_torch_conv_with_zero_padding(n, c, h, w, oc, ks, stride,
     ob = np.empty(ref.shape[:3] + (n_words(oc),), np.uint64)
     kernels.bconv2d_sign(xp, wp, c, *stride, *pad, *dil, S, T, ob)
     np.testing.assert_array_equal(unpack_bits(ob, oc), np.where(S * ref >= T, 1, -1))
+    scale, bias = rng.standard_normal(oc).astype(np.float32), rng.standard_normal(oc).astype(np.float32)
+    of = np.empty((n, oc) + ref.shape[1:3], np.float32)
+    kernels.bconv2d_float(xp, wp, c, *stride, *pad, *dil, scale, bias, of)
+    np.testing.assert_array_equal(of, ref.transpose(0, 3, 1, 2).astype(np.float32) * scale[:, None, None]
+                                  + bias[:, None, None])
+
+
+def test_bconv2d_refuses_non_contiguous_operands():
+    """The conv loops index X and Wt by flat offsets: a strided view must be refused, not misread."""
+    X = np.zeros((1, 4, 8, 1), np.uint64)[:, :, ::2]
+    Wt = np.zeros((3, 3, 1, 16), np.uint64)
+    out = np.empty((1, 4, 4, 16), np.int32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.bconv2d(X, Wt, 16, 1, 1, 1, 1, 1, 1, out)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernels.bconv2d(np.ascontiguousarray(X), np.zeros((3, 3, 1, 32), np.uint64)[..., ::2], 16, 1, 1, 1, 1, 1, 1,
+                        out)
 
 
 @pytest.mark.parametrize("ks, stride, pad", [((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 2), (1, 1)), ((3, 2), (2, 1), (1, 0))])

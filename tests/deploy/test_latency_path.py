@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stbin.deploy import _float_loops, _loops, compile_model, kernels
+from stbin.deploy import _conv_loops, _float_loops, _loops, compile_model, kernels
 from stbin.deploy.packing import n_words, pack_sign, unpack_bits
 from stbin.models import build_model
 
@@ -22,8 +22,8 @@ def test_serial_twins_equal_parallel_kernels():
     X = pack_sign(rng.standard_normal((2, 6, 6, 70)))
     Wt = np.ascontiguousarray(pack_sign(rng.standard_normal((9, 3, 3, 70))).transpose(1, 2, 3, 0))
     c, d = np.empty((2, 6, 6, 9), np.int32), np.empty((2, 6, 6, 9), np.int32)
-    _loops.bconv2d(X, Wt, 70, 1, 1, 1, 1, 1, 1, c)
-    _loops.bconv2d_serial(X, Wt, 70, 1, 1, 1, 1, 1, 1, d)
+    _conv_loops.bconv2d(X, Wt, 70, 1, 1, 1, 1, 1, 1, c)
+    _conv_loops.bconv2d_serial(X, Wt, 70, 1, 1, 1, 1, 1, 1, d)
     np.testing.assert_array_equal(c, d)
     assert _float_loops.float_sign_pack_serial.py_func.__name__ == "float_sign_pack_serial"
 

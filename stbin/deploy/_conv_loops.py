@@ -1,0 +1,314 @@
+"""The compiled loops of the binary convolutions (numba JIT, cached on disk): :func:`bconv2d` (int32
+dot products), :func:`bconv2d_sign` (fused threshold + packing) and :func:`bconv2d_float` (real-valued
+NCHW output), with their serial twins. Same conventions as :mod:`stbin.deploy._loops` (unchecked:
+:mod:`stbin.deploy.kernels` checks every argument first, including that ``X`` and ``Wt`` are
+C-contiguous, which the flat offsets below rely on).
+
+Per output pixel, the valid taps are computed once (no test per tap) and the output channels go in
+blocks of 16 and 8 held in 512-bit registers: a numba type for an LLVM ``<8 x i64>`` vector and
+three intrinsics on it (:func:`v8_xorpop` is one load, XOR with the broadcast input word,
+``vpopcntq`` and add), because LLVM did not vectorise eight scalar accumulators itself (checked in the
+assembly). Measured on one ResNet-20 layer shape (batch 64, 16x32x32 -> 16, 3x3, pad 1): see
+docs/performance-deploy.md.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic, models, register_model
+
+from stbin.deploy._loops import _JIT, _minus, _serial, popcount64
+
+_V8 = ir.VectorType(ir.IntType(64), 8)
+
+
+class U64x8(types.Type):
+    """Eight uint64 lanes in one LLVM vector value (a register: 512-bit zmm with AVX-512)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="u64x8")
+
+
+u64x8 = U64x8()
+register_model(U64x8)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V8))
+
+
+def _c_u64(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C"
+
+
+@intrinsic
+def v8_zero(typingctx):  # type: ignore[no-untyped-def]
+    """Eight zero lanes."""
+    return u64x8(), lambda context, builder, sig, args: ir.Constant(_V8, None)
+
+
+@intrinsic
+def v8_xorpop(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
+    """``acc + popcount(arr.flat[i:i + 8] ^ x)`` lane by lane (``vpopcntq`` on one 512-bit load).
+    Unchecked: the caller guarantees ``0 <= i`` and ``i + 8 <= arr.size`` (C-contiguous ``arr``)."""
+    if acc != u64x8 or not _c_u64(arr) or not isinstance(x, types.Integer) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx, xv = args
+        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
+        w = builder.load(builder.bitcast(ptr, _V8.as_pointer()), align=8)
+        xs = builder.insert_element(ir.Constant(_V8, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
+        xs = builder.shuffle_vector(xs, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+        fn = builder.module.declare_intrinsic("llvm.ctpop.v8i64", fnty=ir.FunctionType(_V8, [_V8]))
+        return builder.add(a, builder.call(fn, [builder.xor(w, xs)]))
+
+    return u64x8(acc, arr, i, types.uint64), codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i]`` without the negative-index wraparound; unchecked like :func:`v8_xorpop`."""
+    if not _c_u64(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.load(builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data, [args[1]]))
+
+    return types.uint64(arr, i), codegen
+
+
+@intrinsic
+def v8_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + 8] = acc``; unchecked like :func:`v8_xorpop`."""
+    if acc != u64x8 or not _c_u64(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx = args
+        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
+        builder.store(a, builder.bitcast(ptr, _V8.as_pointer()), align=8)
+        return context.get_dummy_value()
+
+    return types.none(acc, arr, i), codegen
+
+
+def _c_i32(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.int32 and a.layout == "C" and a.ndim == 1
+
+
+@intrinsic
+def v8_minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-def]
+    """The 8 threshold bits of 8 channels as one integer: bit ``l`` is set (-1) unless
+    ``S[j + l] * (full - 2 * acc.flat[i + l]) >= T[j + l]`` (:func:`stbin.deploy._loops._minus` on
+    a vector). Unchecked like :func:`v8_xorpop`: the caller keeps both 8-element ranges inside."""
+    if not _c_u64(acc) or not _c_i32(S) or not _c_i32(T) or not all(isinstance(a, types.Integer) for a in (i, full, j)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ai, f, s, t, sj = args
+        v32 = ir.VectorType(ir.IntType(32), 8)
+
+        def vload(k, ty, arr, idx):  # type: ignore[no-untyped-def]
+            ptr = builder.gep(context.make_array(sig.args[k])(context, builder, arr).data, [idx])
+            return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=4)
+
+        fv = builder.insert_element(ir.Constant(_V8, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
+        fv = builder.shuffle_vector(fv, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+        d = builder.sub(fv, builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
+        sd = builder.mul(builder.sext(vload(3, v32, s, sj), _V8), d)
+        bits = builder.icmp_signed("<", sd, builder.sext(vload(4, v32, t, sj), _V8))
+        return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
+
+    return types.uint64(acc, i, types.int64, S, T, j), codegen
+
+
+@njit(inline="always", **_JIT)
+def _valid_taps(o, stride, pad, dil, size, k):  # type: ignore[no-untyped-def]
+    """The kernel offsets ``[lo, hi)`` of output position ``o`` that land inside the input:
+    ``0 <= o * stride - pad + u * dil < size`` (all divisions on non-negative numbers)."""
+    base = o * stride - pad
+    lo = 0 if base >= 0 else (dil - 1 - base) // dil
+    hi = 0 if base > size - 1 else min(k, (size - 1 - base) // dil + 1)
+    return min(lo, hi), hi
+
+
+@njit(inline="always", **_JIT)
+def _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, acc):  # type: ignore[no-untyped-def]
+    """acc[o] = popcount over the valid taps of output pixel (oy, ox); returns the number of taps.
+
+    The valid taps are computed once per pixel (no test per tap). Output channels go in blocks
+    of 16 and 8 held in 512-bit registers (:func:`v8_xorpop`: one ``vpopcntq`` per input word
+    and 8 channels, no store per tap); the last ``oc % 8`` channels go one at a time.
+    """
+    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
+    kh, kw, _, oc = Wt.shape
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    v0, v1 = _valid_taps(ox, stride_w, pad_w, dil_w, w_, kw)
+    by = oy * stride_h - pad_h
+    bx = ox * stride_w - pad_w
+    o = 0
+    row = w_ * cw  # words per input row
+    x0 = ((nidx * h + by) * w_ + bx) * cw
+    while o + 16 <= oc:
+        a = v8_zero()
+        b = v8_zero()
+        for u in range(u0, u1):
+            xu = x0 + u * dil_h * row
+            wu = u * kw * cw * oc + o
+            if cw == 1:  # one word per pixel (up to 64 channels): no word loop
+                for v in range(v0, v1):
+                    xv = load_u64(X, xu + v * dil_w)
+                    a = v8_xorpop(a, Wt, wu + v * oc, xv)
+                    b = v8_xorpop(b, Wt, wu + v * oc + 8, xv)
+            else:
+                for v in range(v0, v1):
+                    for k in range(cw):
+                        xv = load_u64(X, xu + v * dil_w * cw + k)
+                        a = v8_xorpop(a, Wt, wu + (v * cw + k) * oc, xv)
+                        b = v8_xorpop(b, Wt, wu + (v * cw + k) * oc + 8, xv)
+        v8_store(a, acc, o)
+        v8_store(b, acc, o + 8)
+        o += 16
+    if o + 8 <= oc:
+        a = v8_zero()
+        for u in range(u0, u1):
+            iy = by + u * dil_h
+            for v in range(v0, v1):
+                ix = bx + v * dil_w
+                base = (u * kw + v) * cw * oc + o
+                for k in range(cw):
+                    a = v8_xorpop(a, Wt, base + k * oc, X[nidx, iy, ix, k])
+        v8_store(a, acc, o)
+        o += 8
+    for o in range(o, oc):
+        s = np.uint64(0)
+        for u in range(u0, u1):
+            iy = by + u * dil_h
+            for v in range(v0, v1):
+                ix = bx + v * dil_w
+                for k in range(cw):
+                    s += popcount64(X[nidx, iy, ix, k] ^ Wt[u, v, k, o])
+        acc[o] = s
+    return (u1 - u0) * (v1 - v0)
+
+
+@njit(inline="always", **_JIT)
+def _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full):  # type: ignore[no-untyped-def]
+    """acc[ox, o] = popcount of output pixel (oy, ox), full[ox] = ``c_bits`` x its number of valid taps,
+    for the whole output row (``acc`` (OW, OC), ``full`` (OW,)).
+
+    With one word per pixel and ``OC % 16 == 0`` (ResNet-20's layers), four adjacent pixels whose
+    taps all lie inside the row go together: each weight vector is loaded once for the four, and 8
+    accumulators (4 pixels x 16 channels) stay in registers; the other pixels go one by one.
+    """
+    h, w_, cw = X.shape[1], X.shape[2], X.shape[3]
+    kh, kw, _, oc = Wt.shape
+    ow = acc.shape[0]
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    row = (nidx * h + oy * stride_h - pad_h) * w_
+    ox = 0
+    while ox < ow:
+        bx = ox * stride_w - pad_w
+        if cw == 1 and oc % 16 == 0 and ox + 4 <= ow and bx >= 0 and bx + 3 * stride_w + (kw - 1) * dil_w < w_:
+            for o in range(0, oc, 16):
+                a0 = b0 = a1 = b1 = a2 = b2 = a3 = b3 = v8_zero()
+                for u in range(u0, u1):
+                    xu = row + u * dil_h * w_ + bx
+                    wu = u * kw * oc + o
+                    for v in range(kw):
+                        xi = xu + v * dil_w
+                        wi = wu + v * oc
+                        x0 = load_u64(X, xi)
+                        x1 = load_u64(X, xi + stride_w)
+                        x2 = load_u64(X, xi + 2 * stride_w)
+                        x3 = load_u64(X, xi + 3 * stride_w)
+                        a0 = v8_xorpop(a0, Wt, wi, x0)
+                        b0 = v8_xorpop(b0, Wt, wi + 8, x0)
+                        a1 = v8_xorpop(a1, Wt, wi, x1)
+                        b1 = v8_xorpop(b1, Wt, wi + 8, x1)
+                        a2 = v8_xorpop(a2, Wt, wi, x2)
+                        b2 = v8_xorpop(b2, Wt, wi + 8, x2)
+                        a3 = v8_xorpop(a3, Wt, wi, x3)
+                        b3 = v8_xorpop(b3, Wt, wi + 8, x3)
+                base = ox * oc + o
+                v8_store(a0, acc, base)
+                v8_store(b0, acc, base + 8)
+                v8_store(a1, acc, base + oc)
+                v8_store(b1, acc, base + oc + 8)
+                v8_store(a2, acc, base + 2 * oc)
+                v8_store(b2, acc, base + 2 * oc + 8)
+                v8_store(a3, acc, base + 3 * oc)
+                v8_store(b3, acc, base + 3 * oc + 8)
+            for j in range(4):
+                full[ox + j] = np.int64(c_bits) * (u1 - u0) * kw
+            ox += 4
+        else:
+            full[ox] = np.int64(c_bits) * _conv_pixel(X, Wt, nidx, oy, ox, stride_h, stride_w, pad_h, pad_w,
+                                                      dil_h, dil_w, acc[ox])
+            ox += 1
+
+
+# bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
+# output rows around _conv_row (which holds the shared logic), each with its own specialised
+# store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
+# store in without losing the inlined, register-blocked channel loops.
+@njit(parallel=True, **_JIT)
+def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):  # type: ignore[no-untyped-def]
+    """Binary conv on packed NHWC bits, weights tap-major ``Wt`` (KH, KW, CW, OC):
+    out (N, OH, OW, OC) int32 dot products, zero padding contributing 0."""
+    n, oh, ow, oc = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty((ow, oc), np.uint64)
+        full = np.empty(ow, np.int64)
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+        for ox in range(ow):
+            for o in range(oc):
+                out[nidx, oy, ox, o] = np.int32(full[ox] - 2 * np.int64(acc[ox, o]))
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
+    """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
+    n, oh, ow, ocw = out.shape
+    oc = Wt.shape[3]
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty((ow, oc), np.uint64)
+        full = np.empty(ow, np.int64)
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+        for ox in range(ow):
+            for g in range(ocw):
+                word = np.uint64(0)
+                lo = g * 64
+                hi = min(oc, lo + 64)
+                o = lo
+                while o + 8 <= hi:  # 8 channels' thresholds at once
+                    word |= v8_minus_bits(acc, ox * oc + o, full[ox], S, T, o) << np.uint64(o - lo)
+                    o += 8
+                for o in range(o, hi):
+                    word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - lo)
+                out[nidx, oy, ox, g] = word
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d_float(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, out):  # type: ignore[no-untyped-def]
+    """Binary conv with a real-valued output written straight to NCHW float32:
+    out[n, o, y, x] = float32(dot) * scale[o] + bias[o] (the residual path's ``bconv2d_f``)."""
+    n, oc, oh, ow = out.shape
+    for t in prange(n * oh):
+        nidx = t // oh
+        oy = t % oh
+        acc = np.empty((ow, oc), np.uint64)  # a whole output row, then written plane by plane (NCHW)
+        full = np.empty(ow, np.int64)
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+        for o in range(oc):
+            for ox in range(ow):
+                out[nidx, o, oy, ox] = np.float32(full[ox] - 2 * np.int64(acc[ox, o])) * scale[o] + bias[o]
+
+
+# Serial twins, as in stbin.deploy._loops.
+bconv2d_serial = _serial(bconv2d, "bconv2d_serial")
+bconv2d_sign_serial = _serial(bconv2d_sign, "bconv2d_sign_serial")
+bconv2d_float_serial = _serial(bconv2d_float, "bconv2d_float_serial")
