@@ -250,3 +250,38 @@ def state_probs(p: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _plus_mask(n: int, device: str) -> torch.Tensor:
     return _state_table_cached(n, torch.float32, device) > 0
+
+
+def surrogate_gradients(sample, nodes, params: dict[str, torch.Tensor], reference: str, disarm_terms,
+                        unit_differences, weight_differences) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    r"""The parameter gradient of one reference sample and the node states it was computed on.
+
+    The surrogate :math:`\frac1B\sum_b \ell_b + \sum_k\langle a_k, \hat g_{a_k}\rangle` (every binary
+    state held fixed) is differentiated, where :math:`\hat g_{a_k}` is DisARM's term
+    (``disarm_terms(sample, k)``) or, for local expectations, :math:`\frac1s F'(a_k/s)` times the
+    two-state differences: ``unit_differences(k, diffs)`` per unit layer (the last first, so that its
+    differences serve the earlier ones through ``diffs``) and ``weight_differences(k, diffs)`` per
+    Bernoulli weight tensor. ``sample`` has ``L`` (per-example losses), ``B``, ``pre`` and ``state``
+    per node; shared by the chain (:mod:`stbin.analysis.reference`) and the hooked-model
+    (:mod:`stbin.analysis.graph`) interpreters.
+    """
+    terms = sample.L.mean()
+    if reference == "disarm":
+        for i in range(len(nodes)):
+            terms = terms + (sample.pre[i] * disarm_terms(sample, i)).sum()
+    else:
+        diffs: dict[int, torch.Tensor] = {}
+        for i in reversed(range(len(nodes))):
+            if nodes[i].kind == "act":
+                diffs[i] = unit_differences(i, diffs)
+        for i, nd in enumerate(nodes):
+            slope = nd.noise.pdf(sample.pre[i].detach() / nd.scale) / nd.scale
+            if nd.kind == "act":
+                g = slope * diffs[i].view_as(sample.pre[i]) / sample.B
+            else:
+                g = slope * weight_differences(i, diffs)
+            terms = terms + (sample.pre[i] * g).sum()
+    grads = torch.autograd.grad(terms, list(params.values()), allow_unused=True)
+    states = [sample.state[i].detach() for i in range(len(nodes))]
+    return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}, states
+

@@ -165,3 +165,44 @@ def analysis_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for m, t in flags.items():
             m.training = t
+
+
+def flipped_weight_differences(m: nn.Module, inp: torch.Tensor, w: torch.Tensor, base: torch.Tensor, chunk: int,
+                               loss_mean: torch.Tensor, downstream) -> torch.Tensor:
+    r""":math:`w_e\,(\bar f - \frac1B\sum_b f_b(w_e \to -w_e))` for every weight e of layer ``m``: each weight
+    flipped in turn (``chunk`` at a time, batched with ``torch.func.vmap``) and the rows run downstream.
+
+    ``base`` is the layer's output on ``inp`` with weights ``w`` (batch B first), ``loss_mean`` the
+    sample's mean loss :math:`\bar f`, and ``downstream(rows, n)`` the per-example losses
+    (``B * n`` values, example-major) of the ``n`` flipped copies of the layer's output ``rows``.
+    """
+    B, E = base.shape[0], w.numel()
+    flat_w = w.reshape(-1)
+    out = torch.empty(E, dtype=w.dtype, device=w.device)
+    for e0 in range(0, E, chunk):
+        e = torch.arange(e0, min(E, e0 + chunk), device=w.device)
+        dW = torch.zeros(e.numel(), E, dtype=w.dtype, device=w.device)
+        dW[torch.arange(e.numel()), e] = -2 * flat_w[e]
+        with torch.no_grad():
+            delta = torch.func.vmap(lambda d: binary_forward(m, inp, d.view_as(w), bias=False))(dW)
+        rows = (base[:, None] + delta.transpose(0, 1)).reshape(B * e.numel(), *base.shape[1:])
+        out[e0:e0 + e.numel()] = flat_w[e] * (loss_mean - downstream(rows, e.numel()).view(B, e.numel()).mean(0))
+    return out.view_as(w)
+
+
+def disarm_term(nd: ChainNode, pre: torch.Tensor, u: torch.Tensor, x: torch.Tensor, loss: torch.Tensor, batch: int,
+                loss_with) -> torch.Tensor:
+    r"""DisARM's estimate (Dong, Mnih & Tucker, NeurIPS 2020) of the gradient with respect to one node's
+    pre-activation (or latent weight) ``pre``: with the antithetic states :math:`\tilde x` (``u > 1 - p``,
+    ``p = F(pre/s)``) and ``loss_with(x_tilde)`` the per-example losses with the node's state replaced,
+    :math:`-\tfrac12 (f(\tilde x) - f(x))\, x\, \tfrac{F'(pre/s)/s}{\min(p, 1-p)}` where :math:`x \ne \tilde x`, else 0.
+    ``loss`` holds the main sample's per-example losses (``batch`` of them)."""
+    p = nd.noise.prob_plus(pre, nd.scale)
+    xt = (u > 1 - p).to(pre.dtype) * 2 - 1
+    d = loss_with(xt) - loss
+    d = (d / batch).view(-1, *([1] * (pre.dim() - 1))) if nd.kind == "act" else d.mean()
+    mn = torch.minimum(p, 1 - p)
+    ok = (x != xt) & (mn > 0)
+    slope = torch.where(ok, (nd.noise.pdf(pre / nd.scale) / nd.scale) / torch.where(ok, mn, torch.ones_like(mn)),
+                        torch.zeros_like(mn))
+    return -0.5 * d * x * slope

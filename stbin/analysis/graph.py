@@ -42,8 +42,9 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from stbin.analysis._network import binary_weight_obstacle, check_per_example_loss
-from stbin.analysis.chain import Chain, ChainNode, NotAChain, analysis_mode, binary_forward, parse_chain
+from stbin.analysis._network import binary_weight_obstacle, check_per_example_loss, surrogate_gradients
+from stbin.analysis.chain import (Chain, ChainNode, NotAChain, analysis_mode, binary_forward, disarm_term,
+                                  flipped_weight_differences, parse_chain)
 from stbin.estimators.noise import get_noise
 from stbin.nn import BinaryConv2d, BinaryLinear, Heaviside, QuantReLU, Sign, StochasticSign
 
@@ -236,43 +237,26 @@ def _weight_differences(s: _GraphSample, i: int, later: dict[int, torch.Tensor],
     r""":math:`\frac1B\sum_b f_b(w_e{=}{+}1) - f_b(w_e{=}{-}1)` for every weight e of weight node i."""
     B, m, w = s.B, s.hm.modules[i], s.state[i]
     inp, base = s.inputs[i].detach(), s.outputs[i]
-    E = w.numel()
     width = max(max(t[0].numel() for t in s.outputs.values()), s.x[0].numel())
-    ec = max(1, min(E, budget // max(1, B * width)))
-    flat_w = w.reshape(-1)
-    out = torch.empty(E, dtype=w.dtype, device=w.device)
-    Lm = s.L.detach().mean()
-    for e0 in range(0, E, ec):
-        e = torch.arange(e0, min(E, e0 + ec), device=w.device)
-        dW = torch.zeros(e.numel(), E, dtype=w.dtype, device=w.device)
-        dW[torch.arange(e.numel()), e] = -2 * flat_w[e]
-        with torch.no_grad():
-            delta = torch.func.vmap(lambda d: binary_forward(m, inp, d.view_as(w), bias=False))(dW)
-        rows = (base[:, None] + delta.transpose(0, 1)).reshape(B * e.numel(), *base.shape[1:])
-        lf = s.rows_loss(e.numel(), lambda k, mod, x_in: rows if k == i else None, later, rb)
-        out[e0:e0 + e.numel()] = flat_w[e] * (Lm - lf.view(B, e.numel()).mean(0))
-    return out.view_as(w)
+    ec = max(1, min(w.numel(), budget // max(1, B * width)))
+    return flipped_weight_differences(m, inp, w, base, ec, s.L.detach().mean(),
+                                      lambda rows, n: s.rows_loss(n, lambda k, mod, x_in: rows if k == i else None,
+                                                                  later, rb))
 
 
 def _disarm_terms(s: _GraphSample, i: int) -> torch.Tensor:
     """DisARM's estimate of the gradient with respect to node i's pre-activation (or latent weight)."""
     nd = s.hm.nodes[i]
-    pre, u, x = s.pre[i].detach(), s.u[i], s.state[i]
-    p = nd.noise.prob_plus(pre, nd.scale)
-    xt = (u > 1 - p).to(pre.dtype) * 2 - 1
 
-    def special(k: int, mod: nn.Module, inp: torch.Tensor) -> torch.Tensor | None:
-        if k != i:
-            return None
-        return xt if nd.kind == "act" else binary_forward(mod, inp, xt)
+    def special(xt: torch.Tensor) -> Callable:
+        def replace(k: int, mod: nn.Module, inp: torch.Tensor) -> torch.Tensor | None:
+            if k != i:
+                return None
+            return xt if nd.kind == "act" else binary_forward(mod, inp, xt)
+        return replace
 
-    d = s.rows_loss(1, special, None, False) - s.L.detach()
-    d = (d / s.B).view(-1, *([1] * (pre.dim() - 1))) if nd.kind == "act" else d.mean()
-    mn = torch.minimum(p, 1 - p)
-    ok = (x != xt) & (mn > 0)
-    slope = torch.where(ok, (nd.noise.pdf(pre / nd.scale) / nd.scale) / torch.where(ok, mn, torch.ones_like(mn)),
-                        torch.zeros_like(mn))
-    return -0.5 * d * x * slope
+    return disarm_term(nd, s.pre[i].detach(), s.u[i], s.state[i], s.L.detach(), s.B,
+                       lambda xt: s.rows_loss(1, special(xt), None, False))
 
 
 def graph_reference(hm: HookedModel, loss_fn, x: torch.Tensor, y: torch.Tensor, reference: str,
@@ -283,22 +267,6 @@ def graph_reference(hm: HookedModel, loss_fn, x: torch.Tensor, y: torch.Tensor, 
     params = hm.params()
     with analysis_mode(hm.model):
         s = _GraphSample(hm, x, y, loss_fn, generator)
-        terms = s.L.mean()
-        if reference == "disarm":
-            for i in range(len(hm.nodes)):
-                terms = terms + (s.pre[i] * _disarm_terms(s, i)).sum()
-        else:
-            diffs: dict[int, torch.Tensor] = {}
-            for i in reversed(range(len(hm.nodes))):  # the last node first: its differences serve earlier ones
-                if hm.nodes[i].kind == "act":
-                    diffs[i] = _unit_differences(s, i, diffs, rb, budget)
-            for i, nd in enumerate(hm.nodes):
-                slope = nd.noise.pdf(s.pre[i].detach() / nd.scale) / nd.scale
-                if nd.kind == "act":
-                    g = slope * diffs[i].view_as(s.pre[i]) / s.B
-                else:
-                    g = slope * _weight_differences(s, i, diffs, rb, budget)
-                terms = terms + (s.pre[i] * g).sum()
-        grads = torch.autograd.grad(terms, list(params.values()), allow_unused=True)
-    states = [s.state[i].detach() for i in range(len(hm.nodes))]
-    return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}, states
+        return surrogate_gradients(s, hm.nodes, params, reference, _disarm_terms,
+                                   lambda i, diffs: _unit_differences(s, i, diffs, rb, budget),
+                                   lambda i, diffs: _weight_differences(s, i, diffs, rb, budget))

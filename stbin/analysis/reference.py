@@ -74,8 +74,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from stbin.analysis._network import check_per_example_loss
-from stbin.analysis.chain import Chain, analysis_mode, binary_forward
+from stbin.analysis._network import check_per_example_loss, surrogate_gradients
+from stbin.analysis.chain import Chain, analysis_mode, binary_forward, disarm_term, flipped_weight_differences
 from stbin.analysis.graph import HookedModel, graph_reference, read_model
 from stbin.nn import BinaryLinear
 
@@ -307,41 +307,18 @@ def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) 
                     t = pre2[b0:b0 + bc, :, None] - kappa[None, :, None] * w[None] * h[b0:b0 + bc, None, :]
                     sumP += (tn.noise.prob_plus(t, tn.scale) * D[b0:b0 + bc, :, None]).sum(0)
             return w * ((P0 * D).sum(0)[:, None] - sumP) / B
-        base = binary_forward(m, h, w)
-        E = w.numel()
-        per = max(1, B * _width(chain, s, k + 1))
-        ec = max(1, min(E, ROW_BUDGET // per))
-        flat_w = w.reshape(-1)
-        out = torch.empty(E, dtype=w.dtype, device=w.device)
-        Lm = s.L.detach().mean()
-        for e0 in range(0, E, ec):
-            e = torch.arange(e0, min(E, e0 + ec), device=w.device)
-            dW = torch.zeros(e.numel(), E, dtype=w.dtype, device=w.device)
-            dW[torch.arange(e.numel()), e] = -2 * flat_w[e]
-            delta = torch.func.vmap(lambda d: binary_forward(m, h, d.view_as(w), bias=False))(dW)
-            rows = (base[:, None] + delta.transpose(0, 1)).reshape(B * e.numel(), *base.shape[1:])
-            lf = s.downstream(rows, k + 1, e.numel(), later=unit_diff).view(B, e.numel()).mean(0)
-            out[e0:e0 + e.numel()] = flat_w[e] * (Lm - lf)
-        return out.view_as(w)
+        ec = max(1, min(w.numel(), ROW_BUDGET // max(1, B * _width(chain, s, k + 1))))
+        return flipped_weight_differences(m, h, w, binary_forward(m, h, w), ec, s.L.detach().mean(),
+                                          lambda rows, n: s.downstream(rows, k + 1, n, later=unit_diff))
 
 
 def _disarm_terms(s: _Sample, i: int) -> torch.Tensor:
     """DisARM's estimate of the gradient with respect to node i's pre-activation (or latent weight)."""
     chain = s.chain
     nd = chain.nodes[i]
-    pre = s.pre[i].detach()
-    u, x = s.u[i], s.state[i]
     with torch.no_grad():
-        p = nd.noise.prob_plus(pre, nd.scale)
-        xt = (u > 1 - p).to(pre.dtype) * 2 - 1
-        Lt = s.downstream(s.inputs[nd.step].detach(), nd.step, 1, override={i: xt})
-        d = (Lt - s.L.detach())
-        d = (d / s.B).view(-1, *([1] * (pre.dim() - 1))) if nd.kind == "act" else d.mean()
-        mn = torch.minimum(p, 1 - p)
-        ok = (x != xt) & (mn > 0)
-        slope = torch.where(ok, (nd.noise.pdf(pre / nd.scale) / nd.scale) / torch.where(ok, mn, torch.ones_like(mn)),
-                            torch.zeros_like(mn))
-        return -0.5 * d * x * slope
+        return disarm_term(nd, s.pre[i].detach(), s.u[i], s.state[i], s.L.detach(), s.B,
+                           lambda xt: s.downstream(s.inputs[nd.step].detach(), nd.step, 1, override={i: xt}))
 
 
 def reference_sample(model: nn.Module | Chain | HookedModel, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor,
@@ -379,22 +356,6 @@ def reference_with_states(model: nn.Module | Chain | HookedModel, loss_fn: LossF
     params = chain.params()
     with analysis_mode(chain.model):
         s = _Sample(chain, x, y, loss_fn, generator)
-        terms = s.L.mean()
-        if reference == "disarm":
-            for i in range(len(chain.nodes)):
-                terms = terms + (s.pre[i] * _disarm_terms(s, i)).sum()
-        else:
-            unit_diff: dict[int, torch.Tensor] = {}
-            for i in reversed(range(len(chain.nodes))):  # last layer first: its differences serve the one before
-                if chain.nodes[i].kind == "act":
-                    unit_diff[i] = _unit_differences(s, i, unit_diff)
-            for i, nd in enumerate(chain.nodes):
-                slope = nd.noise.pdf(s.pre[i].detach() / nd.scale) / nd.scale
-                if nd.kind == "act":
-                    g = slope * unit_diff[i].view_as(s.pre[i]) / s.B
-                else:
-                    g = slope * _weight_differences(s, i, unit_diff)
-                terms = terms + (s.pre[i] * g).sum()
-        grads = torch.autograd.grad(terms, list(params.values()), allow_unused=True)
-    states = [s.state[i].detach() for i in range(len(chain.nodes))]
-    return {n: (torch.zeros_like(p) if g is None else g.detach()) for (n, p), g in zip(params.items(), grads)}, states
+        return surrogate_gradients(s, chain.nodes, params, reference, _disarm_terms,
+                                   lambda i, diffs: _unit_differences(s, i, diffs),
+                                   lambda i, diffs: _weight_differences(s, i, diffs))
