@@ -3,9 +3,9 @@
 Runs with the Python of an environment where LCE is installed (it needs TensorFlow 2.15, which
 stbin's own environment does not have); imports neither torch nor stbin:
 
-    python3 -m venv /work/lce-venv
-    /work/lce-venv/bin/pip install larq-compute-engine==0.16.0 tensorflow-cpu==2.15.1 larq==0.14.0
-    /work/lce-venv/bin/python benchmarks/bench_vs_lce.py --threads 2 --json lce.json
+    python3 -m venv lce-venv
+    lce-venv/bin/pip install larq-compute-engine==0.16.0 tensorflow-cpu==2.15.1 larq==0.14.0
+    lce-venv/bin/python benchmarks/bench_vs_lce.py --threads 2 --json lce.json
 
 Without LCE it prints one line saying so and exits 0. Timings only depend on shapes, so weights
 are Keras' random initialisation and batch norms keep their initial statistics. Each network is

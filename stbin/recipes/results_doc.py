@@ -8,7 +8,7 @@ typed by hand, so the document always says what the files say.
 
 Usage::
 
-    python -m stbin.recipes.results_doc /work/reproduce-deep [more folders or results.json files] \\
+    python -m stbin.recipes.results_doc reproduce-deep [more folders or results.json files] \\
         --output docs/results.md --figures docs/results
 
 A folder is searched for ``*/results.json`` (``quick/`` excluded unless ``--quick``). Bad input
