@@ -28,12 +28,12 @@ DEEP=(--dataset fashion_mnist --deep-set data.train_limit=10000 --epoch-scale 0.
 #      so that every cell of the table has one seed before the continuations start from its minima
 R activation-quantized --out "$OUT" --seeds 3 "${DEEP[@]}" \
   --only 'resnet20-fashion_mnist-fp-s0,resnet20-fashion_mnist-q2-*-s0,resnet20-fashion_mnist-q4-*-s0'
-# (b) ste-instability from the ResNet-20 2-bit ReLU / clipped-ReLU networks, identity STE and control, seed 0
-R ste-instability --out "$OUT" --seeds 1 "${DEEP[@]}" --only 'resnet20-fashion_mnist-q2-*-to-*'
 # (c1) sbn-study: the MLPs (MNIST, Fashion-MNIST) with the full 20 epochs, and the conv part on
 #      Fashion-MNIST (quarter-width nets, 10000 training images), seed 0
 R sbn-study --out "$OUT" --seeds 1 --dataset fashion_mnist --deep-set data.train_limit=10000 \
   --deep-set model.width=0.25 --only 'sbn-mnist-*-s0,sbn-fashion_mnist-*-s0,sbn-conv-*-s0'
+# (b) ste-instability from the ResNet-20 2-bit ReLU / clipped-ReLU networks, identity STE and control, seed 0
+R ste-instability --out "$OUT" --seeds 1 "${DEEP[@]}" --only 'resnet20-fashion_mnist-q2-*-to-*'
 # (a2) activation-quantized, ResNet-20 rows: 3 seeds for the float and 2-bit cells
 R activation-quantized --out "$OUT" --seeds 3 "${DEEP[@]}" \
   --only 'resnet20-fashion_mnist-fp-*,resnet20-fashion_mnist-q2-*,resnet20-fashion_mnist-q4-*-s0'
