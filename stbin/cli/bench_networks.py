@@ -17,6 +17,8 @@ import time
 import warnings
 from typing import Any, Callable
 
+from stbin._extras import require_extra
+
 NETWORKS: dict[str, tuple[str, dict[str, Any], tuple[int, ...]]] = {
     # workload: (model, arguments, input shape); the conv nets' width is scaled by --width
     "mlp": ("mlp", {"hidden": (512, 512, 512)}, (784,)),
@@ -46,12 +48,9 @@ def parse_networks(text: str) -> list[str]:
 
 def require_onnxruntime() -> None:
     """Checked before any work starts: onnx and onnxruntime are needed for the twins."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError as e:
-        raise ValueError(f"--networks needs onnx and onnxruntime ({e.name} is missing): pip install onnx onnxruntime "
-                         "(or pip install 'stbin[dev]'), or pass --networks none") from None
+    for name in ("onnx", "onnxruntime"):
+        require_extra(name, extra="onnx", purpose="the onnxruntime twins of --networks",
+                      alternative="pass --networks none")
 
 
 def _medians(fns: list[Callable[[], Any]], repeats: int) -> list[float]:

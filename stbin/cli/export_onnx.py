@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from typing import Any
+
+from stbin._extras import require_extra
 
 
 def input_shape_of(spec: dict[str, Any]) -> tuple[int, ...] | None:
@@ -21,8 +22,8 @@ def run_onnx(args: argparse.Namespace, shape: tuple[int, ...] | None) -> int:
     from stbin.deploy.onnx import check_onnx_available
 
     check_onnx_available()
-    if args.verify and importlib.util.find_spec("onnxruntime") is None:
-        raise ValueError("--verify with --format onnx needs onnxruntime: pip install onnxruntime")
+    if args.verify:
+        require_extra("onnxruntime", extra="onnx", purpose="--verify with --format onnx")
 
     import os
 

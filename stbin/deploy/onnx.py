@@ -11,13 +11,12 @@ folded thresholds) is the ``.stbn`` format of :mod:`stbin.deploy`.
 
 Before writing, the plain copy is checked against the model in ``mode`` on
 ``example_input`` (identical outputs up to float rounding, identical argmax); the file is
-written atomically. Requires the ``onnx`` package (``pip install onnx``).
+written atomically. Requires the ``onnx`` package (``pip install 'stbin[onnx]'``).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import os
 import warnings
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stbin._extras import require_extra
 from stbin._io import atomic_write
 from stbin.nn import BinaryModule, eval_mode
 
@@ -53,8 +53,7 @@ def mode_network(model: nn.Module) -> nn.Module:
 
 def check_onnx_available() -> None:
     """ValueError with the install command when the ``onnx`` package is missing."""
-    if importlib.util.find_spec("onnx") is None:
-        raise ValueError("ONNX export needs the onnx package: pip install onnx (or pip install 'stbin[dev]')")
+    require_extra("onnx", extra="onnx", purpose="ONNX export")
 
 
 def to_onnx(model: nn.Module, example_input: torch.Tensor, path: str | os.PathLike,

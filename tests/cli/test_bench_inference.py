@@ -99,5 +99,6 @@ def test_bench_inference_without_onnxruntime_is_refused_before_work():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--networks needs onnx and onnxruntime" in lines[0] and "--networks none" in lines[0]
+    assert len(lines) == 1 and "onnxruntime is needed for the onnxruntime twins of --networks" in lines[0]
+    assert "pip install 'stbin[onnx]'" in lines[0] and "--networks none" in lines[0]
     assert r.stdout == ""

@@ -91,10 +91,8 @@ def test_bad_inputs_are_refused(tmp_path, monkeypatch):
         to_onnx(net, torch.zeros(1, 3, dtype=torch.long), tmp_path / "a.onnx")
     with pytest.raises(ValueError, match="is a directory"):
         to_onnx(net, torch.zeros(1, 3), tmp_path)
-    import importlib.util
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
-    with pytest.raises(ValueError, match="pip install onnx"):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(ValueError, match=r"onnx is needed for ONNX export .*pip install 'stbin\[onnx\]'"):
         to_onnx(net, torch.zeros(1, 3), tmp_path / "a.onnx")
     assert not (tmp_path / "a.onnx").exists()
 
@@ -140,3 +138,15 @@ def test_cli_export_onnx_user_errors(tmp_path, capsys):
     save_checkpoint(tmp_path / "noshape.pt", {k: v for k, v in c.items() if k not in ("format", "version")})
     assert main(["export", str(tmp_path / "noshape.pt"), str(tmp_path / "m.onnx"), "--format", "onnx"]) == 2
     assert "--input-shape is needed" in capsys.readouterr().err
+
+
+def test_cli_export_onnx_verify_without_onnxruntime_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    from stbin.cli.main import main
+
+    ckpt = _checkpoint(tmp_path)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(ckpt), str(out), "--format", "onnx", "--verify"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime is needed for --verify with --format onnx" in err[0]
+    assert "pip install 'stbin[onnx]'" in err[0] and not out.exists()

@@ -27,6 +27,7 @@ from stbin.recipes.catalog.activation_quantized import (FIXED_DATA, STE_LABEL, c
                                                         q_key)
 from stbin.recipes.summary import (cost_section, dataset_label, errors_note, final, fmt, images_section, line_plot,
                                    run_dataset)
+from stbin.reporting.markdown import table
 
 SOURCES = ("relu", "clipped_relu")
 SMALL_LR = 1e-5
@@ -111,7 +112,7 @@ def _mean(values: list[float | None], spec: str, unit: str = "") -> str:
 
 
 def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
-             src: str) -> tuple[str, str, list, float | None] | None:
+             src: str) -> tuple[list, str, list, float | None] | None:
     """Table row, findings sentence, plot series (identity, control) and the identity-minus-control test accuracy
     (seeds with both; None without a control) of one start; None if no identity continuation finished."""
     ci = {s: c for s in ctx.seeds if (c := _curve(ctx, net, bits, src, s, "identity")) is not None}
@@ -124,10 +125,10 @@ def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
     vs_start = sum(_worse(c["end_loss"], c["end_acc"], c["start_loss"], c["start_acc"]) for c in ids)
     paired = [s for s in ci if s in cc]
     vs_ctl = sum(_worse(ci[s]["end_loss"], ci[s]["end_acc"], cc[s]["end_loss"], cc[s]["end_acc"]) for s in paired)
-    row = (f"| {label} | {bits} | {STE_LABEL[src]} | {fmt(gi('start_loss'), 4)} | {fmt(gi('start_acc'))} "
-           f"| {fmt(gi('end_loss'), 4)} | {fmt(gi('end_acc'))} | {fmt(gi('max_loss'), 4)} | {fmt(gi('min_acc'))} "
-           f"| {fmt(gc('end_loss'), 4)} | {fmt(gc('end_acc'))} | {fmt(gc('max_loss'), 4)} | {fmt(gc('min_acc'))} "
-           f"| {vs_start}/{len(ids)} | {f'{vs_ctl}/{len(paired)}' if paired else '—'} |")
+    row = [label, bits, STE_LABEL[src], fmt(gi("start_loss"), 4), fmt(gi("start_acc")),
+           fmt(gi("end_loss"), 4), fmt(gi("end_acc")), fmt(gi("max_loss"), 4), fmt(gi("min_acc")),
+           fmt(gc("end_loss"), 4), fmt(gc("end_acc")), fmt(gc("max_loss"), 4), fmt(gc("min_acc")),
+           f"{vs_start}/{len(ids)}", f"{vs_ctl}/{len(paired)}" if paired else None]
     sa, ea = fmean(gi("start_acc")), fmean(gi("end_acc"))
     if all(c["start_loss"] is not None and c["end_loss"] is not None for c in ids):
         sl, el = fmean(gi("start_loss")), fmean(gi("end_loss"))
@@ -155,6 +156,13 @@ def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
     return row, text, [s for s in series if s[1] and all(c["x"] for c in s[1])], gap
 
 
+HEADER = ["network", "bits", "source STE", "start: train loss", "start: test acc.",
+          "identity: end train loss", "identity: end test acc.", "identity: worst train loss",
+          "identity: worst test acc.", "control: end train loss", "control: end test acc.",
+          "control: worst train loss", "control: worst test acc.", "identity degraded vs start (seeds)",
+          "identity worse than control (seeds)"]
+
+
 def summarize(ctx: RecipeContext) -> str:
     lines = ["## Continuing with the identity STE, against continuing with the source STE (control)", "",
              f"Both continuations: phase 1 lr {SMALL_LR:g} (constant), phase 2 the normal schedule, from the same "
@@ -162,11 +170,8 @@ def summarize(ctx: RecipeContext) -> str:
              "*Worst* = the highest training loss / lowest test accuracy over the continuation's epochs. "
              f"Degradation criterion: training loss more than {LOSS_REL:.0%} higher or test accuracy more than "
              f"{ACC_DROP:g} points lower than the reference (the start, or the control's end on the same seed).", "",
-             "| network | bits | source STE | start: train loss | start: test acc. "
-             "| identity: end train loss | identity: end test acc. | identity: worst train loss | identity: worst test acc. "
-             "| control: end train loss | control: end test acc. | control: worst train loss | control: worst test acc. "
-             "| identity degraded vs start (seeds) | identity worse than control (seeds) |",
-             "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "TABLE"]
+    rows: list[list] = []
     findings, plots, notes = [], [], []
     gaps: dict[tuple[int, str], list[tuple[str, bool, float]]] = {}  # (bits, source) -> [(label, deep, gap)]
     for name, model, _, _, deep, bits_list in NETS:
@@ -182,7 +187,7 @@ def summarize(ctx: RecipeContext) -> str:
                 if cmp is None:
                     continue
                 row, text, series, gap = cmp
-                lines.append(row)
+                rows.append(row)
                 findings.append(text)
                 if gap is not None:
                     gaps.setdefault((bits, src), []).append((label, deep, gap))
@@ -200,6 +205,7 @@ def summarize(ctx: RecipeContext) -> str:
                 if p:
                     plots.append(p)
         notes += errors_note(ctx, keys)
+    lines[lines.index("TABLE")] = table(HEADER, rows, align="---" + "r" * 12)
     lines += ([""] + notes if notes else [])
     for (bits, src), g in gaps.items():  # Yin et al.: the instability shows on the deeper network
         for ls, _, gs in (x for x in g if not x[1]):
