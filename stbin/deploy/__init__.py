@@ -36,14 +36,22 @@ def require_kernels() -> None:
 
 def export_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], out: str | os.PathLike,
                       input_shape: Sequence[int] | None = None) -> DeployedNet:
-    """Export a training checkpoint to a deploy file at ``out``; returns the compiled net."""
+    """Export a training checkpoint to a deploy file at ``out``; returns the compiled net.
+
+    The file's metadata names the model's options by their current names (a checkpoint written
+    before an option was renamed keeps the old name; the deploy file does not)."""
     from stbin import __version__
+    from stbin.models import MODELS
+    from stbin.models.common import current_option_names
     from stbin.training import load_checkpoint, load_model
 
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     model = load_model(ckpt)
     spec = ckpt["model"]
-    meta = {"model": {"name": spec["name"], "kwargs": spec.get("kwargs", {})}, "stbin_version": __version__,
+    kwargs = dict(spec.get("kwargs", {}))
+    if spec["name"] in MODELS:  # a plugin's options are its own
+        kwargs = current_option_names(kwargs, f"model {spec['name']!r}")
+    meta = {"model": {"name": spec["name"], "kwargs": kwargs}, "stbin_version": __version__,
             "float32_bytes": float32_bytes(model)}
     net = compile_model(model, input_shape, meta)
     save(net, Path(out))

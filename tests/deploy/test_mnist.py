@@ -61,3 +61,15 @@ def test_small_trained_network_identical_on_the_whole_test_set(tmp_path):
 def test_demo_network_identical_on_the_whole_test_set(tmp_path):
     acc = check_identical(train((512, 512, 512), 60000, 1), tmp_path)
     assert acc > 0.85
+
+
+def test_export_names_the_options_by_their_current_names(tmp_path):
+    """A checkpoint written before weight_scale was renamed weight_noise_scale exports with the new name."""
+    torch.manual_seed(0)
+    kwargs = {"in_features": 12, "hidden": [8, 8], "weight_scale": 0.5}
+    with pytest.warns(DeprecationWarning):
+        model = build_model("sbn_mlp", **kwargs)
+    ckpt = {"model": {"name": "sbn_mlp", "kwargs": kwargs}, "model_state": model.state_dict()}
+    net = export_checkpoint(ckpt, tmp_path / "m.stbn")
+    stored = load(tmp_path / "m.stbn").meta["model"]["kwargs"]
+    assert stored == net.meta["model"]["kwargs"] == {"in_features": 12, "hidden": [8, 8], "weight_noise_scale": 0.5}
