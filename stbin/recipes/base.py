@@ -48,6 +48,8 @@ class Recipe:
     title: str
     runs: Callable[[bool, list[int], str], list[Run]]     # (quick, seeds, dataset of the deep rows) -> runs
     summarize: Callable[["RecipeContext"], str]           # -> Markdown body
+    # findings across several summaries of this recipe ((source name, context) each), e.g. for docs/results.md
+    compare: Callable[[list[tuple[str, "RecipeContext"]]], list[str]] | None = None
 
 
 @dataclass
@@ -62,9 +64,6 @@ class RecipeContext:
 
     def result(self, key: str) -> dict[str, Any]:
         return self.results.get(key, {"error": "not run"})
-
-
-RECIPES: dict[str, Recipe] = {}
 
 
 RECIPES: dict[str, Recipe] = {}

@@ -126,14 +126,20 @@ def render(files: list[Path], figures: Path, doc_dir: Path, title: str = "Measur
              "sentence and every figure below is computed from those files; rerun the generator after new runs "
              "finish instead of editing this file.", ""]
     summaries = [(f, load_summary(f)) for f in files]  # all checked before anything is written
+    by_recipe: dict[str, list[tuple[str, RecipeContext]]] = {}
     for i, (f, s) in enumerate(summaries, 1):
         sub = figures / f"{s['recipe']}-{i}" if len(summaries) > 1 else figures / s["recipe"]
         ctx = context(s, sub)
+        by_recipe.setdefault(s["recipe"], []).append((f"`{f}`", ctx))
         body = ctx.recipe.summarize(ctx)
         rel = Path(os.path.relpath(sub, doc_dir)).as_posix()
         body = body.replace("](", f"]({rel}/")  # the plots sit in the figures folder
         lines += report_head(s, f"{s['recipe']}: {ctx.recipe.title}", 2)
         lines += [f"Source: `{f}`.", "", _demote(body, 1).rstrip(), ""]
+    for name, items in by_recipe.items():
+        found = items[0][1].recipe.compare(items) if items[0][1].recipe.compare and len(items) > 1 else []
+        if found:
+            lines += [f"## {name}: findings across the summaries above (computed from their tables)", "", *found, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

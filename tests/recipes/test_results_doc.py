@@ -114,3 +114,39 @@ def test_archived_summary_without_histories_still_gives_the_continuations(tmp_pa
     group = sorted(done)[0].rsplit("-s", 1)[0]  # one (network, bits, source STE): its seeds' start accuracy
     starts = [runs[runs[runs[k]["init_from"]]["init_from"]]["test"]["mode"] for k in done if k.startswith(group + "-s")]
     assert any(r[4].startswith(f"{sum(starts) / len(starts):.2f}") for r in rows), (starts, rows)
+
+
+def test_depth_finding_across_two_summaries_is_computed_from_both(tmp_path):
+    """The identity STE's instability on a shallow (LeNet-5) and a deep (ResNet-20) network measured in two
+    separate reproductions: the document compares them in one sentence per (bits, source STE), with both
+    gaps computed from the files (a crafted deep summary whose identity continuations end 5 points below
+    their controls), and names each summary."""
+    shallow = json.loads(open("docs/results/ste-instability/results.json").read())
+    deep = json.loads(json.dumps(shallow).replace('"lenet5-', '"resnet20-fashion_mnist-'))
+    deep["dataset"] = "fashion_mnist"
+    runs = deep["runs"]
+    crafted = set()
+    for k, r in runs.items():
+        m = re.fullmatch(r"(resnet20-fashion_mnist-q(\d)-(\w+?))-to-identity-s(\d+)", k)
+        ctl = runs.get(f"{m.group(1)}-to-{m.group(3)}-s{m.group(4)}") if m else None
+        if m and "error" not in r and ctl and "error" not in ctl:
+            r["test"]["mode"] = ctl["test"]["mode"] - 5.0
+            crafted.add((int(m.group(2)), m.group(3)))
+    assert crafted, "the archived summary has finished continuations with a control"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(shallow))
+    (tmp_path / "b" / "results.json").write_text(json.dumps(deep))
+    out = tmp_path / "results.md"
+    assert main([str(tmp_path / "a"), "--output", str(out), "--figures", str(tmp_path / "f1")]) == 0
+    assert "findings across the summaries" not in out.read_text()  # one summary: nothing to compare
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out), "--figures",
+                 str(tmp_path / "f2")]) == 0
+    text = out.read_text()
+    section = text.split("findings across the summaries above", 1)[1]
+    sentences = [s for s in section.splitlines() if s.startswith("* Depth")]
+    assert len(sentences) == len(crafted)
+    for s in sentences:
+        assert "-5.00 on ResNet-20 / Fashion-MNIST" in s and "LeNet-5 / MNIST (`" in s, s
+        shallow_gap = float(re.search(r"ends ([+-]\d+\.\d+) points of test accuracy on LeNet-5", s).group(1))
+        assert s.endswith("it degrades the deeper network " + ("more." if shallow_gap > -5 else "less."))

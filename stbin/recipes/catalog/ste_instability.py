@@ -156,6 +156,54 @@ def _compare(ctx: RecipeContext, label: str, net: str, bits: int,
     return row, text, [s for s in series if s[1] and all(c["x"] for c in s[1])], gap
 
 
+def _net_label(ctx: RecipeContext, name: str, model: str, deep: bool) -> tuple[str, str]:
+    """The run-key stem of a network of :data:`NETS` in ``ctx`` and its label ("ResNet-20 / Fashion-MNIST")."""
+    net = net_id(model, ctx.dataset if deep else None)
+    ds = run_dataset(ctx, [fp_key(net, s) for s in ctx.seeds], ctx.dataset if deep else FIXED_DATA)
+    return net, f"{name} / {dataset_label(ds)}"
+
+
+def _gaps(ctx: RecipeContext) -> dict[tuple[int, str], list[tuple[str, bool, float]]]:
+    """(bits, source STE) -> [(network label, deep, identity-minus-control end test accuracy)] of ``ctx``."""
+    gaps: dict[tuple[int, str], list[tuple[str, bool, float]]] = {}
+    for name, model, _, _, deep, bits_list in NETS:
+        net, label = _net_label(ctx, name, model, deep)
+        for bits in bits_list:
+            for src in SOURCES:
+                cmp = _compare(ctx, label, net, bits, src)
+                if cmp is not None and cmp[3] is not None:
+                    gaps.setdefault((bits, src), []).append((label, deep, cmp[3]))
+    return gaps
+
+
+def _depth_findings(gaps: dict[tuple[int, str], list[tuple[tuple[str, bool, float], str]]],
+                    across: bool = False) -> list[str]:
+    """Yin et al.: the identity STE's instability shows on the deeper network. One sentence per (shallow, deep)
+    pair of continuations with a control: ``gaps`` maps (bits, source STE) to ((label, deep, gap), origin);
+    with ``across``, only pairs from different origins (summaries) are compared."""
+    out = []
+    for (bits, src), g in gaps.items():
+        for (ls, _, gs), os_ in (x for x in g if not x[0][1]):
+            for (ld, _, gd), od in (x for x in g if x[0][1]):
+                if across and os_ == od:
+                    continue
+                where = (f"{ls} ({os_}) and {gd:+.2f} on {ld} ({od})" if across else f"{ls} and {gd:+.2f} on {ld}")
+                out.append(f"* Depth, {bits} bits, from the {STE_LABEL[src]} STE: against its control the identity "
+                           f"continuation ends {gs:+.2f} points of test accuracy on {where}: it degrades the deeper "
+                           f"network {'more' if gd < gs else 'less' if gd > gs else 'as much'}.")
+    return out
+
+
+def compare(summaries: list[tuple[str, RecipeContext]]) -> list[str]:
+    """The depth findings across several summaries of this recipe (e.g. the LeNet-5 rows of one run and the
+    ResNet-20 rows of another), each named by its source; pairs within one summary are in its own report."""
+    gaps: dict[tuple[int, str], list[tuple[tuple[str, bool, float], str]]] = {}
+    for origin, ctx in summaries:
+        for k, v in _gaps(ctx).items():
+            gaps.setdefault(k, []).extend((g, origin) for g in v)
+    return _depth_findings(gaps, across=True)
+
+
 HEADER = ["network", "bits", "source STE", "start: train loss", "start: test acc.",
           "identity: end train loss", "identity: end test acc.", "identity: worst train loss",
           "identity: worst test acc.", "control: end train loss", "control: end test acc.",
@@ -175,9 +223,8 @@ def summarize(ctx: RecipeContext) -> str:
     findings, plots, notes = [], [], []
     gaps: dict[tuple[int, str], list[tuple[str, bool, float]]] = {}  # (bits, source) -> [(label, deep, gap)]
     for name, model, _, _, deep, bits_list in NETS:
-        net = net_id(model, ctx.dataset if deep else None)
+        net, label = _net_label(ctx, name, model, deep)
         keys = [fp_key(net, s) for s in ctx.seeds]
-        label = f"{name} / {dataset_label(run_dataset(ctx, keys, ctx.dataset if deep else FIXED_DATA))}"
         for bits in bits_list:
             series_l, series_a, switch = [], [], None
             for color, src in zip(("C0", "C1"), SOURCES):
@@ -207,13 +254,7 @@ def summarize(ctx: RecipeContext) -> str:
         notes += errors_note(ctx, keys)
     lines[lines.index("TABLE")] = table(HEADER, rows, align="---" + "r" * 12)
     lines += ([""] + notes if notes else [])
-    for (bits, src), g in gaps.items():  # Yin et al.: the instability shows on the deeper network
-        for ls, _, gs in (x for x in g if not x[1]):
-            for ld, _, gd in (x for x in g if x[1]):
-                findings.append(f"* Depth, {bits} bits, from the {STE_LABEL[src]} STE: against its control the "
-                                f"identity continuation ends {gs:+.2f} points of test accuracy on {ls} and {gd:+.2f} "
-                                f"on {ld}: it degrades the deeper network "
-                                f"{'more' if gd < gs else 'less' if gd > gs else 'as much'}.")
+    findings += _depth_findings({k: [(g, "") for g in v] for k, v in gaps.items()})
     lines += ["", "## Findings (computed from the table)", ""] + (findings or ["* no complete continuation to report."])
     phase = {"small": f"continuation, lr {SMALL_LR:g} phase", "normal": "continuation, normal schedule"}
     lines += cost_section(ctx, lambda r: f"{r.tags['model']} / {dataset_label(r.tags['dataset'])}: "
@@ -226,4 +267,4 @@ def summarize(ctx: RecipeContext) -> str:
 
 
 register(Recipe("ste-instability", "continuing quantized-ReLU networks with the identity STE (Yin et al.)",
-                runs, summarize))
+                runs, summarize, compare))
