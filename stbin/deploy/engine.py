@@ -27,11 +27,14 @@ __all__ = ["DeployedNet", "Op"]
 #: compiled plans kept per network (one per input shape and thread count; the oldest is dropped)
 MAX_COMPILED = 8
 #: a plan is compiled at the COMPILE_AFTER-th batch of a shape (compiling costs ~1 s; one-off batches run op by op),
-#: if the Python overhead of the op-by-op run (~STEP_OVERHEAD_S per step) is at least MIN_SAVING of the time
-#: the fastest earlier batch took: at large batches the kernels dominate and the shape keeps the op-by-op run
+#: if the batch is small (SMALL_BATCH) or the Python overhead of the op-by-op run (~STEP_OVERHEAD_S per step) is at
+#: least MIN_SAVING of the time the fastest earlier batch took: at large batches the kernels dominate and the shape
+#: keeps the op-by-op run
 COMPILE_AFTER = 3
 STEP_OVERHEAD_S = 10e-6
 MIN_SAVING = 0.02
+#: batches of up to this many samples are always compiled (the latency path)
+SMALL_BATCH = 8
 
 
 def _kernels():  # imported lazily: numba is an optional dependency
@@ -172,8 +175,9 @@ class DeployedNet:
             if calls + 1 >= COMPILE_AFTER:
                 if len(self._compiled) >= MAX_COMPILED:
                     self._compiled.pop(next(iter(self._compiled)))
-                # worth it where the per-step Python overhead is a visible share of the run (small batches)
-                worth = len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
+                # worth it where the per-step Python overhead is a visible share of the run; always at a small
+                # batch (a busy machine must not make a slow first run decide against the latency path)
+                worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
                 from stbin.deploy.jit_plan import compile_plan
 
                 self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None

@@ -51,6 +51,37 @@ def test_bgemm_sign_equals_dense_threshold(n, k, m):
     assert tail_is_clear(out, m)
 
 
+# the word-major dense loops' blocks: 4 rows x 16 outputs, the remaining rows (1-3), outputs in blocks of
+# 16, one of 8, then one by one (m = 8, 24, 27, 71)
+DENSE_SHAPES = SHAPES + [(4, 64, 16), (7, 130, 24), (9, 512, 27), (1, 512, 512)]
+
+
+@pytest.mark.parametrize("n, k, m", DENSE_SHAPES)
+@pytest.mark.parametrize("serial", [True, False])
+def test_word_major_dense_equals_dense(n, k, m, serial):
+    """bdense_dot / bdense_sign (weights W.T, vpopcntq on eight outputs) equal the dense ±1 product and its
+    thresholds exactly, thresholds one step either side of the dot included; serial twin and parallel loop."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(7 * n + k + m)
+    x, w = pm1(rng, n, k), pm1(rng, m, k)
+    dot = x.astype(np.int64) @ w.T.astype(np.int64)
+    X, Wt = pack_sign(x), np.ascontiguousarray(pack_sign(w).T)
+    acc = np.empty((n, m), np.uint64)
+    out = np.empty((n, m), np.int32)
+    (D.bdense_dot_serial if serial else D.bdense_dot)(X, Wt, k, acc, out)
+    np.testing.assert_array_equal(out, dot)
+    S = rng.choice(np.array([-1, 1], np.int32), size=m)
+    T = (S * dot[0] + rng.integers(-1, 2, size=m)).astype(np.int32)  # at, one above, one below row 0's value
+    bits = np.empty((n, n_words(m)), np.uint64)
+    (D.bdense_sign_serial if serial else D.bdense_sign)(X, Wt, k, S, T, acc, bits)
+    np.testing.assert_array_equal(unpack_bits(bits, m), np.where(S * dot >= T, 1, -1))
+    assert tail_is_clear(bits, m)
+    checked = np.empty_like(bits)
+    kernels.bdense_sign(X, Wt, k, S, T, checked)
+    np.testing.assert_array_equal(checked, bits)
+
+
 @pytest.mark.parametrize("n, c, h, w, oc, ks, stride, pad, dil", [
     (2, 3, 7, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
     (1, 64, 5, 5, 3, (3, 3), (2, 2), (1, 1), (1, 1)),
