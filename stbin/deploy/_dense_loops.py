@@ -1,5 +1,6 @@
 """Compiled loops of the binary dense layers on word-major weights (numba JIT, cached on disk):
-:func:`bdense_sign` (fused threshold + packing) and :func:`bdense_dot` (int32 dot products), with
+:func:`bdense_sign` (fused threshold + packing) and :func:`bdense_dot` (int32 dot products), and of a
+float layer on packed ±1 inputs (:func:`bits_dense`, the last layer of a binary MLP), with
 their serial twins. Unchecked, as in :mod:`stbin.deploy._loops`: call them through
 :func:`stbin.deploy.kernels.bdense_sign` / :func:`stbin.deploy.kernels.bdense_dot`, which check
 every argument first (including that ``X``, ``Wt`` and ``acc`` are C-contiguous: the loops index them by
@@ -121,5 +122,24 @@ def bdense_dot(X, Wt, k_bits, acc, out):  # type: ignore[no-untyped-def]
                 out[i, j] = np.int32(kk - 2 * np.int64(acc[i, j]))
 
 
+@njit(parallel=True, **_JIT)
+def bits_dense(X, k_bits, Wt, b, out):  # type: ignore[no-untyped-def]
+    """A float layer on packed ±1 inputs: out[i] = x_i @ Wt + b with x_ik = -1 where bit k of X[i] is set, else +1;
+    Wt (K, M) input-major. The same operations, in the same order, as ``unpack_float`` followed by
+    ``float_dense`` (a sum from 0 over k of ``x_ik * Wt[k, j]``, exact products of ±1, then ``+ b[j]``), so the
+    result is bit for bit theirs, without the (N, K) float intermediate. Parallel over rows."""
+    m = Wt.shape[1]
+    for i in prange(X.shape[0]):
+        for j in range(m):
+            out[i, j] = 0.0
+        for k in range(k_bits):
+            s = np.float32(1.0) - np.float32(2.0) * np.float32((X[i, k // 64] >> np.uint64(k % 64)) & np.uint64(1))
+            for j in range(m):
+                out[i, j] += s * Wt[k, j]
+        for j in range(m):
+            out[i, j] += b[j]
+
+
 bdense_sign_serial = _serial(bdense_sign, "bdense_sign_serial")
+bits_dense_serial = _serial(bits_dense, "bits_dense_serial")
 bdense_dot_serial = _serial(bdense_dot, "bdense_dot_serial")

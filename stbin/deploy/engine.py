@@ -80,7 +80,9 @@ class DeployedNet:
         machine, where waking torch's OpenMP pool between the binary kernels cost milliseconds);
         ``"auto"`` (default): numpy for linear layers and 1x1 convolutions (real shortcuts: in the
         engine, torch's thread pool measured 5x slower there), torch for larger convolutions (numpy's im2col
-        is slow).
+        is slow) and for a first linear layer followed by its sign at batches past the engine's own loop
+        (one torch thread per part of the rows: faster than single-threaded numpy BLAS here; see
+        :mod:`stbin.deploy.plan`).
         """
         return self._float_backend
 

@@ -10,8 +10,8 @@ with one ``llvm.ctpop.i64`` per 64-bit word (``vpopcntq`` on CPUs with AVX-512 V
 * :func:`bgemm` — packed (N, KW) x packed (M, KW) -> int32 dot products (N, M);
 * :func:`bgemm_sign` — the same fused with a per-output threshold and packing: output bit
   j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
-* :func:`bdense_dot` / :func:`bdense_sign` — the same two on word-major weights (KW, M), eight
-  outputs per ``vpopcntq`` (the dense ops' kernels; :mod:`stbin.deploy._dense_loops`);
+* the dense ops' kernels on word-major weights (eight outputs per ``vpopcntq``) are in
+  :mod:`stbin.deploy.dense_kernels`;
 * :func:`bconv2d` / :func:`bconv2d_sign` — direct binary 2-D convolution on channel-packed
   NHWC bits (N, H, W, CW) with tap-major weights (KH, KW, CW, OC); zero padding contributes
   0 (only the valid taps are counted), as PyTorch's zero padding of a ±1 input does;
@@ -165,41 +165,6 @@ def bgemm_sign(X: np.ndarray, W: np.ndarray, k_bits: int, S: np.ndarray, T: np.n
     _thresholds("bgemm_sign", S, T, np.int32, W.shape[0])
     _shape("bgemm_sign", "out", out, (X.shape[0], n_words(W.shape[0])))
     _launch("bgemm_sign", X.shape[0] * W.shape[0] * X.shape[1], X, W, k, S, T, out)
-
-
-def _word_major_checks(kernel: str, X: np.ndarray, Wt: np.ndarray, k_bits: int) -> int:
-    """X (N, KW) and word-major Wt (KW, M) uint64, both C-contiguous (the loops use flat offsets); returns K."""
-    _arr(kernel, "X", X, np.uint64, 2)
-    _arr(kernel, "Wt", Wt, np.uint64, 2)
-    if Wt.shape[0] != X.shape[1]:
-        raise ValueError(f"{kernel}: Wt has {Wt.shape[0]} words per output, X has {X.shape[1]} per row")
-    if not (X.flags.c_contiguous and Wt.flags.c_contiguous):
-        raise ValueError(f"{kernel}: X and Wt must be C-contiguous (np.ascontiguousarray)")
-    return _int(kernel, "k_bits", k_bits, 0, 64 * X.shape[1])
-
-
-#: the word-major dense loops do about four times the work of the row-major GEMM per second (vpopcntq on
-#: eight outputs): their work is counted as a quarter when choosing the serial twin
-_VECTOR_SPEEDUP = 4
-
-
-def bdense_sign(X: np.ndarray, Wt: np.ndarray, k_bits: int, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
-    """:func:`bgemm_sign` on word-major weights ``Wt`` (KW, M) (``W.T``): bit j of out[i] = not (S[j] * dot_ij >= T[j])."""
-    k = _word_major_checks("bdense_sign", X, Wt, k_bits)
-    _thresholds("bdense_sign", S, T, np.int32, Wt.shape[1])
-    _arr("bdense_sign", "out", out, np.uint64, 2)
-    _shape("bdense_sign", "out", out, (X.shape[0], n_words(Wt.shape[1])))
-    acc = scratch((X.shape[0], Wt.shape[1]), np.uint64)
-    _launch("bdense_sign", X.shape[0] * Wt.size // _VECTOR_SPEEDUP, X, Wt, k, S, T, acc, out)
-
-
-def bdense_dot(X: np.ndarray, Wt: np.ndarray, k_bits: int, out: np.ndarray) -> None:
-    """:func:`bgemm` on word-major weights ``Wt`` (KW, M): out (N, M) int32 dot products."""
-    k = _word_major_checks("bdense_dot", X, Wt, k_bits)
-    _arr("bdense_dot", "out", out, np.int32, 2)
-    _shape("bdense_dot", "out", out, (X.shape[0], Wt.shape[1]))
-    acc = scratch((X.shape[0], Wt.shape[1]), np.uint64)
-    _launch("bdense_dot", X.shape[0] * Wt.size // _VECTOR_SPEEDUP, X, Wt, k, acc, out)
 
 
 def _conv_checks(kernel: str, X: np.ndarray, Wt: np.ndarray, c_bits: int, geo: tuple[int, ...]) -> tuple[int, int]:

@@ -18,7 +18,15 @@ Step = Callable[[np.ndarray, RunContext], np.ndarray]
 
 
 def _linear_sign(ops: list[Op], net: Any) -> Step | None:
-    """First float layer fused with its folded batch norm + sign and the packing (one pass, small batches)."""
+    """First float layer fused with its folded batch norm + sign and the packing.
+
+    Small batches: one pass per row in the engine's own loop (``kernels.float_dense_sign``, part of the compiled
+    plan). Larger batches, float backend ``"auto"``: PyTorch's own ``linear`` (so the pre-activations before the
+    folded thresholds are PyTorch's, bit for bit) on one torch thread per part of the rows
+    (:func:`~stbin.deploy.ops.float_math.torch_rows`: no OpenMP pool woken between the engine's kernels),
+    measured faster than single-threaded numpy BLAS here (``benchmarks/bench_first_layer.py``), then one
+    threshold-and-pack pass.
+    """
     lin, sign = ops
     if net.float_backend == "torch":
         return None  # torch's own linear: the logits stay bit for bit PyTorch's
@@ -26,8 +34,20 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
 
     run_lin, run_sign = OPS.get("linear").run, OPS.get("sign").run
 
+    def large(x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        import torch
+
+        from stbin.deploy.ops.float_math import torch_rows
+
+        w, b = lin.arrays["weight"], lin.arrays.get("bias")
+        wb = ctx.cache(lin, "torch-first", lambda: (torch.from_numpy(w), None if b is None else torch.from_numpy(b)))
+        y = torch_rows(lambda t: torch.nn.functional.linear(t, *wb), np.ascontiguousarray(x.reshape(len(x), -1)))
+        return run_sign(sign, y, ctx)
+
     def step(x: np.ndarray, ctx: RunContext) -> np.ndarray:
         if not engine_loop(len(x), lin.arrays["weight"]):
+            if net.float_backend == "auto":
+                return large(x, ctx)
             return run_sign(sign, run_lin(lin, x, ctx), ctx)
         from stbin.deploy import kernels
 
@@ -39,7 +59,32 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
     return step
 
 
-FUSIONS: dict[tuple[str, ...], Callable[[list[Op], Any], Step | None]] = {("linear", "sign"): _linear_sign}
+def _bits_linear(ops: list[Op], net: Any) -> Step | None:
+    """Unpacking of flat bits fused with the float layer after it (a binary MLP's last layer), where that layer
+    runs the engine's own loop: ``dense_kernels.bits_dense`` does the same operations in the same order as
+    ``bits_float`` then ``linear`` (bit for bit theirs) without the float intermediate."""
+    unpack, lin = ops
+    if net.float_backend == "torch":
+        return None
+    from stbin.deploy.ops.float_layers import dense_operands, engine_loop
+
+    run_unpack, run_lin = OPS.get("bits_float").run, OPS.get("linear").run
+
+    def step(x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        w = lin.arrays["weight"]
+        if x.ndim != 2 or not engine_loop(len(x), w):  # NHWC maps unpack to NCHW first; large batches: BLAS
+            return run_lin(lin, run_unpack(unpack, x, ctx), ctx)
+        from stbin.deploy import dense_kernels
+
+        wt, b = dense_operands(lin, w, lin.arrays.get("bias"), ctx)
+        out = np.empty((len(x), w.shape[0]), np.float32)
+        dense_kernels.bits_dense(x, int(unpack.attrs["features"]), wt, b, out)
+        return out
+    return step
+
+
+FUSIONS: dict[tuple[str, ...], Callable[[list[Op], Any], Step | None]] = {("linear", "sign"): _linear_sign,
+                                                                         ("bits_float", "linear"): _bits_linear}
 
 
 def build_plan(ops: list[Op], net: Any) -> list[Step]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stbin.deploy import kernels
+from stbin.deploy import dense_kernels, kernels
 from stbin.deploy.packing import n_words, pack_bits, pack_sign, tail_is_clear, unpack_bits
 
 SHAPES = [(1, 1, 1), (3, 63, 5), (17, 64, 64), (5, 65, 130), (33, 200, 71), (2, 1000, 3)]
@@ -78,8 +78,33 @@ def test_word_major_dense_equals_dense(n, k, m, serial):
     np.testing.assert_array_equal(unpack_bits(bits, m), np.where(S * dot >= T, 1, -1))
     assert tail_is_clear(bits, m)
     checked = np.empty_like(bits)
-    kernels.bdense_sign(X, Wt, k, S, T, checked)
+    dense_kernels.bdense_sign(X, Wt, k, S, T, checked)
     np.testing.assert_array_equal(checked, bits)
+
+
+@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (3, 63, 10), (5, 130, 17), (9, 512, 10)])
+def test_bits_dense_is_unpack_then_dense_bit_for_bit(n, k, m):
+    """The fused last layer on packed inputs does the operations of unpack_float + float_dense in their order:
+    equal bit for bit (weights of mixed magnitudes, so that the order of the sum shows), and close to float64."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(n + k + m)
+    x = pm1(rng, n, k)
+    wt = (rng.standard_normal((k, m)) * 10.0 ** rng.integers(-4, 5, size=(k, m))).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    X = pack_sign(x)
+    xf = np.empty((n, k), np.float32)
+    kernels.unpack_float(X, k, xf)
+    ref = np.empty((n, m), np.float32)
+    kernels.float_dense(xf, wt, b, ref)
+    for fn in (D.bits_dense_serial, D.bits_dense):
+        out = np.full((n, m), np.nan, np.float32)
+        fn(X, k, wt, b, out)
+        np.testing.assert_array_equal(out, ref)
+    out = np.empty((n, m), np.float32)
+    dense_kernels.bits_dense(X, k, wt, b, out)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_allclose(out, x @ wt.astype(np.float64) + b, rtol=1e-4, atol=1e-3 * np.abs(wt).sum(0).max())
 
 
 @pytest.mark.parametrize("n, c, h, w, oc, ks, stride, pad, dil", [
