@@ -4,13 +4,16 @@ the loop runs; a one-line ValueError naming the kernel and the argument; callers
 
 * :func:`bdense_sign` — :func:`~stbin.deploy.kernels.bgemm_sign` on word-major weights ``Wt`` (KW, M);
 * :func:`bdense_dot` — :func:`~stbin.deploy.kernels.bgemm` on word-major weights;
-* :func:`bits_dense` — a float layer on packed ±1 inputs (``unpack_float`` + ``float_dense`` in one loop).
+* :func:`bits_dense` — a float layer on packed ±1 inputs (``unpack_float`` + ``float_dense`` in one loop);
+* :func:`sign_pack_rows` — :func:`~stbin.deploy.kernels.float_sign_pack` always on its serial loop (callable
+  from any thread: the parts of a row-split layer, :mod:`stbin.deploy.row_parts`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from stbin.deploy import _float_loops
 from stbin.deploy.kernels import _arr, _int, _launch, _shape, _thresholds, scratch
 from stbin.deploy.packing import n_words
 
@@ -64,3 +67,14 @@ def bits_dense(X: np.ndarray, k_bits: int, Wt: np.ndarray, b: np.ndarray, out: n
     _arr(k, "out", out, np.float32, 2)
     _shape(k, "out", out, (X.shape[0], Wt.shape[1]))
     _launch(k, X.shape[0] * Wt.size // 16, X, kb, Wt, b, out)
+
+
+def sign_pack_rows(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
+    """Bit j of out[i] = not (S[j] * Y[i, j] >= T[j]) (Y (N, M) float32, out (N, ceil(M/64))), on the serial loop:
+    it never enters numba's thread pool, so parts of a batch may call it from several threads at once."""
+    k = "sign_pack_rows"
+    _arr(k, "Y", Y, np.float32, 2)
+    _thresholds(k, S, T, np.float32, Y.shape[1])
+    _arr(k, "out", out, np.uint64, 2)
+    _shape(k, "out", out, (Y.shape[0], n_words(Y.shape[1])))
+    _float_loops.float_sign_pack_serial(Y, S, T, out)
