@@ -93,7 +93,7 @@ class DeployedNet:
         self._float_backend = value
         self._torch_cache: dict[Any, Any] = {}  # per-op run-time forms of the arrays
         self._plan: list[Any] | None = None
-        self._compiled: dict[tuple[Any, ...], Any] = {}  # (input shape, threads) -> CompiledPlan
+        self._set_compiled({})
 
     @property
     def jit(self) -> bool:
@@ -104,8 +104,14 @@ class DeployedNet:
     @jit.setter
     def jit(self, value: bool) -> None:
         self._jit = bool(value)
-        self._compiled = {}
+        self._set_compiled({})
         self._seen: dict[tuple[Any, ...], int] = {}
+
+    def _set_compiled(self, compiled: dict[tuple[Any, ...], Any]) -> None:
+        """The compiled plans ((input shape, threads) -> CompiledPlan or None) and, by input shape, those that are
+        one compiled call (the hot path of :meth:`predict`)."""
+        self._compiled = compiled
+        self._single = {k[0]: p for k, p in compiled.items() if p is not None and p.single}
 
     # -- info -------------------------------------------------------------------------
     def nbytes(self) -> int:
@@ -122,11 +128,19 @@ class DeployedNet:
     # -- run --------------------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
         """Outputs of the network for input ``x`` (numpy array or torch tensor), float32."""
+        # the hot path: one compiled call for the shape and dtype a single-segment plan was compiled for. Such a
+        # plan calls serial loops only, so it runs the same whatever the thread count (not looked up: ~3 us);
+        # the lock keeps two threads off its scratch buffers. Its output is a fresh array on every call.
+        plan = self._single.get(x.shape) if self._single and type(x) is np.ndarray else None
+        if (plan is not None and batch_size is None and x.dtype == np.float32 and x.flags.c_contiguous
+                and self._plan_ops == tuple(map(id, self.ops))):
+            with _kernels().KERNEL_LOCK:
+                return plan.fn(x, *plan.consts)
         plan = self._compiled.get((getattr(x, "shape", None), _threads())) if self._compiled else None
         if (plan is not None and batch_size is None and type(x) is np.ndarray and x.dtype == np.float32
                 and x.flags.c_contiguous and self._plan_ops == tuple(map(id, self.ops))):
-            with _kernels().KERNEL_LOCK:  # the hot path: the shape and dtype the plan was compiled for
-                return plan.fn(x, *plan.consts) if plan.single else plan(x, RunContext(self))
+            with _kernels().KERNEL_LOCK:  # the shape and dtype the plan was compiled for
+                return plan(x, RunContext(self))
         x = self._input(x)
         if batch_size is None or len(x) <= batch_size:
             return self._run(x)
@@ -170,7 +184,8 @@ class DeployedNet:
         if self._plan is None or self._plan_ops != tuple(map(id, self.ops)):
             self._plan = build_plan(self.ops, self)
             self._plan_ops = tuple(map(id, self.ops))
-            self._compiled, self._seen = {}, {}
+            self._set_compiled({})
+            self._seen = {}
         key = (x.shape, _threads())
         if self._jit and key not in self._compiled:
             calls, seconds = self._seen.get(key, (0, float("inf")))
@@ -183,6 +198,7 @@ class DeployedNet:
                 from stbin.deploy.jit_plan import compile_plan
 
                 self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None
+                self._set_compiled(self._compiled)
         plan = self._compiled.get(key) if self._jit else None
         start = time.perf_counter()
         with _kernels().KERNEL_LOCK:
