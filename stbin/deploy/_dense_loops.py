@@ -140,6 +140,37 @@ def bits_dense(X, k_bits, Wt, b, out):  # type: ignore[no-untyped-def]
             out[i, j] += b[j]
 
 
+@njit(parallel=True, **_JIT)
+def bitserial_dot(Q, Wt, pcw, planes, acc, out):  # type: ignore[no-untyped-def]
+    """out[i, j] = sum_k q_ik w_jk exactly (int64), for 8-bit integers q (Q (N, K) uint8) and ±1 weights packed
+    word-major (Wt (KW, M), bit set = -1; ``pcw[j]`` = the number of -1 weights of output j).
+
+    Bit-serial: the input row's 8 bit-planes (planes (8N, KW) uint64, scratch) XOR-popcounted against the weights
+    like 8 binary rows (:func:`_block_rows`, acc (8N, M) uint64 scratch); per weight, bit p of q contributes
+    2^p * (bit_p xor w_neg) - 255 * w_neg over the planes, so ``sum_p 2^p popcount(plane_p ^ W_j) - 255 pcw[j]``
+    is the exact dot product (tail bits are 0 in planes and weights alike)."""
+    n, k = Q.shape
+    kw, m = Wt.shape
+    for i in prange(n):
+        r0 = 8 * i
+        for w in range(kw):  # per word and plane, an OR-reduction over 64 bytes (vectorised)
+            lo = w * 64
+            hi = min(k, lo + 64)
+            for p in range(8):
+                word = np.uint64(0)
+                for kk in range(lo, hi):
+                    word |= ((np.uint64(Q[i, kk]) >> np.uint64(p)) & np.uint64(1)) << np.uint64(kk - lo)
+                planes[r0 + p, w] = word
+        _block_rows(planes, Wt, r0, 4, acc)
+        _block_rows(planes, Wt, r0 + 4, 4, acc)
+        for j in range(m):
+            out[i, j] = -255 * pcw[j]
+        for p in range(8):
+            for j in range(m):
+                out[i, j] += np.int64(acc[r0 + p, j]) << p
+
+
 bdense_sign_serial = _serial(bdense_sign, "bdense_sign_serial")
+bitserial_dot_serial = _serial(bitserial_dot, "bitserial_dot_serial")
 bits_dense_serial = _serial(bits_dense, "bits_dense_serial")
 bdense_dot_serial = _serial(bdense_dot, "bdense_dot_serial")

@@ -107,6 +107,23 @@ def test_bits_dense_is_unpack_then_dense_bit_for_bit(n, k, m):
     np.testing.assert_allclose(out, x @ wt.astype(np.float64) + b, rtol=1e-4, atol=1e-3 * np.abs(wt).sum(0).max())
 
 
+@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (2, 63, 10), (3, 130, 27), (1, 784, 512)])
+def test_bitserial_dot_is_the_exact_integer_product(n, k, m):
+    """8-bit inputs x ±1 weights by bit-planes: exactly sum_k q_k w_k, the extreme inputs 0 and 255 included."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(n + k + m)
+    q = rng.integers(0, 256, size=(n, k)).astype(np.uint8)
+    q[0, 0], q[-1, -1] = 255, 0
+    w = pm1(rng, m, k)
+    Wt = np.ascontiguousarray(pack_sign(w).T)
+    neg = (w < 0).sum(1).astype(np.int64)
+    for fn in (D.bitserial_dot_serial, D.bitserial_dot):
+        out = np.zeros((n, m), np.int64)
+        fn(q, Wt, neg, np.empty((8 * n, n_words(k)), np.uint64), np.empty((8 * n, m), np.uint64), out)
+        np.testing.assert_array_equal(out, q.astype(np.int64) @ w.T.astype(np.int64))
+
+
 @pytest.mark.parametrize("n, c, h, w, oc, ks, stride, pad, dil", [
     (2, 3, 7, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1)),
     (1, 64, 5, 5, 3, (3, 3), (2, 2), (1, 1), (1, 1)),
