@@ -140,6 +140,65 @@ def bits_dense(X, k_bits, Wt, b, out):  # type: ignore[no-untyped-def]
             out[i, j] += b[j]
 
 
+@njit(inline="always", **_JIT)
+def _planes_dot(Q, i, Wt, pcw, planes, acc, out):  # type: ignore[no-untyped-def]
+    """out[j] = sum_k Q[i, k] w_jk exactly for row i (see :func:`bitserial_dot`)."""
+    k = Q.shape[1]
+    kw, m = Wt.shape
+    r0 = 8 * i
+    for w in range(kw):  # per word and plane, an OR-reduction over 64 bytes (vectorised)
+        lo = w * 64
+        hi = min(k, lo + 64)
+        for p in range(8):
+            word = np.uint64(0)
+            for kk in range(lo, hi):
+                word |= ((np.uint64(Q[i, kk]) >> np.uint64(p)) & np.uint64(1)) << np.uint64(kk - lo)
+            planes[r0 + p, w] = word
+    _block_rows(planes, Wt, r0, 4, acc)
+    _block_rows(planes, Wt, r0 + 4, 4, acc)
+    for j in range(m):
+        out[j] = -255 * pcw[j]
+    for p in range(8):
+        for j in range(m):
+            out[j] += np.int64(acc[r0 + p, j]) << p
+
+
+@njit(parallel=True, **_JIT)
+def bitserial_sign(X, grid, Wt, pcw, coef, S, T, Q, planes, acc, dot, out):  # type: ignore[no-untyped-def]
+    """A binary-weight first layer on 8-bit-grid inputs, with its folded threshold and the packing.
+
+    Each input value must be ``x = grid[1] + grid[0] * q`` for an integer ``q`` in 0..255, up to ``grid[2]``
+    (a ValueError otherwise); ``q`` goes to Q (N, K) uint8 (scratch). The exact integer ``z_j = sum_k q_k w_jk``
+    (:func:`bitserial_dot`; dot (N, M) int64 scratch) gives the pre-activation ``y_j = coef[0, j] * z_j +
+    coef[1, j]`` in float64 (``coef`` folds the grid, the weight scale and the bias), and bit j of out[i] is set
+    unless ``S[j] * y_j >= T[j]``."""
+    n, k = X.shape
+    m = Wt.shape[1]
+    scale = grid[0]
+    offset = grid[1]
+    tol = grid[2]
+    bad = np.zeros(n, np.uint8)
+    for i in prange(n):
+        for kk in range(k):
+            x = np.float64(X[i, kk])
+            q = np.rint((x - offset) / scale)
+            if not (0.0 <= q <= 255.0 and abs(x - (offset + scale * q)) <= tol):
+                bad[i] = 1
+                q = 0.0
+            Q[i, kk] = np.uint8(q)
+        _planes_dot(Q, i, Wt, pcw, planes, acc, dot[i])
+        for g in range(out.shape[1]):
+            word = np.uint64(0)
+            for j in range(g * 64, min(m, g * 64 + 64)):
+                y = coef[0, j] * np.float64(dot[i, j]) + coef[1, j]
+                word |= (np.uint64(0) if np.float64(S[j]) * y >= np.float64(T[j]) else np.uint64(1)) << np.uint64(j - g * 64)
+            out[i, g] = word
+    for i in range(n):  # after the parallel loop (raising inside it would keep it serial)
+        if bad[i]:
+            raise ValueError("an input value is not on the network's declared 8-bit input grid "
+                             "(meta['input_grid']: x = offset + scale * q, q an integer in 0..255)")
+
+
 @njit(parallel=True, **_JIT)
 def bitserial_dot(Q, Wt, pcw, planes, acc, out):  # type: ignore[no-untyped-def]
     """out[i, j] = sum_k q_ik w_jk exactly (int64), for 8-bit integers q (Q (N, K) uint8) and ±1 weights packed
@@ -149,28 +208,12 @@ def bitserial_dot(Q, Wt, pcw, planes, acc, out):  # type: ignore[no-untyped-def]
     like 8 binary rows (:func:`_block_rows`, acc (8N, M) uint64 scratch); per weight, bit p of q contributes
     2^p * (bit_p xor w_neg) - 255 * w_neg over the planes, so ``sum_p 2^p popcount(plane_p ^ W_j) - 255 pcw[j]``
     is the exact dot product (tail bits are 0 in planes and weights alike)."""
-    n, k = Q.shape
-    kw, m = Wt.shape
-    for i in prange(n):
-        r0 = 8 * i
-        for w in range(kw):  # per word and plane, an OR-reduction over 64 bytes (vectorised)
-            lo = w * 64
-            hi = min(k, lo + 64)
-            for p in range(8):
-                word = np.uint64(0)
-                for kk in range(lo, hi):
-                    word |= ((np.uint64(Q[i, kk]) >> np.uint64(p)) & np.uint64(1)) << np.uint64(kk - lo)
-                planes[r0 + p, w] = word
-        _block_rows(planes, Wt, r0, 4, acc)
-        _block_rows(planes, Wt, r0 + 4, 4, acc)
-        for j in range(m):
-            out[i, j] = -255 * pcw[j]
-        for p in range(8):
-            for j in range(m):
-                out[i, j] += np.int64(acc[r0 + p, j]) << p
+    for i in prange(Q.shape[0]):
+        _planes_dot(Q, i, Wt, pcw, planes, acc, out[i])
 
 
 bdense_sign_serial = _serial(bdense_sign, "bdense_sign_serial")
 bitserial_dot_serial = _serial(bitserial_dot, "bitserial_dot_serial")
+bitserial_sign_serial = _serial(bitserial_sign, "bitserial_sign_serial")
 bits_dense_serial = _serial(bits_dense, "bits_dense_serial")
 bdense_dot_serial = _serial(bdense_dot, "bdense_dot_serial")

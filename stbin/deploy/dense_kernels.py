@@ -5,6 +5,8 @@ the loop runs; a one-line ValueError naming the kernel and the argument; callers
 * :func:`bdense_sign` — :func:`~stbin.deploy.kernels.bgemm_sign` on word-major weights ``Wt`` (KW, M);
 * :func:`bdense_dot` — :func:`~stbin.deploy.kernels.bgemm` on word-major weights;
 * :func:`bits_dense` — a float layer on packed ±1 inputs (``unpack_float`` + ``float_dense`` in one loop);
+* :func:`bitserial_sign` — a binary-weight first layer on inputs on a declared 8-bit grid (exact integer
+  dot products over the inputs' bit-planes), thresholded and packed;
 * :func:`sign_pack_rows` — :func:`~stbin.deploy.kernels.float_sign_pack` always on its serial loop (callable
   from any thread: the parts of a row-split layer, :mod:`stbin.deploy.row_parts`).
 """
@@ -78,3 +80,33 @@ def sign_pack_rows(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray)
     _arr(k, "out", out, np.uint64, 2)
     _shape(k, "out", out, (Y.shape[0], n_words(Y.shape[1])))
     _float_loops.float_sign_pack_serial(Y, S, T, out)
+
+
+def bitserial_sign(X: np.ndarray, grid: np.ndarray, Wt: np.ndarray, pcw: np.ndarray, coef: np.ndarray,
+                   S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:
+    """A binary-weight first layer on inputs on an 8-bit grid, thresholded and packed (see
+    :func:`stbin.deploy._dense_loops.bitserial_sign`): X (N, K) float32, grid (3,) float64 (scale > 0, offset,
+    tolerance >= 0), Wt (ceil(K/64), M) packed ±1 weights word-major, pcw (M,) int64 their numbers of -1,
+    coef (2, M) float64, S, T (M,) float32, out (N, ceil(M/64)) uint64. A value off the grid raises a ValueError."""
+    k = "bitserial_sign"
+    _arr(k, "X", X, np.float32, 2)
+    _arr(k, "grid", grid, np.float64, 1)
+    _shape(k, "grid", grid, (3,))
+    if not (np.all(np.isfinite(grid)) and grid[0] > 0 and grid[2] >= 0):
+        raise ValueError(f"{k}: grid must be (scale > 0, offset, tolerance >= 0), all finite, got {grid.tolist()}")
+    _arr(k, "Wt", Wt, np.uint64, 2)
+    n, kk = X.shape
+    m = Wt.shape[1]
+    _shape(k, "Wt", Wt, (n_words(kk), m))
+    if not (X.flags.c_contiguous and Wt.flags.c_contiguous):
+        raise ValueError(f"{k}: X and Wt must be C-contiguous (np.ascontiguousarray)")
+    _arr(k, "pcw", pcw, np.int64, 1)
+    _shape(k, "pcw", pcw, (m,))
+    _arr(k, "coef", coef, np.float64, 2)
+    _shape(k, "coef", coef, (2, m))
+    _thresholds(k, S, T, np.float32, m)
+    _arr(k, "out", out, np.uint64, 2)
+    _shape(k, "out", out, (n, n_words(m)))
+    Q, dot = scratch((n, kk), np.uint8), scratch((n, m), np.int64)
+    planes, acc = scratch((8 * n, n_words(kk)), np.uint64), scratch((8 * n, m), np.uint64)
+    _launch(k, n * 8 * Wt.size // _VECTOR_SPEEDUP, X, grid, Wt, pcw, coef, S, T, Q, planes, acc, dot, out)

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stbin.deploy.input_grid import check_input_grid
 from stbin.deploy.ops import OPS, Op, RunContext, infer_graph
 from stbin.deploy.plan import build_plan
 
@@ -63,6 +64,8 @@ class DeployedNet:
         shape = self.meta.get("input_shape")
         self._checked: dict[tuple[int, ...], bool] = {}
         infer_graph(self.ops, tuple(shape) if shape else None)
+        if "input_grid" in self.meta:  # inputs on an 8-bit grid (stbin.deploy.input_grid)
+            check_input_grid(self.meta["input_grid"])
         if shape:
             self._checked[tuple(int(s) for s in shape)] = True
         self._plan_ops: tuple[int, ...] = ()
