@@ -8,11 +8,10 @@ import torch
 
 from stbin.deploy import compile_model, from_bytes, to_bytes
 from stbin.deploy.input_grid import TOLERANCE, input_grid_for
+from stbin.deploy.ops import RunContext
 from stbin.deploy.packing import unpack_bits
 from stbin.deploy.plan import build_plan
-from stbin.deploy.ops import RunContext
 from stbin.models import build_model
-from stbin.nn import eval_mode
 
 from .test_engine import torch_units
 
