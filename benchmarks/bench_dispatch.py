@@ -25,7 +25,7 @@ def main() -> None:
     args = ap.parse_args()
     from numba import njit, prange
 
-    from stbin.deploy import _loops, compile_model, kernels, pack_sign
+    from stbin.deploy import _dense_loops, _loops, compile_model, dense_kernels, kernels, pack_sign
     from stbin.models import build_model
 
     kernels.set_threads(args.threads)
@@ -46,10 +46,15 @@ def main() -> None:
     w = pack_sign(np.random.default_rng(1).standard_normal((512, 512)))
     S, T = np.ones(512, np.int32), np.zeros(512, np.int32)
     out = np.empty((1, 8), np.uint64)
+    wt, acc = np.ascontiguousarray(w.T), np.empty((1, 512), np.uint64)
     rows = [("numba serial no-op call", median_us(lambda: serial_noop(a))),
             ("numba parallel no-op call (workqueue)", median_us(lambda: parallel_noop(a))),
             ("bgemm_sign 1x512x512, compiled loop only", median_us(lambda: _loops.bgemm_sign(x, w, 512, S, T, out))),
-            ("bgemm_sign 1x512x512, checked entry point", median_us(lambda: kernels.bgemm_sign(x, w, 512, S, T, out)))]
+            ("bgemm_sign 1x512x512, checked entry point", median_us(lambda: kernels.bgemm_sign(x, w, 512, S, T, out))),
+            ("bdense_sign 1x512x512 (word-major, the engine's), serial loop",
+             median_us(lambda: _dense_loops.bdense_sign_serial(x, wt, 512, S, T, acc, out))),
+            ("bdense_sign 1x512x512, checked entry point",
+             median_us(lambda: dense_kernels.bdense_sign(x, wt, 512, S, T, out)))]
     torch.manual_seed(0)
     net = compile_model(build_model("sbn_mlp").eval())
     x1 = np.random.default_rng(2).standard_normal((1, 784)).astype(np.float32)

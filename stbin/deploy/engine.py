@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from stbin.deploy.input_grid import check_input_grid
 from stbin.deploy.ops import OPS, Op, RunContext, infer_graph
 from stbin.deploy.plan import build_plan
 
@@ -27,11 +28,14 @@ __all__ = ["DeployedNet", "Op"]
 #: compiled plans kept per network (one per input shape and thread count; the oldest is dropped)
 MAX_COMPILED = 8
 #: a plan is compiled at the COMPILE_AFTER-th batch of a shape (compiling costs ~1 s; one-off batches run op by op),
-#: if the Python overhead of the op-by-op run (~STEP_OVERHEAD_S per step) is at least MIN_SAVING of the time
-#: the fastest earlier batch took: at large batches the kernels dominate and the shape keeps the op-by-op run
+#: if the batch is small (SMALL_BATCH) or the Python overhead of the op-by-op run (~STEP_OVERHEAD_S per step) is at
+#: least MIN_SAVING of the time the fastest earlier batch took: at large batches the kernels dominate and the shape
+#: keeps the op-by-op run
 COMPILE_AFTER = 3
 STEP_OVERHEAD_S = 10e-6
 MIN_SAVING = 0.02
+#: batches of up to this many samples are always compiled (the latency path)
+SMALL_BATCH = 8
 
 
 def _kernels():  # imported lazily: numba is an optional dependency
@@ -60,6 +64,8 @@ class DeployedNet:
         shape = self.meta.get("input_shape")
         self._checked: dict[tuple[int, ...], bool] = {}
         infer_graph(self.ops, tuple(shape) if shape else None)
+        if "input_grid" in self.meta:  # inputs on an 8-bit grid (stbin.deploy.input_grid)
+            check_input_grid(self.meta["input_grid"])
         if shape:
             self._checked[tuple(int(s) for s in shape)] = True
         self._plan_ops: tuple[int, ...] = ()
@@ -77,7 +83,9 @@ class DeployedNet:
         machine, where waking torch's OpenMP pool between the binary kernels cost milliseconds);
         ``"auto"`` (default): numpy for linear layers and 1x1 convolutions (real shortcuts: in the
         engine, torch's thread pool measured 5x slower there), torch for larger convolutions (numpy's im2col
-        is slow).
+        is slow) and for a first linear layer followed by its sign at batches past the engine's own loop
+        (one torch thread per part of the rows: faster than single-threaded numpy BLAS here; see
+        :mod:`stbin.deploy.plan`).
         """
         return self._float_backend
 
@@ -88,7 +96,7 @@ class DeployedNet:
         self._float_backend = value
         self._torch_cache: dict[Any, Any] = {}  # per-op run-time forms of the arrays
         self._plan: list[Any] | None = None
-        self._compiled: dict[tuple[Any, ...], Any] = {}  # (input shape, threads) -> CompiledPlan
+        self._set_compiled({})
 
     @property
     def jit(self) -> bool:
@@ -99,8 +107,14 @@ class DeployedNet:
     @jit.setter
     def jit(self, value: bool) -> None:
         self._jit = bool(value)
-        self._compiled = {}
+        self._set_compiled({})
         self._seen: dict[tuple[Any, ...], int] = {}
+
+    def _set_compiled(self, compiled: dict[tuple[Any, ...], Any]) -> None:
+        """The compiled plans ((input shape, threads) -> CompiledPlan or None) and, by input shape, those that are
+        one compiled call (the hot path of :meth:`predict`)."""
+        self._compiled = compiled
+        self._single = {k[0]: p for k, p in compiled.items() if p is not None and p.single}
 
     # -- info -------------------------------------------------------------------------
     def nbytes(self) -> int:
@@ -117,11 +131,19 @@ class DeployedNet:
     # -- run --------------------------------------------------------------------------
     def predict(self, x: Any, batch_size: int | None = None) -> np.ndarray:
         """Outputs of the network for input ``x`` (numpy array or torch tensor), float32."""
+        # the hot path: one compiled call for the shape and dtype a single-segment plan was compiled for. Such a
+        # plan calls serial loops only, so it runs the same whatever the thread count (not looked up: ~3 us);
+        # the lock keeps two threads off its scratch buffers. Its output is a fresh array on every call.
+        plan = self._single.get(x.shape) if self._single and type(x) is np.ndarray else None
+        if (plan is not None and batch_size is None and x.dtype == np.float32 and x.flags.c_contiguous
+                and self._plan_ops == tuple(map(id, self.ops))):
+            with _kernels().KERNEL_LOCK:
+                return plan.fn(x, *plan.consts)
         plan = self._compiled.get((getattr(x, "shape", None), _threads())) if self._compiled else None
         if (plan is not None and batch_size is None and type(x) is np.ndarray and x.dtype == np.float32
                 and x.flags.c_contiguous and self._plan_ops == tuple(map(id, self.ops))):
-            with _kernels().KERNEL_LOCK:  # the hot path: the shape and dtype the plan was compiled for
-                return plan.fn(x, *plan.consts) if plan.single else plan(x, RunContext(self))
+            with _kernels().KERNEL_LOCK:  # the shape and dtype the plan was compiled for
+                return plan(x, RunContext(self))
         x = self._input(x)
         if batch_size is None or len(x) <= batch_size:
             return self._run(x)
@@ -165,18 +187,21 @@ class DeployedNet:
         if self._plan is None or self._plan_ops != tuple(map(id, self.ops)):
             self._plan = build_plan(self.ops, self)
             self._plan_ops = tuple(map(id, self.ops))
-            self._compiled, self._seen = {}, {}
+            self._set_compiled({})
+            self._seen = {}
         key = (x.shape, _threads())
         if self._jit and key not in self._compiled:
             calls, seconds = self._seen.get(key, (0, float("inf")))
             if calls + 1 >= COMPILE_AFTER:
                 if len(self._compiled) >= MAX_COMPILED:
                     self._compiled.pop(next(iter(self._compiled)))
-                # worth it where the per-step Python overhead is a visible share of the run (small batches)
-                worth = len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
+                # worth it where the per-step Python overhead is a visible share of the run; always at a small
+                # batch (a busy machine must not make a slow first run decide against the latency path)
+                worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
                 from stbin.deploy.jit_plan import compile_plan
 
                 self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None
+                self._set_compiled(self._compiled)
         plan = self._compiled.get(key) if self._jit else None
         start = time.perf_counter()
         with _kernels().KERNEL_LOCK:

@@ -285,6 +285,13 @@ def _finish(seg: _Segment, later: set[str], final: str) -> tuple[Any, ...]:
     return ("segment", fn, uses, makes, tuple(seg.consts), code)
 
 
+def _placeholder(shape: tuple[int, ...], net: Any) -> np.ndarray:
+    """A valid input of ``shape`` to build and compile on: zeros, or the grid's first value for inputs declared on
+    an 8-bit grid (:mod:`stbin.deploy.input_grid`: zeros may lie off it)."""
+    grid = net.meta.get("input_grid")
+    return np.full(shape, grid["offset"] if grid else 0.0, np.float32)
+
+
 def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> CompiledPlan:
     """The plan of ``steps`` for inputs of ``shape`` (batch included): runs of compilable steps become
     compiled segments, the others Python steps. Compiles each segment by running the plan once on zeros."""
@@ -292,7 +299,7 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
 
     ctx = RunContext(net)
     values = _Values()
-    x = np.zeros(shape, np.float32)
+    x = _placeholder(shape, net)
     cur = values.bind(x)
     raw: list[Any] = []  # _Segment or ("python", step, src, dst)
     for step in steps:
@@ -308,7 +315,8 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
         except _Unplannable:
             del trial.lines[n_lines:], trial.makes[n_makes:]
         with kernels.KERNEL_LOCK:
-            y = step(np.zeros(x.shape, x.dtype), ctx)  # for real, on zeros: its output's shape
+            z = _placeholder(x.shape, net) if cur == "v0" else np.zeros(x.shape, x.dtype)
+            y = step(z, ctx)  # for real, on zeros (a valid input for the first step): its output's shape
         dst = values.bind(y)
         raw.append(("python", step, cur, dst))
         x, cur = y, dst
@@ -323,5 +331,5 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
     plan = CompiledPlan(items, final, shape)
     if plan.sources:
         with kernels.KERNEL_LOCK:
-            plan(np.zeros(shape, np.float32), ctx)  # compiles the segments
+            plan(_placeholder(shape, net), ctx)  # compiles the segments
     return plan

@@ -10,6 +10,8 @@ with one ``llvm.ctpop.i64`` per 64-bit word (``vpopcntq`` on CPUs with AVX-512 V
 * :func:`bgemm` — packed (N, KW) x packed (M, KW) -> int32 dot products (N, M);
 * :func:`bgemm_sign` — the same fused with a per-output threshold and packing: output bit
   j of row i is set (-1) unless ``S[j] * dot >= T[j]``;
+* the dense ops' kernels on word-major weights (eight outputs per ``vpopcntq``) are in
+  :mod:`stbin.deploy.dense_kernels`;
 * :func:`bconv2d` / :func:`bconv2d_sign` — direct binary 2-D convolution on channel-packed
   NHWC bits (N, H, W, CW) with tap-major weights (KH, KW, CW, OC); zero padding contributes
   0 (only the valid taps are counted), as PyTorch's zero padding of a ±1 input does;
@@ -37,7 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from stbin.deploy import _loops  # noqa: I001  (first: the install hint if numba is missing)
-from stbin.deploy import _conv_loops, _float_loops
+from stbin.deploy import _conv_loops, _dense_loops, _float_loops
 from stbin.deploy._loops import KERNEL_LOCK, numba, popcount64  # noqa: F401  (re-exported)
 from stbin.deploy.geometry import conv_out
 from stbin.deploy.packing import n_words
@@ -47,7 +49,7 @@ _MAX_INT = 2**31 - 1
 #: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
 SERIAL_WORK = 1 << 20
 #: the modules holding the compiled loops (each loop and its serial twin in one of them)
-LOOP_MODULES = (_loops, _conv_loops, _float_loops)
+LOOP_MODULES = (_loops, _conv_loops, _float_loops, _dense_loops)
 
 
 def _pick(name: str, work: int) -> Any:

@@ -12,13 +12,31 @@ from typing import Any, Callable
 
 import numpy as np
 
+from stbin.deploy.input_grid import blinear_sign
 from stbin.deploy.ops import OPS, Op, RunContext
 
 Step = Callable[[np.ndarray, RunContext], np.ndarray]
 
 
+def _torch_weights(lin: Op, ctx: RunContext) -> tuple[Any, Any]:
+    """(weight, bias or None) of a ``linear`` op as torch tensors sharing its arrays, made once per op."""
+    def make() -> tuple[Any, Any]:
+        import torch
+
+        b = lin.arrays.get("bias")
+        return torch.from_numpy(lin.arrays["weight"]), None if b is None else torch.from_numpy(b)
+    return ctx.cache(lin, "torch-linear", make)
+
+
 def _linear_sign(ops: list[Op], net: Any) -> Step | None:
-    """First float layer fused with its folded batch norm + sign and the packing (one pass, small batches)."""
+    """First float layer fused with its folded batch norm + sign and the packing.
+
+    Small batches: one pass per row in the engine's own loop (``kernels.float_dense_sign``, part of the compiled
+    plan). Larger batches, float backend ``"auto"``: PyTorch's own ``linear`` (so the pre-activations before the
+    folded thresholds are PyTorch's, bit for bit) on one torch thread per part of the rows, each part packing
+    its rows (:mod:`stbin.deploy.row_parts`); measured faster than single-threaded numpy BLAS here
+    (``benchmarks/bench_first_layer.py``).
+    """
     lin, sign = ops
     if net.float_backend == "torch":
         return None  # torch's own linear: the logits stay bit for bit PyTorch's
@@ -26,8 +44,21 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
 
     run_lin, run_sign = OPS.get("linear").run, OPS.get("sign").run
 
+    def large(x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        from stbin.deploy import dense_kernels
+        from stbin.deploy.row_parts import torch_linear
+
+        x2 = np.ascontiguousarray(x.reshape(len(x), -1))
+        out = np.empty((len(x), -(-lin.arrays["weight"].shape[0] // 64)), np.uint64)
+        S, T = sign.arrays["S"], sign.arrays["T"]
+        torch_linear(x2, *_torch_weights(lin, ctx),
+                     lambda y, lo, hi: dense_kernels.sign_pack_rows(y, S, T, out[lo:hi]))
+        return out
+
     def step(x: np.ndarray, ctx: RunContext) -> np.ndarray:
         if not engine_loop(len(x), lin.arrays["weight"]):
+            if net.float_backend == "auto":
+                return large(x, ctx)
             return run_sign(sign, run_lin(lin, x, ctx), ctx)
         from stbin.deploy import kernels
 
@@ -39,7 +70,45 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
     return step
 
 
-FUSIONS: dict[tuple[str, ...], Callable[[list[Op], Any], Step | None]] = {("linear", "sign"): _linear_sign}
+def _bits_linear(ops: list[Op], net: Any) -> Step | None:
+    """Unpacking of flat bits fused with the float layer after it (a binary MLP's last layer).
+
+    Small batches: ``dense_kernels.bits_dense`` does the same operations in the same order as ``bits_float`` then
+    the engine's own ``linear`` loop (bit for bit theirs) without the float intermediate, inside the compiled
+    plan. Larger batches (backend ``"auto"``): the unpacked rows through PyTorch's own ``linear``
+    (:mod:`stbin.deploy.row_parts`), so the logits are PyTorch's for these bits, bit for bit.
+    """
+    unpack, lin = ops
+    if net.float_backend == "torch":
+        return None
+    from stbin.deploy.ops.float_layers import LATENCY_ROWS, dense_operands
+
+    run_unpack, run_lin = OPS.get("bits_float").run, OPS.get("linear").run
+
+    def step(x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        w = lin.arrays["weight"]
+        if x.ndim != 2 or (len(x) > LATENCY_ROWS and net.float_backend == "numpy"):  # NHWC maps: NCHW first
+            return run_lin(lin, run_unpack(unpack, x, ctx), ctx)
+        from stbin.deploy import dense_kernels
+
+        if len(x) > LATENCY_ROWS:  # torch's linear on the unpacked rows: PyTorch's logits for these bits, exactly
+            from stbin.deploy.row_parts import torch_linear
+
+            xf = run_unpack(unpack, x, ctx)
+            out = np.empty((len(x), w.shape[0]), np.float32)
+            torch_linear(xf, *_torch_weights(lin, ctx), lambda y, lo, hi: out.__setitem__(slice(lo, hi), y))
+            return out
+
+        wt, b = dense_operands(lin, w, lin.arrays.get("bias"), ctx)
+        out = np.empty((len(x), w.shape[0]), np.float32)
+        dense_kernels.bits_dense(x, int(unpack.attrs["features"]), wt, b, out)
+        return out
+    return step
+
+
+FUSIONS: dict[tuple[str, ...], Callable[[list[Op], Any], Step | None]] = {("linear", "sign"): _linear_sign,
+                                                                         ("bits_float", "linear"): _bits_linear,
+                                                                         ("blinear", "sign"): blinear_sign}
 
 
 def build_plan(ops: list[Op], net: Any) -> list[Step]:

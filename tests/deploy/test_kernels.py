@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stbin.deploy import kernels
+from stbin.deploy import dense_kernels, kernels
 from stbin.deploy.packing import n_words, pack_bits, pack_sign, tail_is_clear, unpack_bits
 
 SHAPES = [(1, 1, 1), (3, 63, 5), (17, 64, 64), (5, 65, 130), (33, 200, 71), (2, 1000, 3)]
@@ -49,6 +49,79 @@ def test_bgemm_sign_equals_dense_threshold(n, k, m):
     dot = x.astype(np.int64) @ w.T.astype(np.int64)
     np.testing.assert_array_equal(unpack_bits(out, m), np.where(S * dot >= T, 1, -1))
     assert tail_is_clear(out, m)
+
+
+# the word-major dense loops' blocks: 4 rows x 16 outputs, the remaining rows (1-3), outputs in blocks of
+# 16, one of 8, then one by one (m = 8, 24, 27, 71)
+DENSE_SHAPES = SHAPES + [(4, 64, 16), (7, 130, 24), (9, 512, 27), (1, 512, 512)]
+
+
+@pytest.mark.parametrize("n, k, m", DENSE_SHAPES)
+@pytest.mark.parametrize("serial", [True, False])
+def test_word_major_dense_equals_dense(n, k, m, serial):
+    """bdense_dot / bdense_sign (weights W.T, vpopcntq on eight outputs) equal the dense ±1 product and its
+    thresholds exactly, thresholds one step either side of the dot included; serial twin and parallel loop."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(7 * n + k + m)
+    x, w = pm1(rng, n, k), pm1(rng, m, k)
+    dot = x.astype(np.int64) @ w.T.astype(np.int64)
+    X, Wt = pack_sign(x), np.ascontiguousarray(pack_sign(w).T)
+    acc = np.empty((n, m), np.uint64)
+    out = np.empty((n, m), np.int32)
+    (D.bdense_dot_serial if serial else D.bdense_dot)(X, Wt, k, acc, out)
+    np.testing.assert_array_equal(out, dot)
+    S = rng.choice(np.array([-1, 1], np.int32), size=m)
+    T = (S * dot[0] + rng.integers(-1, 2, size=m)).astype(np.int32)  # at, one above, one below row 0's value
+    bits = np.empty((n, n_words(m)), np.uint64)
+    (D.bdense_sign_serial if serial else D.bdense_sign)(X, Wt, k, S, T, acc, bits)
+    np.testing.assert_array_equal(unpack_bits(bits, m), np.where(S * dot >= T, 1, -1))
+    assert tail_is_clear(bits, m)
+    checked = np.empty_like(bits)
+    dense_kernels.bdense_sign(X, Wt, k, S, T, checked)
+    np.testing.assert_array_equal(checked, bits)
+
+
+@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (3, 63, 10), (5, 130, 17), (9, 512, 10)])
+def test_bits_dense_is_unpack_then_dense_bit_for_bit(n, k, m):
+    """The fused last layer on packed inputs does the operations of unpack_float + float_dense in their order:
+    equal bit for bit (weights of mixed magnitudes, so that the order of the sum shows), and close to float64."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(n + k + m)
+    x = pm1(rng, n, k)
+    wt = (rng.standard_normal((k, m)) * 10.0 ** rng.integers(-4, 5, size=(k, m))).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    X = pack_sign(x)
+    xf = np.empty((n, k), np.float32)
+    kernels.unpack_float(X, k, xf)
+    ref = np.empty((n, m), np.float32)
+    kernels.float_dense(xf, wt, b, ref)
+    for fn in (D.bits_dense_serial, D.bits_dense):
+        out = np.full((n, m), np.nan, np.float32)
+        fn(X, k, wt, b, out)
+        np.testing.assert_array_equal(out, ref)
+    out = np.empty((n, m), np.float32)
+    dense_kernels.bits_dense(X, k, wt, b, out)
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_allclose(out, x @ wt.astype(np.float64) + b, rtol=1e-4, atol=1e-3 * np.abs(wt).sum(0).max())
+
+
+@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (2, 63, 10), (3, 130, 27), (1, 784, 512)])
+def test_bitserial_dot_is_the_exact_integer_product(n, k, m):
+    """8-bit inputs x ±1 weights by bit-planes: exactly sum_k q_k w_k, the extreme inputs 0 and 255 included."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(n + k + m)
+    q = rng.integers(0, 256, size=(n, k)).astype(np.uint8)
+    q[0, 0], q[-1, -1] = 255, 0
+    w = pm1(rng, m, k)
+    Wt = np.ascontiguousarray(pack_sign(w).T)
+    neg = (w < 0).sum(1).astype(np.int64)
+    for fn in (D.bitserial_dot_serial, D.bitserial_dot):
+        out = np.zeros((n, m), np.int64)
+        fn(q, Wt, neg, np.empty((8 * n, n_words(k)), np.uint64), np.empty((8 * n, m), np.uint64), out)
+        np.testing.assert_array_equal(out, q.astype(np.int64) @ w.T.astype(np.int64))
 
 
 @pytest.mark.parametrize("n, c, h, w, oc, ks, stride, pad, dil", [

@@ -93,3 +93,31 @@ def test_bconv2d_float_and_unpack_nchw_equal_the_reference():
     np.testing.assert_array_equal(maps, unpack_bits(X, 70, np.float32).transpose(0, 3, 1, 2))
     with pytest.raises(ValueError, match=r"unpack_float_nchw: out has shape"):
         kernels.unpack_float_nchw(X, 70, np.empty((2, 70, 6, 7), np.float32))
+
+
+def test_large_batch_first_layer_is_torchs_linear_then_the_folded_thresholds():
+    """At a batch past the engine's own loop, the fused first layer of the "auto" backend runs PyTorch's linear:
+    with thresholds placed exactly on PyTorch's pre-activations of row 0 (one ulp of another rounding flips
+    bits), its bits are those of the "torch" backend's separate linear and sign steps, bit for bit."""
+    from stbin.deploy.ops import RunContext
+    from stbin.deploy.ops.float_layers import engine_loop
+    from stbin.deploy.plan import build_plan
+
+    torch.manual_seed(2)
+    net = compile_model(randomise_bn(build_model("sbn_mlp", in_features=300, hidden=(512,), num_classes=3)))
+    x = np.random.default_rng(3).standard_normal((12, 300)).astype(np.float32) * 3
+    lin, sign = net.ops[0], net.ops[1]
+    assert (lin.type, sign.type) == ("linear", "sign") and not engine_loop(len(x), lin.arrays["weight"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        wb = [torch.from_numpy(lin.arrays[k]) if k in lin.arrays else None for k in ("weight", "bias")]
+        y0 = torch.nn.functional.linear(torch.from_numpy(x), *wb).numpy()[0]
+    finally:
+        torch.set_num_threads(before)
+    sign.arrays["S"], sign.arrays["T"] = np.ones(512, np.float32), y0.copy()
+    fused = build_plan(net.ops, net)[0](x, RunContext(net))
+    assert (unpack_bits(fused, 512)[0] == 1).all()
+    net.float_backend = "torch"
+    steps, ctx = build_plan(net.ops, net), RunContext(net)
+    np.testing.assert_array_equal(fused, steps[1](steps[0](x, ctx), ctx))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from stbin.deploy import DeployFormatError, compile_model, from_bytes, kernels, load, save, to_bytes
+from stbin.deploy import DeployFormatError, compile_model, dense_kernels, from_bytes, kernels, load, save, to_bytes
 from stbin.deploy.format import FORMAT_VERSION, MAGIC
 from stbin.deploy.packing import n_words
 from stbin.models import build_model
@@ -65,7 +65,7 @@ def test_issue_example_narrow_layer_into_wide_binary_dense_is_refused(mlp, tmp_p
         op.arrays["weight"] = np.zeros((128, 2), np.uint64)
     bad = crafted(mlp, edit)
     x = np.zeros((2, 12), np.float32)
-    with pytest.raises(ValueError, match="bgemm_sign: W has 2 words per row, X has 1"):
+    with pytest.raises(ValueError, match="bdense_sign: Wt has 2 words per output, X has 1 per row"):
         bad(x)  # even without loading, the kernel refuses before its loop runs
     msg = refused(bad, tmp_path, r"op 2 \(bdense\): input is bits 64 \(1 words\), the op expects 128 bits in 2 words")
     assert "in_features" in msg
@@ -218,6 +218,7 @@ def test_truncated_payload_with_a_resealed_digest_is_refused(mlp):
 
 
 K = kernels
+D = dense_kernels
 U8, I4, F4 = np.uint64, np.int32, np.float32
 
 
@@ -234,6 +235,19 @@ def z(shape, dt):
      r"bgemm_sign: S has shape \(7,\), expected \(8,\)"),
     (lambda: K.bgemm_sign(z((4, 2), U8), z((8, 2), U8), 100, z(8, I4), z(8, I4), z((4, 2), U8)),
      r"bgemm_sign: out has shape \(4, 2\), expected \(4, 1\)"),
+    (lambda: D.bdense_sign(z((4, 1), U8), z((2, 8), U8), 64, z(8, I4), z(8, I4), z((4, 1), U8)),
+     "bdense_sign: Wt has 2 words per output, X has 1 per row"),
+    (lambda: D.bdense_sign(z((4, 2), U8), z((2, 8), U8), 100, z(8, I4), z(7, I4), z((4, 1), U8)),
+     r"bdense_sign: T has shape \(7,\), expected \(8,\)"),
+    (lambda: D.bdense_sign(z((4, 2), U8), z((2, 8), U8), 100, z(8, I4), z(8, I4), z((3, 1), U8)),
+     r"bdense_sign: out has shape \(3, 1\), expected \(4, 1\)"),
+    (lambda: D.bdense_dot(z((4, 2), U8), z((2, 8), U8), 129, z((4, 8), I4)), r"bdense_dot: k_bits must be an integer in \[0, 128\]"),
+    (lambda: D.bdense_dot(z((4, 2), U8), z((2, 8), U8), 100, z((4, 9), I4)), r"bdense_dot: out has shape \(4, 9\), expected \(4, 8\)"),
+    (lambda: D.bdense_dot(z((4, 2), U8), z((8, 2), U8).T, 100, z((4, 8), I4)), "bdense_dot: X and Wt must be C-contiguous"),
+    (lambda: D.bits_dense(z((4, 2), U8), 64, z((64, 3), F4), z(3, F4), z((4, 3), F4)), r"bits_dense: X has shape \(4, 2\), expected \(4, 1\)"),
+    (lambda: D.bits_dense(z((4, 1), U8), 64, z((65, 3), F4), z(3, F4), z((4, 3), F4)), r"bits_dense: Wt has shape \(65, 3\), expected \(64, 3\)"),
+    (lambda: D.bits_dense(z((4, 1), U8), 64, z((64, 3), F4), z(2, F4), z((4, 3), F4)), r"bits_dense: b has shape \(2,\), expected \(3,\)"),
+    (lambda: D.bits_dense(z((4, 1), U8), 64, z((64, 3), F4), z(3, F4), z((5, 3), F4)), r"bits_dense: out has shape \(5, 3\), expected \(4, 3\)"),
     (lambda: K.bconv2d(z((2, 5, 5, 1), U8), z((3, 3, 2, 8), U8), 64, 1, 1, 1, 1, 1, 1, z((2, 5, 5, 8), I4)),
      "bconv2d: Wt has 2 words per tap, X has 1 per pixel"),
     (lambda: K.bconv2d(z((2, 5, 5, 1), U8), z((3, 3, 1, 8), U8), 64, 1, 1, 1, 1, 1, 1, z((3, 5, 5, 8), I4)),
@@ -294,7 +308,7 @@ def test_compiled_plan_runs_every_check_when_it_is_built(net_name, request):
     w = bad.ops[k].arrays["weight"]
     bad.ops[k].arrays["weight"] = np.ascontiguousarray(w[..., :-1]) if w.shape[-1] > 1 else w[:, :0]
     bad._plan = None
-    with pytest.raises(ValueError, match=r"^(bgemm_sign|bconv2d_sign|float_dense): ") as e:
+    with pytest.raises(ValueError, match=r"^(bdense_sign|bconv2d_sign|float_dense): ") as e:
         jit_plan.compile_plan(build_plan(bad.ops, bad), x.shape, bad)
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=r"expects inputs of shape"):

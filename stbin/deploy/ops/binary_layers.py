@@ -16,6 +16,12 @@ def _kernels():  # imported lazily: numba is an optional dependency
     return kernels
 
 
+def _dense():  # imported lazily, as _kernels
+    from stbin.deploy import dense_kernels
+
+    return dense_kernels
+
+
 def _check_thresholds(op: Op, m: int) -> None:
     vec(op, "S", m)
     vec(op, "T", m)
@@ -67,12 +73,15 @@ class _BDense(OpType):
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         w, k = op.arrays["weight"], int(op.attrs["in_features"])
+        # word-major (KW, M): eight outputs per vector popcount (kernels.bdense_sign), made once per op
+        wt = ctx.cache(op, "word-major", lambda: np.ascontiguousarray(w.T))
+        x = np.ascontiguousarray(x)
         if self.threshold:
             out = np.empty((len(x), n_words(w.shape[0])), dtype=np.uint64)
-            _kernels().bgemm_sign(x, w, k, op.arrays["S"], op.arrays["T"], out)
+            _dense().bdense_sign(x, wt, k, op.arrays["S"], op.arrays["T"], out)
             return out
         dot = _kernels().scratch((len(x), w.shape[0]), np.int32)
-        _kernels().bgemm(x, w, k, dot)
+        _dense().bdense_dot(x, wt, k, dot)
         out = np.empty(dot.shape, np.float32)
         _kernels().real_out(dot, *_scale_bias(op, ctx), out)
         return out

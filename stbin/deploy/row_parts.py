@@ -1,0 +1,68 @@
+"""Float layers at large batches: PyTorch's own kernels on one torch thread per part of the rows.
+
+A float GEMM of a few tens of millions of multiply-adds (the first layer of a binary MLP at batch 64) takes
+most of a batch's time; split by rows over the engine's threads, each part runs single-threaded torch (no
+OpenMP pool woken between the engine's kernels, measured to cost milliseconds on a busy machine) and its
+own epilogue (e.g. the threshold-and-pack of its rows, while they are in cache). Each part computes what
+PyTorch computes for those rows on one thread.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+#: multiply-adds from which a layer is split over the engine's threads (about 1 ms of one core): handing a part
+#: to a thread costs tens of microseconds on a quiet machine but milliseconds on a busy one (measured: the
+#: 64x784x512 first layer of the demo MLP, 0.8 ms of CPU on one thread, took 1.4 ms of CPU and 5 ms of wall
+#: time split in two under load), so only layers that clearly gain are split
+SPLIT_MACS = 32_000_000
+_POOL: dict[str, Any] = {}
+
+
+def _threads() -> int:
+    from stbin.deploy import kernels
+
+    return kernels.get_threads()
+
+
+def run_parts(n: int, macs: int, part: Callable[[int, int], None]) -> None:
+    """``part(lo, hi)`` for row ranges covering ``range(n)``: one range if ``macs < SPLIT_MACS``, else one per
+    engine thread, run concurrently (the first in the calling thread); torch runs on one thread meanwhile."""
+    import torch
+
+    parts = max(1, min(_threads(), n)) if macs >= SPLIT_MACS else 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            if parts == 1:
+                part(0, n)
+                return
+            if _POOL.get("threads") != parts:
+                _POOL["pool"] = ThreadPoolExecutor(parts - 1, thread_name_prefix="stbin-deploy-rows")
+                _POOL["threads"] = parts
+            bounds = np.linspace(0, n, parts + 1).astype(int)
+            futures = [_POOL["pool"].submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+            try:
+                part(0, int(bounds[1]))
+            finally:
+                for f in futures:
+                    f.result()
+    finally:
+        torch.set_num_threads(before)
+
+
+def torch_linear(x: np.ndarray, w: Any, b: Any, epilogue: Callable[[np.ndarray, int, int], None]) -> None:
+    """``epilogue(x[lo:hi] @ w.T + b, lo, hi)`` per part of the rows of ``x`` (N, K) float32, the product by
+    ``torch.nn.functional.linear`` (``w``, ``b``: torch tensors; ``b`` may be None)."""
+    import torch
+
+    if not x.flags.writeable:  # torch.from_numpy warns on read-only arrays (a plan being recorded freezes them)
+        x = x.copy()
+
+    def part(lo: int, hi: int) -> None:
+        epilogue(torch.nn.functional.linear(torch.from_numpy(x[lo:hi]), w, b).numpy(), lo, hi)
+    run_parts(len(x), x.shape[0] * x.shape[1] * int(w.shape[0]), part)

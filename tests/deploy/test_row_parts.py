@@ -1,0 +1,52 @@
+"""Row-split float layers: every row is computed once, each part is PyTorch's linear on its rows, errors in a
+part reach the caller, and torch's thread count is restored."""
+
+import numpy as np
+import pytest
+import torch
+
+from stbin.deploy import kernels, row_parts
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    monkeypatch.setattr(row_parts, "SPLIT_MACS", 0)
+    before = kernels.get_threads()
+    kernels.set_threads(min(2, kernels.numba.config.NUMBA_NUM_THREADS))  # 2 where the machine has them
+    yield
+    kernels.set_threads(before)
+
+
+def test_parts_cover_every_row_once(two_threads):
+    seen = []
+    row_parts.run_parts(7, 1, lambda lo, hi: seen.append((lo, hi)))
+    rows = sorted(r for lo, hi in seen for r in range(lo, hi))
+    assert rows == list(range(7)) and len(seen) == kernels.get_threads()
+
+
+def test_split_linear_is_torchs_linear_per_part_and_restores_threads(two_threads):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((9, 33)).astype(np.float32)
+    w, b = torch.randn(5, 33), torch.randn(5)
+    out = np.full((9, 5), np.nan, np.float32)
+    parts = []
+
+    def epilogue(y, lo, hi):
+        out[lo:hi] = y
+        parts.append((lo, hi))
+    before = torch.get_num_threads()
+    row_parts.torch_linear(x, w, b, epilogue)
+    assert torch.get_num_threads() == before and len(parts) == kernels.get_threads()
+    with torch.no_grad():
+        for lo, hi in parts:
+            np.testing.assert_array_equal(out[lo:hi], torch.nn.functional.linear(torch.from_numpy(x[lo:hi]), w, b))
+
+
+def test_an_error_in_a_part_reaches_the_caller(two_threads):
+    def part(lo, hi):
+        if lo > 0:
+            raise ValueError("part failed")
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="part failed"):
+        row_parts.run_parts(8, 1, part)
+    assert torch.get_num_threads() == before
