@@ -93,12 +93,16 @@ class RunContext:
         self.slots: dict[int, np.ndarray] = {}
 
     def cache(self, op: Op, key: str, make: Callable[[], Any]) -> Any:
-        """A per-op run-time form of its arrays (e.g. tap-major weights), made once."""
+        """A per-op run-time form of its arrays (e.g. tap-major weights), made once.
+
+        The entry keeps ``op`` itself beside the form and is used only for that very object: an op
+        made later at the address of a freed one (same ``id``) never gets the old op's form."""
         store = self.net._torch_cache
         k = (key, id(op))
-        if k not in store:
-            store[k] = make()
-        return store[k]
+        hit = store.get(k)
+        if hit is None or hit[0] is not op:
+            hit = store[k] = (op, make())
+        return hit[1]
 
 
 class OpType:
