@@ -120,14 +120,15 @@ def unit_differences(s, i: int, segs: list[Segment], later: dict[int, torch.Tens
     B = s.B
     flat = s.state[i].reshape(B, -1)
     n = flat.shape[1]
-    width = max(seg.A.shape[1] for seg in segs)
-    nc = max(1, min(n, ROW_BUDGET // max(1, B * width)))
     out = torch.empty(B, n, dtype=flat.dtype, device=flat.device)
     L = s.L.detach()
     later = later if rb and later is not None else {}
     with torch.no_grad():
         first = _BinaryStage(s, segs[0], segs[1], later) if segs[0].kappa is not None else None
         dense = [_DenseStage(s, segs[t], segs[t + 1], later) for t in range(first is not None, len(segs) - 1)]
+        # the widest rows materialised (a binary-weight first stage gathers only its fragile units)
+        width = max([seg.A.shape[1] for seg in segs[first is not None:]] + [first.F if first is not None else 0])
+        nc = max(1, min(n, ROW_BUDGET // max(1, B * width)))
         ex = torch.arange(B, device=flat.device).repeat_interleave(nc)
         for j0 in range(0, n, nc):
             j = slice(j0, min(n, j0 + nc))
@@ -250,10 +251,10 @@ def shifted_prob_sums(nd, pre: torch.Tensor, kappa: torch.Tensor, w: torch.Tenso
     cm = common.to(w.dtype)
     S = torch.where(w > 0, (_prob(nd, pre - kv) * D).T @ cm, (_prob(nd, pre + kv) * D).T @ cm)
     kwT = (kappa[:, None] * w).T.contiguous()                                  # (in, out)
-    St = S.T
+    St = torch.zeros_like(kwT)
     for b in range(h.shape[0]):  # the other inputs, one example at a time
         jb = (~common[b]).nonzero()[:, 0]
         if jb.numel():
             t = torch.addcmul(pre[b][None], kwT[jb], h[b, jb][:, None], value=-1)  # (E, out)
             St.index_add_(0, jb, _prob(nd, t).mul_(D[b][None]))
-    return S
+    return S.add_(St.T)
