@@ -17,7 +17,10 @@ where both values of :math:`f` run the downstream network with the *same* unifor
 value of the conditional expectation :math:`\mathbb{E}[f \mid x_j = \pm1, \dots]`. One of the
 two is the main sample's loss, so each unit costs one extra downstream evaluation; they
 are batched: all units of a layer (in chunks) become rows of one tensor, and when the next
-layer is linear the flipped rows are formed as a rank-one update of its output. For a
+layer is linear the flipped rows are formed as a rank-one update of its output. On chains of
+linear layers, per-feature maps and stochastic layers (MLPs) the flips are propagated sparsely
+instead (:mod:`stbin.analysis._flips`: through binary weights only the few units whose threshold
+is within reach can flip, and the next layer's flip-noise term below is one matrix product). For a
 **Bernoulli weight** :math:`w = \operatorname{sign}(\theta - s_w z)`,
 :math:`\partial_\theta\mathbb{E}[f] = \mathbb{E}[\tfrac1{s_w}F_w'(\theta/s_w)(f(w{=}{+}1) - f(w{=}{-}1))]`.
 When the weight's layer is linear and followed (through per-feature maps such as batch
