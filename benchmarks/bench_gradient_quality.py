@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--st-samples", type=int, default=16)
     ap.add_argument("--min-samples", type=int, default=10)
     ap.add_argument("--baseline-draws", type=int, default=10, help="0: skip the baseline")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the draws (default 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from stbin.analysis import gradient_quality, reference
@@ -85,7 +86,7 @@ def main() -> None:
         print(f"  {n} draws: largest cosine half-width {worst:.4f}, {w:.1f} s wall, {c:.1f} s CPU "
               f"({n / w:.2f} draws/s, {c / n:.2f} s CPU a draw)", flush=True)
 
-    res = gradient_quality(model, loss, x, y, tolerance=args.tolerance, generator=torch.Generator().manual_seed(1),
+    res = gradient_quality(model, loss, x, y, tolerance=args.tolerance, generator=torch.Generator().manual_seed(args.seed),
                            max_seconds=args.max_seconds, min_samples=args.min_samples, st_samples=args.st_samples,
                            progress=progress)
     print(res.message)
@@ -99,7 +100,7 @@ def main() -> None:
     if args.baseline_draws:
         reference.RAO_BLACKWELL = False
         t1 = time.perf_counter()
-        base = gradient_quality(model, loss, x, y, tolerance=1e-9, generator=torch.Generator().manual_seed(1),
+        base = gradient_quality(model, loss, x, y, tolerance=1e-9, generator=torch.Generator().manual_seed(args.seed),
                                 max_samples=args.baseline_draws, min_samples=args.baseline_draws,
                                 groups=min(10, args.baseline_draws), control_variate=False, st_samples=1)
         reference.RAO_BLACKWELL = True
