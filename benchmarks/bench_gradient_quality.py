@@ -3,8 +3,8 @@
 Target (project issue 19): a batch of 100 MNIST test images, cosine interval half-width 0.02,
 under 2 minutes on 2 CPU cores. Runs, in one process with ``--threads`` torch threads:
 
-1. the per-sample cost of one local-expectation reference sample, of one ST sample and of the
-   plain local-expectation sample (common random numbers only, no control variates);
+1. the per-sample cost of one local-expectation reference sample (sparse flip propagation, and the
+   row-by-row evaluation it replaced, as the baseline) and of one ST sample;
 2. :func:`stbin.analysis.gradient_quality` with the defaults (ST control variate, Rao-Blackwellised
    unit differences) until every layer's cosine half-width is below ``--tolerance`` or
    ``--max-seconds`` pass: per check the draws, the largest half-width and the wall / CPU time;
@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--st-samples", type=int, default=16)
     ap.add_argument("--min-samples", type=int, default=10)
     ap.add_argument("--baseline-draws", type=int, default=10, help="0: skip the baseline")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the draws (default 1)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from stbin.analysis import gradient_quality, reference
@@ -69,22 +70,29 @@ def main() -> None:
     model, x, y = load_model_and_batch(args.checkpoint, args.batch)
     chain = parse_chain(model)
     g = torch.Generator().manual_seed(0)
-    le = per_sample(lambda: reference.reference_sample(chain, loss, x, y, "local_expectation", g), 2)
+    le = per_sample(lambda: reference.reference_sample(chain, loss, x, y, "local_expectation", g), 3)
+    reference.SPARSE_FLIPS = False
+    rows = per_sample(lambda: reference.reference_sample(chain, loss, x, y, "local_expectation", g), 1)
+    reference.SPARSE_FLIPS = True
     st = per_sample(lambda: method_sample(chain, loss, x, y, parse_method("st")[0], None, g, chain.params()), 5)
-    print(f"per sample: local expectation {le[0]:.2f} s wall / {le[1]:.2f} s CPU; ST {st[0]:.3f} s wall / "
-          f"{st[1]:.3f} s CPU", flush=True)
+    print(f"per sample: local expectation {le[0]:.2f} s wall / {le[1]:.2f} s CPU (row-by-row baseline {rows[0]:.2f} s "
+          f"wall / {rows[1]:.2f} s CPU: {rows[1] / le[1]:.1f}x the CPU); ST {st[0]:.3f} s wall / {st[1]:.3f} s CPU",
+          flush=True)
 
     t0, c0 = time.perf_counter(), cpu_s()
 
     def progress(n: int, worst: float) -> None:
-        print(f"  {n} draws: largest cosine half-width {worst:.4f}, {time.perf_counter() - t0:.1f} s wall, "
-              f"{cpu_s() - c0:.1f} s CPU", flush=True)
+        w, c = time.perf_counter() - t0, cpu_s() - c0
+        print(f"  {n} draws: largest cosine half-width {worst:.4f}, {w:.1f} s wall, {c:.1f} s CPU "
+              f"({n / w:.2f} draws/s, {c / n:.2f} s CPU a draw)", flush=True)
 
-    res = gradient_quality(model, loss, x, y, tolerance=args.tolerance, generator=torch.Generator().manual_seed(1),
+    res = gradient_quality(model, loss, x, y, tolerance=args.tolerance, generator=torch.Generator().manual_seed(args.seed),
                            max_seconds=args.max_seconds, min_samples=args.min_samples, st_samples=args.st_samples,
                            progress=progress)
     print(res.message)
-    print(f"total: {time.perf_counter() - t0:.1f} s wall, {cpu_s() - c0:.1f} s CPU ({args.threads} threads)")
+    w, c = time.perf_counter() - t0, cpu_s() - c0
+    print(f"total: {w:.1f} s wall, {c:.1f} s CPU ({args.threads} threads; {res.n_samples / w:.2f} draws/s, "
+          f"{c / res.n_samples:.2f} s CPU a draw)")
     hw = {m: half_widths(res, m) for m in ("st", "htanh", "tanh", "identity")}
     print("cosine half-width per layer (st / htanh / tanh / identity):")
     for t in res.layers + ["all"]:
@@ -92,7 +100,7 @@ def main() -> None:
     if args.baseline_draws:
         reference.RAO_BLACKWELL = False
         t1 = time.perf_counter()
-        base = gradient_quality(model, loss, x, y, tolerance=1e-9, generator=torch.Generator().manual_seed(1),
+        base = gradient_quality(model, loss, x, y, tolerance=1e-9, generator=torch.Generator().manual_seed(args.seed),
                                 max_samples=args.baseline_draws, min_samples=args.baseline_draws,
                                 groups=min(10, args.baseline_draws), control_variate=False, st_samples=1)
         reference.RAO_BLACKWELL = True

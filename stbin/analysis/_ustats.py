@@ -27,6 +27,12 @@ from typing import Sequence
 import torch
 
 
+def dots(a: torch.Tensor, b: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Per-tensor inner products (T + 1,) of two flat vectors split by ``sizes`` (last: all tensors), float64."""
+    q = torch.stack([torch.dot(pa, pb) for pa, pb in zip(torch.split(a, sizes), torch.split(b, sizes))]).double()
+    return torch.cat([q, q.sum()[None]])
+
+
 def full_and_jackknife(groups: int) -> torch.Tensor:
     """Masks (G + 1, G): all groups, then every delete-one-group set."""
     full = torch.ones(1, groups, dtype=torch.float64)
@@ -46,15 +52,16 @@ class GroupSums:
         self.diag = {p: torch.zeros(groups, self.T + 1, dtype=torch.float64) for p in self.pairs}
         self.scalars: dict[str, torch.Tensor] = {}
         self.n = torch.zeros(groups, dtype=torch.float64)
+        self._grams: dict[tuple[str, str], torch.Tensor] = {}
 
     def dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Per-tensor inner products (T + 1,) of two flat vectors (float64; last: all tensors)."""
-        q = torch.stack([(pa.double() * pb.double()).sum()
-                         for pa, pb in zip(torch.split(a, self.sizes), torch.split(b, self.sizes))])
-        return torch.cat([q, q.sum()[None]])
+        """Per-tensor inner products (T + 1,) of two flat vectors (last: all tensors), returned in float64
+        (each tensor's product in the vectors' dtype, then summed in float64)."""
+        return dots(a, b, self.sizes)
 
     def add(self, g: int, vecs: dict[str, torch.Tensor], scalars: dict[str, torch.Tensor] | None = None) -> None:
         """Add one draw to group ``g``: its vectors by name and per-tensor scalars ((T + 1,) each)."""
+        self._grams.clear()
         for k, v in vecs.items():
             if k not in self.S:
                 self.S[k] = torch.zeros(self.G, sum(self.sizes), dtype=self.dtype)
@@ -68,10 +75,13 @@ class GroupSums:
         self.n[g] += 1
 
     def gram(self, a: str, b: str) -> torch.Tensor:
-        """Per-tensor Gram matrices (T + 1, G, G) of the group sums of ``a`` and ``b``."""
-        out = [pa.double() @ pb.double().T for pa, pb in zip(torch.split(self.S[a], self.sizes, 1),
-                                                            torch.split(self.S[b], self.sizes, 1))]
-        return torch.stack(out + [sum(out)])  # type: ignore[arg-type]
+        """Per-tensor Gram matrices (T + 1, G, G) of the group sums of ``a`` and ``b`` (each tensor's
+        product in the sums' dtype, returned in float64; cached until the next :meth:`add`)."""
+        if (a, b) not in self._grams:
+            out = [(pa @ pb.T).double() for pa, pb in zip(torch.split(self.S[a], self.sizes, 1),
+                                                         torch.split(self.S[b], self.sizes, 1))]
+            self._grams[(a, b)] = torch.stack(out + [sum(out)])  # type: ignore[arg-type]
+        return self._grams[(a, b)]
 
     def ustat(self, masks: torch.Tensor, a: str, b: str) -> torch.Tensor:
         """:math:`U(a, b)` for every mask: (J, T + 1). ``(a, b)`` must be one of the ``pairs``."""

@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from stbin.analysis._ustats import GroupSums, full_and_jackknife
+from stbin.analysis._ustats import GroupSums, dots, full_and_jackknife
 from stbin.analysis.chain import Chain
 from stbin.analysis.graph import HookedModel, read_model
 from stbin.analysis.control_variates import method_sample, paired_draw
@@ -161,7 +161,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
     for m, _, _ in resolved:
         pairs += [(f"{m}/e", f"{m}/e"), (f"{m}/e", "r"), (f"{m}/b", f"{m}/b"), (f"{m}/u", "r"), (f"{m}/ua", "r")]
     acc = GroupSums(G, sizes, dt, pairs)
-    det_cache: dict[str, torch.Tensor] = {}
+    det_cache: dict[str, tuple[torch.Tensor, ...]] = {}
     t0 = time.perf_counter()
     res = QualityResult(reference=reference, tolerance=float(tolerance), layers=_layer_weights(chain, names),
                         control_variate=bool(control_variate), st_samples=st_samples)
@@ -196,13 +196,26 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
         next_check = min(next_check, max_samples)
 
 
-def _unit(v: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
-    """``v`` with every tensor's part scaled to unit norm (zero parts stay zero)."""
-    return torch.cat([p / p.norm() if p.norm() > 0 else p for p in torch.split(v, sizes)])
+def _summary(samples: Sequence[torch.Tensor], sizes: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """(mean, mean of per-tensor unit vectors, mean of unit vectors, mean per-tensor squared norms (T + 1,))
+    of single-sample estimates, accumulated in place (zero parts stay zero)."""
+    e, u, ua = (torch.zeros_like(samples[0]) for _ in range(3))
+    q = torch.zeros(len(sizes) + 1, dtype=torch.float64)
+    for v in samples:
+        e.add_(v)
+        sq = dots(v, v, sizes)
+        q += sq
+        for ut, vt, n2 in zip(torch.split(u, sizes), torch.split(v, sizes), sq[:-1].tolist()):
+            if n2 > 0:
+                ut.add_(vt, alpha=n2 ** -0.5)
+        if sq[-1] > 0:
+            ua.add_(v, alpha=float(sq[-1]) ** -0.5)
+    K = len(samples)
+    return e.div_(K), u.div_(K), ua.div_(K), q / K
 
 
 def _draw(chain: Chain, loss_fn: LossFn, x, y, reference: str, generator, params, resolved, sizes,
-          control_variate: bool, K: int, det_cache: dict[str, torch.Tensor]
+          control_variate: bool, K: int, det_cache: dict[str, tuple[torch.Tensor, ...]]
           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     r"""One draw: the reference ``r`` (control-variate or plain) and, per method ``m``, ``m/e`` (mean of
     its samples, unbiased for :math:`\mathbb{E}m`), ``m/b`` (unbiased for :math:`\mathbb{E}m - g`),
@@ -210,28 +223,27 @@ def _draw(chain: Chain, loss_fn: LossFn, x, y, reference: str, generator, params
     squared norm per tensor)."""
     if control_variate:
         r, s0, fresh = paired_draw(chain, loss_fn, x, y, reference, generator, params, K)
-        rp = r - s0 + torch.stack(fresh).mean(0)
+        st_summary = _summary([s0] + fresh, sizes)
+        rp = r - s0
+        for v in fresh:
+            rp.add_(v, alpha=1.0 / len(fresh))
     else:
         ref = reference_sample(chain, loss_fn, x, y, reference, generator)
         rp = torch.cat([ref[k].reshape(-1) for k in params])
     vecs, scalars = {"r": rp}, {}
-    dots = GroupSums(1, sizes, rp.dtype, []).dots
     for m, est, temp in resolved:
         paired_st = control_variate and est.name == "st"
         if not est.random:
             if m not in det_cache:
-                det_cache[m] = method_sample(chain, loss_fn, x, y, est, temp, generator, params)
-            samples = [det_cache[m]]
+                det_cache[m] = _summary([method_sample(chain, loss_fn, x, y, est, temp, generator, params)], sizes)
+            e, u, ua, q = det_cache[m]
         elif paired_st:
-            samples = [s0] + fresh
+            e, u, ua, q = st_summary
         else:
-            samples = [method_sample(chain, loss_fn, x, y, est, temp, generator, params) for _ in range(K)]
-        e = torch.stack(samples).mean(0)
-        vecs[f"{m}/e"] = e
+            e, u, ua, q = _summary([method_sample(chain, loss_fn, x, y, est, temp, generator, params)
+                                    for _ in range(K)], sizes)
+        vecs[f"{m}/e"], vecs[f"{m}/u"], vecs[f"{m}/ua"], scalars[f"{m}/q"] = e, u, ua, q
         vecs[f"{m}/b"] = s0 - r if paired_st else e - rp
-        vecs[f"{m}/u"] = torch.stack([_unit(v, sizes) for v in samples]).mean(0)
-        vecs[f"{m}/ua"] = torch.stack([v / v.norm() if v.norm() > 0 else v for v in samples]).mean(0)
-        scalars[f"{m}/q"] = torch.stack([dots(v, v) for v in samples]).mean(0)
     return vecs, scalars
 
 def _layer_weights(chain: Chain | HookedModel, names: Sequence[str]) -> list[str]:

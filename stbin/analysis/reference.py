@@ -17,7 +17,10 @@ where both values of :math:`f` run the downstream network with the *same* unifor
 value of the conditional expectation :math:`\mathbb{E}[f \mid x_j = \pm1, \dots]`. One of the
 two is the main sample's loss, so each unit costs one extra downstream evaluation; they
 are batched: all units of a layer (in chunks) become rows of one tensor, and when the next
-layer is linear the flipped rows are formed as a rank-one update of its output. For a
+layer is linear the flipped rows are formed as a rank-one update of its output. On chains of
+linear layers, per-feature maps and stochastic layers (MLPs) the flips are propagated sparsely
+instead (:mod:`stbin.analysis._flips`: through binary weights only the few units whose threshold
+is within reach can flip, and the next layer's flip-noise term below is one matrix product). For a
 **Bernoulli weight** :math:`w = \operatorname{sign}(\theta - s_w z)`,
 :math:`\partial_\theta\mathbb{E}[f] = \mathbb{E}[\tfrac1{s_w}F_w'(\theta/s_w)(f(w{=}{+}1) - f(w{=}{-}1))]`.
 When the weight's layer is linear and followed (through per-feature maps such as batch
@@ -74,6 +77,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from stbin.analysis import _flips
+from stbin.analysis._flips import PER_FEATURE as _PER_FEATURE, per_feature_affine as _per_feature_affine
 from stbin.analysis._network import check_per_example_loss, surrogate_gradients
 from stbin.analysis.chain import Chain, analysis_mode, binary_forward, disarm_term, flipped_weight_differences
 from stbin.analysis.graph import HookedModel, graph_reference, read_model
@@ -83,9 +88,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 REFERENCES = ("local_expectation", "disarm")
 #: rows x features of one batched downstream evaluation (memory bound, about 64 MB in float32)
 ROW_BUDGET = 1 << 24
-_PER_FEATURE = (nn.BatchNorm1d, nn.Identity, nn.Dropout)
 #: remove the next layer's flip noise from the unit differences (module docstring); False: plain common random numbers
 RAO_BLACKWELL = True
+#: chains of linear layers, per-feature maps and stochastic layers run on propagated sparse flips
+#: (:mod:`stbin.analysis._flips`); False: the row-by-row evaluation below
+SPARSE_FLIPS = True
 
 
 class _Sample:
@@ -205,20 +212,6 @@ def _width(chain: Chain, s: _Sample, start: int) -> int:
     return max(w, s.out[0].numel())
 
 
-def _per_feature_affine(chain: Chain, k0: int, k1: int, m: int, like: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(scale, shift) of steps k0..k1-1 if all are per-feature affine maps (batch norm in evaluation,
-    identity, dropout) on m features, else None."""
-    steps = chain.steps[k0:k1]
-    if any(st.kind != "det" or not isinstance(st.module, _PER_FEATURE) for st in steps):
-        return None
-    z, o = torch.zeros(1, m, dtype=like.dtype, device=like.device), torch.ones(1, m, dtype=like.dtype, device=like.device)
-    with torch.no_grad():
-        for st in steps:
-            z, o = st.module(z), st.module(o)
-    return (o - z)[0], z[0]
-
-
 def _linear_then_act(chain: Chain, k: int) -> tuple[int, int] | None:
     """(step of the linear layer, act node) when step k+1 is linear and per-feature maps lead to an act node."""
     if k + 1 >= len(chain.steps):
@@ -246,6 +239,9 @@ def _unit_differences(s: _Sample, i: int, later: dict[int, torch.Tensor] | None 
     chain, nd = s.chain, s.chain.nodes[i]
     k = nd.step
     st = s.state[i]
+    segs = _flips.segments(s, i) if SPARSE_FLIPS else None
+    if segs is not None:
+        return _flips.unit_differences(s, i, segs, later, RAO_BLACKWELL)
     B = st.shape[0]
     flat = st.reshape(B, -1)
     n = flat.shape[1]
@@ -301,11 +297,7 @@ def _weight_differences(s: _Sample, i: int, unit_diff: dict[int, torch.Tensor]) 
                 Pm = tn.noise.prob_plus(pre2 + kappa, tn.scale)               # w_ij h_bj = -1
                 sumP = 0.5 * ((Pp + Pm) * D).sum(0)[:, None] + 0.5 * w * (((Pp - Pm) * D).T @ h)
             else:
-                sumP = torch.zeros_like(w)
-                bc = max(1, ROW_BUDGET // max(1, w.numel()))
-                for b0 in range(0, B, bc):
-                    t = pre2[b0:b0 + bc, :, None] - kappa[None, :, None] * w[None] * h[b0:b0 + bc, None, :]
-                    sumP += (tn.noise.prob_plus(t, tn.scale) * D[b0:b0 + bc, :, None]).sum(0)
+                sumP = _flips.shifted_prob_sums(tn, pre2, kappa, w, h, D, ROW_BUDGET)
             return w * ((P0 * D).sum(0)[:, None] - sumP) / B
         ec = max(1, min(w.numel(), ROW_BUDGET // max(1, B * _width(chain, s, k + 1))))
         return flipped_weight_differences(m, h, w, binary_forward(m, h, w), ec, s.L.detach().mean(),
