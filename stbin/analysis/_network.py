@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -216,6 +217,43 @@ def check_per_example_loss(loss: torch.Tensor, n: int) -> torch.Tensor:
         raise ValueError(f"loss_fn(output, target) must return per-example losses of shape ({n},), got {shape} "
                          f"(use reduction='none' for torch losses)")
     return loss
+
+
+class PerExampleLoss:
+    """``loss_fn`` as a function returning one loss per example, whichever reduction it has.
+
+    A loss that returns one loss per example (torch's ``reduction="none"``) is used as it is. One that
+    reduces the batch to a scalar (torch's default ``"mean"``, or ``"sum"``) is evaluated on each example
+    alone, vectorised by :func:`torch.func.vmap`: on a single example both reductions give that example's
+    loss, so the batch objective is their mean. (A reduction that weights the examples, e.g. class
+    weights with ``"mean"``, is not the mean of single-example losses: pass ``reduction="none"`` then.)
+    The first call decides which kind ``loss_fn`` is.
+
+    >>> import torch.nn.functional as F
+    >>> out, y = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), torch.tensor([0, 0, 1])
+    >>> torch.allclose(PerExampleLoss(F.cross_entropy)(out, y), F.cross_entropy(out, y, reduction="none"))
+    True
+    """
+
+    def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.loss_fn = loss_fn
+        self.reduces: bool | None = None
+
+    def __call__(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.reduces is None:
+            loss = self.loss_fn(out, target)
+            self.reduces = isinstance(loss, torch.Tensor) and loss.dim() == 0
+            if not self.reduces:
+                return check_per_example_loss(loss, out.shape[0])
+        if not self.reduces:
+            return check_per_example_loss(self.loss_fn(out, target), out.shape[0])
+        try:
+            loss = torch.func.vmap(lambda o, t: self.loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, target)
+        except Exception as e:  # a loss that vmap cannot batch (data-dependent Python control flow, .item())
+            raise ValueError(f"loss_fn(output, target) returns one number for the batch and cannot be evaluated "
+                             f"per example with torch.func.vmap ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                             f"give a loss that returns per-example losses (reduction='none')") from None
+        return check_per_example_loss(loss, out.shape[0])
 
 
 @functools.lru_cache(maxsize=64)

@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from stbin.analysis._network import PerExampleLoss
 from stbin.analysis._ustats import GroupSums, dots, full_and_jackknife
 from stbin.analysis.chain import Chain
 from stbin.analysis.graph import HookedModel, read_model
@@ -118,7 +119,9 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
             paths of :mod:`stbin.analysis.chain`, any other forward code (residual nets,
             ``binarize``-converted modules) through the hooks of :mod:`stbin.analysis.graph`;
             left unchanged.
-        loss_fn: ``loss_fn(output, target)`` returning per-example losses.
+        loss_fn: ``loss_fn(output, target)``: per-example losses (``reduction="none"``), or a
+            loss that reduces the batch to one number (torch's default mean, or sum), which is
+            then evaluated on each example alone (:class:`stbin.analysis._network.PerExampleLoss`).
         x, y: the batch (the expected loss is the batch mean).
         methods: registered pathwise gradient estimators (``st``, ``htanh``/``det_htanh``,
             ``tanh``, ``identity``, ``concrete:T``, ``st_concrete:T`` or your own).
@@ -142,7 +145,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
     """
     if reference not in REFERENCES:
         raise ValueError(f"unknown reference {reference!r}; valid: {', '.join(REFERENCES)}")
-    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 2):
+    if isinstance(tolerance, bool) or not (isinstance(tolerance, (int, float)) and 0 < tolerance < 2):
         raise ValueError(f"tolerance must be a number in (0, 2), got {tolerance!r}")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 3:
         raise ValueError(f"groups must be an integer >= 3, got {groups!r}")
@@ -151,6 +154,7 @@ def gradient_quality(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torc
     if isinstance(st_samples, bool) or not isinstance(st_samples, int) or st_samples < 1:
         raise ValueError(f"st_samples must be an integer >= 1, got {st_samples!r}")
     resolved = _resolve(methods)
+    loss_fn = PerExampleLoss(loss_fn)
     chain = read_model(model, x)
     params = chain.params()
     names = list(params)

@@ -69,6 +69,7 @@ def test_budget_is_reported() -> None:
     ({"methods": "st"}, "non-empty sequence"),
     ({"reference": "exact"}, "unknown reference"),
     ({"tolerance": 0}, "tolerance"),
+    ({"tolerance": True}, "tolerance"),
     ({"groups": 2}, "groups"),
 ])
 def test_bad_arguments(kw, msg) -> None:
@@ -77,8 +78,31 @@ def test_bad_arguments(kw, msg) -> None:
         gradient_quality(m, logistic_loss, x, y, **kw)
 
 
-def test_per_example_loss_is_required() -> None:
+def _quick(m, loss, x, y):
+    return gradient_quality(m, loss, x, y, methods=("st", "htanh"), generator=torch.Generator().manual_seed(0),
+                            max_samples=5, groups=5, min_samples=5)
+
+
+def test_a_loss_reduced_to_one_number_is_evaluated_per_example() -> None:
+    """torch's default mean, and sum, reduce the batch: gradient_quality then evaluates the loss on each
+    example alone, and every figure equals the per-example loss's (same generator, same draws)."""
     m, x, y = _net()
-    with pytest.raises(ValueError, match="per-example losses"):
-        gradient_quality(m, lambda o, t: logistic_loss(o, t).mean(), x, y, methods=("st",), max_samples=10,
-                         groups=5, min_samples=5)
+    ref = _quick(m, logistic_loss, x, y)
+    for reduced in (lambda o, t: logistic_loss(o, t).mean(), lambda o, t: logistic_loss(o, t).sum()):
+        res = _quick(m, reduced, x, y)
+        assert len(res.rows) == len(ref.rows)
+        for a, b in zip(res.rows, ref.rows):
+            assert a.keys() == b.keys()
+            for k in a:
+                assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6) if isinstance(a[k], float) else a[k] == b[k]
+
+
+@pytest.mark.parametrize("loss,msg", [
+    (lambda o, t: logistic_loss(o, t)[:-1], "per-example losses of shape"),        # one loss missing
+    (lambda o, t: logistic_loss(o, t)[:, None], "per-example losses of shape"),    # (n, 1)
+    (lambda o, t: torch.tensor(float(logistic_loss(o, t).mean().item())), "cannot be evaluated per example"),
+])
+def test_a_loss_that_is_neither_per_example_nor_batchable_is_refused(loss, msg) -> None:
+    m, x, y = _net()
+    with pytest.raises(ValueError, match=msg):
+        _quick(m, loss, x, y)
