@@ -8,10 +8,12 @@ not available offline). Binary and float steps are interleaved and the median ov
 is reported, so that load from other processes affects both alike.
 
     python benchmarks/bench_training.py [--presets sbn_mnist,lenet5_mnist] [--threads 1] [--out FILE.md]
-        [--clock cpu] [--compile]
+        [--clock cpu] [--compile] [--torch-sign]
 
 ``--clock cpu`` times the CPU time of the process (all threads), which other processes on a
-busy machine do not inflate (use it with ``--threads 1``). ``--compile`` adds the binary
+busy machine do not inflate (use it with ``--threads 1``). ``--torch-sign`` runs the
+deterministic sign and its htanh backward with torch's elementwise operations instead of
+stbin's one-pass kernels (the code before them, for a comparison in one session). ``--compile`` adds the binary
 model's step compiled with ``torch.compile`` (CPU inductor; forward, loss and backward in
 the compiled function, the optimizer step eager) and the ratio compiled / eager.
 """
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from stbin.cli.summary import INPUT_SHAPES
+from stbin.estimators._common import THRESHOLDS
 from stbin.models import build_model
 from stbin.training.presets import float_twin, get_preset
 from stbin.training.trainer import build_optimizer, model_kwargs_for
@@ -106,14 +109,18 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall (default) or cpu: CPU time of the process (use with --threads 1 on a busy machine)")
     p.add_argument("--compile", action="store_true", help="also time the binary step under torch.compile")
+    p.add_argument("--torch-sign", action="store_true",
+                   help="sign and htanh backward by torch's operations, not the one-pass kernels (before/after)")
     a = p.parse_args(argv)
+    if a.torch_sign:
+        THRESHOLDS.elementwise_kernel_min_numel = 1 << 62
     torch.set_num_threads(a.threads)
     if a.clock == "cpu":
         CLOCK[0] = time.process_time
     rows = [bench(name.strip(), a.repeats, a.min_time, a.compile) for name in a.presets.split(",") if name.strip()]
     extra = " compiled (img/s) | compiled / eager |" if a.compile else ""
     lines = [f"Training throughput, torch {torch.__version__}, {a.threads} thread(s), {a.clock} clock, "
-             f"{platform.processor() or platform.machine()}",
+             f"{platform.processor() or platform.machine()}" + (", sign by torch's operations" if a.torch_sign else ""),
              "", "| preset | model | input | batch | binary (img/s) | float twin (img/s) | binary / float |" + extra,
              "|---|---|---|--:|--:|--:|--:|" + ("--:|--:|" if a.compile else "")]
     for r in rows:
