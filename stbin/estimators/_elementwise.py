@@ -1,14 +1,15 @@
-"""The deterministic sign and the ``htanh`` straight-through backward, on their fastest path.
+"""The sign, its ``htanh`` backward and the logistic ST backward, on their fastest path.
 
 Large contiguous float32/float64 CPU tensors go through the one-pass numba kernels of
 :mod:`stbin.estimators._sign_numba` (one read, one write; torch needs four or five
-elementwise passes and a temporary mask for each), into an output buffer of
+elementwise passes and a temporary mask for each) and, for the logistic ST backward,
+float32 ones through :mod:`stbin.estimators._logistic_numba`, into an output buffer of
 :data:`stbin.estimators._buffers.BUFFERS` (reused once nothing refers to it, from
 ``THRESHOLDS.reuse_output_min_numel`` elements on); the kernels run over numba's threads
 (as many as ``torch.get_num_threads()``) from ``THRESHOLDS.parallel_sampling_min_numel``
 elements on. Everything else — other devices and dtypes, small or strided tensors,
 torch.compile tracing, double backward — takes the pure-torch formulas, which give the
-same values bit for bit (tested on every path).
+same values bit for bit (the logistic backward: within a few float32 ulp; tested on every path).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from stbin.estimators._buffers import BUFFERS
 from stbin.estimators._common import THRESHOLDS, is_compiling, sign_pm1_torch
 
 try:  # numba is a dependency; the torch formulas are the fallback where it cannot be imported
+    from stbin.estimators import _logistic_numba as _logistic_kernel
     from stbin.estimators import _sign_numba as _kernel
 except ImportError:  # pragma: no cover - exercised by the fallback test through monkeypatch
-    _kernel = None  # type: ignore[assignment]
+    _kernel = _logistic_kernel = None  # type: ignore[assignment]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -73,4 +75,26 @@ def htanh_grad(grad: torch.Tensor, x: torch.Tensor, clip: float) -> torch.Tensor
     parallel, threads = _parallel(grad.numel())
     _kernel.htanh_grad_into(grad.detach().view(-1).numpy(), x.detach().view(-1).numpy(), clip,
                             out.view(-1).numpy(), parallel, threads)
+    return out
+
+
+def logistic_st_grad(grad: torch.Tensor, a: torch.Tensor, scale: float) -> torch.Tensor | None:
+    r"""``grad * (2/s) F'(a/s)`` for logistic noise in one pass, or None where the kernel does not apply.
+
+    Large contiguous float32 CPU tensors of one shape, outside torch.compile tracing and
+    with grad mode off (double backward needs a differentiable formula); the caller then
+    takes its torch path. Within a few float32 ulp of the closed form (see
+    :mod:`stbin.estimators._logistic_numba`).
+
+    >>> from stbin.estimators._common import path_thresholds
+    >>> with torch.no_grad(), path_thresholds(elementwise_kernel_min_numel=1):
+    ...     logistic_st_grad(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, float("inf"), float("nan")]), 1.0)
+    tensor([0.5000, 0.0000,    nan])
+    """
+    if torch.is_grad_enabled() or _logistic_kernel is None or a.dtype != torch.float32 or not _fast(grad, a):
+        return None
+    out = BUFFERS.take(grad.shape, grad.dtype)
+    parallel, threads = _parallel(grad.numel())
+    _logistic_kernel.logistic_st_grad_into(grad.detach().view(-1).numpy(), a.detach().view(-1).numpy(), scale,
+                                           out.view(-1).numpy(), parallel, threads)
     return out
