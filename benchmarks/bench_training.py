@@ -21,6 +21,7 @@ the compiled function, the optimizer step eager) and the ratio compiled / eager.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import sys
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from stbin.cli.summary import INPUT_SHAPES
-from stbin.estimators._common import THRESHOLDS
+from stbin.estimators._common import path_thresholds
 from stbin.models import build_model
 from stbin.training.presets import float_twin, get_preset
 from stbin.training.trainer import build_optimizer, model_kwargs_for
@@ -112,12 +113,12 @@ def main(argv=None) -> int:
     p.add_argument("--torch-sign", action="store_true",
                    help="sign and htanh backward by torch's operations, not the one-pass kernels (before/after)")
     a = p.parse_args(argv)
-    if a.torch_sign:
-        THRESHOLDS.elementwise_kernel_min_numel = 1 << 62
     torch.set_num_threads(a.threads)
     if a.clock == "cpu":
         CLOCK[0] = time.process_time
-    rows = [bench(name.strip(), a.repeats, a.min_time, a.compile) for name in a.presets.split(",") if name.strip()]
+    kernels = path_thresholds(elementwise_kernel_min_numel=1 << 62) if a.torch_sign else contextlib.nullcontext()
+    with kernels:
+        rows = [bench(name.strip(), a.repeats, a.min_time, a.compile) for name in a.presets.split(",") if name.strip()]
     extra = " compiled (img/s) | compiled / eager |" if a.compile else ""
     lines = [f"Training throughput, torch {torch.__version__}, {a.threads} thread(s), {a.clock} clock, "
              f"{platform.processor() or platform.machine()}" + (", sign by torch's operations" if a.torch_sign else ""),
