@@ -8,10 +8,13 @@ not available offline). Binary and float steps are interleaved and the median ov
 is reported, so that load from other processes affects both alike.
 
     python benchmarks/bench_training.py [--presets sbn_mnist,lenet5_mnist] [--threads 1] [--out FILE.md]
-        [--clock cpu] [--compile]
+        [--clock cpu] [--compile] [--torch-sign]
 
 ``--clock cpu`` times the CPU time of the process (all threads), which other processes on a
-busy machine do not inflate (use it with ``--threads 1``). ``--compile`` adds the binary
+busy machine do not inflate (use it with ``--threads 1``). ``--torch-sign`` adds a third
+variant, interleaved with the other two: the binary model (same initialisation) with the
+deterministic sign and its htanh backward computed by torch's elementwise operations
+instead of stbin's one-pass kernels (the code before them), and the ratio kernels / torch. ``--compile`` adds the binary
 model's step compiled with ``torch.compile`` (CPU inductor; forward, loss and backward in
 the compiled function, the optimizer step eager) and the ratio compiled / eager.
 """
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from stbin.cli.summary import INPUT_SHAPES
+from stbin.estimators._common import path_thresholds
 from stbin.models import build_model
 from stbin.training.presets import float_twin, get_preset
 from stbin.training.trainer import build_optimizer, model_kwargs_for
@@ -71,13 +75,23 @@ def time_steps(step, n):
     return clock() - t
 
 
-def bench(preset, repeats, min_time, compiled=False):
+def torch_sign_step(step):
+    """``step`` with the sign and its htanh backward on torch's operations (the one-pass kernels off)."""
+    def run():
+        with path_thresholds(elementwise_kernel_min_numel=1 << 62):
+            step()
+    return run
+
+
+def bench(preset, repeats, min_time, compiled=False, torch_sign=False):
     cfg = get_preset(preset)
     shape = INPUT_SHAPES[cfg.data.name]
     batch = BATCH.get(preset, 16)
     steps = {"binary": make_step(cfg, shape, batch), "float": make_step(float_twin(cfg), shape, batch)}
     if compiled:
         steps["compiled"] = make_step(cfg, shape, batch, compiled=True)
+    if torch_sign:
+        steps["torch_sign"] = torch_sign_step(make_step(cfg, shape, batch))
     n = {}
     for k, s in steps.items():  # warm-up and choose steps per repeat
         s()
@@ -93,6 +107,9 @@ def bench(preset, repeats, min_time, compiled=False):
     if compiled:
         row["compiled"] = statistics.median(rates["compiled"])
         row["compiled/eager"] = row["compiled"] / b
+    if torch_sign:
+        row["torch_sign"] = statistics.median(rates["torch_sign"])
+        row["kernels/torch_sign"] = b / row["torch_sign"]
     return row
 
 
@@ -106,18 +123,24 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall (default) or cpu: CPU time of the process (use with --threads 1 on a busy machine)")
     p.add_argument("--compile", action="store_true", help="also time the binary step under torch.compile")
+    p.add_argument("--torch-sign", action="store_true",
+                   help="also time the binary step with the sign and htanh backward by torch's operations "
+                        "(not the one-pass kernels), interleaved")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     if a.clock == "cpu":
         CLOCK[0] = time.process_time
-    rows = [bench(name.strip(), a.repeats, a.min_time, a.compile) for name in a.presets.split(",") if name.strip()]
+    rows = [bench(name.strip(), a.repeats, a.min_time, a.compile, a.torch_sign)
+            for name in a.presets.split(",") if name.strip()]
     extra = " compiled (img/s) | compiled / eager |" if a.compile else ""
+    extra += " binary, torch sign (img/s) | kernels / torch sign |" if a.torch_sign else ""
     lines = [f"Training throughput, torch {torch.__version__}, {a.threads} thread(s), {a.clock} clock, "
              f"{platform.processor() or platform.machine()}",
              "", "| preset | model | input | batch | binary (img/s) | float twin (img/s) | binary / float |" + extra,
-             "|---|---|---|--:|--:|--:|--:|" + ("--:|--:|" if a.compile else "")]
+             "|---|---|---|--:|--:|--:|--:|" + ("--:|--:|" if a.compile else "") + ("--:|--:|" if a.torch_sign else "")]
     for r in rows:
         cols = f" {r['compiled']:.0f} | {r['compiled/eager']:.2f} |" if a.compile else ""
+        cols += f" {r['torch_sign']:.0f} | {r['kernels/torch_sign']:.2f} |" if a.torch_sign else ""
         lines.append(f"| {r['preset']} | {r['model']} | {r['shape']} | {r['batch']} | {r['binary']:.0f} | "
                      f"{r['float']:.0f} | {r['ratio']:.2f} |" + cols)
     text = "\n".join(lines) + "\n"

@@ -51,8 +51,17 @@ def plus_minus_one(positive: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return positive.to(dtype).mul_(2).sub_(1)
 
 
-def sign_pm1(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def is_compiling() -> bool:
+    """Whether torch.compile is tracing the current call (then only torch operations may run)."""
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def sign_pm1_torch(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``sign(x)`` in {-1, +1} with sign(0) = sign(-0) = +1 and **NaN -> NaN** (the library's NaN policy).
+
+    The pure-torch implementation (every device, dtype and torch.compile);
+    :func:`stbin.estimators._elementwise.sign_pm1` takes a one-pass kernel on large CPU tensors.
 
     A NaN pre-activation or latent weight means the run has diverged; mapping it to -1 (as
     a comparison ``x >= 0`` would) hides that, so it propagates to the output instead.
@@ -61,7 +70,9 @@ def sign_pm1(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     return out.masked_fill_(torch.isnan(x), float("nan"))
 
 
-# Size-dependent code paths. CPU sampling runs the parallel kernel from
+# Size-dependent code paths. The deterministic sign and its htanh backward take their
+# one-pass numba kernels from ``elementwise_kernel_min_numel`` elements on (below, torch's
+# operations: a kernel call costs a few microseconds). CPU sampling runs the parallel kernel from
 # ``parallel_sampling_min_numel`` elements on (below, the serial one: same numbers, no
 # thread wake-up) and reuses its output buffer from ``reuse_output_min_numel`` elements
 # on (32 MiB of float32: glibc's largest heap block; larger ones are mapped afresh, with
@@ -77,6 +88,7 @@ class PathThresholds:
     """Element counts from which the size-dependent fast paths are taken (read at every call)."""
 
     parallel_sampling_min_numel: int = 1 << 15
+    elementwise_kernel_min_numel: int = 1 << 14
     chunk_numel: int = 1 << 17
     reuse_output_min_numel: int = 1 << 23
 

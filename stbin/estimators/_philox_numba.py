@@ -24,27 +24,15 @@ and cached on disk.
 
 from __future__ import annotations
 
-import os
-
-import numba
 import numpy as np
 from numba import njit, prange
 
+from stbin.estimators._numba_config import JIT, set_threads
 from stbin.estimators.random import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, TILE_BLOCKS, TILE_ELEMENTS
-
-# numba's default threading layer (OpenMP where available) costs a thread wake-up per
-# call that dominates small kernels; the workqueue layer is cheap. (Same choice as the
-# inference kernels of stbin.deploy; an explicit NUMBA_THREADING_LAYER wins.)
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    try:
-        numba.threading_layer()
-    except ValueError:  # no parallel function has run yet: the layer can still be chosen
-        numba.config.THREADING_LAYER = "workqueue"
 
 # fastmath is harmless here (integer mixing and one exact float64 comparison per element;
 # NaN is tested with q != q, which LLVM keeps because 'nnan' is left out of the flags)
-_JIT = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False,
-            fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+_JIT = dict(JIT, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 _M0, _M1 = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1)
 _W0, _W1 = np.uint32(PHILOX_W0), np.uint32(PHILOX_W1)
 _B = TILE_BLOCKS
@@ -134,6 +122,5 @@ def compare_inplace(p: np.ndarray, seed: np.ndarray, parallel: bool, threads: in
     if not parallel:
         _compare_serial(p, seed, start // _E)
         return
-    if threads is not None:
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    set_threads(threads)
     _compare_parallel(p, seed, start // _E)

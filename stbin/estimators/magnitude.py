@@ -24,7 +24,8 @@ from typing import Any
 import torch
 
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import sign_pm1, scaled_grad, upcast
+from stbin.estimators._common import scaled_grad, upcast
+from stbin.estimators._elementwise import sign_pm1
 
 
 def channel_mean_abs(w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -13,14 +13,11 @@ both give identical numbers, as does the pure-torch fallback used where numba ca
 imported. Other devices (CUDA) compare with ``torch.rand`` drawn from the generator
 (torch's own parallel Philox).
 
-**Output buffers.** glibc returns blocks above 32 MiB to the system when they are freed
-and maps them anew (page faults, zero-filled pages) when they are allocated again, so a
-fresh 67 MB weight sample per step costs about as much as sampling it. From
-``THRESHOLDS.reuse_output_min_numel`` elements on, the output of the previous call of the
-same size and dtype is reused — but only when nothing references its storage any more
-(no tensor, view, autograd-saved tensor or numpy array: checked with the storage's
-reference count); otherwise a fresh buffer is allocated. The returned tensor is always
-a new tensor object (not a view) owning a reference to that storage.
+**Output buffers.** From ``THRESHOLDS.reuse_output_min_numel`` elements on, the output
+is written into a buffer of :data:`stbin.estimators._buffers.BUFFERS`: the storage of an
+earlier output of the same shape and dtype that nothing references any more (glibc maps
+blocks above 32 MiB afresh at every allocation, with page faults costing about as much
+as the sampling itself).
 
 The kernel is registered as the torch custom operator ``stbin::philox_sign_`` with a fake
 (meta) implementation, so ``torch.compile`` keeps it in the graph as one opaque call (no
@@ -30,14 +27,12 @@ generator, which the compiler traces as an ordinary random op.
 
 from __future__ import annotations
 
-import math
-import sys
-import threading
-
 import torch
 
 from stbin._validation import compute_dtype
-from stbin.estimators._common import THRESHOLDS, scaled, sign_pm1, upcast
+from stbin.estimators._buffers import BUFFERS
+from stbin.estimators._common import THRESHOLDS, is_compiling, scaled, upcast
+from stbin.estimators._elementwise import sign_pm1
 from stbin.estimators.noise import Noise
 from stbin.estimators.random import draw_seed, sign_from_probability
 
@@ -114,7 +109,7 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
     if a.device.type != "cpu":
         return _sample_sign_rand(a, noise, scale, generator)
     seed = draw_seed(generator)
-    if _is_compiling():
+    if is_compiling():
         p = probability(a, noise, scale)
         philox_sign_(p, seed)  # one opaque node of the graph
     else:
@@ -145,59 +140,6 @@ def _cdf_into(dst: torch.Tensor, a: torch.Tensor, noise: Noise, scale: float) ->
     torch.sigmoid(t, out=dst)
 
 
-class _Entry:
-    """A cached buffer, the Python object of its storage, and the reference counts while only the cache holds them."""
-
-    __slots__ = ("buf", "storage", "base")
-
-    def __init__(self, buf: torch.Tensor) -> None:
-        self.buf = buf
-        self.storage = buf.untyped_storage()  # torch keeps one Python object per storage: hold it
-        self.base = self.counts()
-
-    def counts(self) -> tuple[int, int]:
-        """(C++ references to the storage, Python references to its object)."""
-        return torch._C._storage_Use_Count(self.storage._cdata), sys.getrefcount(self.storage)
-
-
-class OutputBuffers:
-    """One reusable output buffer per (shape, dtype) for large samples (see the module docstring).
-
-    ``take(shape, dtype)`` returns a new tensor on the cached buffer's storage when that
-    storage is referenced by nothing but the cache (no tensor, view, saved tensor, numpy
-    array or storage object), and a freshly allocated one otherwise (which then becomes
-    the cached buffer). Below ``THRESHOLDS.reuse_output_min_numel`` elements it always
-    allocates (glibc keeps such blocks mapped: there are no page faults to save).
-    """
-
-    def __init__(self) -> None:
-        self._bufs: dict[tuple[tuple[int, ...], torch.dtype], _Entry] = {}
-        self._lock = threading.Lock()
-
-    def take(self, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        numel = math.prod(shape)
-        if numel < THRESHOLDS.reuse_output_min_numel or not hasattr(torch._C, "_storage_Use_Count"):
-            return torch.empty(shape, dtype=dtype)
-        key = (tuple(shape), dtype)
-        with self._lock:
-            entry = self._bufs.get(key)
-            if entry is None or entry.counts() != entry.base:
-                entry = self._bufs[key] = _Entry(torch.empty(shape, dtype=dtype))
-            buf = entry.buf
-            return torch.empty(0, dtype=dtype).set_(buf.untyped_storage(), 0, buf.shape, buf.stride())
-
-    def clear(self) -> None:
-        """Drop every cached buffer (their memory is freed once no sample refers to it)."""
-        with self._lock:
-            self._bufs.clear()
-
-
-BUFFERS = OutputBuffers()
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _sample_sign_rand(a: torch.Tensor, noise: Noise, scale: float,

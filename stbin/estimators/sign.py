@@ -37,16 +37,22 @@ import torch
 
 from stbin._registry import Registry
 from stbin._validation import check_floating, check_positive
-from stbin.estimators._common import sign_pm1, scaled_grad, upcast
+from stbin.estimators._common import scaled_grad, upcast
+from stbin.estimators._elementwise import htanh_grad, sign_pm1
 
 
 @dataclass(frozen=True)
 class SignProxy:
-    """A backward proxy of the sign: ``factor(x, clip, beta)`` is :math:`\\rho'(x)`."""
+    """A backward proxy of the sign: ``factor(x, clip, beta)`` is :math:`\\rho'(x)`.
+
+    ``fused(grad, x, clip, beta)``, when given, computes ``grad * factor(x, ...)`` in one
+    pass where it can and returns None elsewhere (the backward then multiplies by ``factor``).
+    """
 
     name: str
     factor: Callable[[torch.Tensor, float, float], torch.Tensor]
     noise: str
+    fused: Callable[[torch.Tensor, torch.Tensor, float, float], torch.Tensor | None] | None = None
 
 
 def _identity(x: torch.Tensor, clip: float, beta: float) -> torch.Tensor:
@@ -74,7 +80,8 @@ def _swish_sign(x: torch.Tensor, clip: float, beta: float) -> torch.Tensor:
 
 SIGN_PROXIES: Registry[SignProxy] = Registry("sign proxy")
 SIGN_PROXIES.register("identity", SignProxy("identity", _identity, "none (limit of wide uniform noise)"))
-SIGN_PROXIES.register("htanh", SignProxy("htanh", _htanh, "uniform, scale = clip"))
+SIGN_PROXIES.register("htanh", SignProxy("htanh", _htanh, "uniform, scale = clip",
+                                         lambda g, x, clip, beta: htanh_grad(g, x, clip)))
 SIGN_PROXIES.register("tanh", SignProxy("tanh", _tanh, "logistic, scale = 1/2"))
 SIGN_PROXIES.register("approx_sign", SignProxy("approx_sign", _approx_sign, "none"))
 SIGN_PROXIES.register("swish_sign", SignProxy("swish_sign", _swish_sign, "none"))
@@ -96,6 +103,10 @@ class Sign(torch.autograd.Function):
             return None, None, None, None
         if ctx.proxy.name == "identity":
             return grad.clone(), None, None, None
+        if ctx.proxy.fused is not None:
+            out = ctx.proxy.fused(grad, x, ctx.clip, ctx.beta)
+            if out is not None:
+                return out, None, None, None
         factor = ctx.proxy.factor(upcast(x), ctx.clip, ctx.beta)
         return scaled_grad(grad, factor), None, None, None
 

@@ -38,6 +38,7 @@ import torch
 from stbin._registry import check_choice
 from stbin._validation import check_floating, check_positive, compute_dtype
 from stbin.estimators._common import THRESHOLDS, scaled, scaled_grad, upcast
+from stbin.estimators._elementwise import logistic_st_grad
 from stbin.estimators.sampling import noisy_sign
 from stbin.estimators.noise import Noise, get_noise
 
@@ -49,8 +50,10 @@ _LOGISTIC = get_noise("logistic")
 def _is_logistic(noise: Noise) -> bool:
     """Whether ``noise`` is the logistic family (F = sigmoid, F' = sigmoid (1 - sigmoid)).
 
-    Its backward takes a fused path, ``aten.sigmoid_backward`` (``g * (1 - y) * y`` in one
-    pass), the same expression as the logistic ``pdf`` of :mod:`stbin.estimators.noise`.
+    Its backward takes a fused path: on large contiguous float32 CPU tensors the one-pass
+    kernel of :mod:`stbin.estimators._logistic_numba`, elsewhere ``aten.sigmoid_backward``
+    (``g * (1 - y) * y`` in one pass), the same expression as the logistic ``pdf`` of
+    :mod:`stbin.estimators.noise`.
     """
     return noise is _LOGISTIC or (noise.cdf is _LOGISTIC.cdf and noise.pdf is _LOGISTIC.pdf)
 
@@ -60,6 +63,9 @@ def _st_backward(grad: torch.Tensor, a: torch.Tensor, noise: Noise, scale: float
     if not _is_logistic(noise) or torch.is_grad_enabled():
         # generic path (also for double backward: no in-place ops on the graph)
         return scaled_grad(grad, noise.st_factor(upcast(a), scale))
+    fused = logistic_st_grad(grad, a, scale)
+    if fused is not None:
+        return fused
     if (a.device.type == "cpu" and a.numel() >= THRESHOLDS.chunk_numel and grad.shape == a.shape
             and a.is_contiguous() and grad.is_contiguous()):
         return _logistic_st_backward_chunked(grad, a, scale)

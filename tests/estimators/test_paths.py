@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from stbin.estimators import bernoulli_weight, stochastic_sign
-from stbin.estimators import _common, stochastic
+from stbin.estimators import _common, _elementwise, stochastic
 from stbin.estimators._common import THRESHOLDS, path_thresholds
 from stbin.estimators.noise import NOISES
 
@@ -104,14 +104,48 @@ def test_st_backward_equals_closed_form_on_every_path(monkeypatch, noise, dtype,
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_chunked_st_backward_at_its_real_threshold(monkeypatch, dtype):
+    # float32 takes the one-pass kernel (test_logistic_kernel_backward_on_every_path), other dtypes the chunks
     spy = Spy(monkeypatch, stochastic, "_logistic_st_backward_chunked")
+    kernel = Spy(monkeypatch, _elementwise._logistic_kernel, "logistic_st_grad_into")
     n = THRESHOLDS.chunk_numel + 5  # two chunks, the second a partial one
     assert n >= 131_072
     a, g_out = _inputs(n, dtype, 1.5, seed=1)
     g = _backward(a, g_out, "logistic", 1.5)
-    assert spy.calls == 1
+    assert (spy.calls, kernel.calls) == ((0, 1) if dtype == torch.float32 else (1, 0))
     torch.testing.assert_close(g, (closed_form_factor("logistic", a, 1.5) * g_out.double()).to(dtype),
                                **_tol(dtype))
+
+
+KERNEL_PATHS = {"serial": {"elementwise_kernel_min_numel": 1},
+                "parallel": {"elementwise_kernel_min_numel": 1, "parallel_sampling_min_numel": 1},
+                "reused": {"elementwise_kernel_min_numel": 1, "reuse_output_min_numel": 1}}
+
+
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_logistic_kernel_backward_on_every_path(monkeypatch, two_threads, path, scale):
+    kernel = Spy(monkeypatch, _elementwise._logistic_kernel, "logistic_st_grad_into")
+    a, g_out = _inputs(3000, torch.float32, scale)
+    a[6:12] = torch.tensor([math.inf, -math.inf, 200 * scale, -200 * scale, 1e-30, -1e-30])
+    with path_thresholds(**KERNEL_PATHS[path]):
+        g = _backward(a.view(30, 100), g_out.view(30, 100), "logistic", scale).view(-1)
+    assert kernel.calls == 1
+    expected = (closed_form_factor("logistic", a, scale) * g_out.double()).float()
+    torch.testing.assert_close(g, expected, **_tol(torch.float32))
+    assert g[6:10].tolist() == [0.0, 0.0, 0.0, 0.0]  # +-inf and far tails: an exact zero factor
+    a[12] = math.nan
+    with path_thresholds(**KERNEL_PATHS[path]):
+        g2 = _backward(a, g_out, "logistic", scale)
+    assert math.isnan(g2[12]) and torch.equal(g2[13:], g[13:])  # NaN stays NaN, the rest is unchanged
+
+
+def test_logistic_kernel_gives_the_same_numbers_for_one_and_two_threads(two_threads):
+    a, g_out = _inputs(200_000, torch.float32, 0.8, seed=3)
+    out = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out.append(_backward(a, g_out, "logistic", 0.8))
+    assert torch.equal(out[0], out[1])
 
 
 @pytest.mark.parametrize("noise", NOISE_NAMES)
