@@ -268,7 +268,10 @@ def from_dict(d: dict[str, Any]) -> Config:
     from stbin.models.common import current_option_names
     from stbin.plugins import is_plugin
 
-    model = dict(d.get("model", {}))
+    model = d.get("model", {})
+    if not isinstance(model, dict):
+        raise ValueError(f"checkpoint config: [model] must be a table, got {model!r:.80}")
+    model = dict(model)
     if not is_plugin(model.get("name")):
         model = current_option_names(model, "the checkpoint's [model]")
     return merge(Config(model=model), {k: v for k, v in d.items() if k != "model"}, "checkpoint config")
