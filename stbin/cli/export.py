@@ -99,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
     recorded = ckpt["model"].get("kwargs", {}).get("input_shape")
     if shape is None and isinstance(recorded, (list, tuple)):  # [plugins] the shape the model was built for
         shape = tuple(int(v) for v in recorded)
+    model = load_model(ckpt)  # the checkpoint's model and weights checked before anything is written
     if shape is not None:
-        check_input_shape(load_model(ckpt), shape, args.input_shape or ",".join(map(str, shape)))
+        check_input_shape(model, shape, args.input_shape or ",".join(map(str, shape)))
     net = export_checkpoint(ckpt, args.out, shape)
-    model = load_model(ckpt)
     f32 = net.meta.get("float32_bytes", 0)
     bf, bp = binary_weight_bytes(model)
     size = os.path.getsize(args.out)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stbin.training.checkpoint import CheckpointError
+from stbin.training.checkpoint import CheckpointError, check_finite
 
 __all__ = ["rng_state", "set_rng_state", "check_training_state", "restore_training_state"]
 
@@ -96,13 +96,6 @@ def check_training_state(ckpt: dict[str, Any], bop: bool = False) -> None:
         raise bad("metrics", "a list of per-epoch records (dicts)")
 
 
-def _check_finite(tensors: dict[str, Any], where: str, key: str) -> None:
-    """Every floating-point tensor of ``tensors`` is finite (a NaN weight would stop the run later)."""
-    for name, t in tensors.items():
-        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where}: {key} holds non-finite values (NaN or inf) in {name}")
-
-
 def _check_moments(opt: torch.optim.Optimizer, where: str, key: str) -> None:
     """Every non-scalar tensor of the loaded optimizer state has its parameter's shape and is finite."""
     for i, (p, state) in enumerate(opt.state.items()):
@@ -110,7 +103,7 @@ def _check_moments(opt: torch.optim.Optimizer, where: str, key: str) -> None:
             if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape != p.shape:
                 raise CheckpointError(f"{where}: {key} holds {name} of shape {tuple(t.shape)} for a parameter of "
                                       f"shape {tuple(p.shape)}")
-        _check_finite({f"{name} of parameter {i}": t for name, t in state.items()}, where, key)
+        check_finite({f"{name} of parameter {i}": t for name, t in state.items()}, where, key)
 
 
 def restore_training_state(ckpt: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
@@ -125,7 +118,7 @@ def restore_training_state(ckpt: dict[str, Any], model: nn.Module, opt: torch.op
     """
     check_training_state(ckpt, bop=bop is not None)
     where = ckpt.get("_path", "the checkpoint")
-    _check_finite(ckpt["model_state"], where, "model_state")
+    check_finite(ckpt["model_state"], where, "model_state")
     parts: list[tuple[str, Any]] = [("model_state", lambda: model.load_state_dict(ckpt["model_state"])),
                                     ("optimizer_state", lambda: opt.load_state_dict(ckpt["optimizer_state"]))]
     if bop is not None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbin.reporting.markdown import plural
-from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, check_same_model,  # noqa: F401  (re-exported)
+from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, check_finite, check_same_model,  # noqa: F401  (re-exported)
                                        checkpoint_path, find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
 from stbin.training.config import Config
 from stbin.training.evaluation import evaluate  # noqa: F401  (re-exported)
@@ -72,6 +72,7 @@ def init_weights(model: nn.Module, path: str | Path, warn: Callable[[str], None]
     from stbin.nn import load_float_state_dict
 
     ckpt = latest_checkpoint(path, warn)
+    check_finite(ckpt["model_state"], ckpt["_path"], "model_state")
     report = load_float_state_dict(model, ckpt["model_state"])
     if not any(not k.endswith("num_batches_tracked") for k in report.copied) and not report.transferred:
         raise ValueError(f"init_from {path}: no parameter of the checkpoint matches this model")

@@ -123,3 +123,18 @@ def test_the_cli_says_one_line_for_a_crafted_checkpoint(run, tmp_path):
 def test_a_checkpoint_config_whose_model_is_not_a_table_is_refused():
     with pytest.raises(ValueError, match=r"\[model\] must be a table, got \[1, 2\]"):
         from_dict({"model": [1, 2]})
+
+
+def test_init_from_refuses_non_finite_weights(run, tmp_path):
+    """Before: NaN weights were copied into the new run, which diverged after its first epoch."""
+    from stbin.training.checkpoint import save_checkpoint
+
+    _, ckpt = run
+    state = dict(ckpt["model_state"])
+    state["1.weight"] = torch.full_like(state["1.weight"], float("nan"))
+    save_checkpoint(tmp_path / "src" / "checkpoint-epoch0001.pt", {"model": ckpt["model"], "model_state": state})
+    cfg = build_config("tiny", overrides=[f'out_dir="{tmp_path / "out"}"', *SMALL, "train.epochs=1",
+                                          f'init_from="{tmp_path / "src"}"'])
+    with pytest.raises(CheckpointError, match="model_state holds non-finite values"):
+        train(cfg, log=quiet)
+    assert not checkpoint_path(tmp_path / "out", 1).exists()
