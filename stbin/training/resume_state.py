@@ -63,7 +63,8 @@ def check_training_state(ckpt: dict[str, Any], bop: bool = False) -> None:
     """:class:`CheckpointError` unless ``ckpt`` holds a training state of the layout the trainer
     writes: ``epoch`` and ``step`` integers >= 0, ``optimizer_state`` (and ``bop_state`` if
     ``bop``) an optimizer state dict, ``scheduler_state`` a dict, ``rng_state`` (optional) a dict
-    of byte tensors (``cuda``: a list of them), ``metrics`` (optional) a list of dicts.
+    of byte tensors (``cuda``: a list of them), ``metrics`` (optional) a list of dicts of names to
+    numbers or strings.
 
     Args:
         ckpt: a loaded checkpoint (:func:`stbin.training.checkpoint.load_checkpoint`).
@@ -91,9 +92,11 @@ def check_training_state(ckpt: dict[str, Any], bop: bool = False) -> None:
         if not ok:
             raise bad("rng_state", "a dict of generator states (1-D uint8 tensors, 'torch' among them)")
     metrics = ckpt.get("metrics", [])
-    if not (isinstance(metrics, list) and all(isinstance(r, dict) and all(isinstance(k, str) for k in r)
+    scalar = (int, float, str, bool, type(None))  # what metrics.jsonl / metrics.csv can hold
+    if not (isinstance(metrics, list) and all(isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, scalar)
+                                                                           for k, v in r.items())
                                               for r in metrics)):
-        raise bad("metrics", "a list of per-epoch records (dicts)")
+        raise bad("metrics", "a list of per-epoch records (dicts of names to numbers or strings)")
 
 
 def _check_moments(opt: torch.optim.Optimizer, where: str, key: str) -> None:

@@ -80,6 +80,8 @@ CASES = [
     ("rng float", _set(["rng_state", "torch"], torch.zeros(3)), "rng_state must be a dict of generator states"),
     ("rng short", _set(["rng_state", "torch"], torch.zeros(3, dtype=torch.uint8)), "its rng_state does not fit"),
     ("metrics", _set(["metrics"], "x"), "metrics must be a list of per-epoch records"),
+    # a tensor in a record: before, json.dumps failed after the first resumed epoch
+    ("metrics value", _set(["metrics"], [{"epoch": 1, "loss": torch.zeros(2)}]), "metrics must be a list of per-epoch"),
     ("weights shape", _set(["model_state", "1.weight"], torch.zeros(3, 3)), "its model_state does not fit"),
     ("weights missing", lambda ck: ck["model_state"].pop("1.weight"), "its model_state does not fit"),
     ("weights inf", _weight_nan, "model_state holds non-finite values"),
