@@ -18,6 +18,12 @@ The checkpoint of a run stores the import path and the arguments, so that resumi
 ``stbin summary --checkpoint`` and ``stbin export`` rebuild the model through the same
 factory; when the module cannot be imported they say what to make importable.
 
+Only functions made for the purpose are called (:func:`check_factory`): a model factory must
+declare ``input_shape`` and ``num_classes`` as named parameters, a dataset factory ``root``, and
+neither may come from Python's standard library. A checkpoint or config file names the
+factory *and* its arguments, so without this a crafted file could make ``stbin summary
+--checkpoint`` call any importable function (``subprocess:run`` with ``shell=True``).
+
 >>> is_plugin("mlp"), is_plugin("mypkg.models:tiny")
 (False, True)
 >>> load_factory("model", "math:floor")(2.5)
@@ -27,8 +33,10 @@ factory; when the module cannot be imported they say what to make importable.
 from __future__ import annotations
 
 import importlib
+import inspect
 import numbers
 import re
+import sys
 from typing import Any, Callable
 
 _PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -77,6 +85,43 @@ def load_factory(kind: str, path: str) -> Callable[..., Any]:
     return obj
 
 
+#: the parameters a factory of each kind must declare by name (its contract, see the module docstring)
+DECLARED_PARAMETERS = {"model": ("input_shape", "num_classes"), "dataset": ("root",)}
+
+
+def _not_standard_library(kind: str, path: str, module: str) -> None:
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        raise PluginError(f"{kind} plugin {path!r}: module {module!r} is part of Python's standard library, "
+                          f"not a {kind} factory")
+
+
+def check_factory(kind: str, path: str, factory: Callable[..., Any]) -> None:
+    """:class:`PluginError` unless ``factory`` is a ``kind`` factory: it declares the parameters of
+    :data:`DECLARED_PARAMETERS` by name and neither ``path``'s module nor the factory's own comes
+    from Python's standard library. Checked before the factory is called, so that a file naming
+    ``"subprocess:run"`` (with ``shell=True`` among its "options") never runs it.
+
+    >>> check_factory("model", "subprocess:run", __import__("subprocess").run)
+    Traceback (most recent call last):
+    ...
+    stbin.plugins.PluginError: model plugin 'subprocess:run': module 'subprocess' is part of Python's standard library, not a model factory
+    """
+    _not_standard_library(kind, path, path.split(":")[0])
+    _not_standard_library(kind, path, getattr(factory, "__module__", None) or "")
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        raise PluginError(f"{kind} plugin {path!r}: its signature cannot be read, so it cannot be checked to be "
+                          f"a {kind} factory") from None
+    named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    missing = [n for n in DECLARED_PARAMETERS[kind] if n not in named]
+    if missing:
+        want = ", ".join(DECLARED_PARAMETERS[kind])
+        raise PluginError(f"{kind} plugin {path!r} does not declare the parameter(s) {', '.join(missing)} of a "
+                          f"{kind} factory: define it as factory({want}, **options)")
+
+
 def call_factory(kind: str, path: str, factory: Callable[..., Any], **kwargs: Any) -> Any:
     """Call ``factory(**kwargs)``; any exception becomes one :class:`PluginError` line naming the plugin."""
     try:
@@ -91,7 +136,11 @@ def build_model_plugin(path: str, **kwargs: Any) -> Any:
 
     if "input_shape" in kwargs:
         kwargs["input_shape"] = tuple(int(s) for s in kwargs["input_shape"])
-    model = call_factory("model", path, load_factory("model", path), **kwargs)
+    if isinstance(path, str) and _PATH.match(path):  # no standard-library module is even imported
+        _not_standard_library("model", path, path.split(":")[0])
+    factory = load_factory("model", path)
+    check_factory("model", path, factory)
+    model = call_factory("model", path, factory, **kwargs)
     if not isinstance(model, nn.Module):
         raise PluginError(f"model plugin {path!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -101,7 +150,11 @@ def load_dataset_plugin(path: str, root: str | None, **options: Any) -> tuple[An
     """``factory(root=..., **options)`` -> ``(train, test, num_classes)``, checked (first item of each split)."""
     from torch.utils.data import Dataset
 
-    out = call_factory("dataset", path, load_factory("dataset", path), root=root, **options)
+    if isinstance(path, str) and _PATH.match(path):  # no standard-library module is even imported
+        _not_standard_library("dataset", path, path.split(":")[0])
+    factory = load_factory("dataset", path)
+    check_factory("dataset", path, factory)
+    out = call_factory("dataset", path, factory, root=root, **options)
     if not isinstance(out, tuple) or len(out) != 3:
         raise PluginError(f"dataset plugin {path!r} returned {type(out).__name__}; expected a tuple "
                           "(train, test, num_classes)")
@@ -151,5 +204,5 @@ def check_item(item: Any, num_classes: int, where: str, shape: tuple[int, ...] |
     return tuple(x.shape)
 
 
-__all__ = ["PluginError", "is_plugin", "load_factory", "call_factory", "build_model_plugin",
+__all__ = ["PluginError", "DECLARED_PARAMETERS", "is_plugin", "load_factory", "check_factory", "call_factory", "build_model_plugin",
            "load_dataset_plugin", "check_item"]

@@ -15,7 +15,8 @@ onnx package; ``--verify`` then needs onnxruntime).
 from __future__ import annotations
 
 import argparse
-import re
+
+from stbin.cli.shapes import check_input_shape, parse_shape, recorded_shape
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,32 +33,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--verify-samples", type=int, default=2000,
                    help="random inputs for --verify when the model is not an MNIST model (default: 2000)")
     return p
-
-
-def parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        shape = tuple(int(s) for s in re.split(r"[,xX]", text.strip()))
-    except ValueError:
-        raise ValueError(f"--input-shape must be integers separated by commas, got {text!r}") from None
-    if not shape or min(shape) < 1:
-        raise ValueError(f"--input-shape must be positive integers, got {text!r}")
-    return shape
-
-
-def check_input_shape(model, shape: tuple[int, ...], text: str) -> None:
-    """ValueError unless a batch of inputs of ``shape`` runs through ``model`` (before anything is written)."""
-    import torch
-
-    from stbin.nn import eval_mode
-
-    try:
-        with torch.no_grad(), eval_mode(model, "mode"):
-            model(torch.zeros((2, *shape)))
-    except (RuntimeError, ValueError, IndexError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"--input-shape {text} does not fit the checkpoint's model: {reason[:160]}") from None
 
 
 def verification_inputs(input_shape, n_random: int):
@@ -79,7 +54,7 @@ def verification_inputs(input_shape, n_random: int):
 def run(args: argparse.Namespace) -> int:
     import os
 
-    shape = parse_shape(args.input_shape)
+    shape = parse_shape(args.input_shape) if args.input_shape is not None else None
     if args.verify_samples < 1:
         raise ValueError(f"--verify-samples must be >= 1, got {args.verify_samples}")
     if os.path.isdir(args.out):
@@ -96,13 +71,14 @@ def run(args: argparse.Namespace) -> int:
     from stbin.training import load_checkpoint, load_model
 
     ckpt = load_checkpoint(args.checkpoint)
-    recorded = ckpt["model"].get("kwargs", {}).get("input_shape")
-    if shape is None and isinstance(recorded, (list, tuple)):  # [plugins] the shape the model was built for
-        shape = tuple(int(v) for v in recorded)
+    # [plugins] the shape the model was built for
+    recorded = recorded_shape(ckpt["model"].get("kwargs", {}).get("input_shape"), args.checkpoint)
+    shape = shape or recorded
+    model = load_model(ckpt)  # the checkpoint's model and weights checked before anything is written
     if shape is not None:
-        check_input_shape(load_model(ckpt), shape, args.input_shape or ",".join(map(str, shape)))
+        check_input_shape(model, shape, f"--input-shape {args.input_shape}" if args.input_shape else
+                          f"the input shape {','.join(map(str, shape))} recorded in {args.checkpoint}")
     net = export_checkpoint(ckpt, args.out, shape)
-    model = load_model(ckpt)
     f32 = net.meta.get("float32_bytes", 0)
     bf, bp = binary_weight_bytes(model)
     size = os.path.getsize(args.out)

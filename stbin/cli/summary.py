@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from stbin.cli.shapes import check_input_shape, parse_shape, recorded_shape
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("summary", help="per-layer parameters, memory and MACs by precision of a model",
@@ -30,16 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 INPUT_SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "digits": (1, 8, 8),
                 "synthetic": (1, 8, 8)}
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"--input-shape must be like 3,32,32, got {text!r}") from None
-    if not shape or min(shape) < 1:
-        raise ValueError(f"--input-shape must be positive integers, got {text!r}")
-    return shape
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,16 +56,16 @@ def run(args: argparse.Namespace) -> int:
         extra.update(parsed["model"])
     if args.checkpoint and extra:
         raise ValueError("--set does not apply to --checkpoint: the checkpoint fixes the model's arguments")
-    shape = _shape(args.input_shape) if args.input_shape else None
+    shape = parse_shape(args.input_shape) if args.input_shape else None
     if args.checkpoint:
         from stbin.training import load_checkpoint, load_model
 
         ckpt = load_checkpoint(args.checkpoint)
         model, name = load_model(ckpt), ckpt["model"]["name"]
         kw = dict(ckpt["model"].get("kwargs", {}))
-        recorded = ckpt["model"].get("input_shape", kw.get("input_shape"))  # the data's shape, if recorded
-        if shape is None and isinstance(recorded, (list, tuple)) and recorded:
-            shape = tuple(int(v) for v in recorded)
+        # the data's shape, if recorded
+        recorded = recorded_shape(ckpt["model"].get("input_shape", kw.get("input_shape")), args.checkpoint)
+        shape = shape or recorded
         if shape is None:
             ds = (ckpt.get("config") or {}).get("data", {}).get("name")
             shape = INPUT_SHAPES.get(ds) or (kw.get("in_channels", 1), kw.get("image_size", 28), kw.get("image_size", 28))
@@ -100,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
             model = build_model(name, **kw)
         except TypeError as e:
             raise ValueError(f"model {name!r}: {e}") from None
+        except (MemoryError, RuntimeError) as e:  # e.g. a huge --input-shape for an MLP
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise ValueError(f"model {name!r} cannot be built for inputs {'x'.join(map(str, shape))}: "
+                             f"{reason[:200]}") from None
+    check_input_shape(model, shape, f"--input-shape {args.input_shape}" if args.input_shape else
+                      f"the input shape {','.join(map(str, shape))}")
     for key in deprecated:
         print(f"stbin summary: warning: --set {key}=... is deprecated; write --set model.{key}=... "
               "(the key of stbin train)", file=sys.stderr)

@@ -71,6 +71,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    path = run_report(cfg, out, progress=False if args.no_progress else None, plots=not args.no_plots)
+    from stbin.theory.descent import DescentDiverged
+
+    try:
+        path = run_report(cfg, out, progress=False if args.no_progress else None, plots=not args.no_plots)
+    except DescentDiverged as e:  # the step is too large for the problem's size: say which option to change
+        raise ValueError(f"{e}: pass a smaller --lr (now {cfg.lr:g}) or smaller --m / --n "
+                         f"(now {cfg.m} / {cfg.n})") from None
     print(f"wrote {path}" + ("" if args.no_plots else " and its plots"))
     return 0

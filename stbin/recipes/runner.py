@@ -57,10 +57,8 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
     t0 = time.perf_counter()
     index = {run.key: i for i, run in enumerate(runs, 1)}
 
-    def prepare(run: Run) -> tuple[Any, Path] | None:
-        """The run's config and folder; None when its result is already known (reused, skipped, not run)."""
-        i = index[run.key]
-        rdir = root / "runs" / run.key
+    def config_items(run: Run, rdir: Path) -> list[str]:
+        """The run's config overrides: the recipe's, then the command line's."""
         items = list(run.overrides) + [f"seed={run.seed}", f"out_dir={toml_str(str(rdir))}", "train.progress=false"]
         if run.init_from is not None:
             items.append(f"init_from={toml_str(str(root / 'runs' / run.init_from))}")
@@ -75,6 +73,16 @@ def run_recipe(name: str, out_dir: str | Path = "reproduce", quick: bool = False
             items += list(deep_overrides)
         else:
             items += list(overrides)
+        return items
+
+    for run in runs:  # a bad --set / --deep-set value is the user's: refused before any run starts
+        build_config(run.preset, overrides=config_items(run, root / "runs" / run.key))
+
+    def prepare(run: Run) -> tuple[Any, Path] | None:
+        """The run's config and folder; None when its result is already known (reused, skipped, not run)."""
+        i = index[run.key]
+        rdir = root / "runs" / run.key
+        items = config_items(run, rdir)
         try:
             cfg = build_config(run.preset, overrides=items)
             if epoch_scale != 1.0:

@@ -53,6 +53,10 @@ class Trajectory:
         return self.max_increase() <= atol
 
 
+class DescentDiverged(ValueError):
+    """Coarse gradient descent whose iterate became infinite or NaN (the learning rate is too large)."""
+
+
 def coarse_gradient_descent(
     v0: Any,
     w0: Any,
@@ -70,7 +74,8 @@ def coarse_gradient_descent(
     forms (:func:`expected_coarse_gradient`). Sampled: the Monte Carlo mean over
     ``n_samples`` fresh inputs per step (:func:`sample_coarse_gradient`, drawing from
     ``generator``). Returns a :class:`Trajectory` (loss, angle, ||w||, ||v||, gradient
-    norms per iterate). Raises ValueError if an iterate reaches ``w = 0``.
+    norms per iterate). Raises ValueError if an iterate reaches ``w = 0``, and
+    :class:`DescentDiverged` (a ValueError) if it overflows (``lr`` too large).
     """
     ste = _check_ste(ste)
     v, w, v_star, w_star = _check_vectors(v0, w0, v_star, w_star)
@@ -80,6 +85,12 @@ def coarse_gradient_descent(
         n_samples = check_int_at_least("n_samples", n_samples, 1)
     _w_norm_nonzero(w, "coarse gradient descent (starting point)")
     rng = _rng(generator) if n_samples is not None else None
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught below, as DescentDiverged
+        return _descend(v, w, v_star, w_star, ste, lr, steps, n_samples, rng)
+
+
+def _descend(v: np.ndarray, w: np.ndarray, v_star: np.ndarray, w_star: np.ndarray, ste: str, lr: float, steps: int,
+             n_samples: int | None, rng: Any) -> Trajectory:
     m, n = v.shape[0], w.shape[0]
     V = np.empty((steps + 1, m))
     W = np.empty((steps + 1, n))
@@ -102,6 +113,9 @@ def coarse_gradient_descent(
         if k < steps:
             v = v - lr * gv
             w = w - lr * gw
+            if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
+                raise DescentDiverged(f"coarse gradient descent with the {ste} STE diverged at step {k + 1}: the "
+                                      f"iterate overflowed; lr = {lr:g} is too large for this problem")
     return Trajectory(
         ste=ste, lr=lr, n_samples=n_samples, loss=out["loss"], angle=out["angle"],
         w_norm=out["w_norm"], v_norm=out["v_norm"], grad_v_norm=out["gv"], grad_w_norm=out["gw"],

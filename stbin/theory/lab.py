@@ -80,11 +80,18 @@ class TheoryConfig:
                 raise ValueError(f"{name} must be a positive integer, got {val!r}")
         if self.corr_points < 2 or self.onestep_lrs < 2:
             raise ValueError("corr_points and onestep_lrs must be >= 2")
+        if self.steps * (self.m + self.n) > MAX_ITERATE_VALUES:
+            raise ValueError(f"steps x (m + n) must be <= {MAX_ITERATE_VALUES:.0e} (a trajectory keeps every iterate, "
+                             f"8 bytes a value), got {self.steps} x ({self.m} + {self.n})")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
+
+
+#: the most values the iterates of one descent trajectory may hold (steps x (m + n); 800 MB as float64)
+MAX_ITERATE_VALUES = 100_000_000
 
 
 # --------------------------------------------------------------------------- set-up

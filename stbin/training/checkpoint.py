@@ -131,6 +131,20 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device | 
     return obj
 
 
+def check_finite(tensors: dict[str, Any], where: str, key: str) -> None:
+    """:class:`CheckpointError` unless every floating-point tensor of ``tensors`` is finite (the
+    trainer never writes a NaN or infinite weight: such a file was damaged or crafted).
+
+    >>> check_finite({"w": torch.tensor([1.0, float("nan")])}, "ck.pt", "model_state")
+    Traceback (most recent call last):
+    ...
+    stbin.training.checkpoint.CheckpointError: ck.pt: model_state holds non-finite values (NaN or inf) in w
+    """
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{where}: {key} holds non-finite values (NaN or inf) in {name}")
+
+
 def load_model(path_or_checkpoint: str | os.PathLike | dict[str, Any],
                map_location: str | torch.device | None = "cpu") -> nn.Module:
     """Rebuild the model of a checkpoint (by its registered name and kwargs), load its state, set eval()."""
@@ -143,11 +157,13 @@ def load_model(path_or_checkpoint: str | os.PathLike | dict[str, Any],
         model = build_model(spec["name"], **canonical_model_kwargs(spec["name"], spec.get("kwargs", {})))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the checkpoint's model {spec['name']!r} cannot be built: {e}") from None
+    check_finite(ckpt["model_state"], ckpt.get("_path", "the checkpoint"), "model_state")
     try:
         model.load_state_dict(ckpt["model_state"])
-    except RuntimeError as e:
+    except RuntimeError as e:  # the details (which tensor, which shapes) follow torch's first line
+        reason = " ".join(str(e).split())
         raise CheckpointError(f"the checkpoint's weights do not fit model {spec['name']!r}: "
-                              f"{str(e).splitlines()[0]}") from None
+                              f"{reason[:300]}") from None
     return model.eval()
 
 

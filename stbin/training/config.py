@@ -35,7 +35,7 @@ import copy
 import difflib
 import json
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +170,15 @@ def all_keys() -> list[str]:
     return keys
 
 
+def _field_default(cls: type, name: str) -> Any:
+    """The declared default of field ``name`` of the dataclass ``cls`` (its type is the field's)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Light type checking of a value against the field's default."""
+    """Light type checking of a value against the field's declared default (never against a value
+    set by an earlier layer, which may itself be wrong and is checked by :meth:`Config.validate`)."""
     if isinstance(default, tuple) and isinstance(value, list):
         return tuple(value)
     if isinstance(default, bool) and not isinstance(value, bool):
@@ -190,7 +197,7 @@ def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Confi
     cfg = copy.deepcopy(cfg)
     for key, value in updates.items():
         if key in TOP_LEVEL:
-            setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+            setattr(cfg, key, _coerce(key, value, _field_default(Config, key)))
         elif key == "model":
             if not isinstance(value, dict):
                 raise ValueError(f"{source}: [model] must be a table")
@@ -212,7 +219,7 @@ def merge(cfg: Config, updates: dict[str, Any], source: str = "config") -> Confi
             for k, v in value.items():
                 if k not in names:
                     raise ValueError(f"{source}: " + _did_you_mean(f"{key}.{k}", all_keys()))
-                setattr(sec, k, _coerce(f"{key}.{k}", v, getattr(sec, k)))
+                setattr(sec, k, _coerce(f"{key}.{k}", v, _field_default(SECTIONS[key], k)))
         elif isinstance(value, dict) and value:
             first = next(iter(value))
             raise ValueError(f"{source}: " + _did_you_mean(f"{key}.{first}", all_keys()))
@@ -261,7 +268,10 @@ def from_dict(d: dict[str, Any]) -> Config:
     from stbin.models.common import current_option_names
     from stbin.plugins import is_plugin
 
-    model = dict(d.get("model", {}))
+    model = d.get("model", {})
+    if not isinstance(model, dict):
+        raise ValueError(f"checkpoint config: [model] must be a table, got {model!r:.80}")
+    model = dict(model)
     if not is_plugin(model.get("name")):
         model = current_option_names(model, "the checkpoint's [model]")
     return merge(Config(model=model), {k: v for k, v in d.items() if k != "model"}, "checkpoint config")

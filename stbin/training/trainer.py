@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from stbin.reporting.markdown import plural
-from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, check_same_model,  # noqa: F401  (re-exported)
+from stbin.training.checkpoint import (CHECKPOINT_GLOB, CheckpointError, check_finite, check_same_model,  # noqa: F401  (re-exported)
                                        checkpoint_path, find_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint)
 from stbin.training.config import Config
 from stbin.training.evaluation import evaluate  # noqa: F401  (re-exported)
+from stbin.training.resume_state import check_training_state, restore_training_state, rng_state
 from stbin.training import distributed as D
 from stbin.training.lock import run_folder_lock
 
@@ -71,6 +72,7 @@ def init_weights(model: nn.Module, path: str | Path, warn: Callable[[str], None]
     from stbin.nn import load_float_state_dict
 
     ckpt = latest_checkpoint(path, warn)
+    check_finite(ckpt["model_state"], ckpt["_path"], "model_state")
     report = load_float_state_dict(model, ckpt["model_state"])
     if not any(not k.endswith("num_batches_tracked") for k in report.copied) and not report.transferred:
         raise ValueError(f"init_from {path}: no parameter of the checkpoint matches this model")
@@ -137,22 +139,6 @@ def build_optimizer(model: nn.Module, cfg: Config) -> tuple[torch.optim.Optimize
     if latent:
         rule = LatentWeightRule(model, gradient=o.latent, project=o.projection, clip=o.clip).attach(opt)
     return opt, rule
-
-
-def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state(), **{k: g.get_state() for k, g in gens.items()}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(st: dict[str, Any], gens: dict[str, torch.Generator]) -> None:
-    torch.set_rng_state(st["torch"])
-    for k, g in gens.items():
-        if k in st:
-            g.set_state(st[k])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
 
 
 def train(cfg: Config, resume: dict[str, Any] | None = None, log: Callable[[str], None] = print,
@@ -247,20 +233,13 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
     start_epoch, step, history = 0, 0, []
     if resume is not None:
         check_same_model(resume, name, kwargs)
-        model.load_state_dict(resume["model_state"])
-        opt.load_state_dict(resume["optimizer_state"])
-        if bop is not None:
-            bop.load_state_dict(resume["bop_state"])
-        fresh = dict(sched.lr_lambdas[0].__dict__)  # this config's schedule (e.g. more epochs)
-        sched.load_state_dict(resume["scheduler_state"])
-        sched.lr_lambdas[0].__dict__.update(fresh)
-        start_epoch, step = int(resume["epoch"]), int(resume["step"])
-        if start_epoch > cfg.train.epochs:
+        check_training_state(resume, bop=bop is not None)
+        if resume["epoch"] > cfg.train.epochs:
             raise ValueError(f"train.epochs = {cfg.train.epochs} is below the epoch of the checkpoint to resume "
-                             f"({start_epoch}, {resume.get('_path', 'checkpoint')}); give --epochs >= {start_epoch}")
-        history = list(resume.get("metrics", []))
+                             f"({resume['epoch']}, {resume.get('_path', 'checkpoint')}); give --epochs >= "
+                             f"{resume['epoch']}")
+        start_epoch, step, history = restore_training_state(resume, model, opt, bop, sched, gens)
         if "rng_state" in resume:
-            _set_rng_state(resume["rng_state"], gens)
             if dinfo.enabled:
                 torch.manual_seed(cfg.seed + dinfo.rank + 7919 * start_epoch)
         say(f"resuming from {resume.get('_path', 'checkpoint')} after epoch {start_epoch}")
@@ -353,7 +332,7 @@ def _train(cfg: Config, resume: dict[str, Any] | None, log: Callable[[str], None
                 "model": {"name": name, "kwargs": kwargs, "input_shape": list(data.input_shape)},  # [data source]
                 "model_state": model.state_dict(),
                 "optimizer_state": opt.state_dict(), "scheduler_state": sched.state_dict(),
-                "rng_state": _rng_state(gens), "epoch": epoch, "step": step, "config": cfg.to_dict(),
+                "rng_state": rng_state(gens), "epoch": epoch, "step": step, "config": cfg.to_dict(),
                 "metrics": history, **({"bop_state": bop.state_dict()} if bop is not None else {})})
             write_metrics(out, history)
             for old in find_checkpoints(out)[cfg.train.keep_checkpoints:]:

@@ -64,3 +64,36 @@ def test_export_refuses_unsupported_model(tmp_path, run_cli, assert_user_error):
     path = tmp_path / "relu.pt"
     save_checkpoint(path, {"model": {"name": "mlp", "kwargs": kwargs}, "model_state": model.state_dict()})
     assert_user_error(run_cli("export", str(path), str(tmp_path / "o.stbn"), inprocess=True), "cannot export module ReLU")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_export_and_summary_refuse_non_finite_weights_before_writing(tiny_ckpt, tmp_path, run_cli, assert_user_error,
+                                                                     value):
+    """Before: a checkpoint with a NaN / inf weight (damaged or crafted, digest recomputed) was exported as a
+    model that silently predicts garbage."""
+    from stbin.training import load_checkpoint
+
+    ck = load_checkpoint(tiny_ckpt)
+    state = dict(ck["model_state"])
+    state["1.weight"] = state["1.weight"].clone()
+    state["1.weight"][0, 0] = value
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, {"model": ck["model"], "model_state": state})
+    out = tmp_path / "o.stbn"
+    assert_user_error(run_cli("export", str(bad), str(out), inprocess=True),
+                      "model_state holds non-finite values (NaN or inf) in 1.weight")
+    assert not out.exists()
+    assert_user_error(run_cli("summary", "--checkpoint", str(bad), inprocess=True), "non-finite values")
+
+
+def test_a_checkpoint_whose_weights_do_not_fit_names_the_tensor(tiny_ckpt, tmp_path, run_cli, assert_user_error):
+    """Before: the message stopped at torch's first line, 'Error(s) in loading state_dict for Sequential:'."""
+    from stbin.training import load_checkpoint
+
+    ck = load_checkpoint(tiny_ckpt)
+    state = dict(ck["model_state"])
+    state["1.weight"] = torch.zeros(3, 3)
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, {"model": ck["model"], "model_state": state})
+    r = run_cli("export", str(bad), str(tmp_path / "o.stbn"), inprocess=True)
+    assert_user_error(r, "size mismatch for 1.weight")

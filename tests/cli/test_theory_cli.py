@@ -45,6 +45,8 @@ def test_quick_run_writes_report_and_plots(tmp_path):
     (["--samples", "0"], "--samples must be >= 1"),
     (["--lr", "-0.5"], "--lr must be a positive number"),
     (["--seed", "-3"], "--seed must be >= 0"),
+    # before: a numpy ArrayMemoryError traceback
+    (["--steps", "100000000000"], "steps x (m + n) must be <= 1e+08"),
 ])
 def test_bad_values_exit_2_with_one_line(tmp_path, run_cli, assert_user_error, argv, message):
     assert_user_error(run_cli("theory", "--quick", "--out", str(tmp_path / "o"), *argv, inprocess=True), message)
@@ -70,3 +72,11 @@ def test_help_lists_the_options():
     assert res.returncode == 0
     for opt in ("--out", "--quick", "--seed", "--m", "--n", "--samples", "--steps", "--lr"):
         assert opt in res.stdout
+
+
+def test_a_diverging_descent_names_the_options_to_change(tmp_path, run_cli, assert_user_error):
+    """Before: 'stbin theory: error: w must contain only finite numbers' after the Monte Carlo part."""
+    r = run_cli("theory", "--quick", "--no-plots", "--no-progress", "--lr", "10", "--out", str(tmp_path / "o"),
+                inprocess=True)
+    assert_user_error(r, "diverged at step")
+    assert "pass a smaller --lr (now 10) or smaller --m / --n (now 5 / 8)" in r.stderr

@@ -99,3 +99,18 @@ def test_sbn_study_conv_part(tmp_path):
 def test_unknown_dataset_names_the_registered_ones(tmp_path):
     with pytest.raises(ValueError, match="fashion_mnist"):
         run_recipe("activation-quantized", tmp_path, quick=True, dataset="fashion-mnst")
+
+
+@pytest.mark.parametrize("overrides, deep, message", [
+    ([], ["train.epochs=0"], "train.epochs must be an integer >= 1, got 0"),
+    ([], ["optim.lrr=0.1"], "did you mean 'optim.lr'"),
+    (["schedule.name=cosin"], [], "did you mean 'cosine'"),
+])
+def test_a_bad_set_or_deep_set_value_is_refused_before_any_run(tmp_path, overrides, deep, message):
+    """Before: a bad --deep-set value became a 'not run' note in the table of every deep row, after the
+    other rows had trained."""
+    logs = []
+    with pytest.raises(ValueError, match=message):
+        run_recipe("ste-instability", tmp_path, quick=True, dataset="synthetic", overrides=TINY + overrides,
+                   deep_overrides=DEEP_TINY + deep, log=logs.append)
+    assert not logs and not (tmp_path / "quick" / "runs").exists()

@@ -486,3 +486,17 @@ def test_accepts_lists_and_torch_tensors(problem):
         assert b.dtype == np.float64
         np.testing.assert_allclose(a, b, rtol=1e-12)
     assert isinstance(tl.population_loss(v, w, vs, ws), float)
+
+
+def test_descent_that_overflows_raises_naming_the_learning_rate():
+    """Before: the first non-finite iterate was passed on and refused later as 'w must contain only finite
+    numbers', with no word about the learning rate that caused it."""
+    from stbin.theory.descent import DescentDiverged
+
+    rng = np.random.default_rng(0)
+    vs, ws = rng.standard_normal(5), rng.standard_normal(8)
+    with pytest.raises(DescentDiverged, match=r"identity STE diverged at step \d+: .*lr = 1000 is too large"):
+        tl.coarse_gradient_descent(rng.standard_normal(5), rng.standard_normal(8), vs, ws, "identity", 1e3, 2000)
+    # a stable step size runs to the end with finite iterates
+    t = tl.coarse_gradient_descent(rng.standard_normal(5), rng.standard_normal(8), vs, ws, "identity", 0.05, 50)
+    assert np.all(np.isfinite(t.loss)) and t.steps == 50

@@ -116,6 +116,19 @@ PLUGIN_SOURCE = textwrap.dedent('''
 
 
     NOT_CALLABLE = 3
+
+    from subprocess import run as run_command  # a standard-library function re-exported here
+
+
+    def untyped(**kwargs):
+        """Not a model factory: it declares neither input_shape nor num_classes."""
+        SEEN["untyped"] = kwargs
+        return nn.Linear(1, 1)
+
+
+    def data_untyped(**kwargs):
+        SEEN["data_untyped"] = kwargs
+        return Blobs(8, 1), Blobs(8, 2), 3
 ''')
 
 BROKEN_SOURCE = 'raise ImportError("this module needs a package that is not installed")\n'

@@ -51,6 +51,19 @@ def test_bad_overrides_are_refused_with_a_hint(override, message):
         build_config("tiny", overrides=[override])
 
 
+@pytest.mark.parametrize("first, last, key, expected", [
+    ("train.epochs=true", "train.epochs=4", "train.epochs", 4),       # a wrong layer, then a right one
+    ("train.epochs=none", "train.epochs=2.0", "train.epochs", 2),     # an integer written as 2.0 stays int
+    ("seed=none", "seed=3.0", "seed", 3),
+])
+def test_each_layer_is_checked_against_the_declared_type_not_the_previous_layer(first, last, key, expected):
+    # the coercion of a layer follows the field's declared default, not whatever an earlier layer set
+    cfg = build_config("tiny", overrides=[first, last])
+    section, _, name = key.rpartition(".")
+    value = getattr(getattr(cfg, section) if section else cfg, name)
+    assert value == expected and type(value) is type(expected)
+
+
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'sbn_mnst' \\(did you mean 'sbn_mnist'\\?\\)"):
         build_config("sbn_mnst")

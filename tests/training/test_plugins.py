@@ -105,3 +105,44 @@ def test_model_options_reach_the_factory_and_derived_keys_are_refused(plugin_dir
     with pytest.raises(ValueError, match="model.num_classes is filled in from the data"):
         stbin.train({"preset": "tiny", "out_dir": str(tmp_path / "b"), "data": {"name": f"{M}:data"},
                      "model": {"name": f"{M}:model", "num_classes": 3}}, log=None)
+
+
+def _crafted(tmp_path, name, kwargs):
+    """A checkpoint file with a valid digest whose model is ``name`` built with ``kwargs`` (as anyone can write)."""
+    from stbin.training.checkpoint import save_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    return save_checkpoint(tmp_path / "crafted.pt", {"model": {"name": name, "kwargs": kwargs},
+                                                     "model_state": model.state_dict()})
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("subprocess:run", {"args": "touch {marker}", "shell": True}, "module 'subprocess' is part of Python's standard library"),
+    ("os:system", {"command": "touch {marker}"}, "module 'os' is part of Python's standard library"),
+    (f"{M}:run_command", {"args": "touch {marker}", "shell": True}, "module 'subprocess' is part of Python's standard"),
+    (f"{M}:untyped", {"a": 1}, "does not declare the parameter(s) input_shape, num_classes of a model factory"),
+])
+def test_a_crafted_checkpoint_never_calls_a_function_that_is_not_a_model_factory(plugin_dir, tmp_path, name, kwargs,
+                                                                                 message):
+    """Before: `stbin summary --checkpoint` / `stbin export` called any importable function named by the file,
+    with the file's arguments (subprocess:run with shell=True ran a shell command)."""
+    marker = tmp_path / "ran"
+    path = _crafted(tmp_path, name, {k: v.format(marker=marker) if isinstance(v, str) else v
+                                     for k, v in kwargs.items()})
+    for args in (["summary", "--checkpoint", str(path)], ["export", str(path), str(tmp_path / "x.stbn")]):
+        r = _cli(args, plugin_dir)
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+        assert not marker.exists(), "the crafted checkpoint ran a command"
+
+
+def test_a_dataset_factory_must_declare_root(plugin_dir, tmp_path):
+    import stbin_test_plugins as plugins
+
+    from stbin.plugins import PluginError, load_dataset_plugin
+
+    with pytest.raises(PluginError, match=r"does not declare the parameter\(s\) root of a dataset factory"):
+        load_dataset_plugin(f"{M}:data_untyped", root=None)
+    with pytest.raises(PluginError, match="standard library"):
+        load_dataset_plugin("subprocess:run", root=None, args="true")
+    assert "data_untyped" not in plugins.SEEN  # refused before it was called
