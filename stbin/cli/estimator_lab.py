@@ -52,9 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="smoke run: snapshots 1 and 100, 1000 estimates, M <= 200, small sweeps "
                         "(about 30 s on 2 CPU cores)")
     p.add_argument("--estimates", type=int, default=None, metavar="K",
-                   help="single-sample estimates per estimator and snapshot (default 20000; 1000 with --quick)")
+                   help="single-sample estimates per estimator and snapshot, 2 to 1000000 (default 20000; 1000 with --quick)")
     p.add_argument("--epochs", default=None, metavar="E1,E2,...",
-                   help="snapshot epochs (default 1,100,2000; 1,100 with --quick)")
+                   help="snapshot epochs, each 0 (untrained) to 100000 (default 1,100,2000; 1,100 with --quick)")
     p.add_argument("--methods", default=None, metavar="M1,M2,...",
                    help="estimators to compare (default: all; e.g. st,det_htanh,reinforce,arm,concrete:0.1)")
     p.add_argument("--no-sweep", action="store_true", help="skip the depth/width/scale/noise sweeps")
@@ -75,19 +75,27 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
     return vals
 
 
+MAX_ESTIMATES = 10 ** 6   # per estimator and snapshot: the default is 20000, and 1e6 already takes hours
+MAX_EPOCH = 10 ** 5       # the 2-5-5-5 network's training curve is flat long before (the default ends at 2000)
+
+
 def build_config(args: argparse.Namespace):  # -> LabConfig
     from stbin.analysis.protocol import LabConfig
 
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     kw: dict = {"seed": args.seed, "sweep": not args.no_sweep}
     if args.estimates is not None:
-        if args.estimates < 2:
-            raise ValueError(f"--estimates must be at least 2, got {args.estimates}")
+        if not 2 <= args.estimates <= MAX_ESTIMATES:
+            raise ValueError(f"--estimates must be between 2 and {MAX_ESTIMATES}, got {args.estimates}")
         kw["n_estimates"] = args.estimates
         kw["sweep_estimates"] = min(args.estimates, 2000 if not args.quick else 300)
     if args.epochs is not None:
         eps = _int_list(args.epochs, "--epochs")
-        if any(e < 0 for e in eps):
-            raise ValueError(f"--epochs must be non-negative, got {args.epochs!r}")
+        if any(not 0 <= e <= MAX_EPOCH for e in eps):
+            raise ValueError(f"--epochs must be between 0 and {MAX_EPOCH}, got {args.epochs!r}")
         kw["epochs"] = tuple(sorted(set(eps)))
     if args.methods is not None:
         kw["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -111,9 +119,7 @@ def _command_line(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from stbin.reporting import require_matplotlib
     require_matplotlib("the plots of the estimator lab's report", alternative=None)
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
-    cfg = build_config(args)
+    cfg = build_config(args)  # every value checked before any work (the threads too)
     out = args.out
     os.makedirs(out, exist_ok=True)
     if not os.access(out, os.W_OK):

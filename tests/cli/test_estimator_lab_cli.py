@@ -40,7 +40,11 @@ def test_quick_run_writes_csv_plots_and_report(tmp_path) -> None:
 @pytest.mark.parametrize("argv,msg", [
     (["--methods", "st,foo"], "unknown gradient estimator 'foo'"),
     (["--epochs", "1,x"], "--epochs must be comma-separated integers"),
-    (["--estimates", "1"], "--estimates must be at least 2"),
+    (["--estimates", "1"], "--estimates must be between 2 and 1000000, got 1"),
+    (["--estimates", "100000000000"], "--estimates must be between 2 and 1000000, got 100000000000"),
+    (["--epochs", "1,100000000"], "--epochs must be between 0 and 100000, got '1,100000000'"),
+    (["--epochs=-1,2"], "--epochs must be between 0 and 100000, got '-1,2'"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--threads", "0"], "--threads must be at least 1"),
 ])
 def test_bad_options_exit_2_with_one_line(argv, msg, tmp_path, run_cli, assert_user_error) -> None:
