@@ -25,7 +25,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, models, register_model
 
-from stbin.deploy._conv_loops import _conv_row, _valid_taps
+from stbin.deploy._conv_loops import _conv_row, _conv_row_packed, _pack_taps, _packable, _valid_taps
 from stbin.deploy._loops import _JIT, _serial, njit, prange
 
 _V16 = ir.VectorType(ir.FloatType(), 16)
@@ -174,17 +174,24 @@ def _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
     iy = oy * rs_h
     lo = min(oc, before)
     hi = min(oc, before + rc)
-    if kind == 2:
-        r = np.empty(oc, np.float32)
+    r = np.empty(oc if kind == 2 else 0, np.float32)
     for ox in range(ow):
         ix = ox * rs_w
-        if kind == 2:
-            for o in range(oc):
-                r[o] = 0
-            for c in range(rc):
-                s = np.float32(-1.0) if (RB[nidx, iy, ix, c // 64] >> np.uint64(c % 64)) & np.uint64(1) else np.float32(1.0)
-                for o in range(oc):
-                    r[o] += s * PW[c, o]
+        if kind == 2:  # 16 output channels at a time in a register, the rest one by one; channels c in order
+            o = 0
+            while o + 16 <= oc:
+                a = f16_zero()
+                for c in range(rc):
+                    s = np.float32(-1.0) if (RB[nidx, iy, ix, c // 64] >> np.uint64(c % 64)) & np.uint64(1) else np.float32(1.0)
+                    a = f16_madd(a, PW, c * oc + o, s)
+                f16_store(a, r, o)
+                o += 16
+            for o in range(o, oc):
+                acc = np.float32(0)
+                for c in range(rc):
+                    s = np.float32(-1.0) if (RB[nidx, iy, ix, c // 64] >> np.uint64(c % 64)) & np.uint64(1) else np.float32(1.0)
+                    acc += s * PW[c, o]
+                r[o] = acc
             for o in range(oc):
                 y[ox, o] = y[ox, o] + (r[o] * pa[o] + pb[o])
             continue
@@ -215,17 +222,27 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
     y = (float32(dot) * scale + bias) * alpha + beta + shortcut; out_f (N, OC, OH, OW) = y if ``want_float``,
     out_b (N, OH, OW, ceil(OC/64)) = the packed bits ``not (S * y >= T)`` if ``want_bits``."""
     n = X.shape[0]
-    oc = Wt.shape[3]
+    kh, oc = Wt.shape[0], Wt.shape[3]
+    packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
     rows = n * oh
     per = _rows_per_task(rows)
     for task in prange((rows + per - 1) // per):
         acc = np.empty((ow, oc), np.uint64)
         full = np.empty(ow, np.int64)
         y = np.empty((ow, oc), np.float32)
+        W3 = np.empty(kh * oc if packed else 0, np.uint64)
+        L = np.empty(kh * oc if packed else 0, np.uint64)
+        R = np.empty(kh * oc if packed else 0, np.uint64)
+        xr = np.empty(kh * X.shape[2] if packed else 0, np.uint64)
+        if packed:
+            _pack_taps(Wt, c_bits, W3, L, R)
         for t in range(task * per, min(rows, task * per + per)):
             nidx = t // oh
             oy = t % oh
-            _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            if packed:
+                _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
+            else:
+                _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
             for ox in range(ow):
                 f = full[ox]
                 for o in range(oc):

@@ -197,3 +197,10 @@ def test_fused_kernels_compute_the_written_formula():
     bits = unpack_bits(out_b.reshape(-1, 1), oc, np.float32).reshape(n, 4, 5, oc).transpose(0, 3, 1, 2) < 0
     sure = np.abs(S[:, None, None] * ref - T[:, None, None]) > 1e-4
     np.testing.assert_array_equal(bits[sure], ~(S[:, None, None] * ref >= T[:, None, None])[sure])
+
+
+def test_full_width_resnet20_stage_with_packed_taps_equals_unfused():
+    """16 channels: the fused tails run the packed-tap convolution, the unfused ``bconv2d_f`` the plain one."""
+    model, shape, plain, fused = nets("resnet20", width=1.0, blocks=1)
+    x = np.random.default_rng(3).standard_normal((3, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(fused(x), plain(x))
