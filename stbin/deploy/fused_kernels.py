@@ -22,6 +22,13 @@ def _ceil(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def _contiguous(k: str, **arrays: np.ndarray) -> None:
+    """The loops read these by flat offsets (vector loads): C-contiguous only."""
+    for name, a in arrays.items():
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{k}: {name} must be C-contiguous (np.ascontiguousarray)")
+
+
 def bconv2d_res(X, Wt, c_bits, geometry, scale, bias, alpha, beta, kind, RB, RF, PW, pa, pb, rc,  # type: ignore[no-untyped-def]
                 r_stride, before, S, T, out_b, out_f) -> None:
     """The fused tail of a residual block (see :func:`stbin.deploy._fused_loops.bconv2d_res`).
@@ -74,6 +81,7 @@ def bconv2d_res(X, Wt, c_bits, geometry, scale, bias, alpha, beta, kind, RB, RF,
         raise ValueError(f"{k}: needs out_b or out_f")
     _arr(k, "S", S, np.float32, 1)
     _arr(k, "T", T, np.float32, 1)
+    _contiguous(k, PW=PW, S=S, T=T, out_b=out_b, out_f=out_f)
     if want_b:
         _thresholds(k, S, T, np.float32, oc)
         _shape(k, "out_b", out_b, (n, oh, ow, n_words(oc)))
@@ -107,6 +115,7 @@ def conv2d_sign(X, Wk, kh, kw, geometry, bias, alpha, beta, S, T, out_b, out_f) 
     _arr(k, "out_b", out_b, np.uint64, 4)
     _shape(k, "out_b", out_b, (n, oh, ow, n_words(oc)))
     _arr(k, "out_f", out_f, np.float32, 4)
+    _contiguous(k, X=X, Wk=Wk, S=S, T=T, out_b=out_b, out_f=out_f)
     want_f = _present(out_f)
     if want_f:
         _shape(k, "out_f", out_f, (n, oc, oh, ow))

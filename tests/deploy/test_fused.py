@@ -156,6 +156,10 @@ def res_call(RB=None, rc=4, r_stride=(1, 1), before=0, kind=0, out_b=None, out_f
     (lambda: FK.conv2d_sign(z((2, 3, 2, 2), F4), z((27, 4), F4), 3, 3, (1, 1, 0, 0, 1, 1), z(4, F4), z(4, F4),
                             z(4, F4), z(4, F4), z(4, F4), z((2, 1, 1, 1), U8), z((0, 0, 0, 0), F4)),
      r"conv2d_sign: a 3x3 window does not fit the 2x2 input"),
+    (lambda: FK.conv2d_sign(z((2, 3, 5, 10), F4)[..., ::2], z((27, 4), F4), 3, 3, (1, 1, 1, 1, 1, 1), z(4, F4),
+                            z(4, F4), z(4, F4), z(4, F4), z(4, F4), z((2, 5, 5, 1), U8), z((0, 0, 0, 0), F4)),
+     r"conv2d_sign: X must be C-contiguous"),
+    (res_call(kind=2, PW=z((4, 8), F4)[:, ::2]), r"bconv2d_res: PW must be C-contiguous"),
 ])
 def test_fused_kernels_refuse_disagreeing_arguments_before_running(call, match):
     with pytest.raises(ValueError, match=match):
