@@ -167,7 +167,8 @@ def _residual_tail(ops: list[Op], i: int, x: TensorSpec, state: GraphState, read
         h, t = next(fresh, None), next(fresh, None)
         if h is None or t is None:
             return None
-        prefix = [Op("save", {"slot": h}, {}), load_x, *shortcut, Op("save", {"slot": t}, {}), Op("load", {"slot": h}, {})]
+        prefix = [Op("save", {"slot": h}, {}), load_x, *shortcut, Op("save", {"slot": t}, {}),
+                  Op("load", {"slot": h}, {})]
         trial = GraphState()
         trial.slots = dict(state.slots)
         try:

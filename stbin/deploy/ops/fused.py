@@ -4,9 +4,9 @@
 ``y = scale * dot + bias``), the batch norm after it (``alpha``, ``beta``), the shortcut added and,
 with thresholds ``S``/``T``, the ``sign2d`` of the next binary layer (its RSign shift included):
 
-* the shortcut is the tensor saved in slot ``residual_slot`` (``residual_channels`` channels), read at every ``residual_stride``-th
-  position with ``residual_before`` zero channels before it (option A of He et al.'s CIFAR ResNets;
-  (1, 1) and 0 for the identity): ±1 values of a bit map (H', W', C'), or real values (C', H', W');
+* the shortcut is the tensor saved in slot ``residual_slot`` (``residual_channels`` channels), read at
+  every ``residual_stride``-th position with ``residual_before`` zero channels before it (option A of
+  He et al.'s CIFAR ResNets; (1, 1) and 0 for the identity): ±1 values of a bit map (H', W', C'), or real values (C', H', W');
 * or, with ``proj_weight`` (OC, C'), the real 1x1 convolution of a bit map's ±1 values with stride
   ``residual_stride`` and its batch norm ``proj_alpha``/``proj_beta`` (the downsampling shortcut);
 * the real sum is kept in slot ``save_slot`` (where a later shortcut reads it: Bi-Real Net) only if
