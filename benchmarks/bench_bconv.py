@@ -1,6 +1,7 @@
 """The binary convolution kernels on ResNet layer shapes: CPU milliseconds per call (median), each of
-the three output stages (int32 dot, fused threshold + packing, real-valued NCHW), serial twin and
-parallel loop. Random packed operands (timings do not depend on the values).
+the three output stages (int32 dot, fused threshold + packing, real-valued NCHW) and the fused tail of a
+residual block (``bconv2d_res``: real output stage, batch norm, ±1 identity shortcut added, next sign and
+packing), serial twin and parallel loop. Random packed operands (timings do not depend on the values).
 
     PYTHONPATH=. python benchmarks/bench_bconv.py [--repeats 9] [--threads 2]
 
@@ -52,9 +53,14 @@ def main() -> None:
         calls = {"bconv2d": (np.empty((n, oh, oh, oc), np.int32), ()),
                  "bconv2d_sign": (np.empty((n, oh, oh, n_words(oc)), np.uint64), (S, T)),
                  "bconv2d_float": (np.empty((n, oc, oh, oh), np.float32), (sc, b))}
+        if s == 1 and c == oc and any(hasattr(m, "bconv2d_res") for m in modules):  # the identity blocks' tails
+            e4, e2, e1 = np.empty((0,) * 4, np.float32), np.empty((0, 0), np.float32), np.empty(0, np.float32)
+            calls["bconv2d_res"] = (np.empty((n, oh, oh, n_words(oc)), np.uint64),
+                                    (sc, b, sc, b, 0, X, e4, e2, e1, e1, c, 1, 1, 0, sc, b, 1))
         for kern, (out, extra) in calls.items():
             loops = [next(getattr(m, kern + sfx) for m in modules if hasattr(m, kern + sfx)) for sfx in ("_serial", "")]
-            ms = [median_ms(lambda f=f: f(X, Wt, c, s, s, 1, 1, 1, 1, *extra, out), args.repeats, clock)
+            tail = (0, np.empty((0,) * 4, np.float32), oh, oh) if kern == "bconv2d_res" else ()
+            ms = [median_ms(lambda f=f: f(X, Wt, c, s, s, 1, 1, 1, 1, *extra, out, *tail), args.repeats, clock)
                   for f, clock in zip(loops, (time.process_time, time.perf_counter))]
             print(f"{name:28s} {n:5d} {kern:>14s} {ms[0]:10.2f} {ms[1]:12.2f}")
 

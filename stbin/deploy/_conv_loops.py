@@ -247,6 +247,102 @@ def _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c
             ox += 1
 
 
+@njit(inline="always", **_JIT)
+def _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow):  # type: ignore[no-untyped-def]
+    """Whether :func:`_conv_row_packed` applies: one word per pixel holding at most 21 channels (so that a row of
+    3 taps fits one word), a 3-wide kernel with stride 1, padding 1 and no dilation across, OC % 16 == 0."""
+    return (X.shape[3] == 1 and Wt.shape[1] == 3 and stride_w == 1 and pad_w == 1 and dil_w == 1 and 3 * c_bits <= 64
+            and Wt.shape[3] % 16 == 0 and ow == X.shape[2])
+
+
+@njit(inline="always", **_JIT)
+def _pack_taps(Wt, c_bits, W3, L, R):  # type: ignore[no-untyped-def]
+    """W3[u * OC + o] = the 3 taps of kernel row u of output channel o in one word (columns at bits 0, c, 2c);
+    L / R: the popcount of the left / right column (subtracted where that column is padding)."""
+    kh, _, _, oc = Wt.shape
+    m = (np.uint64(1) << np.uint64(c_bits)) - np.uint64(1)
+    cb = np.uint64(c_bits)
+    for u in range(kh):
+        for o in range(oc):
+            a = Wt[u, 0, 0, o] & m
+            c = Wt[u, 2, 0, o] & m
+            W3[u * oc + o] = a | ((Wt[u, 1, 0, o] & m) << cb) | (c << (cb + cb))
+            L[u * oc + o] = popcount64(a)
+            R[u * oc + o] = popcount64(c)
+
+
+@njit(inline="always", **_JIT)
+def _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr):  # type: ignore[no-untyped-def]
+    """As :func:`_conv_row` for :func:`_packable` layers (ResNet-20's 16-channel stage): the three horizontal taps of
+    each pixel packed into one word (``xr``, per kernel row), so a 3x3 kernel takes 3 XOR-popcounts instead of 9
+    (the word's unused bits are 0 in both operands); at the left / right border the padding column's weight bits
+    are subtracted (the input's are 0 there), so that padding contributes 0 as in :func:`_conv_row`."""
+    h, w_ = X.shape[1], X.shape[2]
+    ow, oc = acc.shape
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    m = (np.uint64(1) << np.uint64(c_bits)) - np.uint64(1)
+    cb = np.uint64(c_bits)
+    for u in range(u0, u1):
+        base = (nidx * h + oy * stride_h - pad_h + u * dil_h) * w_
+        r = u * w_
+        for x in range(1, w_ - 1):  # interior: branch-free, vectorised
+            xr[r + x] = ((load_u64(X, base + x - 1) & m) | ((load_u64(X, base + x) & m) << cb)
+                         | ((load_u64(X, base + x + 1) & m) << (cb + cb)))
+        xr[r] = (load_u64(X, base) & m) << cb
+        if w_ > 1:
+            xr[r] |= (load_u64(X, base + 1) & m) << (cb + cb)
+            xr[r + w_ - 1] = (load_u64(X, base + w_ - 2) & m) | ((load_u64(X, base + w_ - 1) & m) << cb)
+    ox = 0
+    while ox + 4 <= ow:  # four pixels share each weight load (8 accumulators in registers)
+        for o in range(0, oc, 16):
+            a0 = b0 = a1 = b1 = a2 = b2 = a3 = b3 = v8_zero()
+            for u in range(u0, u1):
+                wi = u * oc + o
+                xi = u * w_ + ox
+                x0, x1, x2, x3 = xr[xi], xr[xi + 1], xr[xi + 2], xr[xi + 3]
+                a0 = v8_xorpop(a0, W3, wi, x0)
+                b0 = v8_xorpop(b0, W3, wi + 8, x0)
+                a1 = v8_xorpop(a1, W3, wi, x1)
+                b1 = v8_xorpop(b1, W3, wi + 8, x1)
+                a2 = v8_xorpop(a2, W3, wi, x2)
+                b2 = v8_xorpop(b2, W3, wi + 8, x2)
+                a3 = v8_xorpop(a3, W3, wi, x3)
+                b3 = v8_xorpop(b3, W3, wi + 8, x3)
+            base = ox * oc + o
+            v8_store(a0, acc, base)
+            v8_store(b0, acc, base + 8)
+            v8_store(a1, acc, base + oc)
+            v8_store(b1, acc, base + oc + 8)
+            v8_store(a2, acc, base + 2 * oc)
+            v8_store(b2, acc, base + 2 * oc + 8)
+            v8_store(a3, acc, base + 3 * oc)
+            v8_store(b3, acc, base + 3 * oc + 8)
+        ox += 4
+    for ox in range(ox, ow):
+        for o in range(0, oc, 16):
+            a = v8_zero()
+            b = v8_zero()
+            for u in range(u0, u1):
+                xv = xr[u * w_ + ox]
+                a = v8_xorpop(a, W3, u * oc + o, xv)
+                b = v8_xorpop(b, W3, u * oc + o + 8, xv)
+            v8_store(a, acc, ox * oc + o)
+            v8_store(b, acc, ox * oc + o + 8)
+    for ox in range(ow):
+        taps = 3
+        if ox == 0:
+            taps -= 1
+            for u in range(u0, u1):
+                for o in range(oc):
+                    acc[ox, o] -= L[u * oc + o]
+        if ox == ow - 1:
+            taps -= 1
+            for u in range(u0, u1):
+                for o in range(oc):
+                    acc[ox, o] -= R[u * oc + o]
+        full[ox] = np.int64(c_bits) * (u1 - u0) * taps
+
+
 # bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
 # output rows around _conv_row (which holds the shared logic), each with its own specialised
 # store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
@@ -269,27 +365,41 @@ def bconv2d(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, out):
 
 @njit(parallel=True, **_JIT)
 def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, S, T, out):  # type: ignore[no-untyped-def]
-    """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits."""
+    """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits. Parallel over blocks of
+    output rows (buffers allocated once per block); :func:`_conv_row_packed` where it applies."""
     n, oh, ow, ocw = out.shape
-    oc = Wt.shape[3]
-    for t in prange(n * oh):
-        nidx = t // oh
-        oy = t % oh
+    kh, oc = Wt.shape[0], Wt.shape[3]
+    packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
+    rows = n * oh
+    per = max(1, rows // 32)
+    for task in prange((rows + per - 1) // per):
         acc = np.empty((ow, oc), np.uint64)
         full = np.empty(ow, np.int64)
-        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
-        for ox in range(ow):
-            for g in range(ocw):
-                word = np.uint64(0)
-                lo = g * 64
-                hi = min(oc, lo + 64)
-                o = lo
-                while o + 8 <= hi:  # 8 channels' thresholds at once
-                    word |= v8_minus_bits(acc, ox * oc + o, full[ox], S, T, o) << np.uint64(o - lo)
-                    o += 8
-                for o in range(o, hi):
-                    word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - lo)
-                out[nidx, oy, ox, g] = word
+        W3 = np.empty(kh * oc if packed else 0, np.uint64)
+        L = np.empty(kh * oc if packed else 0, np.uint64)
+        R = np.empty(kh * oc if packed else 0, np.uint64)
+        xr = np.empty(kh * X.shape[2] if packed else 0, np.uint64)
+        if packed:
+            _pack_taps(Wt, c_bits, W3, L, R)
+        for t in range(task * per, min(rows, task * per + per)):
+            nidx = t // oh
+            oy = t % oh
+            if packed:
+                _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
+            else:
+                _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            for ox in range(ow):
+                for g in range(ocw):
+                    word = np.uint64(0)
+                    lo = g * 64
+                    hi = min(oc, lo + 64)
+                    o = lo
+                    while o + 8 <= hi:  # 8 channels' thresholds at once
+                        word |= v8_minus_bits(acc, ox * oc + o, full[ox], S, T, o) << np.uint64(o - lo)
+                        o += 8
+                    for o in range(o, hi):
+                        word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - lo)
+                    out[nidx, oy, ox, g] = word
 
 
 @njit(parallel=True, **_JIT)

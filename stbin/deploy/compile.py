@@ -30,6 +30,7 @@ from stbin.deploy import convert_residual as _convert_residual  # noqa: F401
 from stbin.deploy.compiler import BINARY_LAYERS, Compiler, is_core
 from stbin.deploy.converters import CONVERTERS, register_converter
 from stbin.deploy.engine import DeployedNet
+from stbin.deploy.fuse import fuse as fuse_ops
 from stbin.deploy.packing import n_words
 from stbin.deploy.thresholds import float_thresholds, integer_thresholds
 from stbin.nn import BinaryLinear
@@ -48,12 +49,13 @@ def _flat_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def compile_model(model: nn.Module, input_shape: Sequence[int] | None = None,
-                  meta: dict[str, Any] | None = None) -> DeployedNet:
+                  meta: dict[str, Any] | None = None, fuse: bool = True) -> DeployedNet:
     """Compile ``model`` (an ``nn.Sequential`` of supported modules) for bit-packed inference.
 
     ``input_shape`` is the shape of one input sample (e.g. ``(1, 28, 28)``); it is needed
     for convolutional models and inferred from the first ``Linear`` otherwise. The result
-    is checked like a loaded file (every op's shapes, from the input shape on).
+    is checked like a loaded file (every op's shapes, from the input shape on). ``fuse``: replace
+    op sequences by fused ops (:mod:`stbin.deploy.fuse`; ``False`` keeps one op per step).
     """
     mods = _flat_modules(model)
     if input_shape is None:
@@ -72,7 +74,7 @@ def compile_model(model: nn.Module, input_shape: Sequence[int] | None = None,
     finally:
         model.train(was_training)
     info = {"input_shape": [int(s) for s in input_shape], **(meta or {})}
-    return DeployedNet(c.ops, info)
+    return DeployedNet(fuse_ops(c.ops, input_shape) if fuse else c.ops, info)
 
 
 def float32_bytes(model: nn.Module) -> int:

@@ -82,8 +82,8 @@ def test_conv_net_identical_predictions():
     with torch.no_grad(), eval_mode(model, "mode"):
         ref = model(x).numpy()
     net = from_bytes(to_bytes(compile_model(model, (1, 22, 22))))
-    assert [op.type for op in net.ops] == ["conv2d", "sign2d", "bconv2d", "maxpool2d", "bconv2d", "flatten",
-                                           "bdense", "bits_float", "linear"]
+    assert [op.type for op in net.ops] == ["conv2d_sign", "bconv2d", "maxpool2d", "bconv2d", "flatten",
+                                           "bdense", "bits_float", "linear"]  # the first conv and its sign fused
     out = net(x)
     np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
     np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)

@@ -136,6 +136,11 @@ def test_bitserial_dot_is_the_exact_integer_product(n, k, m):
     (2, 40, 5, 5, 40, (3, 3), (2, 1), (4, 3), (2, 2)),
     # blocks of 4 adjacent pixels (one word per pixel, OC % 16 == 0) with a horizontal stride and dilation
     (2, 30, 11, 17, 32, (3, 3), (1, 2), (1, 1), (1, 2)),
+    # three horizontal taps packed in one word (at most 21 channels, 3 wide, stride 1 and padding 1 across): widths
+    # 1 and 2 (both borders in one or two pixels), a vertical stride and dilation, 48 outputs
+    (1, 21, 6, 1, 32, (3, 3), (2, 1), (1, 1), (2, 1)),
+    (2, 7, 5, 2, 16, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (1, 16, 4, 9, 48, (3, 3), (1, 1), (2, 1), (1, 1)),
 ])
 def test_bconv2d_equals_torch_conv_with_zero_padding(n, c, h, w, oc, ks, stride, pad, dil):
     rng = np.random.default_rng(c * oc)

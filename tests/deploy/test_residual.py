@@ -28,15 +28,20 @@ def trained(model, shape, steps=6, seed=0):
     return model.eval()
 
 
-def check_exact(model, shape, n=128, seed=1):
+def check_exact(model, shape, n=128, seed=1, fuse=True):
     x = torch.randn(n, *shape, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad(), eval_mode(model, "mode"):
         ref = model(x).numpy()
-    net = from_bytes(to_bytes(compile_model(model, shape)))
+    net = from_bytes(to_bytes(compile_model(model, shape, fuse=fuse)))
     out = net(x)
     np.testing.assert_array_equal(out.argmax(1), ref.argmax(1))
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
     return net
+
+
+def check_both(model, shape):
+    """The fused and the unfused (one op per step) networks both predict as PyTorch; returns both."""
+    return check_exact(model, shape, fuse=False), check_exact(model, shape)
 
 
 @pytest.mark.parametrize("kw", [{"width": 0.25, "blocks": 1},
@@ -45,10 +50,13 @@ def check_exact(model, shape, n=128, seed=1):
 def test_resnet20_predicts_exactly(kw):
     torch.manual_seed(0)
     shape = (3, 16, 16)
-    net = check_exact(trained(build_model("resnet20", **kw), shape), shape)
-    types = [o.type for o in net.ops]
+    plain, fused = check_both(trained(build_model("resnet20", **kw), shape), shape)
+    types = [o.type for o in plain.ops]
     assert {"save", "load", "add", "bconv2d", "bconv2d_f", "avgpool2d", "conv2d"} <= set(types)
     assert types.count("add") == 3 * kw["blocks"]
+    types = [o.type for o in fused.ops]  # each block's tail, shortcut and next sign in one op; the stem in one
+    assert types.count("bconv2d_res") == 3 * kw["blocks"] and types[0] == "conv2d_sign"
+    assert not {"add", "bconv2d_f", "sign2d", "conv2d", "affine", "load"} & set(types)
 
 
 @pytest.mark.parametrize("kw", [{"width": 1 / 16, "convs": 1}, {"width": 1 / 16, "convs": 2, "shortcut": "zero_pad"},
@@ -61,10 +69,13 @@ def test_bireal_resnet18_predicts_exactly(kw):
         for m in model.modules():
             if hasattr(m, "bias") and type(m).__name__ == "ChannelShift":
                 m.bias.copy_(torch.randn(m.bias.shape) * 0.3)
-    net = check_exact(model, shape)
-    types = [o.type for o in net.ops]
+    plain, fused = check_both(model, shape)
+    types = [o.type for o in plain.ops]
     assert types.count("sign2d") == 4 * kw["convs"] and types.count("add") == 4 * kw["convs"]
     assert ("zero_pad_shortcut" in types) == (kw.get("shortcut") == "zero_pad")
+    types = [o.type for o in fused.ops]
+    assert types.count("bconv2d_res") == 4 * kw["convs"] and types[0] == "conv2d_sign"
+    assert not {"add", "zero_pad_shortcut"} & set(types)
 
 
 def test_bireal_model_arguments_are_validated():

@@ -35,7 +35,7 @@ def conv():
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), Sign(),
                           BinaryConv2d(8, 70, 3, padding=1), nn.BatchNorm2d(70), Sign(), nn.MaxPool2d(2),
                           BinaryConv2d(70, 16, 3), nn.BatchNorm2d(16), Sign(), nn.Flatten(), nn.Linear(16 * 16, 5))
-    return compile_model(model.eval(), (1, 12, 12))
+    return compile_model(model.eval(), (1, 12, 12), fuse=False)  # the cases edit the unfused ops
 
 
 def crafted(net, edit):
@@ -155,7 +155,7 @@ def test_inconsistent_conv_files_are_refused(conv, tmp_path, case, match):
 
 def test_residual_ops_are_checked(tmp_path):
     torch.manual_seed(0)
-    net = compile_model(build_model("resnet20", width=0.25, blocks=1).eval(), (3, 8, 8))
+    net = compile_model(build_model("resnet20", width=0.25, blocks=1).eval(), (3, 8, 8), fuse=False)
     types = [o.type for o in net.ops]
     adds = [i for i, t in enumerate(types) if t == "add"]
     loads = [i for i, t in enumerate(types) if t == "load"]

@@ -206,7 +206,7 @@ def test_compile_model_on_a_converted_sequential(conv):
     net.eval()
     deployed = compile_model(net, shape)
     types = [op.type for op in deployed.ops]
-    assert types[0] == ("conv2d" if conv else "linear") and types[-1] == "linear"
+    assert types[0] == ("conv2d_sign" if conv else "linear") and types[-1] == "linear"  # conv: fused with its sign
     assert sum(t in ("bdense", "bconv2d") for t in types) == 2  # the two binary layers, bit-packed
     with torch.no_grad():
         ref = net(x).argmax(-1).numpy()

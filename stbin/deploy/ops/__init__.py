@@ -21,11 +21,14 @@ type              in       out      what
 ``load``          any      slot     continue with a saved tensor
 ``add``           float    float    add a saved tensor (shortcut)
 ``zero_pad_shortcut`` float float   option-A shortcut: stride and zero channels
+``bconv2d_res``   bits     any      fused residual tail: binary conv, BN, shortcut add (, next sign)
+``conv2d_sign``   float    bits     fused first conv: float conv, bias, BN, sign and packing
 ================= ======== ======== ============================================================
 """
 
 from stbin.deploy.ops import binary_layers as _binary_layers  # noqa: F401  (each module registers its ops)
 from stbin.deploy.ops import float_layers as _float_layers  # noqa: F401
+from stbin.deploy.ops import fused as _fused  # noqa: F401
 from stbin.deploy.ops import layout as _layout  # noqa: F401
 from stbin.deploy.ops import pooling as _pooling  # noqa: F401
 from stbin.deploy.ops import residual as _residual  # noqa: F401

@@ -1,0 +1,357 @@
+"""The compiled loops of the fused ops (:mod:`stbin.deploy.ops.fused`): one pass over each output row.
+
+* :func:`bconv2d_res` — the tail of a residual block: binary convolution (popcount), its real-valued
+  output stage ``float32(dot) * scale + bias``, the batch norm ``* alpha + beta``, the shortcut added
+  (±1 values unpacked from bits, real values, or a real 1x1 projection of bits with its batch norm),
+  then the real sum written as NCHW float32 (where a later shortcut reads it) and/or thresholded per
+  channel and packed to NHWC bits (the sign of the next binary layer, RSign shift included);
+* :func:`conv2d_sign` — the real-valued first convolution (float NCHW input) with its bias, batch norm,
+  sign and packing (and the real output, where a shortcut reads it).
+
+Every float operation is the one the unfused ops do, in the same order and the same float32 roundings
+(``fastmath`` off: no contraction into fused multiply-adds), so :func:`bconv2d_res` with a ±1 or a
+real shortcut is bit for bit the unfused ops; the projection shortcut sums its channels in order
+(the unfused float convolution's BLAS order is unspecified) and :func:`conv2d_sign` sums its taps
+in the order (channel, row, column): both within float rounding of the unfused ops.
+
+As in :mod:`stbin.deploy._loops`, these trust their arguments: call them through the checked entry
+points of :mod:`stbin.deploy.fused_kernels`. Each has a serial twin (``*_serial``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, models, register_model
+
+from stbin.deploy._conv_loops import _conv_row, _conv_row_packed, _pack_taps, _packable, _valid_taps
+from stbin.deploy._loops import _JIT, _serial, njit, prange
+
+_V16 = ir.VectorType(ir.FloatType(), 16)
+
+
+class F32x16(types.Type):
+    """Sixteen float32 lanes in one LLVM vector value (a 512-bit zmm register with AVX-512)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f32x16")
+
+
+f32x16 = F32x16()
+register_model(F32x16)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V16))
+
+
+def _c_f32(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
+
+
+def _ptr(context, builder, aty, ary, idx):  # type: ignore[no-untyped-def]
+    return builder.gep(context.make_array(aty)(context, builder, ary).data, [idx])
+
+
+@intrinsic
+def f16_zero(typingctx):  # type: ignore[no-untyped-def]
+    """Sixteen +0.0 lanes."""
+    return f32x16(), lambda context, builder, sig, args: ir.Constant(_V16, None)
+
+
+@intrinsic
+def f16_madd(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
+    """``acc + arr.flat[i:i + 16] * x`` lane by lane: a float32 product then a float32 sum, each rounded (no
+    fused multiply-add). Unchecked: the caller guarantees ``0 <= i`` and ``i + 16 <= arr.size`` (C-contiguous)."""
+    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer) or x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx, xv = args
+        w = builder.load(builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
+        xs = builder.insert_element(ir.Constant(_V16, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
+        xs = builder.shuffle_vector(xs, ir.Constant(_V16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
+        return builder.fadd(a, builder.fmul(w, xs))
+
+    return f32x16(acc, arr, i, types.float32), codegen
+
+
+@intrinsic
+def f16_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + 16] = acc``; unchecked like :func:`f16_madd`."""
+    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx = args
+        builder.store(a, builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, arr, i), codegen
+
+
+@intrinsic
+def load_f32(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i]`` without the negative-index wraparound; unchecked like :func:`f16_madd`."""
+    if not _c_f32(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1]))
+
+    return types.float32(arr, i), codegen
+
+
+@intrinsic
+def f16_sign_bits(typingctx, y, i, S, T, j):  # type: ignore[no-untyped-def]
+    """The 16 threshold bits of 16 channels as one integer: bit ``l`` is set (-1) unless
+    ``S[j + l] * y.flat[i + l] >= T[j + l]`` (float32 product, ordered comparison: a NaN gives -1, as
+    :func:`stbin.deploy._float_loops.float_sign_pack` does). Unchecked like :func:`f16_madd`."""
+    if not (_c_f32(y) and _c_f32(S) and _c_f32(T) and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ya, yi, sa, ta, sj = args
+
+        def vload(k, arr, idx):  # type: ignore[no-untyped-def]
+            return builder.load(builder.bitcast(_ptr(context, builder, sig.args[k], arr, idx), _V16.as_pointer()),
+                                align=4)
+
+        sy = builder.fmul(vload(2, sa, sj), vload(0, ya, yi))
+        bits = builder.fcmp_unordered("<", sy, vload(3, ta, sj))  # not (S * y >= T)
+        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
+
+    return types.uint64(y, i, S, T, j), codegen
+
+
+@intrinsic
+def f16_add_signs(typingctx, y, i, word):  # type: ignore[no-untyped-def]
+    """``y.flat[i + l] += (-1.0 if bit l of word else 1.0)`` for l = 0..15 (a float32 sum each, as adding the
+    unpacked ±1 values). Unchecked like :func:`f16_madd`."""
+    if not _c_f32(y) or not isinstance(i, types.Integer) or not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ya, yi, w = args
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], ya, yi), _V16.as_pointer())
+        mask = builder.bitcast(builder.trunc(w, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
+        signs = builder.select(mask, ir.Constant(_V16, [-1.0] * 16), ir.Constant(_V16, [1.0] * 16))
+        builder.store(builder.fadd(builder.load(ptr, align=4), signs), ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.none(y, i, types.uint64), codegen
+
+
+@njit(inline="always", **_JIT)
+def _pack_pixel(y, ox, S, T, out, nidx, oy):  # type: ignore[no-untyped-def]
+    """out[nidx, oy, ox, g] = the words of pixel ``ox`` of y (OW, OC): bit o = not (S[o] * y >= T[o]), as
+    :func:`stbin.deploy._float_loops.float_sign_pack`: 16 channels per compare (:func:`f16_sign_bits`), the
+    rest one at a time. No array views: a view of a shared array costs an atomic reference count."""
+    oc = y.shape[1]
+    for g in range(out.shape[3]):
+        word = np.uint64(0)
+        lo = g * 64
+        hi = min(oc, lo + 64)
+        o = lo
+        while o + 16 <= hi:
+            word |= f16_sign_bits(y, ox * oc + o, S, T, o) << np.uint64(o - lo)
+            o += 16
+        for o in range(o, hi):
+            word |= (np.uint64(0) if S[o] * y[ox, o] >= T[o] else np.uint64(1)) << np.uint64(o - lo)
+        out[nidx, oy, ox, g] = word
+
+
+@njit(inline="always", **_JIT)
+def _rows_per_task(rows):  # type: ignore[no-untyped-def]
+    """Output rows per parallel task: at least 32 tasks (load balance), each allocating its buffers once."""
+    return max(1, rows // 32)
+
+
+@njit(inline="always", **_JIT)
+def _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy):  # type: ignore[no-untyped-def]
+    """y (OW, OC) += the shortcut of output row ``oy``: kind 0: ±1 of bit ``o - before`` of RB (N, H', W', CW');
+    1: RF[n, o - before] (N, C', H', W') float32; 2: the real 1x1 projection of RB's ±1 values,
+    ``(sum_c ±PW[c, o]) * pa[o] + pb[o]`` (channels summed in order). Positions are (oy * rs_h, ox * rs_w);
+    channels outside ``[before, before + rc)`` add +0 (option A's zero channels)."""
+    ow, oc = y.shape
+    iy = oy * rs_h
+    lo = min(oc, before)
+    hi = min(oc, before + rc)
+    r = np.empty(oc if kind == 2 else 0, np.float32)
+    for ox in range(ow):
+        ix = ox * rs_w
+        if kind == 2:  # 16 output channels at a time in a register, the rest one by one; channels c in order
+            o = 0
+            while o + 16 <= oc:
+                a = f16_zero()
+                for c in range(rc):
+                    s = np.float32(-1.0) if (RB[nidx, iy, ix, c // 64] >> np.uint64(c % 64)) & np.uint64(1) else np.float32(1.0)
+                    a = f16_madd(a, PW, c * oc + o, s)
+                f16_store(a, r, o)
+                o += 16
+            for o in range(o, oc):
+                acc = np.float32(0)
+                for c in range(rc):
+                    s = np.float32(-1.0) if (RB[nidx, iy, ix, c // 64] >> np.uint64(c % 64)) & np.uint64(1) else np.float32(1.0)
+                    acc += s * PW[c, o]
+                r[o] = acc
+            for o in range(oc):
+                y[ox, o] = y[ox, o] + (r[o] * pa[o] + pb[o])
+            continue
+        for o in range(lo):
+            y[ox, o] = y[ox, o] + np.float32(0)
+        for o in range(hi, oc):
+            y[ox, o] = y[ox, o] + np.float32(0)
+        if kind == 1:
+            for o in range(lo, hi):
+                y[ox, o] = y[ox, o] + RF[nidx, o - before, iy, ix]
+        else:
+            for g in range(0, hi - lo, 64):  # y + (±1): 16 channels at a time, the rest one by one
+                word = RB[nidx, iy, ix, g // 64]
+                c = g
+                end = min(hi - lo, g + 64)
+                while c + 16 <= end:
+                    f16_add_signs(y, ox * oc + lo + c, word >> np.uint64(c - g))
+                    c += 16
+                for c in range(c, end):
+                    bit = (word >> np.uint64(c - g)) & np.uint64(1)
+                    y[ox, lo + c] = y[ox, lo + c] + (np.float32(1.0) - np.float32(2.0) * np.float32(bit))
+
+
+@njit(parallel=True, **_JIT)
+def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, alpha, beta,  # type: ignore[no-untyped-def]
+                kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, oh, ow):
+    """The tail of a residual block in one pass per output row (see the module docstring):
+    y = (float32(dot) * scale + bias) * alpha + beta + shortcut; out_f (N, OC, OH, OW) = y if ``want_float``,
+    out_b (N, OH, OW, ceil(OC/64)) = the packed bits ``not (S * y >= T)`` if ``want_bits``."""
+    n = X.shape[0]
+    kh, oc = Wt.shape[0], Wt.shape[3]
+    packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
+    rows = n * oh
+    per = _rows_per_task(rows)
+    for task in prange((rows + per - 1) // per):
+        acc = np.empty((ow, oc), np.uint64)
+        full = np.empty(ow, np.int64)
+        y = np.empty((ow, oc), np.float32)
+        W3 = np.empty(kh * oc if packed else 0, np.uint64)
+        L = np.empty(kh * oc if packed else 0, np.uint64)
+        R = np.empty(kh * oc if packed else 0, np.uint64)
+        xr = np.empty(kh * X.shape[2] if packed else 0, np.uint64)
+        if packed:
+            _pack_taps(Wt, c_bits, W3, L, R)
+        for t in range(task * per, min(rows, task * per + per)):
+            nidx = t // oh
+            oy = t % oh
+            if packed:
+                _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
+            else:
+                _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            for ox in range(ow):
+                f = full[ox]
+                for o in range(oc):
+                    y[ox, o] = (np.float32(f - 2 * np.int64(acc[ox, o])) * scale[o] + bias[o]) * alpha[o] + beta[o]
+            _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
+            if want_float:
+                for o in range(oc):
+                    for ox in range(ow):
+                        out_f[nidx, o, oy, ox] = y[ox, o]
+            if want_bits:
+                for ox in range(ow):
+                    _pack_pixel(y, ox, S, T, out_b, nidx, oy)
+
+
+@njit(inline="always", **_JIT)
+def _first_pixel(X, Wk, nidx, oy, ox, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y, o):  # type: ignore[no-untyped-def]
+    """y[ox, o:] (of y (OW, OC)) = the sum over the valid taps (c, u, v) of output pixel (oy, ox), in that order;
+    the output channels in blocks of 16 held in a register (:func:`f16_madd`), the last ``OC % 16`` one at a time."""
+    c, h, w_ = X.shape[1], X.shape[2], X.shape[3]
+    oc = Wk.shape[1]
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    v0, v1 = _valid_taps(ox, stride_w, pad_w, dil_w, w_, kw)
+    by = oy * stride_h - pad_h
+    bx = ox * stride_w - pad_w
+    while o + 16 <= oc:
+        a = f16_zero()
+        for ch in range(c):
+            for u in range(u0, u1):
+                xrow = ((nidx * c + ch) * h + by + u * dil_h) * w_ + bx
+                for v in range(v0, v1):
+                    a = f16_madd(a, Wk, ((ch * kh + u) * kw + v) * oc + o, load_f32(X, xrow + v * dil_w))
+        f16_store(a, y, ox * oc + o)
+        o += 16
+    for o in range(o, oc):
+        s = np.float32(0)
+        for ch in range(c):
+            for u in range(u0, u1):
+                for v in range(v0, v1):
+                    s += X[nidx, ch, by + u * dil_h, bx + v * dil_w] * Wk[(ch * kh + u) * kw + v, o]
+        y[ox, o] = s
+
+
+@njit(inline="always", **_JIT)
+def _first_row(X, Wk, nidx, oy, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y):  # type: ignore[no-untyped-def]
+    """y (OW, OC) = the sums of output row ``oy`` (as :func:`_first_pixel`, the same order): four adjacent pixels
+    whose taps all lie inside the row share each weight load (4 x 16 channels in registers)."""
+    c, h, w_ = X.shape[1], X.shape[2], X.shape[3]
+    oc = Wk.shape[1]
+    ow = y.shape[0]
+    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
+    by = oy * stride_h - pad_h
+    ox = 0
+    while ox < ow:
+        bx = ox * stride_w - pad_w
+        if ox + 4 <= ow and oc >= 16 and bx >= 0 and bx + 3 * stride_w + (kw - 1) * dil_w < w_:
+            o = 0
+            while o + 16 <= oc:
+                a0 = a1 = a2 = a3 = f16_zero()
+                for ch in range(c):
+                    for u in range(u0, u1):
+                        xrow = ((nidx * c + ch) * h + by + u * dil_h) * w_ + bx
+                        for v in range(kw):
+                            wi = ((ch * kh + u) * kw + v) * oc + o
+                            xi = xrow + v * dil_w
+                            a0 = f16_madd(a0, Wk, wi, load_f32(X, xi))
+                            a1 = f16_madd(a1, Wk, wi, load_f32(X, xi + stride_w))
+                            a2 = f16_madd(a2, Wk, wi, load_f32(X, xi + 2 * stride_w))
+                            a3 = f16_madd(a3, Wk, wi, load_f32(X, xi + 3 * stride_w))
+                f16_store(a0, y, ox * oc + o)
+                f16_store(a1, y, (ox + 1) * oc + o)
+                f16_store(a2, y, (ox + 2) * oc + o)
+                f16_store(a3, y, (ox + 3) * oc + o)
+                o += 16
+            if o < oc:
+                for j in range(4):
+                    _first_pixel(X, Wk, nidx, oy, ox + j, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y, o)
+            ox += 4
+        else:
+            _first_pixel(X, Wk, nidx, oy, ox, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y, 0)
+            ox += 1
+
+
+@njit(parallel=True, **_JIT)
+def conv2d_sign(X, Wk, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, bias, alpha, beta,  # type: ignore[no-untyped-def]
+                S, T, out_b, want_float, out_f, oh, ow):
+    """Real first convolution fused with bias, batch norm, sign and packing, one pass per output row:
+    y = (sum over the valid taps (c, u, v), in that order, of X * W + bias) * alpha + beta, with ``Wk``
+    (C*KH*KW, OC) tap-major; out_b (N, OH, OW, ceil(OC/64)) = not (S * y >= T); out_f (N, OC, OH, OW) = y
+    if ``want_float``. X and Wk C-contiguous."""
+    n = X.shape[0]
+    oc = Wk.shape[1]
+    rows = n * oh
+    per = _rows_per_task(rows)
+    for task in prange((rows + per - 1) // per):
+        y = np.empty((ow, oc), np.float32)
+        for t in range(task * per, min(rows, task * per + per)):
+            nidx = t // oh
+            oy = t % oh
+            _first_row(X, Wk, nidx, oy, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y)
+            for ox in range(ow):
+                for o in range(oc):
+                    y[ox, o] = (y[ox, o] + bias[o]) * alpha[o] + beta[o]
+                _pack_pixel(y, ox, S, T, out_b, nidx, oy)
+            if want_float:
+                for o in range(oc):
+                    for ox in range(ow):
+                        out_f[nidx, o, oy, ox] = y[ox, o]
+
+
+# Explicit twin declarations on purpose, as in _loops (one module attribute a kernel, found by name).
+bconv2d_res_serial = _serial(bconv2d_res, "bconv2d_res_serial")
+conv2d_sign_serial = _serial(conv2d_sign, "conv2d_sign_serial")

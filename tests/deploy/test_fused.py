@@ -1,0 +1,210 @@
+"""The fused ops (``bconv2d_res``, ``conv2d_sign``) and the fusion pass: what each sequence becomes, results
+equal to the unfused ops (bit for bit where the float operations are the same), and crafted files or
+kernel arguments refused before anything runs."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from stbin.deploy import compile_model, fused_kernels as FK
+from stbin.deploy.fuse import fuse
+from stbin.models import build_model
+from stbin.nn import eval_mode
+
+from .test_engine import randomise_bn
+from .test_safety import refused
+
+
+def nets(name, **kw):
+    torch.manual_seed(0)
+    model = randomise_bn(build_model(name, activation="sign", weights="sign", **kw)).eval()
+    shape = (3, 16, 16)
+    return model, shape, compile_model(model, shape, fuse=False), compile_model(model, shape)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return nets("resnet20", width=0.25, blocks=2)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_resnet20_fused_equals_unfused_and_pytorch(resnet, batch):
+    model, shape, plain, fused = resnet
+    x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32) * 2
+    y0, y1 = plain(x), fused(x)
+    with torch.no_grad(), eval_mode(model, "mode"):
+        ref = model(torch.from_numpy(x)).numpy()
+    # the block tails do the unfused float operations in the same order: equal bit for bit here (the
+    # projection's and the stem's sums have their own order: a unit exactly at its threshold could differ)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_array_equal(y1.argmax(1), ref.argmax(1))
+    types = [o.type for o in fused.ops]
+    assert types[0] == "conv2d_sign" and types.count("bconv2d_res") == 6
+    res = [o for o in fused.ops if o.type == "bconv2d_res"]
+    assert sum("proj_weight" in o.arrays for o in res) == 2 and all("S" in o.arrays for o in res[:-1])
+
+
+@pytest.mark.parametrize("shortcut", ["avgpool", "zero_pad"])
+def test_bireal_fused_keeps_the_real_path_and_matches(shortcut):
+    model, shape, plain, fused = nets("bireal_resnet18", width=1 / 16, convs=1, shortcut=shortcut)
+    x = np.random.default_rng(0).standard_normal((6, *shape)).astype(np.float32)
+    np.testing.assert_allclose(fused(x), plain(x), rtol=1e-5, atol=1e-5)
+    with torch.no_grad(), eval_mode(model, "mode"):
+        np.testing.assert_array_equal(fused(x).argmax(1), model(torch.from_numpy(x)).argmax(1).numpy())
+    res = [o for o in fused.ops if o.type == "bconv2d_res"]
+    types = [o.type for o in fused.ops]
+    assert len(res) == 4 and "S" not in res[-1].arrays
+    if shortcut == "zero_pad":  # option A on real values: read in place, channels_before zeros; each block's
+        # real sum is kept for the next shortcut and its sign packed in the same pass
+        assert any(o.attrs["residual_before"] > 0 for o in res)
+        assert all("save_slot" in o.attrs for o in res[:-1]) and "sign2d" not in types
+    else:  # the pooled 1x1 shortcut is computed first (from a `load` of the real sum: no save_slot there)
+        assert types.count("avgpool2d") == 4 and types.count("sign2d") == 3
+        assert not any("save_slot" in o.attrs for o in res)
+
+
+def test_fusion_without_an_input_shape_or_with_a_shared_branch_slot_changes_nothing(resnet):
+    _, shape, plain, _ = resnet
+    assert fuse(plain.ops, None) == plain.ops
+    ops = copy.deepcopy(plain.ops)
+    i = next(i for i, o in enumerate(ops) if o.type == "add")
+    ops.insert(i + 1, copy.deepcopy(ops[i]))  # the branch slot is read twice: that block stays unfused
+    out = fuse(ops, shape)
+    assert sum(o.type == "add" for o in out) == 2
+
+
+def test_first_conv_with_many_taps_keeps_the_float_conv():
+    from torch import nn
+
+    from stbin.nn import Sign
+
+    model = nn.Sequential(nn.Conv2d(16, 8, 3, padding=1), nn.BatchNorm2d(8), Sign(), nn.Flatten(), nn.Linear(8 * 16, 3))
+    assert compile_model(randomise_bn(model).eval(), (16, 4, 4)).ops[0].type == "conv2d"
+
+
+def _edit(t, k, fn):
+    def edit(ops):
+        fn([o for o in ops if o.type == t][k])
+    return edit
+
+
+@pytest.mark.parametrize("t, k, change, match", [
+    ("bconv2d_res", 0, lambda o: o.attrs.update(residual_slot=9), r"slot 9 is read before anything is saved"),
+    ("bconv2d_res", 0, lambda o: o.attrs.update(residual_slot=99), r"'residual_slot' must be below 64"),
+    ("bconv2d_res", 0, lambda o: o.attrs.update(residual_channels=8), r"residual_channels is 8"),
+    ("bconv2d_res", 0, lambda o: o.attrs.update(residual_stride=[2, 2]), r"stride 2x2 does not give the 16x16"),
+    ("bconv2d_res", 0, lambda o: o.attrs.update(residual_before=1), r"4 channels after 1, more than the 4 outputs"),
+    ("bconv2d_res", 2, lambda o: o.arrays.update(proj_weight=o.arrays["proj_weight"][:, :3].copy()),
+     r"the projection takes 3 binary channels"),
+    ("bconv2d_res", 2, lambda o: o.attrs.update(residual_before=2), r"'proj_weight' has shape"),
+    ("bconv2d_res", 0, lambda o: o.arrays.update(S=o.arrays["S"][:3].copy()), r"array 'S' has shape \(3,\)"),
+    ("bconv2d_res", 0, lambda o: o.arrays.pop("T"), r"arrays 'S' and 'T' go together"),
+    ("bconv2d_res", 5, lambda o: (o.attrs.update(save_slot=3), o.arrays.pop("S"), o.arrays.pop("T")),
+     r"'save_slot' needs the thresholds"),
+    ("bconv2d_res", 0, lambda o: o.arrays.update(weight=o.arrays["weight"][:3].copy()),
+     r"packed weight shape \(3, 3, 3, 1\) does not fit 4 -> 4"),
+    ("conv2d_sign", 0, lambda o: o.arrays.update(weight=o.arrays["weight"][:, :2].copy()),
+     r"input has 3 channels, weight expects 2"),
+    ("conv2d_sign", 0, lambda o: o.arrays.update(alpha=np.ones(3, np.float32), beta=np.ones(3, np.float32)),
+     r"array 'alpha' has shape \(3,\)"),
+    ("conv2d_sign", 0, lambda o: o.arrays.update(alpha=np.ones(4, np.float32)), r"arrays 'alpha' and 'beta' go together"),
+])
+def test_crafted_fused_ops_are_refused_at_load(resnet, tmp_path, t, k, change, match):
+    net = copy.deepcopy(resnet[3])
+    _edit(t, k, change)(net.ops)
+    msg = refused(net, tmp_path, match)
+    i = [j for j, o in enumerate(resnet[3].ops) if o.type == t][k]
+    assert f"op {i} ({t})" in msg
+
+
+U8, F4 = np.uint64, np.float32
+
+
+def z(shape, dtype):
+    return np.zeros(shape, dtype)
+
+
+def res_call(RB=None, rc=4, r_stride=(1, 1), before=0, kind=0, out_b=None, out_f=None, S=None, PW=None):
+    one = np.ones(4, F4)
+    E = z((0, 0, 0, 0), F4)
+    return lambda: FK.bconv2d_res(
+        z((2, 5, 5, 1), U8), z((3, 3, 1, 4), U8), 4, (1, 1, 1, 1, 1, 1), one, one, one, one, kind,
+        z((2, 5, 5, 1), U8) if RB is None else RB, E if kind != 1 else z((2, rc, 5, 5), F4),
+        z((0, 0), F4) if PW is None else PW, one, one, rc, r_stride, before, one if S is None else S, one,
+        z((2, 5, 5, 1), U8) if out_b is None else out_b, E if out_f is None else out_f)
+
+
+@pytest.mark.parametrize("call, match", [
+    (res_call(RB=z((2, 4, 5, 1), U8)), r"bconv2d_res: the shortcut has shape \(2, 4, 5, 1\)"),
+    (res_call(RB=z((2, 5, 5, 2), U8)), r"bconv2d_res: RB has shape \(2, 5, 5, 2\), expected \(2, 5, 5, 1\)"),
+    (res_call(rc=3, before=2), r"bconv2d_res: shortcut channels 2..4 exceed the 4 outputs"),
+    (res_call(r_stride=(2, 1)), r"bconv2d_res: the shortcut has shape"),
+    (res_call(kind=2, PW=z((3, 4), F4)), r"bconv2d_res: PW has shape \(3, 4\), expected \(4, 4\)"),
+    (res_call(kind=3), r"bconv2d_res: kind must be an integer in \[0, 2\]"),
+    (res_call(out_b=z((2, 5, 4, 1), U8)), r"bconv2d_res: out_b has shape \(2, 5, 4, 1\), expected \(2, 5, 5, 1\)"),
+    (res_call(S=np.ones(3, F4)), r"bconv2d_res: S has shape \(3,\), expected \(4,\)"),
+    (res_call(out_b=z((0, 0, 0, 0), U8)), r"bconv2d_res: needs out_b or out_f"),
+    (res_call(out_b=z((0, 0, 0, 0), U8), out_f=z((2, 4, 5, 6), F4)), r"bconv2d_res: out_f has shape \(2, 4, 5, 6\)"),
+    (lambda: FK.conv2d_sign(z((2, 3, 5, 5), F4), z((26, 4), F4), 3, 3, (1, 1, 1, 1, 1, 1), z(4, F4), z(4, F4),
+                            z(4, F4), z(4, F4), z(4, F4), z((2, 5, 5, 1), U8), z((0, 0, 0, 0), F4)),
+     r"conv2d_sign: Wk has shape \(26, 4\), expected \(27, 4\)"),
+    (lambda: FK.conv2d_sign(z((2, 3, 5, 5), F4), z((27, 4), F4), 3, 3, (1, 1, 0, 0, 1, 1), z(4, F4), z(4, F4),
+                            z(4, F4), z(4, F4), z(4, F4), z((2, 5, 5, 1), U8), z((0, 0, 0, 0), F4)),
+     r"conv2d_sign: out_b has shape \(2, 5, 5, 1\), expected \(2, 3, 3, 1\)"),
+    (lambda: FK.conv2d_sign(z((2, 3, 2, 2), F4), z((27, 4), F4), 3, 3, (1, 1, 0, 0, 1, 1), z(4, F4), z(4, F4),
+                            z(4, F4), z(4, F4), z(4, F4), z((2, 1, 1, 1), U8), z((0, 0, 0, 0), F4)),
+     r"conv2d_sign: a 3x3 window does not fit the 2x2 input"),
+    (lambda: FK.conv2d_sign(z((2, 3, 5, 10), F4)[..., ::2], z((27, 4), F4), 3, 3, (1, 1, 1, 1, 1, 1), z(4, F4),
+                            z(4, F4), z(4, F4), z(4, F4), z(4, F4), z((2, 5, 5, 1), U8), z((0, 0, 0, 0), F4)),
+     r"conv2d_sign: X must be C-contiguous"),
+    (res_call(kind=2, PW=z((4, 8), F4)[:, ::2]), r"bconv2d_res: PW must be C-contiguous"),
+])
+def test_fused_kernels_refuse_disagreeing_arguments_before_running(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_fused_kernels_compute_the_written_formula():
+    """A direct numpy evaluation of both kernels on random operands (odd sizes: every tail loop runs)."""
+    from stbin.deploy.packing import pack_sign, unpack_bits
+
+    rng = np.random.default_rng(0)
+    n, c, oc = 2, 70, 21
+    ws = rng.choice([-1.0, 1.0], size=(oc, 3, 3, c)).astype(F4)
+    Wt = np.ascontiguousarray(pack_sign(ws).transpose(1, 2, 3, 0))
+    sc, b, a, be = (rng.standard_normal(oc).astype(F4) for _ in range(4))
+    rsh = (2, 2)  # a stride-2 conv (5x5 -> 3x3) and its option-A shortcut: every 2nd pixel, 1 zero channel before
+    xs_s = rng.choice([-1.0, 1.0], size=(n, 5, 5, 20)).astype(F4)
+    S, T = rng.choice([-1.0, 1.0], size=oc).astype(F4), rng.standard_normal(oc).astype(F4)
+    X2 = pack_sign(rng.choice([-1.0, 1.0], size=(n, 5, 5, c)).astype(F4))
+    out_b, out_f = z((n, 3, 3, 1), U8), z((n, oc, 3, 3), F4)
+    FK.bconv2d_res(X2, Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, 0, pack_sign(xs_s), z((0, 0, 0, 0), F4),
+                   z((0, 0), F4), z(0, F4), z(0, F4), 20, rsh, 1, S, T, out_b, out_f)
+    x2 = torch.from_numpy(unpack_bits(X2.reshape(-1, 2), c, np.float32).reshape(n, 5, 5, c)).permute(0, 3, 1, 2)
+    dot = torch.nn.functional.conv2d(x2, torch.from_numpy(ws).permute(0, 3, 1, 2), stride=2, padding=1).numpy()
+    y = (dot * sc[:, None, None] + b[:, None, None]) * a[:, None, None] + be[:, None, None]
+    y[:, 1:21] += xs_s[:, ::2, ::2, :].transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(out_f, y)
+    bits = ~(S[:, None, None] * y >= T[:, None, None])
+    np.testing.assert_array_equal(unpack_bits(out_b.reshape(-1, 1), oc, np.float32).reshape(n, 3, 3, oc) < 0,
+                                  bits.transpose(0, 2, 3, 1))
+    xf = rng.standard_normal((n, 3, 7, 9)).astype(F4)
+    wf = rng.standard_normal((oc, 3, 3, 3)).astype(F4)
+    out_b, out_f = z((n, 4, 5, 1), U8), z((n, oc, 4, 5), F4)
+    FK.conv2d_sign(xf, np.ascontiguousarray(wf.reshape(oc, -1).T), 3, 3, (2, 2, 1, 1, 1, 1), b, a, be, S, T,
+                   out_b, out_f)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(xf), torch.from_numpy(wf), torch.from_numpy(b), 2, 1).numpy()
+    ref = ref * a[:, None, None] + be[:, None, None]
+    np.testing.assert_allclose(out_f, ref, rtol=1e-5, atol=1e-5)
+    bits = unpack_bits(out_b.reshape(-1, 1), oc, np.float32).reshape(n, 4, 5, oc).transpose(0, 3, 1, 2) < 0
+    sure = np.abs(S[:, None, None] * ref - T[:, None, None]) > 1e-4
+    np.testing.assert_array_equal(bits[sure], ~(S[:, None, None] * ref >= T[:, None, None])[sure])
+
+
+def test_full_width_resnet20_stage_with_packed_taps_equals_unfused():
+    """16 channels: the fused tails run the packed-tap convolution, the unfused ``bconv2d_f`` the plain one."""
+    model, shape, plain, fused = nets("resnet20", width=1.0, blocks=1)
+    x = np.random.default_rng(3).standard_normal((3, *shape)).astype(np.float32)
+    np.testing.assert_array_equal(fused(x), plain(x))
