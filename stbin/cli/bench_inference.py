@@ -156,11 +156,10 @@ def bench_linear(size: int, batch: int, repeats: int, threads: int) -> dict[str,
             "weights_ratio": 4 * size * size / wp.nbytes, "exact": exact}
 
 
-def bench_model(args: argparse.Namespace) -> dict[str, Any]:
+def bench_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from stbin.cli.export import parse_shape
     from stbin.deploy import binary_weight_bytes, compile_model, float32_bytes, to_bytes
     from stbin.nn import eval_mode
 
@@ -178,7 +177,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
         model = build_model("sbn_mlp", hidden=(args.hidden,) * 3)
         name, source = "sbn_mlp", f"demo network 784-{args.hidden}-{args.hidden}-{args.hidden}-10 (random weights)"
     model.eval()
-    net = compile_model(model, parse_shape(args.input_shape))
+    net = compile_model(model, input_shape)
     shape = tuple(net.meta["input_shape"])
     g = torch.Generator().manual_seed(1)
     xb = torch.randn((args.batch, *shape), generator=g)
@@ -226,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.width > 0 and args.width <= 4):
         raise ValueError(f"--width must be in (0, 4], got {args.width}")
+    from stbin.cli.shapes import parse_shape
+
+    input_shape = parse_shape(args.input_shape) if args.input_shape is not None else None
     networks = parse_networks(args.networks)
     if networks:
         require_onnxruntime()
@@ -249,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         result["linear_4096_speedup"] = lin["speedup"] if args.linear_size == 4096 else None
     else:
         result["linear_4096_speedup"] = None
-    result["model"] = bench_model(args)
+    result["model"] = bench_model(args, input_shape)
     result["networks"] = {n: bench_network(n, args.width, sorted({1, args.net_batch}), args.repeats, args.threads)
                           for n in networks}
     result["threading_layer"] = kernels.numba.threading_layer()

@@ -90,6 +90,8 @@ def test_bench_inference_network_errors(capsys):
     assert "--networks: unknown network 'resnet50'" in capsys.readouterr().err
     assert main(["bench-inference", "--net-batch", "0"]) == 2
     assert "--net-batch must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["bench-inference", "--input-shape", "0,28,28", "--networks", "none"]) == 2
+    assert "--input-shape must be positive integers" in capsys.readouterr().err
 
 
 def test_bench_inference_without_onnxruntime_is_refused_before_work():
