@@ -50,6 +50,18 @@ def _scale_bias(op: Op, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
                                                 op.arrays.get("bias", np.zeros(m, np.float32))))
 
 
+def binary_conv_out(op: Op, x: TensorSpec) -> tuple[int, int, int]:
+    """(output channels, height, width) of a binary convolution ``op`` on the packed feature map ``x``
+    (ValueError if ``x`` is not a bit map with the op's ``in_channels``)."""
+    need_kind(x, "bits", 3)
+    h, w, c = x.shape
+    if c != op.attrs["in_channels"]:
+        raise ValueError(f"input has {c} channels, in_channels is {op.attrs['in_channels']}")
+    m, kh, kw = op.arrays["weight"].shape[:3]
+    oh, ow = spatial_out(h, w, (kh, kw), op)
+    return m, oh, ow
+
+
 class _BDense(OpType):
     """Binary GEMM on packed rows (N, KW): ``bdense`` -> bits (N, ceil(M/64)) through integer
     thresholds, ``bdense_f`` -> float (N, M) ``y = scale * dot + bias``."""
@@ -102,12 +114,7 @@ class _BConv(OpType):
         _check_out_arrays(op, m, self.threshold)
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
-        need_kind(x, "bits", 3)
-        h, w, c = x.shape
-        if c != op.attrs["in_channels"]:
-            raise ValueError(f"input has {c} channels, in_channels is {op.attrs['in_channels']}")
-        m, kh, kw = op.arrays["weight"].shape[:3]
-        oh, ow = spatial_out(h, w, (kh, kw), op)
+        m, oh, ow = binary_conv_out(op, x)
         return TensorSpec.bits((oh, ow, m)) if self.threshold else TensorSpec("float", (m, oh, ow))
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from stbin.deploy.ops.base import (GraphState, Op, OpType, RunContext, TensorSpec, conv_geometry, int_attr, need_kind,
                                    pair_attr, register_op, spatial_out, vec)
+from stbin.deploy.ops.binary_layers import binary_conv_out
 from stbin.deploy.ops.residual import MAX_SLOTS
 from stbin.deploy.packing import n_words
 
@@ -101,12 +102,7 @@ class BConv2dRes(OpType):
             raise ValueError("attribute 'save_slot' needs the thresholds S and T (else save the output)")
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
-        need_kind(x, "bits", 3)
-        h, w, c = x.shape
-        if c != op.attrs["in_channels"]:
-            raise ValueError(f"input has {c} channels, in_channels is {op.attrs['in_channels']}")
-        m, kh, kw = op.arrays["weight"].shape[:3]
-        oh, ow = spatial_out(h, w, (kh, kw), op)
+        m, oh, ow = binary_conv_out(op, x)
         s = op.attrs["residual_slot"]
         if s not in state.slots:
             raise ValueError(f"slot {s} is read before anything is saved in it")
