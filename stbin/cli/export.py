@@ -10,6 +10,11 @@ else on random inputs) and exits with 1 if any differs.
 ``--format onnx`` writes the mode network as a standard ONNX graph instead (float
 emulation for interoperability: ±1 weights as float constants, sign as Where; needs the
 onnx package; ``--verify`` then needs onnxruntime).
+
+``--input-grid MEAN,STD`` declares that the inputs are 8-bit pixels normalised as
+``(pixel / 255 - MEAN) / STD`` (MNIST: 0.1307,0.3081): a first layer with binary weights then
+runs bit-serially on exact integer dot products (see docs/deploy.md), and every input is
+checked to lie on that grid.
 """
 
 from __future__ import annotations
@@ -30,16 +35,44 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="check that the exported model predicts exactly as the PyTorch model (mode)")
     p.add_argument("--format", choices=("stbn", "onnx"), default="stbn",
                    help="stbn: true-binary bit-packed file (default); onnx: float-emulated ONNX graph")
+    p.add_argument("--input-grid", default=None, metavar="MEAN,STD",
+                   help="inputs are 8-bit pixels normalised as (pixel/255 - MEAN)/STD, e.g. 0.1307,0.3081 for "
+                        "MNIST: a binary-weight first layer then runs bit-serially (exact integer products)")
     p.add_argument("--verify-samples", type=int, default=2000,
                    help="random inputs for --verify when the model is not an MNIST model (default: 2000)")
     return p
 
 
-def verification_inputs(input_shape, n_random: int):
-    """MNIST test images (normalised as ``stbin train`` does) for MNIST-shaped models, else N(0, 1)."""
+def parse_input_grid(text: str) -> dict[str, float]:
+    """The grid of ``--input-grid MEAN,STD`` (:func:`stbin.deploy.input_grid.input_grid_for`).
+
+    >>> parse_input_grid("0.5,0.25")
+    {'scale': 0.01568627450980392, 'offset': -2.0}
+    """
+    import math
+
+    from stbin.deploy.input_grid import input_grid_for
+
+    try:
+        mean, std = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--input-grid must be MEAN,STD (two numbers, e.g. 0.1307,0.3081), got {text!r}") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"--input-grid needs a finite MEAN and a finite STD > 0, got {text!r}")
+    return input_grid_for(mean, std)
+
+
+def verification_inputs(input_shape, n_random: int, grid: dict[str, float] | None = None):
+    """MNIST test images (normalised as ``stbin train`` does) for MNIST-shaped models without a declared
+    grid, else random inputs: N(0, 1), or uniform 8-bit pixels on the declared ``grid``."""
     import torch
 
     shape = tuple(input_shape)
+    g = torch.Generator().manual_seed(0)
+    if grid is not None:
+        q = torch.randint(0, 256, (n_random, *shape), generator=g, dtype=torch.int32)
+        x = (grid["offset"] + grid["scale"] * q.double()).float()
+        return x, f"{n_random} random 8-bit inputs on the declared grid"
     if int(torch.tensor(shape).prod()) == 784 and shape in ((784,), (1, 28, 28), (28, 28)):
         from stbin.data import load_mnist
         from stbin.data.datasets import DATASETS
@@ -47,7 +80,6 @@ def verification_inputs(input_shape, n_random: int):
         info = DATASETS.get("mnist")
         xte, _ = load_mnist("test")
         return (xte.float() / 255.0 - info.mean[0]) / info.std[0], "the MNIST test set"
-    g = torch.Generator().manual_seed(0)
     return torch.randn((n_random, *shape), generator=g), f"{n_random} random N(0, 1) inputs"
 
 
@@ -57,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     shape = parse_shape(args.input_shape) if args.input_shape is not None else None
     if args.verify_samples < 1:
         raise ValueError(f"--verify-samples must be >= 1, got {args.verify_samples}")
+    grid = parse_input_grid(args.input_grid) if args.input_grid is not None else None
+    if grid is not None and args.format == "onnx":
+        raise ValueError("--input-grid applies to the .stbn format only (ONNX computes in float32)")
     if os.path.isdir(args.out):
         raise ValueError(f"{args.out} is a directory; give a file name such as model.{args.format}")
     if args.format == "onnx":
@@ -78,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if shape is not None:
         check_input_shape(model, shape, f"--input-shape {args.input_shape}" if args.input_shape else
                           f"the input shape {','.join(map(str, shape))} recorded in {args.checkpoint}")
-    net = export_checkpoint(ckpt, args.out, shape)
+    net = export_checkpoint(ckpt, args.out, shape, input_grid=grid)
     f32 = net.meta.get("float32_bytes", 0)
     bf, bp = binary_weight_bytes(model)
     size = os.path.getsize(args.out)
@@ -96,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         from stbin.deploy import load
         from stbin.nn import eval_mode
 
-        x, what = verification_inputs(net.meta["input_shape"], args.verify_samples)
+        x, what = verification_inputs(net.meta["input_shape"], args.verify_samples, grid)
         loaded = load(args.out)
         with torch.no_grad(), eval_mode(model, "mode"):
             ref = model(x).argmax(-1).numpy()

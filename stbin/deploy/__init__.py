@@ -35,8 +35,12 @@ def require_kernels() -> None:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], out: str | os.PathLike,
-                      input_shape: Sequence[int] | None = None) -> DeployedNet:
+                      input_shape: Sequence[int] | None = None,
+                      input_grid: dict[str, float] | None = None) -> DeployedNet:
     """Export a training checkpoint to a deploy file at ``out``; returns the compiled net.
+
+    ``input_grid`` (:func:`stbin.deploy.input_grid.input_grid_for`) declares 8-bit inputs: a binary-weight
+    first layer then runs bit-serially, and every input is checked to lie on the grid.
 
     The file's metadata names the model's options by their current names (a checkpoint written
     before an option was renamed keeps the old name; the deploy file does not)."""
@@ -53,6 +57,8 @@ def export_checkpoint(checkpoint: str | os.PathLike | dict[str, Any], out: str |
         kwargs = current_option_names(kwargs, f"model {spec['name']!r}")
     meta = {"model": {"name": spec["name"], "kwargs": kwargs}, "stbin_version": __version__,
             "float32_bytes": float32_bytes(model)}
+    if input_grid is not None:
+        meta["input_grid"] = dict(input_grid)
     net = compile_model(model, input_shape, meta)
     save(net, Path(out))
     return net

@@ -97,3 +97,62 @@ def test_a_checkpoint_whose_weights_do_not_fit_names_the_tensor(tiny_ckpt, tmp_p
     save_checkpoint(bad, {"model": ck["model"], "model_state": state})
     r = run_cli("export", str(bad), str(tmp_path / "o.stbn"), inprocess=True)
     assert_user_error(r, "size mismatch for 1.weight")
+
+
+@pytest.fixture(scope="module")
+def binary_first_ckpt(tmp_path_factory):
+    """An MLP whose first layer has binary weights (the bit-serial path on a declared 8-bit grid)."""
+    from stbin.models import build_model
+
+    torch.manual_seed(0)
+    kwargs = {"in_features": 40, "hidden": [48, 32], "num_classes": 4, "activation": "sign", "weights": "sign",
+              "binary_first": True}
+    model = build_model("mlp", **kwargs)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 2)
+                m.weight.normal_()
+    path = tmp_path_factory.mktemp("ckpt") / "bfirst.pt"
+    save_checkpoint(path, {"model": {"name": "mlp", "kwargs": kwargs}, "model_state": model.state_dict()})
+    return path
+
+
+def test_export_input_grid_runs_the_first_layer_bit_serially(binary_first_ckpt, tmp_path, run_cli):
+    """--input-grid MEAN,STD is stored in the file, --verify feeds 8-bit inputs on that grid, and the
+    loaded network refuses an input off the grid."""
+    out = tmp_path / "g.stbn"
+    r = run_cli("export", str(binary_first_ckpt), str(out), "--input-grid", "0.1307,0.3081", "--verify",
+                "--verify-samples", "300")
+    assert r.returncode == 0, r.stderr
+    assert "verify on 300 random 8-bit inputs on the declared grid: 300/300 predictions identical" in r.stdout
+    from stbin.deploy import load
+    from stbin.deploy.input_grid import input_grid_for
+
+    net = load(out)
+    assert net.meta["input_grid"] == input_grid_for(0.1307, 0.3081)
+    assert [o.type for o in net.ops][:2] == ["blinear", "sign"]
+    q = torch.randint(0, 256, (5, 40), generator=torch.Generator().manual_seed(3))
+    x = ((q.float() / 255 - 0.1307) / 0.3081).numpy()
+    assert net(x).shape == (5, 4)
+    with pytest.raises(ValueError, match="grid"):
+        net(x + 0.5 * net.meta["input_grid"]["scale"])  # half a grid step off
+
+
+@pytest.mark.parametrize("value,msg", [
+    ("0.1307", "--input-grid must be MEAN,STD"),
+    ("0.1,0.2,0.3", "--input-grid must be MEAN,STD"),
+    ("a,b", "--input-grid must be MEAN,STD"),
+    ("0.1,0", "--input-grid needs a finite MEAN and a finite STD > 0"),
+    ("nan,0.3", "--input-grid needs a finite MEAN and a finite STD > 0"),
+    ("0.1,-1", "--input-grid needs a finite MEAN and a finite STD > 0"),
+])
+def test_export_bad_input_grid(binary_first_ckpt, tmp_path, run_cli, assert_user_error, value, msg):
+    out = tmp_path / "g.stbn"
+    assert_user_error(run_cli("export", str(binary_first_ckpt), str(out), "--input-grid", value, inprocess=True), msg)
+    assert not out.exists()
+
+
+def test_export_input_grid_is_refused_for_onnx(binary_first_ckpt, tmp_path, run_cli, assert_user_error):
+    assert_user_error(run_cli("export", str(binary_first_ckpt), str(tmp_path / "g.onnx"), "--format", "onnx",
+                              "--input-grid", "0.1307,0.3081", inprocess=True), "--input-grid applies to the .stbn")
