@@ -8,7 +8,7 @@ flat offsets).
 
 A dense layer is a 1x1 convolution of one pixel: the weights are stored **word-major**,
 ``Wt`` (KW, M) (word k of output j at ``Wt[k, j]``), so that eight adjacent outputs' words are one
-512-bit load and their popcounts one ``vpopcntq`` (:func:`stbin.deploy._conv_loops.v8_xorpop`).
+512-bit load and their popcounts one ``vpopcntq`` (:func:`stbin.deploy._simd.v8_xorpop`).
 Rows go in blocks of four with 16 outputs each (8 accumulators in registers: every weight vector
 is loaded once for the four rows); the remaining rows one at a time, the remaining outputs (M not a
 multiple of 16) in a block of 8 and then one by one. Integer sums: the result is exactly
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stbin.deploy._conv_loops import load_u64, v8_minus_bits, v8_store, v8_xorpop, v8_zero
+from stbin.deploy._simd import load_u64, v8_minus_bits, v8_store, v8_xorpop, v8_zero
 from stbin.deploy._loops import _JIT, _minus, _serial, njit, popcount64, prange
 
 _ROWS = 4

@@ -229,10 +229,11 @@ def _kernel_digest() -> str:
     """Digest of the compiled loops' sources: a generated segment's file name includes it, so that numba's
     cache of a segment (which does not notice changes in the functions it calls) is never used stale."""
     if not _DIGEST:
+        from stbin.deploy import _simd
         from stbin.deploy.kernels import LOOP_MODULES
 
         h = hashlib.sha256()
-        for m in LOOP_MODULES:
+        for m in (*LOOP_MODULES, _simd):  # the loops and the vector intrinsics they inline
             h.update(Path(m.__file__).read_bytes())
         _DIGEST.append(h.hexdigest()[:16])
     return _DIGEST[0]
