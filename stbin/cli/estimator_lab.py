@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from stbin._validation import check_threads
+
 DESCRIPTION = """\
 Measure how close each gradient estimator of a stochastic binary network is to the exact
 gradient (computed by enumerating all binary states): ST with the model's noise, the
@@ -84,8 +86,7 @@ def build_config(args: argparse.Namespace):  # -> LabConfig
 
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
-    if args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    check_threads("--threads", args.threads)
     kw: dict = {"seed": args.seed, "sweep": not args.no_sweep}
     if args.estimates is not None:
         if not 2 <= args.estimates <= MAX_ESTIMATES:

@@ -16,6 +16,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from stbin._validation import check_threads
+
 DESCRIPTION = """\
 Evaluate one checkpoint, or every checkpoint of a training run, on a fixed batch (the first
 --batch test images of the run's dataset): for every layer and method, the cosine of a
@@ -92,10 +94,11 @@ def _validate(args: argparse.Namespace) -> list[str]:
     from stbin.analysis.reference import REFERENCES
     if not (0 < args.tolerance < 2):
         raise ValueError(f"--tolerance must be in (0, 2), got {args.tolerance}")
-    for name, v, lo in (("--batch", args.batch, 1), ("--max-samples", args.max_samples, 10), ("--threads", args.threads, 1),
+    for name, v, lo in (("--batch", args.batch, 1), ("--max-samples", args.max_samples, 10),
                          ("--st-samples", args.st_samples, 1)):
         if v < lo:
             raise ValueError(f"{name} must be at least {lo}, got {v}")
+    check_threads("--threads", args.threads)
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise ValueError(f"--max-seconds must be positive, got {args.max_seconds}")
     if args.reference not in REFERENCES:

@@ -22,6 +22,8 @@ import math
 import re
 from typing import Any, Callable
 
+from stbin._validation import MAX_THREADS
+
 LR_MAX = 10.0  # a learning rate above this is a typo (1e308, inf), not an experiment
 # Latent weights under SGD with mirror-descent gradients need far larger steps (the sbn-study recipe
 # uses lr 0.01 x 30000 = 300); the latent learning rate lr x latent_lr_scale is bounded separately.
@@ -187,7 +189,7 @@ RULES: dict[str, Callable[[str, Any], Any]] = {
     "train.amp": boolean(),
     "train.progress": boolean(optional=True),
     "train.keep_checkpoints": integer(1),
-    "train.threads": integer(0, 4096, note=" (0: torch's default)"),
+    "train.threads": integer(0, MAX_THREADS, note=" (0: torch's default)"),
     "train.deterministic": boolean(),
     "train.sync_batchnorm": boolean(),
     "log.tensorboard": boolean(),

@@ -45,7 +45,8 @@ def test_quick_run_writes_csv_plots_and_report(tmp_path) -> None:
     (["--epochs", "1,100000000"], "--epochs must be between 0 and 100000, got '1,100000000'"),
     (["--epochs=-1,2"], "--epochs must be between 0 and 100000, got '-1,2'"),
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
-    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "0"], "--threads must be an integer in [1, 4096], got 0"),
+    (["--threads", "100000"], "--threads must be an integer in [1, 4096], got 100000"),
 ])
 def test_bad_options_exit_2_with_one_line(argv, msg, tmp_path, run_cli, assert_user_error) -> None:
     assert_user_error(run_cli("estimators", "--out", str(tmp_path / "x"), "--no-progress", *argv, inprocess=True), msg)

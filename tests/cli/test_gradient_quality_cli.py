@@ -64,6 +64,8 @@ def test_plain_reference_option(run_dir, tmp_path) -> None:
     (["--reference", "exact"], "--reference must be one of"),
     (["--batch", "0"], "--batch must be at least 1"),
     (["--st-samples", "0"], "--st-samples must be at least 1, got 0"),
+    (["--threads", "0"], "--threads must be an integer in [1, 4096], got 0"),
+    (["--threads", "100000"], "--threads must be an integer in [1, 4096], got 100000"),
 ])
 def test_bad_options_exit_2_with_one_line(run_dir, argv, msg, tmp_path, capsys) -> None:
     rc = main(["gradient-quality", str(run_dir), "--out", str(tmp_path / "x"), *argv])
