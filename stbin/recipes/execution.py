@@ -7,13 +7,8 @@ import statistics
 from pathlib import Path
 from typing import Any, Callable
 
-from stbin._io import atomic_write
 from stbin.recipes.base import RESULT_FILE, Run
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a kill mid-write leaves the old file or none)."""
-    return atomic_write(path, lambda f: f.write(text.encode()))
+from stbin.reporting.files import write_text  # atomic: a kill mid-write leaves the old file or none
 
 
 def toml_str(s: str) -> str:
