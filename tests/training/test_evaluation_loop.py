@@ -49,3 +49,14 @@ def test_ensemble_averages_probabilities_not_logits() -> None:
 
 def test_no_batches_give_zeros() -> None:
     assert evaluate_batches(nn.Linear(4, 3), [], "mode") == {"accuracy": 0.0, "loss": 0.0}
+
+
+def test_no_examples_is_an_error_not_zero_percent() -> None:
+    import pytest
+
+    model = nn.Linear(4, 3)
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate_batches(model, [], "mode")
+    x, y = _data(0)
+    with pytest.raises(ValueError, match="no examples"):
+        evaluate(model, _Identity(), x, y, "mode", batch_size=4, device=torch.device("cpu"))
