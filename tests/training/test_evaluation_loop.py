@@ -47,10 +47,6 @@ def test_ensemble_averages_probabilities_not_logits() -> None:
     assert got["accuracy"] == 100.0 * int((p.argmax(-1) == y).sum()) / len(y)
 
 
-def test_no_batches_give_zeros() -> None:
-    assert evaluate_batches(nn.Linear(4, 3), [], "mode") == {"accuracy": 0.0, "loss": 0.0}
-
-
 def test_no_examples_is_an_error_not_zero_percent() -> None:
     import pytest
 
