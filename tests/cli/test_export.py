@@ -7,21 +7,27 @@ import torch
 from stbin.training import save_checkpoint
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
+def _mlp_checkpoint(tmp_path_factory, name: str, kwargs: dict, file: str):
+    """A checkpoint of ``build_model(name, **kwargs)`` with seed 0 and randomised batch-norm statistics
+    (so that the thresholds the export folds them into are not all zero)."""
     from stbin.models import build_model
 
     torch.manual_seed(0)
-    kwargs = {"in_features": 30, "hidden": [70, 65], "num_classes": 4}
-    model = build_model("sbn_mlp", **kwargs)
+    model = build_model(name, **kwargs)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm1d):
                 m.running_mean.normal_(0, 2)
                 m.weight.normal_()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"model": {"name": "sbn_mlp", "kwargs": kwargs}, "model_state": model.state_dict()})
+    path = tmp_path_factory.mktemp("ckpt") / file
+    save_checkpoint(path, {"model": {"name": name, "kwargs": kwargs}, "model_state": model.state_dict()})
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    return _mlp_checkpoint(tmp_path_factory, "sbn_mlp", {"in_features": 30, "hidden": [70, 65], "num_classes": 4},
+                           "tiny.pt")
 
 
 def test_export_verify_and_load(tiny_ckpt, tmp_path, run_cli):
@@ -102,20 +108,9 @@ def test_a_checkpoint_whose_weights_do_not_fit_names_the_tensor(tiny_ckpt, tmp_p
 @pytest.fixture(scope="module")
 def binary_first_ckpt(tmp_path_factory):
     """An MLP whose first layer has binary weights (the bit-serial path on a declared 8-bit grid)."""
-    from stbin.models import build_model
-
-    torch.manual_seed(0)
     kwargs = {"in_features": 40, "hidden": [48, 32], "num_classes": 4, "activation": "sign", "weights": "sign",
               "binary_first": True}
-    model = build_model("mlp", **kwargs)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                m.running_mean.normal_(0, 2)
-                m.weight.normal_()
-    path = tmp_path_factory.mktemp("ckpt") / "bfirst.pt"
-    save_checkpoint(path, {"model": {"name": "mlp", "kwargs": kwargs}, "model_state": model.state_dict()})
-    return path
+    return _mlp_checkpoint(tmp_path_factory, "mlp", kwargs, "bfirst.pt")
 
 
 def test_export_input_grid_runs_the_first_layer_bit_serially(binary_first_ckpt, tmp_path, run_cli):
