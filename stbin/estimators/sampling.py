@@ -37,9 +37,10 @@ from stbin.estimators.noise import Noise
 from stbin.estimators.random import draw_seed, sign_from_probability
 
 try:  # numba is a dependency; the pure-torch stream is a fallback for platforms without it
+    from stbin.estimators import _logistic_sampling as _logistic
     from stbin.estimators import _philox_numba as _kernel
 except ImportError:  # pragma: no cover - exercised by the fallback test through monkeypatch
-    _kernel = None  # type: ignore[assignment]
+    _kernel = _logistic = None  # type: ignore[assignment]
 
 
 def _philox_sign_impl(p: torch.Tensor, seed: torch.Tensor) -> None:
@@ -118,11 +119,30 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
 
 
 def _sample_eager(a: torch.Tensor, noise: Noise, scale: float, seed: torch.Tensor) -> torch.Tensor:
-    """Eager CPU sampling: ``F(a/s)`` into the (possibly reused) output buffer, then the kernel in place."""
+    """Eager CPU sampling into the (possibly reused) output buffer.
+
+    Logistic noise on float32/float64 tensors from ``THRESHOLDS.elementwise_kernel_min_numel``
+    elements on: the one-pass kernel with its exact fix-up (:mod:`._logistic_sampling`);
+    otherwise ``F(a/s)`` into the buffer, then the comparison kernel in place. Both give
+    the same numbers (tested).
+    """
     out = BUFFERS.take(a.shape, compute_dtype(a.dtype))
-    if a.numel():
-        _cdf_into(out.view(-1), a.reshape(-1), noise, scale)
-        _philox_sign_impl(out, seed)
+    if not a.numel():
+        return out
+    flat, src = out.view(-1), a.reshape(-1)
+    if (_logistic is not None and _kernel is not None and noise.cdf is torch.sigmoid
+            and a.numel() >= THRESHOLDS.elementwise_kernel_min_numel and _logistic.usable(src, flat, scale)):
+        threads = torch.get_num_threads()
+        parallel = a.numel() >= THRESHOLDS.parallel_sampling_min_numel and threads > 1
+
+        def redo(lo: int, hi: int) -> None:
+            _cdf_into(flat[lo:hi], src[lo:hi], noise, scale)
+            _kernel.compare_inplace(flat[lo:hi].numpy(), seed.numpy(), False, start=lo)
+
+        _logistic.sample_into(flat, src, scale, seed, parallel, threads, redo)
+        return out
+    _cdf_into(flat, src, noise, scale)
+    _philox_sign_impl(out, seed)
     return out
 
 
