@@ -105,10 +105,9 @@ def exp_neg(m):
 
 @njit(inline="always")
 def _decide(a, w, out, inv_s):
-    """``out[i]`` <- +1 / -1 / NaN / 0 (undecided) for ``a[i]`` against word ``w[i]``; returns the undecided count."""
+    """``out[i]`` <- +1 / -1 / NaN / 0 (undecided) for ``a[i]`` against word ``w[i]``."""
     one = out.dtype.type(1.0)
     zero = out.dtype.type(0.0)
-    decided = np.int32(-1)  # an AND over the elements (a count would narrow the vectors)
     for i in range(out.size):
         ai = a[i]
         t = _f32(ai * inv_s)
@@ -120,12 +119,25 @@ def _decide(a, w, out, inv_s):
         v = one if z < -_D else (-one if z >= _D else zero)
         v = ai if ai != ai else v
         out[i] = v
-        decided &= np.int32(0) if v == zero else np.int32(-1)
-    return decided == 0
 
 
 @njit(inline="always")
-def _item(a, out, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts):
+def _has_zero(bits, one):
+    """Whether an element of ``bits`` (the bit patterns of ±1, NaN or 0) is 0.0.
+
+    ``one`` is the pattern of 1.0: its bits (the exponent's lower bits) are set in ±1 and
+    in every NaN, and clear in 0.0, so they survive an AND over the elements iff no
+    element is 0. A loop of its own: counting inside the decision loop made LLVM choose
+    vectors of half the width there.
+    """
+    acc = one
+    for i in range(bits.size):
+        acc &= bits[i]
+    return acc != one
+
+
+@njit(inline="always")
+def _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts):
     """Samples of work item ``item``; its undecided elements recorded in row ``item``."""
     _prefer_512_bit_vectors()
     w = np.empty(_E, np.uint32)
@@ -139,7 +151,8 @@ def _item(a, out, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts):
         _philox_tile(w, np.uint32(b & np.uint64(0xFFFFFFFF)), np.uint32(b >> np.uint64(32)), k0, k1, o2, o3)
         lo = t * _E
         hi = min(lo + _E, n)
-        if _decide(a[lo:hi], w, out[lo:hi], inv_s):
+        _decide(a[lo:hi], w, out[lo:hi], inv_s)
+        if _has_zero(bits[lo:hi], one):
             for i in range(lo, hi):
                 if out[i] == 0 and found < cap:
                     idx[item, found] = i
@@ -151,17 +164,17 @@ def _item(a, out, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts):
 
 
 @njit(**_JIT)
-def _run_serial(a, out, seed, tile_base, inv_s, idx, words, counts):
+def _run_serial(a, out, bits, one, seed, tile_base, inv_s, idx, words, counts):
     k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
     for item in range(counts.size):
-        _item(a, out, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts)
+        _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts)
 
 
 @njit(parallel=True, **_JIT)
-def _run_parallel(a, out, seed, tile_base, inv_s, idx, words, counts):
+def _run_parallel(a, out, bits, one, seed, tile_base, inv_s, idx, words, counts):
     k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
     for item in prange(counts.size):
-        _item(a, out, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts)
+        _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts)
 
 
 def decide(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, parallel: bool,
@@ -190,9 +203,10 @@ def decide(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, paral
     idx = np.empty((items, cap), np.int64)
     words = np.empty((items, cap), np.uint32)
     counts = np.zeros(items, np.int64)
+    ity = np.int32 if a.dtype == np.float32 else np.int64
+    bits, one = out.view(ity), np.array(1.0, a.dtype).view(ity)[()]
+    run = _run_parallel if parallel else _run_serial
     if parallel:
         set_threads(threads)
-        _run_parallel(a, out, seed, start // _E, inv_s, idx, words, counts)
-    else:
-        _run_serial(a, out, seed, start // _E, inv_s, idx, words, counts)
+    run(a, out, bits, one, seed, start // _E, inv_s, idx, words, counts)
     return idx, words, counts
