@@ -192,19 +192,24 @@ def test_public_calls_give_the_numbers_of_the_two_pass_path(fn, dtype, threads):
 
 def test_the_path_is_taken_only_where_it_applies(monkeypatch):
     calls = []
-    real = fast.sample_into
-    monkeypatch.setattr(fast, "sample_into", lambda *args: (calls.append(args[1].dtype), real(*args)))
+    usable, real = sampling.ONE_PASS[torch.sigmoid]
+    monkeypatch.setitem(sampling.ONE_PASS, torch.sigmoid,
+                        (usable, lambda *args: (calls.append(args[1].dtype), real(*args))))
     g = torch.Generator().manual_seed(0)
     with path_thresholds(**FAST):
         stochastic_sign(torch.zeros(3000), "logistic", 1.0, "sample", g)
         stochastic_sign(torch.zeros(3000, dtype=torch.float64), "logistic", 1.0, "sample", g)
         stochastic_sign(torch.zeros(3000, dtype=torch.bfloat16), "logistic", 1.0, "sample", g)  # two passes
-        stochastic_sign(torch.zeros(3000), "uniform", 1.0, "sample", g)  # other noises: two passes
+        stochastic_sign(torch.zeros(3000), "gaussian", 1.0, "sample", g)  # no one-pass kernel: two passes
         stochastic_sign(torch.zeros(3000), "logistic", 1e-35, "sample", g)  # 1/s not a float32: two passes
         stochastic_sign(torch.zeros(3000, 2).t(), "logistic", 1.0, "sample", g)  # made contiguous first
     assert calls == [torch.float32, torch.float64, torch.float32]
     calls.clear()
     stochastic_sign(torch.zeros(3000), "logistic", 1.0, "sample", g)  # below the threshold: two passes
+    assert calls == []
+    monkeypatch.setattr(sampling, "_kernel", None)  # no numba: the pure-torch stream
+    with path_thresholds(**FAST):
+        stochastic_sign(torch.zeros(3000), "logistic", 1.0, "sample", g)
     assert calls == []
 
 
