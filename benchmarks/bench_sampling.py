@@ -13,7 +13,8 @@ round in one run (median over the rounds). Variants:
 * ``stbin_fresh``: ``stbin`` with its output allocated anew at every call (page faults);
 * ``previous``: ``benchmarks/previous_sampler.py``;
 * ``decide_pass``: the one-pass kernel alone (no fix-up, preallocated output);
-* ``cdf_pass`` and ``kernel_pass``: the two passes of the two-pass path alone.
+* ``cdf_pass`` and ``kernel_pass``: the two passes of the two-pass path alone;
+* ``uniform`` and ``uniform_two_pass``: ``stbin`` and ``stbin_two_pass`` with uniform noise.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 
 SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
 SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
-VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "cdf_pass", "kernel_pass")
+VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "cdf_pass", "kernel_pass",
+            "uniform", "uniform_two_pass")
 
 
 def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
@@ -48,9 +50,9 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
         with path_thresholds(reuse_output_min_numel=1 << 62):
             bernoulli_weight(theta, "logistic", 1.0, "sample")
 
-    def two_pass() -> None:
+    def two_pass(noise: str = "logistic") -> None:
         with path_thresholds(elementwise_kernel_min_numel=1 << 62):
-            bernoulli_weight(theta, "logistic", 1.0, "sample")
+            bernoulli_weight(theta, noise, 1.0, "sample")
 
     steps = {
         "copy": lambda: dst.copy_(theta),
@@ -62,6 +64,8 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
                                                               torch.get_num_threads() > 1, torch.get_num_threads()),
         "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
         "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
+        "uniform": lambda: bernoulli_weight(theta, "uniform", 1.0, "sample"),
+        "uniform_two_pass": lambda: two_pass("uniform"),
     }
     inner, times = {}, {k: [] for k in steps}
 
@@ -87,6 +91,7 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
     row["stbin/copy"] = m["stbin"] / m["copy"]
     row["stbin_two_pass/copy"] = m["stbin_two_pass"] / m["copy"]
     row["previous/stbin"] = m["previous"] / m["stbin"]
+    row["uniform/copy"] = m["uniform"] / m["copy"]
     return row
 
 
@@ -96,5 +101,6 @@ def format_sampling(row: dict) -> str:
         lines.append(f"  {k:<14} {row[k + '_ms']:9.2f} ms  {row[k + '_weights_per_s'] / 1e9:7.3f} G weights/s")
     lines.append(f"  stbin/copy {row['stbin/copy']:.2f} (bar <= {SAMPLING_COPY_RATIO:g}; two-pass path "
                  f"{row['stbin_two_pass/copy']:.2f}); "
-                 f"previous/stbin {row['previous/stbin']:.1f}x faster (bar >= {SAMPLING_SPEEDUP:g})")
+                 f"previous/stbin {row['previous/stbin']:.1f}x faster (bar >= {SAMPLING_SPEEDUP:g}); "
+                 f"uniform noise/copy {row['uniform/copy']:.2f}")
     return "\n".join(lines)

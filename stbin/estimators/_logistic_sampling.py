@@ -50,8 +50,8 @@ def sample_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Te
     ``redo(lo, hi)`` computes elements ``lo .. hi-1`` the two-pass way (for a work item
     whose undecided elements overflowed their row; ``lo`` is a multiple of 1024).
     """
-    a_np = a.detach().numpy()
-    idx, words, counts = _kernel.decide(a_np, out.detach().numpy(), scale, seed.numpy(), parallel, threads)
+    a_np, out_np = a.detach().numpy(), out.detach().numpy()
+    idx, words, counts = _kernel.decide(a_np, out_np, scale, seed.numpy(), parallel, threads)
     cap = idx.shape[1]
     over = np.flatnonzero(counts > cap)
     for item in over.tolist():
@@ -61,31 +61,32 @@ def sample_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Te
     if not counts.any():
         return
     rows = np.arange(cap) < counts[:, None]
-    fix_exact(out, a, scale, torch.from_numpy(idx[rows]), torch.from_numpy(words[rows].astype(np.int64)))
+    fix_exact(out_np, a_np, scale, idx[rows], words[rows])
 
 
-def fix_exact(out: torch.Tensor, a: torch.Tensor, scale: float, idx: torch.Tensor, words: torch.Tensor) -> None:
-    """``out[idx]`` <- ``+1`` where ``words * 2^-32 < sigmoid(a[idx] / s)`` (torch's value at that position), else -1."""
-    n = a.numel()
+def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, words: np.ndarray) -> None:
+    """``out[idx]`` <- ``+1`` where ``words * 2^-32 < sigmoid(a[idx] / s)`` (torch's value at that position), else -1.
+
+    NaN where that value is NaN. (numpy for the index work: a few microseconds a call.)
+    """
+    n = a.size
     tail = n - n % _ALIGN
-    p = torch.empty(idx.numel(), dtype=a.dtype)
+    p = np.empty(idx.size, dtype=a.dtype)
     body = idx < tail
-    pos = torch.nonzero(body).view(-1)
-    for lo in range(0, pos.numel(), _PIECE):
+    pos = np.flatnonzero(body)
+    for lo in range(0, pos.size, _PIECE):
         sel = pos[lo: lo + _PIECE]
-        v = torch.zeros((sel.numel() + _ALIGN - 1) // _ALIGN * _ALIGN, dtype=a.dtype)
-        v[: sel.numel()] = a[idx[sel]]
-        p[sel] = _sigmoid(v, scale)[: sel.numel()]
-    rest = torch.nonzero(~body).view(-1)
-    if rest.numel():
-        last = _sigmoid(a[tail:].clone(), scale)
-        p[rest] = last[idx[rest] - tail]
-    u = words.to(torch.float64) * 2.0 ** -32
-    x = torch.where(u < p.to(torch.float64), 1.0, -1.0).to(a.dtype)
-    out[idx] = torch.where(torch.isnan(p), p, x)
+        v = np.zeros((sel.size + _ALIGN - 1) // _ALIGN * _ALIGN, dtype=a.dtype)
+        v[: sel.size] = a[idx[sel]]
+        p[sel] = _sigmoid(v, scale)[: sel.size]
+    if pos.size < idx.size:
+        rest = np.flatnonzero(~body)
+        p[rest] = _sigmoid(a[tail:].copy(), scale)[idx[rest] - tail]
+    x = np.where(words.astype(np.float64) * 2.0 ** -32 < p.astype(np.float64), 1.0, -1.0).astype(a.dtype)
+    out[idx] = np.where(np.isnan(p), p, x)
 
 
-def _sigmoid(v: torch.Tensor, scale: float) -> torch.Tensor:
-    """``sigmoid(v / s)`` by the operations of the two-pass path (``v`` fresh: modified in place)."""
-    t, _ = scaled(v, scale)
-    return torch.sigmoid(t, out=t)
+def _sigmoid(v: np.ndarray, scale: float) -> np.ndarray:
+    """``sigmoid(v / s)`` by the torch operations of the two-pass path (``v`` fresh: modified in place)."""
+    t, _ = scaled(torch.from_numpy(v), scale)
+    return torch.sigmoid(t, out=t).numpy()
