@@ -22,12 +22,14 @@ few undecided elements to an exact fix-up (:mod:`stbin.estimators._logistic_samp
 
 Why the decided samples are exact: every error between the kernel's ``Z`` and the
 ``Z`` of the exact rule, ``(u - p)(1 + e)``, is far below ``DELTA``: the word's low 8 bits
-(``< 2^-23`` in ``Z``), ``1/s`` rounded (``|t sigma'(t)| 2^-23 < 2^-25``), the exponential
-(``< 2^-18`` relative, ``< 2^-19`` in ``Z``), torch's own sigmoid (within a few float32 ulp
-of the true value, ``< 2^-21`` in ``Z``; float64: far less) and float32 roundings of the
-kernel (``< 2^-21``) — together below ``2^-17``. An element is undecided only when the exact
-``|u - p| (1 + e) < 2^-16 + 2^-17``: with probability below ``2^-14.4`` for every ``p``
-(``u`` is uniform and independent of ``a``), about 700 of 16.8 M.
+(``< 2^-23`` in ``Z``), ``t`` from the rounded ``1/s`` (``|t sigma'(t)| < 0.23`` times a
+few ``2^-24``: ``< 2^-23`` in ``Z``), the exponential (``< 2^-18`` relative; ``|dZ/de| <= 1``
+and ``e <= 1``: ``< 2^-18``), torch's own sigmoid (within a few float32 ulp of the true
+value: ``< 2^-21`` in ``Z``; float64: far less) and the kernel's float32 roundings
+(``< 2^-21``) — together ``< 1.32 * 2^-18 < 2^-17``. An element is undecided only when the
+exact ``|u - p| (1 + e) < 2^-16 + 2^-17``: with probability below ``3 * 2^-16 = 2^-14.4``
+for every ``p`` (``u`` is uniform and independent of ``a``), at most about 800 of 16.8 M
+(352 in the layer benchmark's sampling row).
 
 Per tile (1024 elements, the stream's layout; :mod:`stbin.estimators._philox_numba` draws
 the words) the decision loop vectorises; a tile with an undecided element is scanned

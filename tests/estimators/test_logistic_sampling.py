@@ -221,3 +221,54 @@ def test_tiny_scale_and_extreme_values_fall_back_or_agree():
         with path_thresholds(**SLOW):
             y = stochastic_sign(a, "logistic", s, "sample", torch.Generator().manual_seed(2))
         assert same(x, y), s
+
+
+def _straddling_input(u: float, path: str) -> float | None:
+    """A float32 ``a`` with ``sigmoid(a)`` on different sides of ``u`` in torch's vector and scalar formulas.
+
+    Vector formula: ``a`` inside a tensor of 64 elements; scalar formula: a tensor of one
+    element (the tail of torch's vectorised loop). ``path`` names the formula whose
+    sample is +1. None if no such ``a`` within 64 ulp of ``logit(u)``.
+    """
+    a0 = torch.tensor([math.log(u) - math.log1p(-u)], dtype=torch.float32)
+    bits = a0.view(torch.int32) + torch.arange(-64, 65, dtype=torch.int32) * (1 if a0.item() >= 0 else -1)
+    cand = bits.view(torch.float32)
+    vec = torch.sigmoid(torch.cat([cand, torch.zeros(64 - cand.numel() % 64)]))[: cand.numel()].double()
+    sca = torch.tensor([torch.sigmoid(c.view(1)).item() for c in cand], dtype=torch.float64)
+    plus = (u < vec) if path == "vector" else (u < sca)
+    other = (u < sca) if path == "vector" else (u < vec)
+    hit = torch.nonzero(plus & ~other).view(-1)
+    return float(cand[hit[0]]) if hit.numel() else None
+
+
+def test_the_fix_up_follows_torchs_vector_and_scalar_formulas_by_position():
+    """Elements whose sample differs between torch's vector and scalar sigmoid get the two-pass path's one.
+
+    torch's loop takes ``2V`` elements a step (``2V`` = 8, 16 or 32 float32 lanes: SSE, AVX2,
+    AVX-512) and the scalar formula for the last ``n mod 2V``; with ``n mod 64 = 40`` that is
+    the last 8 elements on every one of them. Inputs are planted where the two formulas put
+    ``sigmoid(a)`` on different sides of the element's ``u`` (a seed is searched for whose
+    tail allows it), so a fix-up with the wrong formula at a position fails here.
+    """
+    n = 2 * fastk.ITEM_ELEMENTS + 40
+    torch.set_num_threads(1)
+    planted: dict[str, list[int]] = {"vector": [], "scalar": []}
+    for k in range(200):
+        seed = torch.tensor([k, 0x5EED, 1, 2])
+        words = srandom.stream_words(n, seed).double() * 2.0 ** -32
+        a = torch.randn(n, generator=torch.Generator().manual_seed(k)) * 3
+        planted = {"vector": [], "scalar": []}
+        for path, positions in (("scalar", range(n - 8, n)), ("vector", range(0, n - 8, 997))):
+            for i in positions:
+                x = _straddling_input(float(words[i]), path)
+                if x is not None:
+                    a[i] = x
+                    planted[path].append(i)
+        if planted["scalar"]:
+            break
+    assert len(planted["scalar"]) >= 1 and len(planted["vector"]) >= 3, planted
+    reference = two_pass(a, 1.0, seed)
+    for path, pos in planted.items():
+        assert (reference[pos] == 1).all(), path  # the two-pass path took that formula there
+    assert same(one_pass(a, 1.0, seed), reference)
+    assert same(one_pass(a, 1.0, seed, parallel=True), reference)
