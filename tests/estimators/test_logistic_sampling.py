@@ -251,7 +251,6 @@ def test_the_fix_up_follows_torchs_vector_and_scalar_formulas_by_position():
     tail allows it), so a fix-up with the wrong formula at a position fails here.
     """
     n = 2 * fastk.ITEM_ELEMENTS + 40
-    torch.set_num_threads(1)
     planted: dict[str, list[int]] = {"vector": [], "scalar": []}
     for k in range(200):
         seed = torch.tensor([k, 0x5EED, 1, 2])
