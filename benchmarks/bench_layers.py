@@ -22,15 +22,11 @@ same run, interleaved round by round (``--repeats`` rounds, each timing every va
 about ``--block`` seconds), so a change of machine load hits them alike; the table gives
 the median time per step over the rounds and the ratios of these medians.
 
-A **sampling-only row** times drawing ``--sampling-numel`` Bernoulli weights (16.8 M =
-4096x4096 by default; logistic noise, float32) against a memory copy of the same bytes
-(read 4 bytes, write 4 bytes per weight: the memory-bandwidth bound of sampling) and against
-the sampler stbin used before its Philox stream (``benchmarks/previous_sampler.py``), all
-interleaved in the same run; it reports weights per second and the ratios. ``stbin`` is
-the call as a training loop makes it (the previous sample is dropped, so its buffer is
-reused); ``stbin_fresh`` allocates the output anew at every call (page faults included);
-``cdf_pass`` and ``kernel_pass`` are stbin's two passes alone in preallocated buffers
-(``F(a/s)`` by torch; the Philox kernel comparing in place).
+A **sampling-only row** (``benchmarks/bench_sampling.py``) times drawing
+``--sampling-numel`` Bernoulli weights (16.8 M = 4096x4096 by default; logistic noise,
+float32) against a memory copy of the same bytes and against the sampler stbin used before
+its Philox stream (``benchmarks/previous_sampler.py``), all interleaved in the same run; it
+reports weights per second and the ratios (variants: see that module).
 
 Usage::
 
@@ -65,8 +61,6 @@ except ImportError:  # running from a checkout without `pip install -e .`
     import stbin.nn as snn
 
 TARGET_RATIO = 1.15  # the bar: a training step within 1.15x of the float layer
-SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
-SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
 
 
 # -- shapes -------------------------------------------------------------------------------
@@ -241,64 +235,6 @@ def _loadavg() -> str:
         return "n/a"
 
 
-def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
-    """Time Bernoulli weight sampling against a copy of the same bytes and the previous sampler."""
-    from stbin.estimators import bernoulli_weight  # noqa: PLC0415
-    from stbin.estimators._common import path_thresholds  # noqa: PLC0415
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from previous_sampler import previous_sample_sign  # noqa: PLC0415
-
-    g = torch.Generator().manual_seed(0)
-    theta = torch.rand(numel, generator=g).mul_(4).sub_(2)
-    dst = torch.empty_like(theta)
-    def fresh() -> None:  # stbin with its output allocated anew at every call (no buffer reuse)
-        with path_thresholds(reuse_output_min_numel=1 << 62):
-            bernoulli_weight(theta, "logistic", 1.0, "sample")
-
-    from stbin.estimators import sampling  # noqa: PLC0415
-
-    prob = torch.sigmoid(theta)
-    seed = torch.tensor([1, 2, 3, 4])
-    steps = {
-        "copy": lambda: dst.copy_(theta),
-        "stbin": lambda: bernoulli_weight(theta, "logistic", 1.0, "sample"),
-        "stbin_fresh": fresh,
-        "previous": lambda: previous_sample_sign(theta, 1.0),
-        # stbin's two passes alone, in preallocated buffers: F(a/s), then the Philox kernel in place
-        "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
-        "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
-    }
-    vs = []
-    with torch.no_grad():
-        for name, fn in steps.items():
-            v = Variant(name, fn)
-            fn()
-            once = min(time_block(fn, 1, clock) for _ in range(2))
-            v.inner = max(1, int(block / max(once, 1e-6)))
-            vs.append(v)
-        for r in range(repeats):
-            k = r % len(vs)
-            for v in vs[k:] + vs[:k]:
-                v.times.append(time_block(v.step, v.inner, clock))
-    m = {v.name: v.median for v in vs}
-    row = {"numel": numel, **{f"{k}_ms": t * 1e3 for k, t in m.items()},
-           **{f"{k}_weights_per_s": numel / t for k, t in m.items()}}
-    row["stbin/copy"] = m["stbin"] / m["copy"]
-    row["previous/stbin"] = m["previous"] / m["stbin"]
-    return row
-
-
-def format_sampling(row: dict) -> str:
-    lines = [f"sampling {row['numel'] / 1e6:.1f} M Bernoulli weights (logistic, float32), median ms and weights/s:"]
-    for k in ("copy", "stbin", "stbin_fresh", "previous", "cdf_pass", "kernel_pass"):
-        lines.append(f"  {k:<11} {row[k + '_ms']:9.2f} ms  {row[k + '_weights_per_s'] / 1e9:7.3f} G weights/s")
-    lines.append(f"  stbin/copy {row['stbin/copy']:.2f} (bar <= {SAMPLING_COPY_RATIO:g}); "
-                 f"previous/stbin {row['previous/stbin']:.1f}x faster (bar >= {SAMPLING_SPEEDUP:g})")
-    return "\n".join(lines)
-
-
-# -- report -----------------------------------------------------------------------------------
 def format_table(results: list[dict], markdown: bool = False) -> str:
     """The results as a plain-text (or Markdown) table: times in ms, then the ratios."""
     cols = ["float", "float+act", "stbin", "bitorch"]
@@ -392,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
         numel = args.sampling_numel if not args.quick else min(args.sampling_numel, 1 << 20)
         if numel < 1:
             p.error("--sampling-numel must be >= 1")
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from bench_sampling import bench_sampling, format_sampling  # noqa: PLC0415
+
         sampling = bench_sampling(numel, repeats, block, CLOCKS[args.clock])
         print(format_sampling(sampling) + "\n", flush=True)
     results = []

@@ -25,7 +25,11 @@ and vectorised with results identical to a serial loop.
 
 No uniform tensor is formed: the comparison is fused with the draw
 (:mod:`stbin.estimators._philox_numba` on CPU; :func:`sign_from_probability` here is the
-pure-torch implementation of the same stream, used where numba is unavailable).
+pure-torch implementation of the same stream, used where numba is unavailable). For
+logistic and uniform noise the evaluation of ``F`` is fused too
+(:data:`stbin.estimators.sampling.ONE_PASS`), with the same samples bit for bit: ``F``
+above is then torch's value at the element's position in a one-thread evaluation over the
+whole tensor.
 CUDA tensors keep ``torch.rand`` with the given generator (torch's own parallel Philox).
 
 The published known-answer vectors of Philox4x32-10 (Random123's ``kat_vectors``) are

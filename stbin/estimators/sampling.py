@@ -1,9 +1,15 @@
 r"""Sampling of noise-injected signs: ``x = sign(a - s z)``, +1 with probability ``F(a/s)``.
 
 CPU tensors draw from the counter-based Philox stream of :mod:`stbin.estimators.random`.
-The noise's ``cdf`` writes ``F(a/s)`` into the output buffer, and the fused kernel
-(:mod:`stbin.estimators._philox_numba`) turns it into ±1 in place, so no uniform tensor
-is ever formed and only the output is allocated at full size. (Processing the two steps
+Two-pass path: the noise's ``cdf`` writes ``F(a/s)`` into the output buffer, and the fused
+kernel (:mod:`stbin.estimators._philox_numba`) turns it into ±1 in place, so no uniform
+tensor is ever formed and only the output is allocated at full size. One-pass path
+(:data:`ONE_PASS`; logistic and uniform noise, float32/float64, from
+``THRESHOLDS.elementwise_kernel_min_numel`` elements on): one kernel reads ``a`` and writes
+the samples — :mod:`stbin.estimators._logistic_sampling` (an approximate decision with a
+proven margin, the undecided few recomputed exactly) and
+:mod:`stbin.estimators._uniform_sampling_numba` (the linear CDF evaluated exactly) — with
+the two-pass path's numbers, bit for bit. (Processing the two steps
 chunk by chunk, while a chunk is in L2, measured no faster with one thread — both are
 compute-bound — and much slower with two threads on a loaded machine, where every chunk
 hands over between torch's and numba's thread pools.) The kernel is serial below
@@ -33,13 +39,34 @@ from stbin._validation import compute_dtype
 from stbin.estimators._buffers import BUFFERS
 from stbin.estimators._common import THRESHOLDS, is_compiling, scaled, upcast
 from stbin.estimators._elementwise import sign_pm1
-from stbin.estimators.noise import Noise
+from stbin.estimators.noise import NOISES, Noise
 from stbin.estimators.random import draw_seed, sign_from_probability
 
 try:  # numba is a dependency; the pure-torch stream is a fallback for platforms without it
+    from stbin.estimators import _logistic_sampling as _logistic
     from stbin.estimators import _philox_numba as _kernel
+    from stbin.estimators import _uniform_sampling_numba as _uniform
 except ImportError:  # pragma: no cover - exercised by the fallback test through monkeypatch
-    _kernel = None  # type: ignore[assignment]
+    _kernel = _logistic = _uniform = None  # type: ignore[assignment]
+
+
+def _plain_usable(a: torch.Tensor, out: torch.Tensor, scale: float) -> bool:
+    return a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and out.dtype == a.dtype \
+        and a.is_contiguous()
+
+
+def _uniform_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Tensor, parallel: bool,
+                  threads: int, redo: object) -> None:
+    _uniform.sample_into(a.detach().numpy(), out.detach().numpy(), scale, seed.numpy(), parallel, threads)
+
+
+#: one-pass CPU samplers by noise CDF: (whether it applies to (a, out, scale), the sampler). Each
+#: gives the numbers of the two-pass path bit for bit (tests/estimators/test_logistic_sampling.py,
+#: test_uniform_sampling.py).
+ONE_PASS = {} if _kernel is None else {
+    NOISES.get("logistic").cdf: (_logistic.usable, _logistic.sample_into),
+    NOISES.get("uniform").cdf: (_plain_usable, _uniform_into),
+}
 
 
 def _philox_sign_impl(p: torch.Tensor, seed: torch.Tensor) -> None:
@@ -118,11 +145,31 @@ def sample_sign(a: torch.Tensor, noise: Noise, scale: float,
 
 
 def _sample_eager(a: torch.Tensor, noise: Noise, scale: float, seed: torch.Tensor) -> torch.Tensor:
-    """Eager CPU sampling: ``F(a/s)`` into the (possibly reused) output buffer, then the kernel in place."""
+    """Eager CPU sampling into the (possibly reused) output buffer.
+
+    Noises of :data:`ONE_PASS` (logistic, uniform) on float32/float64 tensors from
+    ``THRESHOLDS.elementwise_kernel_min_numel`` elements on: their one-pass kernel (the
+    logistic one with its exact fix-up, :mod:`._logistic_sampling`); otherwise ``F(a/s)``
+    into the buffer, then the comparison kernel in place. Both give the same numbers.
+    """
     out = BUFFERS.take(a.shape, compute_dtype(a.dtype))
-    if a.numel():
-        _cdf_into(out.view(-1), a.reshape(-1), noise, scale)
-        _philox_sign_impl(out, seed)
+    if not a.numel():
+        return out
+    flat, src = out.view(-1), a.reshape(-1)
+    one_pass = ONE_PASS.get(noise.cdf) if _kernel is not None else None
+    if one_pass is not None and a.numel() >= THRESHOLDS.elementwise_kernel_min_numel \
+            and one_pass[0](src, flat, scale):
+        threads = torch.get_num_threads()
+        parallel = a.numel() >= THRESHOLDS.parallel_sampling_min_numel and threads > 1
+
+        def redo(lo: int, hi: int) -> None:  # the two-pass way on elements lo .. hi-1
+            _cdf_into(flat[lo:hi], src[lo:hi], noise, scale)
+            _kernel.compare_inplace(flat[lo:hi].numpy(), seed.numpy(), False, start=lo)
+
+        one_pass[1](flat, src, scale, seed, parallel, threads, redo)
+        return out
+    _cdf_into(flat, src, noise, scale)
+    _philox_sign_impl(out, seed)
     return out
 
 

@@ -1,0 +1,106 @@
+"""The sampling-only row of ``benchmarks/bench_layers.py``: Bernoulli weights against a copy.
+
+Times drawing ``numel`` Bernoulli weights (logistic noise, float32, ``theta`` uniform on
+[-2, 2], ``s = 1``) against a memory copy of the same bytes (read 4 bytes, write 4 bytes
+per weight: the memory-bandwidth bound of sampling) and against the sampler stbin used
+before its Philox stream (``benchmarks/previous_sampler.py``), all interleaved round by
+round in one run (median over the rounds). Variants:
+
+* ``stbin``: the call as a training loop makes it (the previous sample is dropped, so its
+  buffer is reused): the one-pass logistic kernel and its exact fix-up;
+* ``stbin_two_pass``: the same call forced onto the two-pass path (``F(a/s)`` by torch,
+  then the Philox comparison kernel in place; the same numbers);
+* ``stbin_fresh``: ``stbin`` with its output allocated anew at every call (page faults);
+* ``previous``: ``benchmarks/previous_sampler.py``;
+* ``decide_pass``: the one-pass kernel alone (no fix-up, preallocated output);
+* ``cdf_pass`` and ``kernel_pass``: the two passes of the two-pass path alone;
+* ``uniform`` and ``uniform_two_pass``: ``stbin`` and ``stbin_two_pass`` with uniform noise.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from typing import Callable
+
+import torch
+
+SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
+SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
+VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "cdf_pass", "kernel_pass",
+            "uniform", "uniform_two_pass")
+
+
+def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
+    """Median ms of every variant (see the module docstring), weights per second, and the two ratios."""
+    from stbin.estimators import _logistic_sampling_numba, bernoulli_weight, sampling  # noqa: PLC0415
+    from stbin.estimators._common import path_thresholds  # noqa: PLC0415
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from previous_sampler import previous_sample_sign  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(0)
+    theta = torch.rand(numel, generator=g).mul_(4).sub_(2)
+    dst = torch.empty_like(theta)
+    prob = torch.sigmoid(theta)
+    seed = torch.tensor([1, 2, 3, 4])
+
+    def fresh() -> None:
+        with path_thresholds(reuse_output_min_numel=1 << 62):
+            bernoulli_weight(theta, "logistic", 1.0, "sample")
+
+    def two_pass(noise: str = "logistic") -> None:
+        with path_thresholds(elementwise_kernel_min_numel=1 << 62):
+            bernoulli_weight(theta, noise, 1.0, "sample")
+
+    steps = {
+        "copy": lambda: dst.copy_(theta),
+        "stbin": lambda: bernoulli_weight(theta, "logistic", 1.0, "sample"),
+        "stbin_two_pass": two_pass,
+        "stbin_fresh": fresh,
+        "previous": lambda: previous_sample_sign(theta, 1.0),
+        "decide_pass": lambda: _logistic_sampling_numba.decide(theta.numpy(), dst.numpy(), 1.0, seed.numpy(),
+                                                              torch.get_num_threads() > 1, torch.get_num_threads()),
+        "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
+        "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
+        "uniform": lambda: bernoulli_weight(theta, "uniform", 1.0, "sample"),
+        "uniform_two_pass": lambda: two_pass("uniform"),
+    }
+    inner, times = {}, {k: [] for k in steps}
+
+    def timed(fn: Callable[[], object], n: int) -> float:
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        return (clock() - t0) / n
+
+    with torch.no_grad():
+        for name, fn in steps.items():
+            fn()
+            once = min(timed(fn, 1) for _ in range(2))
+            inner[name] = max(1, int(block / max(once, 1e-6)))
+        names = list(steps)
+        for r in range(repeats):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                times[name].append(timed(steps[name], inner[name]))
+    m = {k: statistics.median(v) for k, v in times.items()}
+    row = {"numel": numel, **{f"{k}_ms": t * 1e3 for k, t in m.items()},
+           **{f"{k}_weights_per_s": numel / t for k, t in m.items()}}
+    row["stbin/copy"] = m["stbin"] / m["copy"]
+    row["stbin_two_pass/copy"] = m["stbin_two_pass"] / m["copy"]
+    row["previous/stbin"] = m["previous"] / m["stbin"]
+    row["uniform/copy"] = m["uniform"] / m["copy"]
+    return row
+
+
+def format_sampling(row: dict) -> str:
+    lines = [f"sampling {row['numel'] / 1e6:.1f} M Bernoulli weights (logistic, float32), median ms and weights/s:"]
+    for k in VARIANTS:
+        lines.append(f"  {k:<14} {row[k + '_ms']:9.2f} ms  {row[k + '_weights_per_s'] / 1e9:7.3f} G weights/s")
+    lines.append(f"  stbin/copy {row['stbin/copy']:.2f} (bar <= {SAMPLING_COPY_RATIO:g}; two-pass path "
+                 f"{row['stbin_two_pass/copy']:.2f}); "
+                 f"previous/stbin {row['previous/stbin']:.1f}x faster (bar >= {SAMPLING_SPEEDUP:g}); "
+                 f"uniform noise/copy {row['uniform/copy']:.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+r"""Logistic sampling in one pass: the kernel's decisions plus an exact fix-up of the undecided few.
+
+:mod:`stbin.estimators._logistic_sampling_numba` writes every sample whose side of ``u``
+is certain (all but about one in 20 000) and records the others; here those get
+``p = sigmoid(a / s)`` **evaluated exactly as the two-pass path evaluates it** (the same
+torch operations on the same values) and the stream's comparison ``word * 2^-32 < p``.
+So the result is bit for bit the two-pass result, ``torch.sigmoid`` over the whole tensor
+followed by the comparison kernel (:mod:`stbin.estimators._philox_numba`), with one
+thread.
+
+torch's CPU sigmoid is elementwise but not position-independent: its vectorised loop
+takes ``2 * V`` elements a step (``V`` lanes of the CPU's vectors) and the last
+``n mod 2V`` elements go through a scalar formula that differs from the vector one by an
+ulp now and then. The fix-up reproduces that: the undecided elements below
+``n - n mod 64`` are evaluated in a tensor whose length is a multiple of 64 (the vector
+path only, for every ``V`` dividing 32), the last ``n mod 64`` elements of the call in a
+tensor of exactly those elements (the same positions mod ``2V``: the scalar formula
+where the whole-tensor call took it), in pieces below torch's parallel grain (one
+chunk, one loop). (With several threads torch splits a large tensor into chunks whose own
+tails take the scalar formula, so the two-pass path's ulp-level choice depended on the
+thread count where a chunk boundary is not a multiple of ``2V``; this path takes the
+one-thread choice whatever the thread count.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from stbin.estimators import _logistic_sampling_numba as _kernel
+from stbin.estimators._common import scaled
+
+#: positions mod 64 of the call are kept by the fix-up (a multiple of every ``2V``)
+_ALIGN = 64
+#: fix-up piece length: a multiple of 64 below torch's parallel grain (32768)
+_PIECE = 1 << 14
+
+
+def usable(a: torch.Tensor, out: torch.Tensor, scale: float) -> bool:
+    """Whether this path applies: contiguous float32/float64 CPU tensors of one dtype, ``1/s`` a normal float32."""
+    inv = 1.0 / scale
+    return (a.device.type == "cpu" and a.dtype in (torch.float32, torch.float64) and out.dtype == a.dtype
+            and a.is_contiguous() and 2.0 ** -100 < inv < 2.0 ** 100)
+
+
+def sample_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Tensor, parallel: bool,
+                threads: int | None, redo) -> None:
+    """``out`` (flat) <- the logistic samples of ``a`` (flat, same dtype) under ``seed``.
+
+    ``redo(lo, hi)`` computes elements ``lo .. hi-1`` the two-pass way (for a work item
+    whose undecided elements overflowed their row; ``lo`` is a multiple of 1024).
+    """
+    a_np, out_np = a.detach().numpy(), out.detach().numpy()
+    idx, words, counts = _kernel.decide(a_np, out_np, scale, seed.numpy(), parallel, threads)
+    cap = idx.shape[1]
+    over = np.flatnonzero(counts > cap)
+    for item in over.tolist():
+        lo = item * _kernel.ITEM_ELEMENTS
+        redo(lo, min(lo + _kernel.ITEM_ELEMENTS, a.numel()))
+        counts[item] = 0
+    if not counts.any():
+        return
+    rows = np.arange(cap) < counts[:, None]
+    fix_exact(out_np, a_np, scale, idx[rows], words[rows])
+
+
+def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, words: np.ndarray) -> None:
+    """``out[idx]`` <- ``+1`` where ``words * 2^-32 < sigmoid(a[idx] / s)`` (torch's value at that position), else -1.
+
+    NaN where that value is NaN. (numpy for the index work: a few microseconds a call.)
+    """
+    n = a.size
+    tail = n - n % _ALIGN
+    p = np.empty(idx.size, dtype=a.dtype)
+    body = idx < tail
+    pos = np.flatnonzero(body)
+    for lo in range(0, pos.size, _PIECE):
+        sel = pos[lo: lo + _PIECE]
+        v = np.zeros((sel.size + _ALIGN - 1) // _ALIGN * _ALIGN, dtype=a.dtype)
+        v[: sel.size] = a[idx[sel]]
+        p[sel] = _sigmoid(v, scale)[: sel.size]
+    if pos.size < idx.size:
+        rest = np.flatnonzero(~body)
+        p[rest] = _sigmoid(a[tail:].copy(), scale)[idx[rest] - tail]
+    x = np.where(words.astype(np.float64) * 2.0 ** -32 < p.astype(np.float64), 1.0, -1.0).astype(a.dtype)
+    out[idx] = np.where(np.isnan(p), p, x)
+
+
+def _sigmoid(v: np.ndarray, scale: float) -> np.ndarray:
+    """``sigmoid(v / s)`` by the torch operations of the two-pass path (``v`` fresh: modified in place)."""
+    t, _ = scaled(torch.from_numpy(v), scale)
+    return torch.sigmoid(t, out=t).numpy()

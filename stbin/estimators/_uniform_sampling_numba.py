@@ -1,0 +1,93 @@
+r"""One-pass CPU kernel of uniform-noise sampling: ``F(a/s)`` and the comparison in one loop (numba).
+
+Uniform noise on ``[-1, 1]`` has the linear CDF ``F(t) = clip((t + 1) / 2, 0, 1)``
+(:mod:`stbin.estimators.noise`), made of exactly rounded IEEE operations only, so the
+kernel evaluates it **exactly as torch does** — ``t = a / s`` (skipped for ``s = 1``),
+``(t + 1) * 0.5``, clamped to ``[0, 1]`` with NaN kept, all in the array's dtype — and
+compares it with the element's Philox word as :mod:`stbin.estimators._philox_numba` does
+(``word * 2^-32 < p`` in float64: exact). The samples are therefore bit for bit those of
+the two-pass path (torch's CDF into a buffer, then the comparison kernel), with no
+fix-up: there is no approximation to correct. One read of ``a``, one write of ``out``.
+
+Work items are runs of 64 tiles (the stream's layout: 1024 elements a tile), spread over
+numba's threads with ``parallel=True`` (identical numbers). No fast-math: every
+operation must round as torch's does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from stbin.estimators._numba_config import JIT, set_threads
+from stbin.estimators._philox_numba import _philox_tile
+from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS
+
+_E = TILE_ELEMENTS
+_TILES_PER_ITEM = 64
+_U = 2.0 ** -32
+
+
+@njit(inline="always")
+def _compare(a, w, out, s, divide):
+    one = out.dtype.type(1.0)
+    half = out.dtype.type(0.5)
+    zero = out.dtype.type(0.0)
+    for i in range(out.size):
+        t = a[i] / s if divide else a[i]
+        p = (t + one) * half
+        p = zero if p < zero else (one if p > one else p)  # NaN fails both tests: kept
+        x = one if np.float64(w[i]) * _U < p else -one
+        out[i] = p if p != p else x
+
+
+@njit(inline="always")
+def _tiles(a, out, t0, t1, tile_base, s, divide, k0, k1, o2, o3):
+    w = np.empty(_E, np.uint32)
+    n = out.size
+    for t in range(t0, t1):
+        b = np.uint64(tile_base + t) * np.uint64(TILE_BLOCKS)
+        _philox_tile(w, np.uint32(b & np.uint64(0xFFFFFFFF)), np.uint32(b >> np.uint64(32)), k0, k1, o2, o3)
+        lo = t * _E
+        hi = min(lo + _E, n)
+        _compare(a[lo:hi], w, out[lo:hi], s, divide)
+
+
+@njit(**JIT)
+def _run_serial(a, out, seed, tile_base, s, divide):
+    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    _tiles(a, out, 0, (out.size + _E - 1) // _E, tile_base, s, divide, k0, k1, o2, o3)
+
+
+@njit(parallel=True, **JIT)
+def _run_parallel(a, out, seed, tile_base, s, divide):
+    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    ntiles = (out.size + _E - 1) // _E
+    items = (ntiles + _TILES_PER_ITEM - 1) // _TILES_PER_ITEM
+    for i in prange(items):
+        t0 = i * _TILES_PER_ITEM
+        _tiles(a, out, t0, min(ntiles, t0 + _TILES_PER_ITEM), tile_base, s, divide, k0, k1, o2, o3)
+
+
+def sample_into(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, parallel: bool,
+                threads: int | None = None, start: int = 0) -> None:
+    """``out`` <- the uniform-noise samples of ``a`` (scale ``scale``) under ``seed``; see the module docstring.
+
+    ``a`` and ``out``: 1-D contiguous arrays of one size and dtype (float32 or float64);
+    ``start`` (a multiple of 1024): the index of ``a[0]`` in the sampling call.
+    """
+    for x in (a, out):
+        if x.ndim != 1 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
+                or x.dtype != a.dtype or x.size != a.size:
+            raise ValueError(f"sample_into needs 1-D contiguous float32/float64 arrays of one size and dtype, "
+                             f"got {x.dtype} {x.shape}")
+    if seed.shape != (4,) or seed.dtype != np.int64:
+        raise ValueError(f"sample_into needs 4 int64 seed words, got {seed.dtype} {seed.shape}")
+    if start < 0 or start % _E:
+        raise ValueError(f"sample_into needs a start that is a non-negative multiple of {_E}, got {start}")
+    s = a.dtype.type(scale)  # torch divides by the Python scale cast to the tensor's dtype
+    if parallel:
+        set_threads(threads)
+        _run_parallel(a, out, seed, start // _E, s, scale != 1.0)
+    else:
+        _run_serial(a, out, seed, start // _E, s, scale != 1.0)
