@@ -199,26 +199,43 @@ def _refine(U, R, j):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always", **_JIT)
-def _decide(a, bound, bj, sj, tj):  # type: ignore[no-untyped-def]
-    """The output bit (0 / 1) if every float32 sum within ``bound`` of ``a`` gives the same one, else -1."""
+def _ends(a, bound, bj, sj, tj):  # type: ignore[no-untyped-def]
+    """``d(lo) + 2 d(hi)`` with ``d(v) = S * (float32(v) + b) >= T`` at both ends of ``a -+ bound`` (branch-free, so
+    a loop over outputs vectorises): 0 or 3 when every float32 sum within ``bound`` of ``a`` gives the same bit."""
     lo = a - bound
     hi = a + bound
     lo = lo - abs(lo) * 2.0 ** -20 - 2.0 ** -140  # so that rounding to float32 cannot move inside the interval
     hi = hi + abs(hi) * 2.0 ** -20 + 2.0 ** -140
     yl = np.float32(lo) + bj
     yh = np.float32(hi) + bj
-    dl = sj * yl >= tj
-    if dl == (sj * yh >= tj):
-        return 0 if dl else 1
-    return -1
+    return np.int8(sj * yl >= tj) + np.int8(2) * np.int8(sj * yh >= tj)
+
+
+@njit(inline="always", **_JIT)
+def _stats(X, i, k):  # type: ignore[no-untyped-def]
+    """(max |x_k|, sum x_k^2) of row i in float64, four partial sums (the bounds allow any order: see ``up``)."""
+    a0 = a1 = a2 = a3 = 0.0
+    s0 = s1 = s2 = s3 = 0.0
+    kk = 0
+    while kk + 4 <= k:
+        v0, v1 = np.float64(X[i, kk]), np.float64(X[i, kk + 1])
+        v2, v3 = np.float64(X[i, kk + 2]), np.float64(X[i, kk + 3])
+        a0, a1, a2, a3 = max(a0, abs(v0)), max(a1, abs(v1)), max(a2, abs(v2)), max(a3, abs(v3))
+        s0, s1, s2, s3 = s0 + v0 * v0, s1 + v1 * v1, s2 + v2 * v2, s3 + v3 * v3
+        kk += 4
+    for kk in range(kk, k):
+        v0 = np.float64(X[i, kk])
+        a0 = max(a0, abs(v0))
+        s0 += v0 * v0
+    return max(max(a0, a1), max(a2, a3)), (s0 + s1) + (s2 + s3)
 
 
 @njit(parallel=True, **_JIT)
-def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, acc, out):  # type: ignore[no-untyped-def]
+def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, A, D, acc, out):  # type: ignore[no-untyped-def]
     """Bit j of out[i] = not (S[j] * y_ij >= T[j]), y_i = X[i] @ W.T + b exactly as ``float_dense_sign``
     computes it (see the module docstring); ``Wt`` (K, M) is ``W.T`` contiguous, for the rows that run the fused
     loop itself; ``csum`` (2, M) int32: ``sum_k q_kj`` and ``sum_k r_jk``. Scratch: P (N, K) float64, U (N, 2, Kp)
-    uint8, Z (N, 2, Mp) int32, acc (N, M) float32."""
+    uint8, Z (N, 2, Mp) int32, A (N, M) float64, D (N, M) int8, acc (N, M) float32."""
     n, k = X.shape
     m = W.shape[0]
     kp = U.shape[2]
@@ -229,12 +246,7 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, acc, out):
     for j in range(m):
         nmax = max(nmax, colc[2, j])
     for i in prange(n):
-        amax = 0.0
-        xx = 0.0
-        for kk in range(k):
-            v = np.float64(X[i, kk])
-            amax = max(amax, abs(v))
-            xx += v * v
+        amax, xx = _stats(X, i, k)  # a NaN makes xx NaN, an inf makes both inf
         xn = np.sqrt(xx) * up
         if not (amax <= 3e38) or not (xn * nmax <= 1e37):  # non-finite, or a partial sum could overflow
             _dense_row(X[i], Wt, b, acc[i])
@@ -242,14 +254,20 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, acc, out):
             continue
         sx = amax / 32767.0 if amax > 0.0 else 1.0
         inv = 32767.0 / amax if amax > 0.0 else 0.0  # any integers p are valid: the bound uses x - sx p
-        dd = 0.0
-        pp = 0.0
         for kk in range(k):
-            v = np.float64(X[i, kk])
-            q = min(max(np.rint(v * inv), -32767.0), 32767.0)
-            P[i, kk] = q
-            dd += (v - sx * q) ** 2
-            pp += q * q
+            P[i, kk] = min(max(np.rint(np.float64(X[i, kk]) * inv), -32767.0), 32767.0)
+        d0 = d1 = p0 = p1 = 0.0
+        kk = 0
+        while kk + 2 <= k:  # two partial sums each (any order: see ``up``)
+            e0 = np.float64(X[i, kk]) - sx * P[i, kk]
+            e1 = np.float64(X[i, kk + 1]) - sx * P[i, kk + 1]
+            d0, d1 = d0 + e0 * e0, d1 + e1 * e1
+            p0, p1 = p0 + P[i, kk] * P[i, kk], p1 + P[i, kk + 1] * P[i, kk + 1]
+            kk += 2
+        for kk in range(kk, k):
+            e0 = np.float64(X[i, kk]) - sx * P[i, kk]
+            d0 += e0 * e0
+            p0 += P[i, kk] * P[i, kk]
         for kk in range(k):
             u = np.int32(P[i, kk]) + 32768  # p + 32768 = 256 h + l
             U[i, 0, kk] = np.uint8(u >> 8)
@@ -257,28 +275,33 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, acc, out):
         for kk in range(k, kp):  # padded inputs: p = 0 (their weights are 0)
             U[i, 0, kk] = 128
             U[i, 1, kk] = 0
-        dn = np.sqrt(dd) * up + k * amax * 2.0 ** -50
-        pn = np.sqrt(pp) * up
+        dn = np.sqrt(d0 + d1) * up + k * amax * 2.0 ** -50
+        pn = np.sqrt(p0 + p1) * up
         _planes(U[i], Q, Z[i])
+        c1 = dn + g * xn
+        c2 = sx * pn
+        for j in range(m):  # the screen's verdicts, branch-free
+            a1 = sx * (colc[0, j] * np.float64(256 * np.int64(Z[i, 0, j]) + np.int64(Z[i, 1, j])
+                                                - 32768 * np.int64(csum[0, j])))
+            A[i, j] = a1
+            D[i, j] = _ends(a1, (c1 * colc[2, j] + c2 * colc[3, j]) * up + under + abs(a1) * 2.0 ** -40,
+                            b[j], S[j], T[j])
         for gw in range(out.shape[1]):
             word = np.uint64(0)
             for j in range(gw * 64, min(m, gw * 64 + 64)):
-                z = 256 * np.int64(Z[i, 0, j]) + np.int64(Z[i, 1, j]) - 32768 * np.int64(csum[0, j])
-                common = (dn + g * xn) * colc[2, j]
-                a1 = sx * (colc[0, j] * np.float64(z))
-                bit = _decide(a1, (common + sx * pn * colc[3, j]) * up + under + abs(a1) * 2.0 ** -40, b[j], S[j], T[j])
-                if bit < 0:  # refine with the residual weights
+                d = D[i, j]
+                if d == 1 or d == 2:  # undecided: refine with the residual weights
+                    a1 = A[i, j]
                     zh, zl = _refine(U[i], R, j)
                     a2 = sx * (colc[1, j] * np.float64(256 * zh + zl - 32768 * np.int64(csum[1, j])))
-                    bit = _decide(a1 + a2, (common + sx * pn * colc[4, j]) * up + under
-                                  + (abs(a1) + abs(a2)) * 2.0 ** -40, b[j], S[j], T[j])
-                if bit < 0:  # recompute this output exactly, in the fused loop's order
+                    bound = (c1 * colc[2, j] + c2 * colc[4, j]) * up + under + (abs(a1) + abs(a2)) * 2.0 ** -40
+                    d = _ends(a1 + a2, bound, b[j], S[j], T[j])
+                if d == 1 or d == 2:  # still undecided: recompute this output exactly, in the fused loop's order
                     s = np.float32(0.0)
                     for kk in range(k):
                         s = s + X[i, kk] * W[j, kk]
-                    y = s + b[j]
-                    bit = 0 if S[j] * y >= T[j] else 1
-                word |= np.uint64(bit) << np.uint64(j - gw * 64)
+                    d = 3 if S[j] * (s + b[j]) >= T[j] else 0
+                word |= np.uint64(d == 0) << np.uint64(j - gw * 64)
             out[i, gw] = word
 
 

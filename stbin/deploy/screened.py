@@ -93,5 +93,5 @@ def screened_dense_sign(X: np.ndarray, ops: ScreenOperands, b: np.ndarray, S: np
     _shape(kn, "out", out, (X.shape[0], n_words(m)))
     n = X.shape[0]
     P, U, Z = scratch((n, k), np.float64), scratch((n, 2, kp), np.uint8), scratch((n, 2, mp), np.int32)
-    _launch(kn, n * k * m // 64, X, ops.Q, ops.R, ops.W, ops.Wt, b, S, T, ops.colc, ops.csum, P, U, Z,
-            scratch((n, m), np.float32), out)
+    A, D, acc = scratch((n, m), np.float64), scratch((n, m), np.int8), scratch((n, m), np.float32)
+    _launch(kn, n * k * m // 64, X, ops.Q, ops.R, ops.W, ops.Wt, b, S, T, ops.colc, ops.csum, P, U, Z, A, D, acc, out)
