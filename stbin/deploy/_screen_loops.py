@@ -25,8 +25,9 @@ so the exact float32 sum is only needed for the few that are close. Per input ro
    in float32 in the same order, ``+ b_j``, then the threshold.
 
 A row with a non-finite value, or so large that a float32 partial sum could overflow, runs the fused loop
-itself. On the demo MLP's random layer about one output in ten is refined and a few in a thousand are
-recomputed. The operands are built and checked by :mod:`stbin.deploy.screened`.
+itself, and so does every row while a bias or threshold is not finite. On the demo MLP's random layer
+about one output in ten is refined and a few in a thousand are recomputed. The operands are built and
+checked by :mod:`stbin.deploy.screened`.
 """
 
 from __future__ import annotations
@@ -243,12 +244,15 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, A, D, acc,
     under = k * 2.0 ** -148
     up = 1.0 + 2.0 ** -30  # above the relative rounding error of any float64 sum below (k <= 2^16 terms)
     nmax = 0.0
+    finite = True  # the verdicts need finite b, S, T (checked here too: a compiled plan may see them changed)
     for j in range(m):
         nmax = max(nmax, colc[2, j])
+        if not (abs(b[j]) <= 3.5e38 and abs(S[j]) <= 3.5e38 and abs(T[j]) <= 3.5e38):
+            finite = False
     for i in prange(n):
         amax, xx = _stats(X, i, k)  # a NaN makes xx NaN, an inf makes both inf
         xn = np.sqrt(xx) * up
-        if not (amax <= 3e38) or not (xn * nmax <= 1e37):  # non-finite, or a partial sum could overflow
+        if not finite or not (amax <= 3e38) or not (xn * nmax <= 1e37):  # or a partial sum could overflow
             _dense_row(X[i], Wt, b, acc[i])
             _pack_row(acc[i], S, T, out[i])
             continue

@@ -79,6 +79,22 @@ def test_thresholds_on_and_next_to_the_pre_activation(shift):
     np.testing.assert_array_equal(got, ref)
 
 
+@needs_vnni
+def test_thresholds_made_non_finite_after_the_operands_run_the_fused_loop():
+    """S = inf with T = -inf makes the bit non-monotone in y (true, false at y = 0, true): the loop must not screen."""
+    rng = np.random.default_rng(6)
+    W, Wt, b, S, T = _layer(rng, 64, 40)
+    ops = screened.screen_operands(W, Wt, b, S, T)
+    S[:8], T[:8] = np.inf, -np.inf
+    b[:4], b[8] = 0.0, np.nan
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    x[1, :] = 0.0  # y = b: 0 * inf = NaN on the zero-bias outputs
+    ref, got = (np.empty((3, 1), np.uint64) for _ in range(2))
+    kernels.float_dense_sign(x, Wt, b, S, T, ref)
+    screened.screened_dense_sign(x, ops, b, S, T, got)
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_no_screen_for_non_finite_parameters():
     rng = np.random.default_rng(3)
     W, Wt, b, S, T = _layer(rng, 10, 20)
