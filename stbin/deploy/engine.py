@@ -38,10 +38,15 @@ MIN_SAVING = 0.02
 SMALL_BATCH = 8
 
 
-def _kernels():  # imported lazily: numba is an optional dependency
-    from stbin.deploy import kernels
+def _kernels():  # imported lazily: numba is an optional dependency; kept after the first call (the hot path's lock)
+    if not _KERNELS:
+        from stbin.deploy import kernels
 
-    return kernels
+        _KERNELS.append(kernels)
+    return _KERNELS[0]
+
+
+_KERNELS: list[Any] = []
 
 
 def _threads() -> int:

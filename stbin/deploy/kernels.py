@@ -39,7 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from stbin.deploy import _loops  # noqa: I001  (first: the install hint if numba is missing)
-from stbin.deploy import _conv_loops, _dense_loops, _float_loops, _fused_loops
+from stbin.deploy import _conv_loops, _dense_loops, _float_loops, _fused_loops, _screen_loops
 from stbin.deploy._loops import KERNEL_LOCK, numba, popcount64  # noqa: F401  (re-exported)
 from stbin.deploy.geometry import conv_out
 from stbin.deploy.packing import n_words
@@ -49,7 +49,7 @@ _MAX_INT = 2**31 - 1
 #: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
 SERIAL_WORK = 1 << 20
 #: the modules holding the compiled loops (each loop and its serial twin in one of them)
-LOOP_MODULES = (_loops, _conv_loops, _float_loops, _dense_loops, _fused_loops)
+LOOP_MODULES = (_loops, _conv_loops, _float_loops, _dense_loops, _fused_loops, _screen_loops)
 
 
 def _pick(name: str, work: int) -> Any:

@@ -32,7 +32,8 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
     """First float layer fused with its folded batch norm + sign and the packing.
 
     Small batches: one pass per row in the engine's own loop (``kernels.float_dense_sign``, part of the compiled
-    plan). Larger batches, float backend ``"auto"``: PyTorch's own ``linear`` (so the pre-activations before the
+    plan), screened where the CPU allows it (:mod:`stbin.deploy.screened`: the same bits from a quarter of the
+    weight bytes). Larger batches, float backend ``"auto"``: PyTorch's own ``linear`` (so the pre-activations before the
     folded thresholds are PyTorch's, bit for bit) on one torch thread per part of the rows, each part packing
     its rows (:mod:`stbin.deploy.row_parts`); measured faster than single-threaded numpy BLAS here
     (``benchmarks/bench_first_layer.py``).
@@ -60,12 +61,17 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
             if net.float_backend == "auto":
                 return large(x, ctx)
             return run_sign(sign, run_lin(lin, x, ctx), ctx)
-        from stbin.deploy import kernels
+        from stbin.deploy import kernels, screened
 
         wt, b = dense_operands(lin, lin.arrays["weight"], lin.arrays.get("bias"), ctx)
+        S, T = sign.arrays["S"], sign.arrays["T"]
         out = np.empty((len(x), -(-wt.shape[1] // 64)), np.uint64)
-        kernels.float_dense_sign(np.ascontiguousarray(x.reshape(len(x), -1)), wt, b, sign.arrays["S"],
-                                 sign.arrays["T"], out)
+        x2 = np.ascontiguousarray(x.reshape(len(x), -1))
+        scr = ctx.cache(lin, "screen", lambda: screened.screen_operands(lin.arrays["weight"], wt, b, S, T))
+        if scr is not None:  # the same bits from a quarter of the weight bytes (stbin.deploy.screened)
+            screened.screened_dense_sign(x2, scr, b, S, T, out)
+        else:
+            kernels.float_dense_sign(x2, wt, b, S, T, out)
         return out
     return step
 
