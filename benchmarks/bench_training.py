@@ -63,7 +63,9 @@ def make_step(cfg, shape, batch, compiled=False):
         loss.backward()
         return loss.detach()
 
-    run = torch.compile(fwd_bwd) if compiled else fwd_bwd
+    # static shapes: every model here is compiled for its one input shape (dynamo would otherwise turn the
+    # shapes of a code object compiled again for another model into symbolic ones)
+    run = torch.compile(fwd_bwd, dynamic=False) if compiled else fwd_bwd
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -104,6 +106,7 @@ def bench(preset, repeats, min_time, compiled=False, torch_sign=False, batch=Non
     batch = batch_size(preset, cfg, batch)
     steps = {"binary": make_step(cfg, shape, batch), "float": make_step(float_twin(cfg), shape, batch)}
     if compiled:
+        torch._dynamo.reset()  # the compiled steps of earlier presets: no recompile limit shared with them
         steps["compiled"] = make_step(cfg, shape, batch, compiled=True)
         steps["float_compiled"] = make_step(float_twin(cfg), shape, batch, compiled=True)
     if torch_sign:
