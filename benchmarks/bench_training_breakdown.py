@@ -8,10 +8,12 @@ with timers around the three estimator entry points of a stochastic binary netwo
 * **unit sampling** — the forward of the stochastic units (``F(a/s)`` and the draw);
 * **unit ST backward** — the units' straight-through backward ``g (2/s) F'(a/s)``;
 
-then the binary and float steps (without timers) are interleaved as in ``bench_training.py``,
-and the difference of their medians is set against the three parts (the rest: Python and
-autograd overhead of the extra Functions, and memory effects; the float twin's ReLU forward
-and backward, which the binary step does not run, is not subtracted).
+then the binary and float steps (without those timers) are interleaved as in
+``bench_training.py``, each step timed by phase — forward with the loss, backward, optimizer
+step — and the difference of the medians (binary - float) is given per phase. The three parts
+are set against it (the rest: Python and autograd overhead of the extra Functions, and
+memory effects; the float twin's ReLU forward and backward, which the binary step does not
+run, is not subtracted).
 
     python benchmarks/bench_training_breakdown.py [--presets sbn_mnist,resnet20_cifar10] [--steps 5]
         [--repeats 15] [--min-time 0.2] [--batch N|preset]
@@ -29,13 +31,18 @@ import sys
 import time
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_training as bt  # noqa: E402  (the same steps, batch table and argument checks)
 
 from stbin.cli.summary import INPUT_SHAPES  # noqa: E402
 from stbin.estimators import latent, stochastic  # noqa: E402
+from stbin.models import build_model  # noqa: E402
 from stbin.training.presets import float_twin, get_preset  # noqa: E402
+from stbin.training.trainer import build_optimizer, model_kwargs_for  # noqa: E402
+
+PHASES = ("forward", "backward", "optimizer")
 
 #: (module, function, part): the functions timed inside the binary step
 PARTS = ((latent, "noisy_sign", "weight sampling"), (stochastic, "noisy_sign", "unit sampling"),
@@ -64,12 +71,39 @@ def timed(totals: dict[str, float]):
             setattr(module, name, fn)
 
 
+def phased_step(cfg, shape, batch):
+    """The step of ``bench_training.make_step`` (same model, data and optimizer), adding the CPU time
+    of each phase of :data:`PHASES` to the returned dict."""
+    name, kw = model_kwargs_for(cfg, shape, 10)
+    torch.manual_seed(0)
+    model = build_model(name, **kw).train()
+    opt, _ = build_optimizer(model, cfg)
+    x = torch.randn(batch, *shape)
+    y = torch.randint(10, (batch,))
+    spent = dict.fromkeys(PHASES, 0.0)
+
+    def step():
+        t0 = time.process_time()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        t1 = time.process_time()
+        loss.backward()
+        t2 = time.process_time()
+        opt.step()
+        t3 = time.process_time()
+        spent["forward"] += t1 - t0
+        spent["backward"] += t2 - t1
+        spent["optimizer"] += t3 - t2
+    return step, spent
+
+
 def breakdown(preset: str, steps: int, repeats: int, min_time: float, batch=None) -> dict:
-    """Per-step milliseconds of the binary and float steps and of each part of :data:`PARTS`."""
+    """Per-step milliseconds: binary and float steps, their difference per phase, each part of :data:`PARTS`."""
     cfg = get_preset(preset)
     shape = INPUT_SHAPES[cfg.data.name]
     n_img = bt.batch_size(preset, cfg, batch)
-    binary, flt = bt.make_step(cfg, shape, n_img), bt.make_step(float_twin(cfg), shape, n_img)
+    variants = {"binary": phased_step(cfg, shape, n_img), "float": phased_step(float_twin(cfg), shape, n_img)}
+    binary = variants["binary"][0]
     binary()
     totals: dict[str, float] = collections.defaultdict(float)
     with timed(totals):
@@ -77,20 +111,24 @@ def breakdown(preset: str, steps: int, repeats: int, min_time: float, batch=None
             binary()
     parts = {part: totals[part] / steps * 1e3 for _, _, part in PARTS}
     n = {}
-    for k, s in (("binary", binary), ("float", flt)):
+    for k, (s, _) in variants.items():
         s()
         t = time.process_time()
         s()
         n[k] = max(1, int(min_time / max(time.process_time() - t, 1e-4)))
-    ms: dict[str, list[float]] = {"binary": [], "float": []}
+    ms: dict[str, dict[str, list[float]]] = {k: {ph: [] for ph in PHASES} for k in variants}
     for _ in range(repeats):
-        for k, s in (("binary", binary), ("float", flt)):
-            t = time.process_time()
+        for k, (s, spent) in variants.items():
+            for ph in PHASES:
+                spent[ph] = 0.0
             for _ in range(n[k]):
                 s()
-            ms[k].append((time.process_time() - t) / n[k] * 1e3)
-    b, f = statistics.median(ms["binary"]), statistics.median(ms["float"])
-    return {"preset": preset, "batch": n_img, "binary": b, "float": f, "extra": b - f, **parts}
+            for ph in PHASES:
+                ms[k][ph].append(spent[ph] / n[k] * 1e3)
+    med = {k: {ph: statistics.median(v) for ph, v in d.items()} for k, d in ms.items()}
+    b, f = sum(med["binary"].values()), sum(med["float"].values())
+    deltas = {ph: med["binary"][ph] - med["float"][ph] for ph in PHASES}
+    return {"preset": preset, "batch": n_img, "binary": b, "float": f, "extra": b - f, **deltas, **parts}
 
 
 def main(argv=None) -> int:
@@ -110,12 +148,14 @@ def main(argv=None) -> int:
             p.error(f"--presets: {e}")
     part_names = [part for _, _, part in PARTS]
     print("Extra time of the binary training step (ms per step, CPU time, 1 thread)\n")
-    print("| preset | batch | binary | float twin | binary - float | " + " | ".join(part_names) + " | rest |")
-    print("|---|--:|--:|--:|--:|" + "--:|" * (len(part_names) + 1))
+    print("| preset | batch | binary | float twin | binary - float | " + " | ".join(f"{ph} Δ" for ph in PHASES)
+          + " | " + " | ".join(part_names) + " | rest |")
+    print("|---|--:|--:|--:|--:|" + "--:|" * (len(PHASES) + len(part_names) + 1))
     for name in names:
         r = breakdown(name, a.steps, a.repeats, a.min_time, a.batch)
         rest = r["extra"] - sum(r[part] for part in part_names)
         print(f"| {name} | {r['batch']} | {r['binary']:.2f} | {r['float']:.2f} | {r['extra']:.2f} | "
+              + " | ".join(f"{r[ph]:.2f}" for ph in PHASES) + " | "
               + " | ".join(f"{r[part]:.2f}" for part in part_names) + f" | {rest:.2f} |", flush=True)
     return 0
 
