@@ -91,3 +91,21 @@ def test_clear_forgets_everything():
 def test_bad_bound_is_refused(bad):
     with pytest.raises(ValueError, match="max_bytes"):
         OutputBuffers(max_bytes=bad)
+
+
+def test_by_default_a_training_steps_outputs_of_32_ki_elements_are_cached():
+    # the default threshold (128 KiB of float32): the sampled weights of a 256x256 layer and its
+    # 128x256 unit outputs are reused at the next step instead of paying fresh pages
+    from stbin.estimators import _buffers, bernoulli_weight, stochastic_sign
+
+    _buffers.BUFFERS.clear()
+    theta = torch.zeros(256, 256, requires_grad=True)
+    a = torch.randn(128, 256, requires_grad=True)
+    w = bernoulli_weight(theta, scale=0.1)
+    x = stochastic_sign(a)
+    assert ((256, 256), torch.float32) in _buffers.BUFFERS._bufs
+    assert ((128, 256), torch.float32) in _buffers.BUFFERS._bufs
+    ptr = w.data_ptr()
+    del w, x
+    assert bernoulli_weight(theta, scale=0.1).data_ptr() == ptr
+    _buffers.BUFFERS.clear()
