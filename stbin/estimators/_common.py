@@ -75,8 +75,9 @@ def sign_pm1_torch(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
 # operations: a kernel call costs a few microseconds). CPU sampling runs the parallel kernel from
 # ``parallel_sampling_min_numel`` elements on (below, the serial one: same numbers, no
 # thread wake-up) and reuses its output buffer from ``reuse_output_min_numel`` elements
-# on (32 MiB of float32: glibc's largest heap block; larger ones are mapped afresh, with
-# page faults, at every allocation); sampling and the logistic ST backward run on chunks
+# on (128 KiB of float32, glibc's initial mmap threshold: larger blocks are mapped afresh, or
+# the heap top trimmed and refaulted, so that a fresh output per training step keeps paying
+# page faults — thousands per step on the training presets); sampling and the logistic ST backward run on chunks
 # of ``chunk_numel`` elements (512 KB of float32, within L2), so large tensors are not
 # streamed through memory pass after pass. The values are read at every call, so tests force each
 # path on small tensors with :func:`path_thresholds` (every path must give the closed
@@ -90,7 +91,7 @@ class PathThresholds:
     parallel_sampling_min_numel: int = 1 << 15
     elementwise_kernel_min_numel: int = 1 << 14
     chunk_numel: int = 1 << 17
-    reuse_output_min_numel: int = 1 << 23
+    reuse_output_min_numel: int = 1 << 15
 
 
 THRESHOLDS = PathThresholds()

@@ -14,6 +14,7 @@ same values bit for bit (the logistic backward: within a few float32 ulp; tested
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from stbin.estimators._buffers import BUFFERS
@@ -29,11 +30,23 @@ _KERNEL_DTYPES = (torch.float32, torch.float64)
 
 
 def _fast(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels apply: large contiguous CPU float32/float64 tensors of one dtype and shape (not
+    negative or conjugate views), outside torch.compile tracing. Cheapest tests first: this runs on every call."""
     x = tensors[0]
-    return (_kernel is not None and x.numel() >= THRESHOLDS.elementwise_kernel_min_numel and not is_compiling()
-            and all(t.device.type == "cpu" and t.dtype == x.dtype and t.shape == x.shape and t.is_contiguous()
-                    and not t.is_neg() and not t.is_conj() for t in tensors)
-            and x.dtype in _KERNEL_DTYPES)
+    if _kernel is None or x.numel() < THRESHOLDS.elementwise_kernel_min_numel or x.dtype not in _KERNEL_DTYPES:
+        return False
+    if is_compiling():
+        return False
+    dtype, shape = x.dtype, x.shape
+    for t in tensors:
+        if not (t.is_cpu and t.dtype == dtype and t.shape == shape and t.is_contiguous()) or t.is_neg() or t.is_conj():
+            return False
+    return True
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    """The 1-D numpy view of a contiguous CPU tensor (``force=True`` only detaches: :func:`_fast` excluded copies)."""
+    return t.numpy(force=True).reshape(-1)
 
 
 def _parallel(numel: int) -> tuple[bool, int]:
@@ -51,7 +64,7 @@ def sign_pm1(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         return sign_pm1_torch(x, dtype)
     out = BUFFERS.take(x.shape, x.dtype)
     parallel, threads = _parallel(x.numel())
-    _kernel.sign_into(x.detach().view(-1).numpy(), out.view(-1).numpy(), parallel, threads)
+    _kernel.sign_into(_flat(x), _flat(out), parallel, threads)
     return out
 
 
@@ -73,8 +86,7 @@ def htanh_grad(grad: torch.Tensor, x: torch.Tensor, clip: float) -> torch.Tensor
         return None
     out = BUFFERS.take(grad.shape, grad.dtype)
     parallel, threads = _parallel(grad.numel())
-    _kernel.htanh_grad_into(grad.detach().view(-1).numpy(), x.detach().view(-1).numpy(), clip,
-                            out.view(-1).numpy(), parallel, threads)
+    _kernel.htanh_grad_into(_flat(grad), _flat(x), clip, _flat(out), parallel, threads)
     return out
 
 
@@ -95,6 +107,5 @@ def logistic_st_grad(grad: torch.Tensor, a: torch.Tensor, scale: float) -> torch
         return None
     out = BUFFERS.take(grad.shape, grad.dtype)
     parallel, threads = _parallel(grad.numel())
-    _logistic_kernel.logistic_st_grad_into(grad.detach().view(-1).numpy(), a.detach().view(-1).numpy(), scale,
-                                           out.view(-1).numpy(), parallel, threads)
+    _logistic_kernel.logistic_st_grad_into(_flat(grad), _flat(a), scale, _flat(out), parallel, threads)
     return out
