@@ -142,7 +142,7 @@ def res_call(RB=None, rc=4, r_stride=(1, 1), before=0, kind=0, out_b=None, out_f
     (res_call(rc=3, before=2), r"bconv2d_res: shortcut channels 2..4 exceed the 4 outputs"),
     (res_call(r_stride=(2, 1)), r"bconv2d_res: the shortcut has shape"),
     (res_call(kind=2, PW=z((3, 4), F4)), r"bconv2d_res: PW has shape \(3, 4\), expected \(4, 4\)"),
-    (res_call(kind=3), r"bconv2d_res: kind must be an integer in \[0, 2\]"),
+    (res_call(kind=4), r"bconv2d_res: kind must be an integer in \[0, 3\]"),
     (res_call(out_b=z((2, 5, 4, 1), U8)), r"bconv2d_res: out_b has shape \(2, 5, 4, 1\), expected \(2, 5, 5, 1\)"),
     (res_call(S=np.ones(3, F4)), r"bconv2d_res: S has shape \(3,\), expected \(4,\)"),
     (res_call(out_b=z((0, 0, 0, 0), U8)), r"bconv2d_res: needs out_b or out_f"),
@@ -208,3 +208,52 @@ def test_full_width_resnet20_stage_with_packed_taps_equals_unfused():
     model, shape, plain, fused = nets("resnet20", width=1.0, blocks=1)
     x = np.random.default_rng(3).standard_normal((3, *shape)).astype(np.float32)
     np.testing.assert_array_equal(fused(x), plain(x))
+
+
+@pytest.mark.parametrize("oc, before", [(32, 0), (21, 3)])
+def test_channel_last_shortcut_and_output_equal_the_nchw_ones_bit_for_bit(oc, before):
+    """kind 3 (the real shortcut channel-last, as fused ops keep it in a slot) and a channel-last real output:
+    the same values as kind 1 / NCHW (16-lane vector path and its scalar tail, channels before the shortcut)."""
+    rng = np.random.default_rng(oc)
+    n, c, h = 2, 40, 6
+    Wt = rng.integers(0, 2**40, size=(3, 3, 1, oc), dtype=np.uint64)
+    X = rng.integers(0, 2**40, size=(n, h, h, 1), dtype=np.uint64)
+    sc, b, a, be, T = (rng.standard_normal(oc).astype(F4) for _ in range(5))
+    S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+    rc = oc - before
+    rf = rng.standard_normal((n, rc, h, h)).astype(F4)
+    e4, e2, e1 = z((0, 0, 0, 0), U8), z((0, 0), F4), z(0, F4)
+    outs = []
+    for kind, RF, nhwc in ((1, rf, False), (3, np.ascontiguousarray(rf.transpose(0, 2, 3, 1)), True)):
+        ob, of = z((n, h, h, 1), U8), z((n, h, h, oc) if nhwc else (n, oc, h, h), F4)
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, kind, e4, RF, e2, e1, e1, rc, (1, 1), before, S, T,
+                       ob, of, out_f_nhwc=nhwc)
+        outs.append((ob, of.transpose(0, 3, 1, 2) if nhwc else of))
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    with pytest.raises(ValueError, match=r"bconv2d_res: the shortcut has shape \(2, \d+, 6, 6\)"):  # NCHW as channel-last
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, 3, e4, rf, e2, e1, e1, rc, (1, 1), before, S, T,
+                       z((n, h, h, 1), U8), z((0, 0, 0, 0), F4))
+    with pytest.raises(ValueError, match=r"bconv2d_res: RF must be C-contiguous"):
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, 3, e4, rf.transpose(0, 2, 3, 1), e2, e1, e1, rc,
+                       (1, 1), before, S, T, z((n, h, h, 1), U8), z((0, 0, 0, 0), F4))
+    with pytest.raises(ValueError, match=r"bconv2d_res: out_f has shape"):  # NCHW out_f declared channel-last
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, 1, e4, rf, e2, e1, e1, rc, (1, 1), before, S, T,
+                       z((n, h, h, 1), U8), z((n, oc, h, h + 1), F4), out_f_nhwc=True)
+
+
+def test_fused_slots_are_channel_last_views_read_in_place():
+    """A fused op's kept real output: the slot holds an (N, C, H, W) view of a channel-last buffer (what any other op
+    sees), which the next fused op reads in place; the values are those of the unfused network."""
+    from stbin.deploy.ops import RunContext
+    from stbin.deploy.ops.fused import _channel_last
+
+    model, shape, plain, fused = nets("bireal_resnet18", width=1 / 16, convs=1, shortcut="zero_pad")
+    x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)
+    ctx, y = RunContext(fused), x
+    for op in fused.ops:
+        y = fused._op(op, y, ctx)
+    saved = [ctx.slots[o.attrs["save_slot"]] for o in fused.ops if "save_slot" in o.attrs]
+    assert saved and all(_channel_last(s) is not None and not s.flags.c_contiguous for s in saved)
+    assert _channel_last(np.zeros((2, 3, 4, 5), F4)) is None and _channel_last(saved[0].copy()) is None
+    np.testing.assert_allclose(y, plain(x), rtol=1e-5, atol=1e-5)

@@ -52,13 +52,31 @@ def _pair_vec(op: Op, a: str, b: str, m: int) -> None:
 
 
 def _buffer(ctx: RunContext, op: Op, shape: tuple[int, ...]) -> np.ndarray:
-    """The op's float32 output kept in a slot: one buffer per op, reallocated when the batch shape changes (the
-    engine runs one batch at a time under its kernel lock); a compiled plan keeps the buffer of its shape."""
+    """The op's float32 output kept in a slot, channel-last (N, H, W, C): one buffer per op, reallocated when the
+    batch shape changes (the engine runs one batch at a time under its kernel lock); a compiled plan keeps the
+    buffer of its shape. The slot holds its (N, C, H, W) view (what every other op reads); a fused op's
+    shortcut reads the buffer itself (:func:`_channel_last`): one contiguous run of channels per pixel, where
+    the planes of an NCHW map lie a power of two apart (cache-set conflicts, measured 2-4x slower)."""
     store, k = ctx.net._torch_cache, ("slot-buffer", id(op))
     a = store.get(k)
     if a is None or a.shape != shape:
         a = store[k] = np.empty(shape, np.float32)
     return a
+
+
+def _keep(ctx: RunContext, slot: int, buf: np.ndarray) -> None:
+    ctx.slots[slot] = buf.transpose(0, 3, 1, 2)
+
+
+def _channel_last(r: np.ndarray) -> np.ndarray | None:
+    """The C-contiguous (N, H, W, C) array of which the (N, C, H, W) map ``r`` is the view, or None."""
+    b = r.base
+    if (isinstance(b, np.ndarray) and b.ndim == 4 and b.flags.c_contiguous and b.dtype == r.dtype
+            and b.shape == (r.shape[0], r.shape[2], r.shape[3], r.shape[1])
+            and b.__array_interface__["data"][0] == r.__array_interface__["data"][0]
+            and r.strides == tuple(b.strides[i] for i in (0, 3, 1, 2))):
+        return b
+    return None
 
 
 def _empty(ctx: RunContext, op: Op, dtype: type, ndim: int) -> np.ndarray:
@@ -135,8 +153,11 @@ class BConv2dRes(OpType):
         wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(A["weight"].transpose(1, 2, 3, 0)))
         r = ctx.slots[a["residual_slot"]]
         kind = fk.RES_PROJECT if "proj_weight" in A else fk.RES_BITS if r.dtype == np.uint64 else fk.RES_FLOAT
-        rb = r if kind != fk.RES_FLOAT else _empty(ctx, op, np.uint64, 4)
-        rf = np.ascontiguousarray(r) if kind == fk.RES_FLOAT else _empty(ctx, op, np.float32, 4)
+        rf = _empty(ctx, op, np.float32, 4)
+        if kind == fk.RES_FLOAT:
+            last = _channel_last(r)
+            kind, rf = (fk.RES_FLOAT, np.ascontiguousarray(r)) if last is None else (fk.RES_FLOAT_NHWC, last)
+        rb = r if r.dtype == np.uint64 else _empty(ctx, op, np.uint64, 4)
         rc = int(a["residual_channels"])
         if kind == fk.RES_PROJECT:
             pw = ctx.cache(op, "proj-t", lambda: np.ascontiguousarray(A["proj_weight"].T))
@@ -148,13 +169,15 @@ class BConv2dRes(OpType):
         if not threshold:
             out_f = np.empty((len(x), m, oh, ow), np.float32)
         elif "save_slot" in a:
-            out_f = ctx.slots[a["save_slot"]] = _buffer(ctx, op, (len(x), m, oh, ow))
+            out_f = _buffer(ctx, op, (len(x), oh, ow, m))
+            _keep(ctx, a["save_slot"], out_f)
         else:
             out_f = _empty(ctx, op, np.float32, 4)
         S, T = (A["S"], A["T"]) if threshold else (_empty(ctx, op, np.float32, 1), _empty(ctx, op, np.float32, 1))
         fk.bconv2d_res(x, wt, int(a["in_channels"]), (*a["stride"], *a["padding"], *a["dilation"]),
                        *_ones_zeros(op, ctx, "scale", "bias", m), *_ones_zeros(op, ctx, "alpha", "beta", m),
-                       kind, rb, rf, pw, pa, pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f)
+                       kind, rb, rf, pw, pa, pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f,
+                       out_f_nhwc=threshold)
         return out_b if threshold else out_f
 
 
@@ -194,9 +217,9 @@ class Conv2dSign(OpType):
         wk = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(A["weight"].reshape(m, -1).T))
         bias = ctx.cache(op, "bias", lambda: A.get("bias", np.zeros(m, np.float32)))
         out_b = np.empty((len(x), oh, ow, n_words(m)), np.uint64)
-        out_f = (_buffer(ctx, op, (len(x), m, oh, ow)) if "save_slot" in a else _empty(ctx, op, np.float32, 4))
+        out_f = (_buffer(ctx, op, (len(x), oh, ow, m)) if "save_slot" in a else _empty(ctx, op, np.float32, 4))
         if "save_slot" in a:
-            ctx.slots[a["save_slot"]] = out_f
+            _keep(ctx, a["save_slot"], out_f)
         fk.conv2d_sign(np.ascontiguousarray(x), wk, kh, kw, (*a["stride"], *a["padding"], *a["dilation"]), bias,
-                       *_ones_zeros(op, ctx, "alpha", "beta", m), A["S"], A["T"], out_b, out_f)
+                       *_ones_zeros(op, ctx, "alpha", "beta", m), A["S"], A["T"], out_b, out_f, out_f_nhwc=True)
         return out_b
