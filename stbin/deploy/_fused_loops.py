@@ -2,15 +2,16 @@
 
 * :func:`bconv2d_res` — the tail of a residual block: binary convolution (popcount), its real-valued
   output stage ``float32(dot) * scale + bias``, the batch norm ``* alpha + beta``, the shortcut added
-  (±1 values unpacked from bits, real values, or a real 1x1 projection of bits with its batch norm),
-  then the real sum written as NCHW float32 (where a later shortcut reads it) and/or thresholded per
+  (±1 values unpacked from bits, real values, a real 1x1 projection of bits with its batch norm, or of the
+  average pool of real values: Bi-Real Net's downsampling shortcut), then the real sum written as float32
+  (NCHW, or channel-last where a later shortcut reads it) and/or thresholded per
   channel and packed to NHWC bits (the sign of the next binary layer, RSign shift included);
 * :func:`conv2d_sign` — the real-valued first convolution (float NCHW input) with its bias, batch norm,
   sign and packing (and the real output, where a shortcut reads it).
 
 Every float operation is the one the unfused ops do, in the same order and the same float32 roundings
 (``fastmath`` off: no contraction into fused multiply-adds), so :func:`bconv2d_res` with a ±1 or a
-real shortcut is bit for bit the unfused ops; the projection shortcut sums its channels in order
+real shortcut is bit for bit the unfused ops (the average pool too); the projection shortcut sums its channels in order
 (the unfused float convolution's BLAS order is unspecified) and :func:`conv2d_sign` sums its taps
 in the order (channel, row, column): both within float rounding of the unfused ops.
 
@@ -123,9 +124,65 @@ def _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
                     y[ox, lo + c] = y[ox, lo + c] + (np.float32(1.0) - np.float32(2.0) * np.float32(bit))
 
 
+@njit(inline="always", **_JIT)
+def _pooled_projection(y, RF, PW, pa, pb, rs_h, rs_w, ph, pw, nidx, oy, P):  # type: ignore[no-untyped-def]
+    """y (OW, OC) += ``(sum_c P[ox, c] * PW[c, o]) * pa[o] + pb[o]`` (channels in order), with P (OW * C') the
+    average pool of the channel-last real map RF (N, H', W', C') over the ph x pw window at (oy * rs_h, ox * rs_w):
+    the taps summed row by row from +0, then divided by their number (as :func:`stbin.deploy._float_loops.avgpool2d`).
+    Four pixels share each weight load (16 output channels x 4 pixels in registers), the rest one at a time."""
+    ow, oc = y.shape
+    rc = RF.shape[3]
+    div = np.float32(ph * pw)
+    for ox in range(ow):
+        b = ox * rc
+        for c in range(rc):
+            P[b + c] = np.float32(0)
+        for u in range(ph):
+            for v in range(pw):
+                r0 = ((nidx * RF.shape[1] + oy * rs_h + u) * RF.shape[2] + ox * rs_w + v) * rc
+                for c in range(rc):
+                    P[b + c] = P[b + c] + load_f32(RF, r0 + c)
+        for c in range(rc):
+            P[b + c] = P[b + c] / div
+    o = 0
+    while o + 16 <= oc:
+        ox = 0
+        while ox + 4 <= ow:
+            a0 = a1 = a2 = a3 = f16_zero()
+            for c in range(rc):
+                wi = c * oc + o
+                a0 = f16_madd(a0, PW, wi, P[ox * rc + c])
+                a1 = f16_madd(a1, PW, wi, P[(ox + 1) * rc + c])
+                a2 = f16_madd(a2, PW, wi, P[(ox + 2) * rc + c])
+                a3 = f16_madd(a3, PW, wi, P[(ox + 3) * rc + c])
+            f16_store(a0, P, ow * rc + 0 * 16)  # the 4 x 16 sums after the pooled row (P has room: see the caller)
+            f16_store(a1, P, ow * rc + 1 * 16)
+            f16_store(a2, P, ow * rc + 2 * 16)
+            f16_store(a3, P, ow * rc + 3 * 16)
+            for j in range(4):
+                for k in range(16):
+                    y[ox + j, o + k] = y[ox + j, o + k] + (P[ow * rc + j * 16 + k] * pa[o + k] + pb[o + k])
+            ox += 4
+        for ox in range(ox, ow):
+            a = f16_zero()
+            for c in range(rc):
+                a = f16_madd(a, PW, c * oc + o, P[ox * rc + c])
+            f16_store(a, P, ow * rc)
+            for k in range(16):
+                y[ox, o + k] = y[ox, o + k] + (P[ow * rc + k] * pa[o + k] + pb[o + k])
+        o += 16
+    for o in range(o, oc):
+        for ox in range(ow):
+            acc = np.float32(0)
+            for c in range(rc):
+                acc += P[ox * rc + c] * PW[c, o]
+            y[ox, o] = y[ox, o] + (acc * pa[o] + pb[o])
+
+
 @njit(parallel=True, **_JIT)
 def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, alpha, beta,  # type: ignore[no-untyped-def]
-                kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, oh, ow):
+                kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, oh, ow,
+                pool_h, pool_w):
     """The tail of a residual block in one pass per output row (see the module docstring):
     y = (float32(dot) * scale + bias) * alpha + beta + shortcut; out_f = y if ``want_float`` (1: NCHW
     (N, OC, OH, OW); 2: channel-last (N, OH, OW, OC), one contiguous copy of the row), out_b (N, OH, OW, ceil(OC/64)) = the packed bits ``not (S * y >= T)`` if ``want_bits``."""
@@ -138,6 +195,7 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
         acc = np.empty((ow, oc), np.uint64)
         full = np.empty(ow, np.int64)
         y = np.empty((ow, oc), np.float32)
+        P = np.empty(ow * rc + 64 if kind == 4 else 0, np.float32)  # kind 4: the pooled row, then 4 x 16 sums
         W3 = np.empty(kh * oc if packed else 0, np.uint64)
         L = np.empty(kh * oc if packed else 0, np.uint64)
         R = np.empty(kh * oc if packed else 0, np.uint64)
@@ -159,7 +217,10 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
                     o += 16
                 for o in range(o, oc):
                     y[ox, o] = (np.float32(f - 2 * np.int64(acc[ox, o])) * scale[o] + bias[o]) * alpha[o] + beta[o]
-            _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
+            if kind == 4:
+                _pooled_projection(y, RF, PW, pa, pb, rs_h, rs_w, pool_h, pool_w, nidx, oy, P)
+            else:
+                _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
             if want_float == 2:
                 _copy_row(y, out_f, nidx, oy)
             elif want_float:

@@ -60,9 +60,10 @@ def test_bireal_fused_keeps_the_real_path_and_matches(shortcut):
         # real sum is kept for the next shortcut and its sign packed in the same pass
         assert any(o.attrs["residual_before"] > 0 for o in res)
         assert all("save_slot" in o.attrs for o in res[:-1]) and "sign2d" not in types
-    else:  # the pooled 1x1 shortcut is computed first (from a `load` of the real sum: no save_slot there)
-        assert types.count("avgpool2d") == 4 and types.count("sign2d") == 3
-        assert not any("save_slot" in o.attrs for o in res)
+    else:  # the pooled 1x1 shortcut is computed in the block's pass from the kept real sum (read in place)
+        assert [o.attrs.get("residual_pool") for o in res] == [None] + [[2, 2]] * 3
+        assert types.count("avgpool2d") == 1 and "sign2d" not in types and "conv2d" not in types
+        assert all("save_slot" in o.attrs for o in res[:-1])
 
 
 def test_fusion_without_an_input_shape_or_with_a_shared_branch_slot_changes_nothing(resnet):
@@ -142,7 +143,7 @@ def res_call(RB=None, rc=4, r_stride=(1, 1), before=0, kind=0, out_b=None, out_f
     (res_call(rc=3, before=2), r"bconv2d_res: shortcut channels 2..4 exceed the 4 outputs"),
     (res_call(r_stride=(2, 1)), r"bconv2d_res: the shortcut has shape"),
     (res_call(kind=2, PW=z((3, 4), F4)), r"bconv2d_res: PW has shape \(3, 4\), expected \(4, 4\)"),
-    (res_call(kind=4), r"bconv2d_res: kind must be an integer in \[0, 3\]"),
+    (res_call(kind=5), r"bconv2d_res: kind must be an integer in \[0, 4\]"),
     (res_call(out_b=z((2, 5, 4, 1), U8)), r"bconv2d_res: out_b has shape \(2, 5, 4, 1\), expected \(2, 5, 5, 1\)"),
     (res_call(S=np.ones(3, F4)), r"bconv2d_res: S has shape \(3,\), expected \(4,\)"),
     (res_call(out_b=z((0, 0, 0, 0), U8)), r"bconv2d_res: needs out_b or out_f"),
@@ -257,3 +258,64 @@ def test_fused_slots_are_channel_last_views_read_in_place():
     assert saved and all(_channel_last(s) is not None and not s.flags.c_contiguous for s in saved)
     assert _channel_last(np.zeros((2, 3, 4, 5), F4)) is None and _channel_last(saved[0].copy()) is None
     np.testing.assert_allclose(y, plain(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bireal():
+    return nets("bireal_resnet18", width=1 / 16, convs=1)
+
+
+@pytest.mark.parametrize("k, change, match", [
+    (1, lambda o: o.arrays.pop("proj_weight"), r"'residual_pool' needs the array 'proj_weight'"),
+    (1, lambda o: o.attrs.update(residual_pool=[3, 2]), r"a 3x2 pool with stride 2x2 does not give the 8x8 output"),
+    (1, lambda o: o.attrs.update(residual_pool=[17, 2]), r"a 17x2 pool"),
+    (1, lambda o: o.attrs.update(residual_pool=[0, 2]), r"residual_pool"),
+    (1, lambda o: o.arrays.update(proj_weight=o.arrays["proj_weight"][:, :3].copy()),
+     r"the projection takes 3 real channels"),
+    (0, lambda o: o.attrs.update(residual_pool=[1, 1]), r"'residual_pool' needs the array 'proj_weight'"),
+])
+def test_crafted_pooled_projections_are_refused_at_load(bireal, tmp_path, k, change, match):
+    net = copy.deepcopy(bireal[3])
+    _edit("bconv2d_res", k, change)(net.ops)
+    refused(net, tmp_path, match)
+
+
+def test_pooled_projection_kernel_computes_the_written_formula():
+    """kind 4 against numpy: the 2x2 average pool (stride 2) of a channel-last real map, a 1x1 projection and its
+    batch norm added to the block's output; odd sizes (output channels 16 + 5: the vector path, its 4-pixel blocks
+    and every tail); the pool bit for bit as avgpool2d, the projection within float rounding."""
+    from stbin.deploy.packing import pack_sign, unpack_bits
+
+    rng = np.random.default_rng(5)
+    n, c, oc, rc, h = 2, 7, 21, 6, 5  # 11x11 map, 2x2 pool stride 2 (floor) -> 5x5; conv 3x3 stride 2 on 9x9 -> 5x5
+    ws = rng.choice([-1.0, 1.0], size=(oc, 3, 3, c)).astype(F4)
+    Wt = np.ascontiguousarray(pack_sign(ws).transpose(1, 2, 3, 0))
+    xs = rng.choice([-1.0, 1.0], size=(n, 9, 9, c)).astype(F4)
+    sc, b, a, be, pa, pb, T = (rng.standard_normal(oc).astype(F4) for _ in range(7))
+    S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+    rf = rng.standard_normal((n, 11, 11, rc)).astype(F4)
+    PW = rng.standard_normal((rc, oc)).astype(F4)
+    out_b, out_f = z((n, h, h, 1), U8), z((n, h, h, oc), F4)
+    FK.bconv2d_res(pack_sign(xs), Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, FK.RES_POOL_PROJECT, z((0, 0, 0, 0), U8),
+                   rf, PW, pa, pb, rc, (2, 2), 0, S, T, out_b, out_f, out_f_nhwc=True, pool=(2, 2))
+    dot = torch.nn.functional.conv2d(torch.from_numpy(xs).permute(0, 3, 1, 2), torch.from_numpy(ws).permute(0, 3, 1, 2),
+                                     stride=2, padding=1).permute(0, 2, 3, 1).numpy()
+    y = (dot * sc + b) * a + be
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(rf).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).numpy()
+    y = y + ((pooled @ PW) * pa + pb)
+    np.testing.assert_allclose(out_f, y, rtol=1e-5, atol=1e-5)
+    bits = unpack_bits(out_b.reshape(-1, 1), oc, np.float32).reshape(n, h, h, oc) < 0
+    sure = np.abs(S * y - T) > 1e-4
+    np.testing.assert_array_equal(bits[sure], ~(S * y >= T)[sure])
+    args = (pack_sign(xs), Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, FK.RES_POOL_PROJECT, z((0, 0, 0, 0), U8))
+    for bad, kw, match in [
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (4, 4)}, r"the shortcut has shape \(2, 11, 11, 6\)"),
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (12, 2)}, r"the shortcut has shape"),
+        ((np.ascontiguousarray(rf[:, :8]), PW, pa, pb, rc, (2, 2), 0), {}, r"the shortcut has shape \(2, 8, 11, 6\)"),
+        ((rf, PW, pa, pb, rc, (2, 2), 1), {}, r"a projection shortcut takes no channel offset"),
+        ((rf, PW[:5], pa, pb, rc, (2, 2), 0), {}, r"PW has shape \(5, 21\), expected \(6, 21\)"),
+        ((np.asfortranarray(rf), PW, pa, pb, rc, (2, 2), 0), {}, r"RF must be C-contiguous"),
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (0, 2)}, r"pool must be an integer in \[1, "),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            FK.bconv2d_res(*args, *bad, S, T, out_b, out_f, out_f_nhwc=True, **{"pool": (2, 2), **kw})

@@ -9,6 +9,8 @@ with thresholds ``S``/``T``, the ``sign2d`` of the next binary layer (its RSign 
   He et al.'s CIFAR ResNets; (1, 1) and 0 for the identity): ±1 values of a bit map (H', W', C'), or real values (C', H', W');
 * or, with ``proj_weight`` (OC, C'), the real 1x1 convolution of a bit map's ±1 values with stride
   ``residual_stride`` and its batch norm ``proj_alpha``/``proj_beta`` (the downsampling shortcut);
+* or, with ``proj_weight`` and ``residual_pool`` (kh, kw), the same projection of the average pool of a real
+  map (window ``residual_pool``, stride ``residual_stride``, no padding: Bi-Real Net's downsampling shortcut);
 * the real sum is kept in slot ``save_slot`` (where a later shortcut reads it: Bi-Real Net) only if
   that attribute is given; with ``S``/``T`` the output is the packed bits, else the real sum.
 
@@ -112,6 +114,10 @@ class BConv2dRes(OpType):
         int_attr(op, "residual_channels")
         before = int_attr(op, "residual_before", 0)
         p = op.arrays.get("proj_weight")
+        if "residual_pool" in op.attrs:
+            pair_attr(op, "residual_pool", 1)
+            if p is None:
+                raise ValueError("attribute 'residual_pool' needs the array 'proj_weight' (a pooled projection)")
         if p is not None and (p.shape[0] != m or p.shape[1] < 1 or before):
             raise ValueError(f"array 'proj_weight' has shape {p.shape}, expected ({m}, C') and residual_before 0")
         if p is None and "proj_alpha" in op.arrays:
@@ -131,13 +137,20 @@ class BConv2dRes(OpType):
         if rc != op.attrs["residual_channels"]:
             raise ValueError(f"the shortcut (slot {s}) is {r}, residual_channels is {op.attrs['residual_channels']}")
         p = op.arrays.get("proj_weight")
-        if p is not None and (r.kind != "bits" or rc != p.shape[1]):
-            raise ValueError(f"the projection takes {p.shape[1]} binary channels, the shortcut (slot {s}) is {r}")
+        pool = op.attrs.get("residual_pool")
+        if p is not None and (r.kind != ("float" if pool else "bits") or rc != p.shape[1]):
+            raise ValueError(f"the projection takes {p.shape[1]} {'real' if pool else 'binary'} channels, the shortcut "
+                             f"(slot {s}) is {r}")
         if p is None and op.attrs["residual_before"] + rc > m:
             raise ValueError(f"the shortcut (slot {s}) has {rc} channels after {op.attrs['residual_before']}, "
                              f"more than the {m} outputs")
         sh, sw = op.attrs["residual_stride"]
-        if (-(-rh // sh), -(-rw // sw)) != (oh, ow):
+        if pool:
+            ph, pw = pool
+            if ph > rh or pw > rw or ((rh - ph) // sh + 1, (rw - pw) // sw + 1) != (oh, ow):
+                raise ValueError(f"the shortcut (slot {s}) is {r}: a {ph}x{pw} pool with stride {sh}x{sw} does not "
+                                 f"give the {oh}x{ow} output")
+        elif (-(-rh // sh), -(-rw // sw)) != (oh, ow):
             raise ValueError(f"the shortcut (slot {s}) is {r}: stride {sh}x{sw} does not give the {oh}x{ow} output")
         if "save_slot" in op.attrs:
             state.slots[op.attrs["save_slot"]] = TensorSpec("float", (m, oh, ow))
@@ -157,9 +170,13 @@ class BConv2dRes(OpType):
         if kind == fk.RES_FLOAT:
             last = _channel_last(r)
             kind, rf = (fk.RES_FLOAT, np.ascontiguousarray(r)) if last is None else (fk.RES_FLOAT_NHWC, last)
+        if kind == fk.RES_PROJECT and r.dtype == np.float32:  # the pooled projection reads channel-last values
+            kind, rf = fk.RES_POOL_PROJECT, _channel_last(r)
+            if rf is None:
+                rf = np.ascontiguousarray(r.transpose(0, 2, 3, 1))
         rb = r if r.dtype == np.uint64 else _empty(ctx, op, np.uint64, 4)
         rc = int(a["residual_channels"])
-        if kind == fk.RES_PROJECT:
+        if kind in (fk.RES_PROJECT, fk.RES_POOL_PROJECT):
             pw = ctx.cache(op, "proj-t", lambda: np.ascontiguousarray(A["proj_weight"].T))
             pa, pb = _ones_zeros(op, ctx, "proj_alpha", "proj_beta", m)
         else:
@@ -177,7 +194,7 @@ class BConv2dRes(OpType):
         fk.bconv2d_res(x, wt, int(a["in_channels"]), (*a["stride"], *a["padding"], *a["dilation"]),
                        *_ones_zeros(op, ctx, "scale", "bias", m), *_ones_zeros(op, ctx, "alpha", "beta", m),
                        kind, rb, rf, pw, pa, pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f,
-                       out_f_nhwc=threshold)
+                       out_f_nhwc=threshold, pool=tuple(a.get("residual_pool", (1, 1))))
         return out_b if threshold else out_f
 
 
