@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from stbin.deploy._conv_loops import _conv_row, _conv_row_packed, _pack_taps, _packable, _valid_taps
 from stbin.deploy._loops import _JIT, _serial, njit, prange
-from stbin.deploy._simd import (f16_add, f16_add_signs, f16_dot_affine, f16_load, f16_madd, f16_sign_bits, f16_store,
-                                f16_zero, load_f32)
+from stbin.deploy._simd import (f16_add, f16_add_signs, f16_bits_of, f16_dot_affine, f16_load, f16_madd,
+                                f16_plus_signs, f16_sign_bits, f16_store, f16_zero, load_f32)
 
 @njit(inline="always", **_JIT)
 def _pack_pixel(y, ox, S, T, out, nidx, oy):  # type: ignore[no-untyped-def]
@@ -179,6 +179,35 @@ def _pooled_projection(y, RF, PW, pa, pb, rs_h, rs_w, ph, pw, nidx, oy, P):  # t
             y[ox, o] = y[ox, o] + (acc * pa[o] + pb[o])
 
 
+@njit(inline="always", **_JIT)
+def _row_in_registers(acc, full, scale, bias, alpha, beta, kind, RB, RF, rs_h, rs_w, S, T, want_bits, out_b,  # type: ignore[no-untyped-def]
+                      want_float, out_f, nidx, oy):
+    """The output stage of one row where the shortcut covers every channel (kind 0 or 3, no channel offset), OC % 16
+    == 0 and any real output is channel-last: per 16 channels, y = :func:`f16_dot_affine` + the shortcut, stored
+    and/or thresholded from the register (the operations of the general path, in the same order: bit for bit)."""
+    ow, oc = acc.shape
+    iy = oy * rs_h
+    for ox in range(ow):
+        f = full[ox]
+        ix = ox * rs_w
+        r0 = ((nidx * RF.shape[1] + iy) * RF.shape[2] + ix) * oc
+        f0 = ((nidx * out_f.shape[1] + oy) * ow + ox) * oc
+        word = np.uint64(0)
+        for o in range(0, oc, 16):
+            v = f16_dot_affine(acc, ox * oc + o, f, scale, bias, alpha, beta, o)
+            if kind == 3:
+                v = f16_add(v, f16_load(RF, r0 + o))
+            else:
+                v = f16_plus_signs(v, RB[nidx, iy, ix, o // 64] >> np.uint64(o % 64))
+            if want_float:
+                f16_store(v, out_f, f0 + o)
+            if want_bits:
+                word |= f16_bits_of(v, S, T, o) << np.uint64(o % 64)
+                if o % 64 == 48 or o + 16 == oc:
+                    out_b[nidx, oy, ox, o // 64] = word
+                    word = np.uint64(0)
+
+
 @njit(parallel=True, **_JIT)
 def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, alpha, beta,  # type: ignore[no-untyped-def]
                 kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, oh, ow,
@@ -189,6 +218,7 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
     n = X.shape[0]
     kh, oc = Wt.shape[0], Wt.shape[3]
     packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
+    in_registers = (kind == 0 or kind == 3) and before == 0 and rc == oc and oc % 16 == 0 and want_float != 1
     rows = n * oh
     per = _rows_per_task(rows)
     for task in prange((rows + per - 1) // per):
@@ -209,6 +239,10 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
                 _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
             else:
                 _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            if in_registers:
+                _row_in_registers(acc, full, scale, bias, alpha, beta, kind, RB, RF, rs_h, rs_w, S, T, want_bits, out_b,
+                                  want_float, out_f, nidx, oy)
+                continue
             for ox in range(ow):
                 f = full[ox]
                 o = 0

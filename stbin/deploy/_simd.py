@@ -274,3 +274,31 @@ def f16_dot_affine(typingctx, acc, i, full, scale, bias, alpha, beta, j):  # typ
                             _vload(context, builder, sig.args[6], be, sj, _V16, 4))
 
     return f32x16(acc, i, types.int64, scale, bias, alpha, beta, j), codegen
+
+
+@intrinsic
+def f16_plus_signs(typingctx, a, word):  # type: ignore[no-untyped-def]
+    """Lane ``l``: ``a[l] + (-1.0 if bit l of word else 1.0)`` (as :func:`f16_add_signs`, in a register)."""
+    if a != f32x16 or not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        mask = builder.bitcast(builder.trunc(args[1], ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
+        return builder.fadd(args[0], builder.select(mask, ir.Constant(_V16, [-1.0] * 16), ir.Constant(_V16, [1.0] * 16)))
+
+    return f32x16(a, types.uint64), codegen
+
+
+@intrinsic
+def f16_bits_of(typingctx, a, S, T, j):  # type: ignore[no-untyped-def]
+    """As :func:`f16_sign_bits` on the lanes of ``a``: bit ``l`` set unless ``S[j + l] * a[l] >= T[j + l]``."""
+    if a != f32x16 or not (_c_f32(S) and _c_f32(T) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        v, sa, ta, sj = args
+        sy = builder.fmul(_vload(context, builder, sig.args[1], sa, sj, _V16, 4), v)
+        bits = builder.fcmp_unordered("<", sy, _vload(context, builder, sig.args[2], ta, sj, _V16, 4))
+        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
+
+    return types.uint64(a, S, T, j), codegen

@@ -319,3 +319,33 @@ def test_pooled_projection_kernel_computes_the_written_formula():
     ]:
         with pytest.raises(ValueError, match=match):
             FK.bconv2d_res(*args, *bad, S, T, out_b, out_f, out_f_nhwc=True, **{"pool": (2, 2), **kw})
+
+
+@pytest.mark.parametrize("kind, oc", [(0, 80), (3, 80), (0, 16), (3, 48)])
+def test_output_stage_in_registers_equals_the_general_path(kind, oc):
+    """An identity shortcut over all channels with OC % 16 == 0 runs the output stage in registers when the real output
+    is channel-last (or absent); an NCHW real output takes the general path: both give the same bits and values
+    (80 channels: a word flushed after 64 channels and a partial last word)."""
+    rng = np.random.default_rng(oc + kind)
+    n, c, h = 2, 40, 5
+    Wt = rng.integers(0, 2**40, size=(3, 3, 1, oc), dtype=np.uint64)
+    X = rng.integers(0, 2**40, size=(n, h, h, 1), dtype=np.uint64)
+    sc, b, a, be, T = (rng.standard_normal(oc).astype(F4) for _ in range(5))
+    S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+    rb = rng.integers(0, 2**63, size=(n, h, h, (oc + 63) // 64), dtype=np.uint64)
+    rf = rng.standard_normal((n, h, h, oc)).astype(F4)
+    RB, RF = (rb, z((0, 0, 0, 0), F4)) if kind == 0 else (z((0, 0, 0, 0), U8), rf)
+    e2, e1 = z((0, 0), F4), z(0, F4)
+    outs = []
+    for nhwc in (False, True):
+        ob, of = z((n, h, h, (oc + 63) // 64), U8), z((n, h, h, oc) if nhwc else (n, oc, h, h), F4)
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, kind, RB, RF, e2, e1, e1, oc, (1, 1), 0, S, T, ob,
+                       of, out_f_nhwc=nhwc)
+        outs.append((ob, of if nhwc else of.transpose(0, 2, 3, 1)))
+    ob2 = z(outs[0][0].shape, U8)  # bits only (no real output): in registers too
+    FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, kind, RB, RF, e2, e1, e1, oc, (1, 1), 0, S, T, ob2,
+                   z((0, 0, 0, 0), F4))
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    np.testing.assert_array_equal(ob2, outs[0][0])
+    assert 0 < np.unpackbits(outs[0][0].view(np.uint8)).sum() < outs[0][0].size * 64  # not all one value
