@@ -280,22 +280,23 @@ def test_crafted_pooled_projections_are_refused_at_load(bireal, tmp_path, k, cha
     refused(net, tmp_path, match)
 
 
-def test_pooled_projection_kernel_computes_the_written_formula():
+@pytest.mark.parametrize("oc, h", [(21, 5), (37, 4), (64, 4)])
+def test_pooled_projection_kernel_computes_the_written_formula(oc, h):
     """kind 4 against numpy: the 2x2 average pool (stride 2) of a channel-last real map, a 1x1 projection and its
-    batch norm added to the block's output; odd sizes (output channels 16 + 5: the vector path, its 4-pixel blocks
-    and every tail); the pool bit for bit as avgpool2d, the projection within float rounding."""
+    batch norm added to the block's output; odd sizes (output channels 16 + 5 and 32 + 5 on rows of 5 and 4 pixels:
+    each vector block, its 4-pixel groups and every tail); the projection within float rounding."""
     from stbin.deploy.packing import pack_sign, unpack_bits
 
     rng = np.random.default_rng(5)
-    n, c, oc, rc, h = 2, 7, 21, 6, 5  # 11x11 map, 2x2 pool stride 2 (floor) -> 5x5; conv 3x3 stride 2 on 9x9 -> 5x5
+    n, c, rc = 2, 7, 6  # a (2h+1)x(2h+1) map, 2x2 pool stride 2 (floor) -> h x h; conv 3x3 stride 2 on (2h-1)^2 -> h x h
     ws = rng.choice([-1.0, 1.0], size=(oc, 3, 3, c)).astype(F4)
     Wt = np.ascontiguousarray(pack_sign(ws).transpose(1, 2, 3, 0))
-    xs = rng.choice([-1.0, 1.0], size=(n, 9, 9, c)).astype(F4)
+    xs = rng.choice([-1.0, 1.0], size=(n, 2 * h - 1, 2 * h - 1, c)).astype(F4)
     sc, b, a, be, pa, pb, T = (rng.standard_normal(oc).astype(F4) for _ in range(7))
     S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
-    rf = rng.standard_normal((n, 11, 11, rc)).astype(F4)
+    rf = rng.standard_normal((n, 2 * h + 1, 2 * h + 1, rc)).astype(F4)
     PW = rng.standard_normal((rc, oc)).astype(F4)
-    out_b, out_f = z((n, h, h, 1), U8), z((n, h, h, oc), F4)
+    out_b, out_f = z((n, h, h, (oc + 63) // 64), U8), z((n, h, h, oc), F4)
     FK.bconv2d_res(pack_sign(xs), Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, FK.RES_POOL_PROJECT, z((0, 0, 0, 0), U8),
                    rf, PW, pa, pb, rc, (2, 2), 0, S, T, out_b, out_f, out_f_nhwc=True, pool=(2, 2))
     dot = torch.nn.functional.conv2d(torch.from_numpy(xs).permute(0, 3, 1, 2), torch.from_numpy(ws).permute(0, 3, 1, 2),
@@ -304,16 +305,16 @@ def test_pooled_projection_kernel_computes_the_written_formula():
     pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(rf).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).numpy()
     y = y + ((pooled @ PW) * pa + pb)
     np.testing.assert_allclose(out_f, y, rtol=1e-5, atol=1e-5)
-    bits = unpack_bits(out_b.reshape(-1, 1), oc, np.float32).reshape(n, h, h, oc) < 0
+    bits = unpack_bits(out_b.reshape(n * h * h, -1), oc, np.float32).reshape(n, h, h, oc) < 0
     sure = np.abs(S * y - T) > 1e-4
     np.testing.assert_array_equal(bits[sure], ~(S * y >= T)[sure])
     args = (pack_sign(xs), Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, FK.RES_POOL_PROJECT, z((0, 0, 0, 0), U8))
     for bad, kw, match in [
-        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (4, 4)}, r"the shortcut has shape \(2, 11, 11, 6\)"),
-        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (12, 2)}, r"the shortcut has shape"),
-        ((np.ascontiguousarray(rf[:, :8]), PW, pa, pb, rc, (2, 2), 0), {}, r"the shortcut has shape \(2, 8, 11, 6\)"),
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (4, 4)}, r"the shortcut has shape \(2, \d+, \d+, 6\)"),
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (2 * h + 2, 2)}, r"the shortcut has shape"),
+        ((np.ascontiguousarray(rf[:, :2 * h - 2]), PW, pa, pb, rc, (2, 2), 0), {}, r"the shortcut has shape"),
         ((rf, PW, pa, pb, rc, (2, 2), 1), {}, r"a projection shortcut takes no channel offset"),
-        ((rf, PW[:5], pa, pb, rc, (2, 2), 0), {}, r"PW has shape \(5, 21\), expected \(6, 21\)"),
+        ((rf, PW[:5], pa, pb, rc, (2, 2), 0), {}, r"PW has shape \(5, \d+\), expected \(6, \d+\)"),
         ((np.asfortranarray(rf), PW, pa, pb, rc, (2, 2), 0), {}, r"RF must be C-contiguous"),
         ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (0, 2)}, r"pool must be an integer in \[1, "),
     ]:
