@@ -1,7 +1,7 @@
 """The binary convolution kernels on ResNet layer shapes: CPU milliseconds per call (median), each of
 the three output stages (int32 dot, fused threshold + packing, real-valued NCHW) and the fused tail of a
 residual block (``bconv2d_res``: real output stage, batch norm, ±1 identity shortcut added, next sign and
-packing), serial twin and parallel loop. Random packed operands (timings do not depend on the values).
+packing; and with a real shortcut and real output, NCHW against channel-last), serial twin and parallel loop. Random packed operands (timings do not depend on the values).
 
     PYTHONPATH=. python benchmarks/bench_bconv.py [--repeats 9] [--threads 2]
 
@@ -16,9 +16,11 @@ import time
 
 import numpy as np
 
-#: (name, batch, in channels, spatial size, out channels, stride): ResNet-20's three stages at batch 64 and 1
+#: (name, batch, in channels, spatial size, out channels, stride): ResNet-20's three stages at batch 64 and 1, and
+#: Bi-Real ResNet-18's first stage
 SHAPES = (("16x32x32 -> 16", 64, 16, 32, 16, 1), ("32x16x16 -> 32", 64, 32, 16, 32, 1),
-          ("64x8x8 -> 64", 64, 64, 8, 64, 1), ("16x32x32 -> 32, stride 2", 64, 16, 32, 32, 2),
+          ("64x8x8 -> 64", 64, 64, 8, 64, 1), ("64x32x32 -> 64 (Bi-Real)", 64, 64, 32, 64, 1),
+          ("16x32x32 -> 32, stride 2", 64, 16, 32, 32, 2),
           ("16x32x32 -> 16, batch 1", 1, 16, 32, 16, 1))
 
 
@@ -57,9 +59,21 @@ def main() -> None:
             e4, e2, e1 = np.empty((0,) * 4, np.float32), np.empty((0, 0), np.float32), np.empty(0, np.float32)
             calls["bconv2d_res"] = (np.empty((n, oh, oh, n_words(oc)), np.uint64),
                                     (sc, b, sc, b, 0, X, e4, e2, e1, e1, c, 1, 1, 0, sc, b, 1))
-        for kern, (out, extra) in calls.items():
-            loops = [next(getattr(m, kern + sfx) for m in modules if hasattr(m, kern + sfx)) for sfx in ("_serial", "")]
-            tail = (0, np.empty((0,) * 4, np.float32), oh, oh) if kern == "bconv2d_res" else ()
+            # Bi-Real's tails: a real shortcut in, the real sum and the next sign out; NCHW (kind 1, the layout of the
+            # unfused ops) against channel-last (kind 3, the layout fused ops keep in their slots)
+            rf = rng.standard_normal((n, c, h, h)).astype(np.float32)
+            eb = np.empty((0,) * 4, np.uint64)
+            calls["res real NCHW"] = (np.empty((n, oh, oh, n_words(oc)), np.uint64),
+                                      (sc, b, sc, b, 1, eb, rf, e2, e1, e1, c, 1, 1, 0, sc, b, 1), 1,
+                                      np.empty((n, oc, oh, oh), np.float32))
+            calls["res real NHWC"] = (np.empty((n, oh, oh, n_words(oc)), np.uint64),
+                                      (sc, b, sc, b, 3, eb, np.ascontiguousarray(rf.transpose(0, 2, 3, 1)), e2, e1, e1,
+                                       c, 1, 1, 0, sc, b, 1), 2, np.empty((n, oh, oh, oc), np.float32))
+        for kern, (out, extra, *real) in calls.items():
+            base = "bconv2d_res" if kern.startswith("res ") else kern
+            loops = [next(getattr(m, base + sfx) for m in modules if hasattr(m, base + sfx)) for sfx in ("_serial", "")]
+            tail = ((*real, oh, oh, 1, 1) if real else (0, np.empty((0,) * 4, np.float32), oh, oh, 1, 1)) \
+                if base == "bconv2d_res" else ()
             ms = [median_ms(lambda f=f: f(X, Wt, c, s, s, 1, 1, 1, 1, *extra, out, *tail), args.repeats, clock)
                   for f, clock in zip(loops, (time.process_time, time.perf_counter))]
             print(f"{name:28s} {n:5d} {kern:>14s} {ms[0]:10.2f} {ms[1]:12.2f}")

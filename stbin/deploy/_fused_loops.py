@@ -2,15 +2,16 @@
 
 * :func:`bconv2d_res` — the tail of a residual block: binary convolution (popcount), its real-valued
   output stage ``float32(dot) * scale + bias``, the batch norm ``* alpha + beta``, the shortcut added
-  (±1 values unpacked from bits, real values, or a real 1x1 projection of bits with its batch norm),
-  then the real sum written as NCHW float32 (where a later shortcut reads it) and/or thresholded per
+  (±1 values unpacked from bits, real values, a real 1x1 projection of bits with its batch norm, or of the
+  average pool of real values: Bi-Real Net's downsampling shortcut), then the real sum written as float32
+  (NCHW, or channel-last where a later shortcut reads it) and/or thresholded per
   channel and packed to NHWC bits (the sign of the next binary layer, RSign shift included);
 * :func:`conv2d_sign` — the real-valued first convolution (float NCHW input) with its bias, batch norm,
   sign and packing (and the real output, where a shortcut reads it).
 
 Every float operation is the one the unfused ops do, in the same order and the same float32 roundings
 (``fastmath`` off: no contraction into fused multiply-adds), so :func:`bconv2d_res` with a ±1 or a
-real shortcut is bit for bit the unfused ops; the projection shortcut sums its channels in order
+real shortcut is bit for bit the unfused ops (the average pool too); the projection shortcut sums its channels in order
 (the unfused float convolution's BLAS order is unspecified) and :func:`conv2d_sign` sums its taps
 in the order (channel, row, column): both within float rounding of the unfused ops.
 
@@ -21,123 +22,10 @@ points of :mod:`stbin.deploy.fused_kernels`. Each has a serial twin (``*_serial`
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic, models, register_model
-
 from stbin.deploy._conv_loops import _conv_row, _conv_row_packed, _pack_taps, _packable, _valid_taps
 from stbin.deploy._loops import _JIT, _serial, njit, prange
-
-_V16 = ir.VectorType(ir.FloatType(), 16)
-
-
-class F32x16(types.Type):
-    """Sixteen float32 lanes in one LLVM vector value (a 512-bit zmm register with AVX-512)."""
-
-    def __init__(self) -> None:
-        super().__init__(name="f32x16")
-
-
-f32x16 = F32x16()
-register_model(F32x16)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V16))
-
-
-def _c_f32(a):  # type: ignore[no-untyped-def]
-    return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
-
-
-def _ptr(context, builder, aty, ary, idx):  # type: ignore[no-untyped-def]
-    return builder.gep(context.make_array(aty)(context, builder, ary).data, [idx])
-
-
-@intrinsic
-def f16_zero(typingctx):  # type: ignore[no-untyped-def]
-    """Sixteen +0.0 lanes."""
-    return f32x16(), lambda context, builder, sig, args: ir.Constant(_V16, None)
-
-
-@intrinsic
-def f16_madd(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
-    """``acc + arr.flat[i:i + 16] * x`` lane by lane: a float32 product then a float32 sum, each rounded (no
-    fused multiply-add). Unchecked: the caller guarantees ``0 <= i`` and ``i + 16 <= arr.size`` (C-contiguous)."""
-    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer) or x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ary, idx, xv = args
-        w = builder.load(builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
-        xs = builder.insert_element(ir.Constant(_V16, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
-        xs = builder.shuffle_vector(xs, ir.Constant(_V16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
-        return builder.fadd(a, builder.fmul(w, xs))
-
-    return f32x16(acc, arr, i, types.float32), codegen
-
-
-@intrinsic
-def f16_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
-    """``arr.flat[i:i + 16] = acc``; unchecked like :func:`f16_madd`."""
-    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ary, idx = args
-        builder.store(a, builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return types.none(acc, arr, i), codegen
-
-
-@intrinsic
-def load_f32(typingctx, arr, i):  # type: ignore[no-untyped-def]
-    """``arr.flat[i]`` without the negative-index wraparound; unchecked like :func:`f16_madd`."""
-    if not _c_f32(arr) or not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1]))
-
-    return types.float32(arr, i), codegen
-
-
-@intrinsic
-def f16_sign_bits(typingctx, y, i, S, T, j):  # type: ignore[no-untyped-def]
-    """The 16 threshold bits of 16 channels as one integer: bit ``l`` is set (-1) unless
-    ``S[j + l] * y.flat[i + l] >= T[j + l]`` (float32 product, ordered comparison: a NaN gives -1, as
-    :func:`stbin.deploy._float_loops.float_sign_pack` does). Unchecked like :func:`f16_madd`."""
-    if not (_c_f32(y) and _c_f32(S) and _c_f32(T) and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        ya, yi, sa, ta, sj = args
-
-        def vload(k, arr, idx):  # type: ignore[no-untyped-def]
-            return builder.load(builder.bitcast(_ptr(context, builder, sig.args[k], arr, idx), _V16.as_pointer()),
-                                align=4)
-
-        sy = builder.fmul(vload(2, sa, sj), vload(0, ya, yi))
-        bits = builder.fcmp_unordered("<", sy, vload(3, ta, sj))  # not (S * y >= T)
-        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
-
-    return types.uint64(y, i, S, T, j), codegen
-
-
-@intrinsic
-def f16_add_signs(typingctx, y, i, word):  # type: ignore[no-untyped-def]
-    """``y.flat[i + l] += (-1.0 if bit l of word else 1.0)`` for l = 0..15 (a float32 sum each, as adding the
-    unpacked ±1 values). Unchecked like :func:`f16_madd`."""
-    if not _c_f32(y) or not isinstance(i, types.Integer) or not isinstance(word, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        ya, yi, w = args
-        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], ya, yi), _V16.as_pointer())
-        mask = builder.bitcast(builder.trunc(w, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
-        signs = builder.select(mask, ir.Constant(_V16, [-1.0] * 16), ir.Constant(_V16, [1.0] * 16))
-        builder.store(builder.fadd(builder.load(ptr, align=4), signs), ptr, align=4)
-        return context.get_dummy_value()
-
-    return types.none(y, i, types.uint64), codegen
-
+from stbin.deploy._simd import (f16_add, f16_add_signs, f16_bits_of, f16_dot_affine, f16_load, f16_madd,
+                                f16_plus_signs, f16_sign_bits, f16_store, f16_zero, load_f32)
 
 @njit(inline="always", **_JIT)
 def _pack_pixel(y, ox, S, T, out, nidx, oy):  # type: ignore[no-untyped-def]
@@ -159,6 +47,19 @@ def _pack_pixel(y, ox, S, T, out, nidx, oy):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always", **_JIT)
+def _copy_row(y, out, nidx, oy):  # type: ignore[no-untyped-def]
+    """out[nidx, oy] = y (OW, OC) of a channel-last out (N, OH, OW, OC) (both C-contiguous), 16 lanes at a time."""
+    ow, oc = y.shape
+    base = (nidx * out.shape[1] + oy) * ow * oc
+    i = 0
+    while i + 16 <= ow * oc:
+        f16_store(f16_load(y, i), out, base + i)
+        i += 16
+    for i in range(i, ow * oc):
+        out[nidx, oy, i // oc, i % oc] = y[i // oc, i % oc]
+
+
+@njit(inline="always", **_JIT)
 def _rows_per_task(rows):  # type: ignore[no-untyped-def]
     """Output rows per parallel task: at least 32 tasks (load balance), each allocating its buffers once."""
     return max(1, rows // 32)
@@ -167,7 +68,7 @@ def _rows_per_task(rows):  # type: ignore[no-untyped-def]
 @njit(inline="always", **_JIT)
 def _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy):  # type: ignore[no-untyped-def]
     """y (OW, OC) += the shortcut of output row ``oy``: kind 0: ±1 of bit ``o - before`` of RB (N, H', W', CW');
-    1: RF[n, o - before] (N, C', H', W') float32; 2: the real 1x1 projection of RB's ±1 values,
+    1: RF[n, o - before] (N, C', H', W') float32 (3: RF[n, :, :, o - before], RF (N, H', W', C')); 2: the real 1x1 projection of RB's ±1 values,
     ``(sum_c ±PW[c, o]) * pa[o] + pb[o]`` (channels summed in order). Positions are (oy * rs_h, ox * rs_w);
     channels outside ``[before, before + rc)`` add +0 (option A's zero channels)."""
     ow, oc = y.shape
@@ -202,6 +103,14 @@ def _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
         if kind == 1:
             for o in range(lo, hi):
                 y[ox, o] = y[ox, o] + RF[nidx, o - before, iy, ix]
+        elif kind == 3:  # the same values channel-last (C-contiguous): one contiguous run per pixel, 16 at a time
+            r0 = ((nidx * RF.shape[1] + iy) * RF.shape[2] + ix) * RF.shape[3] - lo
+            o = lo
+            while o + 16 <= hi:
+                f16_store(f16_add(f16_load(y, ox * oc + o), f16_load(RF, r0 + o)), y, ox * oc + o)
+                o += 16
+            for o in range(o, hi):
+                y[ox, o] = y[ox, o] + load_f32(RF, r0 + o)
         else:
             for g in range(0, hi - lo, 64):  # y + (±1): 16 channels at a time, the rest one by one
                 word = RB[nidx, iy, ix, g // 64]
@@ -215,21 +124,108 @@ def _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
                     y[ox, lo + c] = y[ox, lo + c] + (np.float32(1.0) - np.float32(2.0) * np.float32(bit))
 
 
+@njit(inline="always", **_JIT)
+def _pooled_projection(y, RF, PW, pa, pb, rs_h, rs_w, ph, pw, nidx, oy, P):  # type: ignore[no-untyped-def]
+    """y (OW, OC) += ``(sum_c P[ox, c] * PW[c, o]) * pa[o] + pb[o]`` (channels in order), with P (OW * C') the
+    average pool of the channel-last real map RF (N, H', W', C') over the ph x pw window at (oy * rs_h, ox * rs_w):
+    the taps summed row by row from +0, then divided by their number (as :func:`stbin.deploy._float_loops.avgpool2d`).
+    Four pixels share each weight load (16 output channels x 4 pixels in registers), the rest one at a time."""
+    ow, oc = y.shape
+    rc = RF.shape[3]
+    div = np.float32(ph * pw)
+    for ox in range(ow):
+        b = ox * rc
+        for c in range(rc):
+            P[b + c] = np.float32(0)
+        for u in range(ph):
+            for v in range(pw):
+                r0 = ((nidx * RF.shape[1] + oy * rs_h + u) * RF.shape[2] + ox * rs_w + v) * rc
+                for c in range(rc):
+                    P[b + c] = P[b + c] + load_f32(RF, r0 + c)
+        for c in range(rc):
+            P[b + c] = P[b + c] / div
+    o = 0
+    while o + 16 <= oc:
+        ox = 0
+        while ox + 4 <= ow:
+            a0 = a1 = a2 = a3 = f16_zero()
+            for c in range(rc):
+                wi = c * oc + o
+                a0 = f16_madd(a0, PW, wi, P[ox * rc + c])
+                a1 = f16_madd(a1, PW, wi, P[(ox + 1) * rc + c])
+                a2 = f16_madd(a2, PW, wi, P[(ox + 2) * rc + c])
+                a3 = f16_madd(a3, PW, wi, P[(ox + 3) * rc + c])
+            f16_store(a0, P, ow * rc + 0 * 16)  # the 4 x 16 sums after the pooled row (P has room: see the caller)
+            f16_store(a1, P, ow * rc + 1 * 16)
+            f16_store(a2, P, ow * rc + 2 * 16)
+            f16_store(a3, P, ow * rc + 3 * 16)
+            for j in range(4):
+                for k in range(16):
+                    y[ox + j, o + k] = y[ox + j, o + k] + (P[ow * rc + j * 16 + k] * pa[o + k] + pb[o + k])
+            ox += 4
+        for ox in range(ox, ow):
+            a = f16_zero()
+            for c in range(rc):
+                a = f16_madd(a, PW, c * oc + o, P[ox * rc + c])
+            f16_store(a, P, ow * rc)
+            for k in range(16):
+                y[ox, o + k] = y[ox, o + k] + (P[ow * rc + k] * pa[o + k] + pb[o + k])
+        o += 16
+    for o in range(o, oc):
+        for ox in range(ow):
+            acc = np.float32(0)
+            for c in range(rc):
+                acc += P[ox * rc + c] * PW[c, o]
+            y[ox, o] = y[ox, o] + (acc * pa[o] + pb[o])
+
+
+@njit(inline="always", **_JIT)
+def _row_in_registers(acc, full, scale, bias, alpha, beta, kind, RB, RF, rs_h, rs_w, S, T, want_bits, out_b,  # type: ignore[no-untyped-def]
+                      want_float, out_f, nidx, oy):
+    """The output stage of one row where the shortcut covers every channel (kind 0 or 3, no channel offset), OC % 16
+    == 0 and any real output is channel-last: per 16 channels, y = :func:`f16_dot_affine` + the shortcut, stored
+    and/or thresholded from the register (the operations of the general path, in the same order: bit for bit)."""
+    ow, oc = acc.shape
+    iy = oy * rs_h
+    for ox in range(ow):
+        f = full[ox]
+        ix = ox * rs_w
+        r0 = ((nidx * RF.shape[1] + iy) * RF.shape[2] + ix) * oc
+        f0 = ((nidx * out_f.shape[1] + oy) * ow + ox) * oc
+        word = np.uint64(0)
+        for o in range(0, oc, 16):
+            v = f16_dot_affine(acc, ox * oc + o, f, scale, bias, alpha, beta, o)
+            if kind == 3:
+                v = f16_add(v, f16_load(RF, r0 + o))
+            else:
+                v = f16_plus_signs(v, RB[nidx, iy, ix, o // 64] >> np.uint64(o % 64))
+            if want_float:
+                f16_store(v, out_f, f0 + o)
+            if want_bits:
+                word |= f16_bits_of(v, S, T, o) << np.uint64(o % 64)
+                if o % 64 == 48 or o + 16 == oc:
+                    out_b[nidx, oy, ox, o // 64] = word
+                    word = np.uint64(0)
+
+
 @njit(parallel=True, **_JIT)
 def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, scale, bias, alpha, beta,  # type: ignore[no-untyped-def]
-                kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, oh, ow):
+                kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, oh, ow,
+                pool_h, pool_w):
     """The tail of a residual block in one pass per output row (see the module docstring):
-    y = (float32(dot) * scale + bias) * alpha + beta + shortcut; out_f (N, OC, OH, OW) = y if ``want_float``,
-    out_b (N, OH, OW, ceil(OC/64)) = the packed bits ``not (S * y >= T)`` if ``want_bits``."""
+    y = (float32(dot) * scale + bias) * alpha + beta + shortcut; out_f = y if ``want_float`` (1: NCHW
+    (N, OC, OH, OW); 2: channel-last (N, OH, OW, OC), one contiguous copy of the row), out_b (N, OH, OW, ceil(OC/64)) = the packed bits ``not (S * y >= T)`` if ``want_bits``."""
     n = X.shape[0]
     kh, oc = Wt.shape[0], Wt.shape[3]
     packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
+    in_registers = (kind == 0 or kind == 3) and before == 0 and rc == oc and oc % 16 == 0 and want_float != 1
     rows = n * oh
     per = _rows_per_task(rows)
     for task in prange((rows + per - 1) // per):
         acc = np.empty((ow, oc), np.uint64)
         full = np.empty(ow, np.int64)
         y = np.empty((ow, oc), np.float32)
+        P = np.empty(ow * rc + 64 if kind == 4 else 0, np.float32)  # kind 4: the pooled row, then 4 x 16 sums
         W3 = np.empty(kh * oc if packed else 0, np.uint64)
         L = np.empty(kh * oc if packed else 0, np.uint64)
         R = np.empty(kh * oc if packed else 0, np.uint64)
@@ -243,12 +239,25 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
                 _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
             else:
                 _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            if in_registers:
+                _row_in_registers(acc, full, scale, bias, alpha, beta, kind, RB, RF, rs_h, rs_w, S, T, want_bits, out_b,
+                                  want_float, out_f, nidx, oy)
+                continue
             for ox in range(ow):
                 f = full[ox]
-                for o in range(oc):
+                o = 0
+                while o + 16 <= oc:
+                    f16_store(f16_dot_affine(acc, ox * oc + o, f, scale, bias, alpha, beta, o), y, ox * oc + o)
+                    o += 16
+                for o in range(o, oc):
                     y[ox, o] = (np.float32(f - 2 * np.int64(acc[ox, o])) * scale[o] + bias[o]) * alpha[o] + beta[o]
-            _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
-            if want_float:
+            if kind == 4:
+                _pooled_projection(y, RF, PW, pa, pb, rs_h, rs_w, pool_h, pool_w, nidx, oy, P)
+            else:
+                _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
+            if want_float == 2:
+                _copy_row(y, out_f, nidx, oy)
+            elif want_float:
                 for o in range(oc):
                     for ox in range(ow):
                         out_f[nidx, o, oy, ox] = y[ox, o]
@@ -330,8 +339,8 @@ def conv2d_sign(X, Wk, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, b
                 S, T, out_b, want_float, out_f, oh, ow):
     """Real first convolution fused with bias, batch norm, sign and packing, one pass per output row:
     y = (sum over the valid taps (c, u, v), in that order, of X * W + bias) * alpha + beta, with ``Wk``
-    (C*KH*KW, OC) tap-major; out_b (N, OH, OW, ceil(OC/64)) = not (S * y >= T); out_f (N, OC, OH, OW) = y
-    if ``want_float``. X and Wk C-contiguous."""
+    (C*KH*KW, OC) tap-major; out_b (N, OH, OW, ceil(OC/64)) = not (S * y >= T); out_f = y if ``want_float``
+    (1: NCHW (N, OC, OH, OW); 2: channel-last (N, OH, OW, OC)). X and Wk C-contiguous."""
     n = X.shape[0]
     oc = Wk.shape[1]
     rows = n * oh
@@ -346,7 +355,9 @@ def conv2d_sign(X, Wk, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, b
                 for o in range(oc):
                     y[ox, o] = (y[ox, o] + bias[o]) * alpha[o] + beta[o]
                 _pack_pixel(y, ox, S, T, out_b, nidx, oy)
-            if want_float:
+            if want_float == 2:
+                _copy_row(y, out_f, nidx, oy)
+            elif want_float:
                 for o in range(oc):
                     for ox in range(ow):
                         out_f[nidx, o, oy, ox] = y[ox, o]

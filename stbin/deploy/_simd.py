@@ -3,8 +3,10 @@ value, a 512-bit zmm register with AVX-512) and the operations the register-bloc
 :mod:`stbin.deploy._conv_loops`, :mod:`stbin.deploy._dense_loops` and :mod:`stbin.deploy._fused_loops`
 build on: :func:`v8_zero`, :func:`v8_xorpop` (one load, XOR with a broadcast word, ``vpopcntq`` through
 LLVM's portable ``llvm.ctpop.v8i64``, add), :func:`load_u64`, :func:`v8_store` and :func:`v8_minus_bits`
-(eight fused threshold comparisons). LLVM did not vectorise eight scalar accumulators itself (checked
-in the assembly), hence the explicit vector type.
+(eight fused threshold comparisons); and an ``f32x16`` type (sixteen float32 lanes) with the operations of
+the fused ops' real-valued stages (:func:`f16_madd`, :func:`f16_dot_affine`, :func:`f16_sign_bits`, ...).
+LLVM did not vectorise eight scalar accumulators itself (checked in the assembly), hence the explicit
+vector types. Every float operation is the scalar one on each lane (no fused multiply-add).
 """
 
 from __future__ import annotations
@@ -111,3 +113,192 @@ def v8_minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-
         return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
 
     return types.uint64(acc, i, types.int64, S, T, j), codegen
+
+
+# -- sixteen float32 lanes (the fused ops' real-valued stages) ----------------------------------------
+
+_V16 = ir.VectorType(ir.FloatType(), 16)
+
+
+class F32x16(types.Type):
+    """Sixteen float32 lanes in one LLVM vector value (a 512-bit zmm register with AVX-512)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f32x16")
+
+
+f32x16 = F32x16()
+register_model(F32x16)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, _V16))
+
+
+def _c_f32(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
+
+
+def _ptr(context, builder, aty, ary, idx):  # type: ignore[no-untyped-def]
+    return builder.gep(context.make_array(aty)(context, builder, ary).data, [idx])
+
+
+@intrinsic
+def f16_zero(typingctx):  # type: ignore[no-untyped-def]
+    """Sixteen +0.0 lanes."""
+    return f32x16(), lambda context, builder, sig, args: ir.Constant(_V16, None)
+
+
+@intrinsic
+def f16_madd(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
+    """``acc + arr.flat[i:i + 16] * x`` lane by lane: a float32 product then a float32 sum, each rounded (no
+    fused multiply-add). Unchecked: the caller guarantees ``0 <= i`` and ``i + 16 <= arr.size`` (C-contiguous)."""
+    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer) or x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx, xv = args
+        w = builder.load(builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
+        xs = builder.insert_element(ir.Constant(_V16, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
+        xs = builder.shuffle_vector(xs, ir.Constant(_V16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
+        return builder.fadd(a, builder.fmul(w, xs))
+
+    return f32x16(acc, arr, i, types.float32), codegen
+
+
+@intrinsic
+def f16_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + 16] = acc``; unchecked like :func:`f16_madd`."""
+    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx = args
+        builder.store(a, builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
+        return context.get_dummy_value()
+
+    return types.none(acc, arr, i), codegen
+
+
+@intrinsic
+def load_f32(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i]`` without the negative-index wraparound; unchecked like :func:`f16_madd`."""
+    if not _c_f32(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1]))
+
+    return types.float32(arr, i), codegen
+
+
+@intrinsic
+def f16_sign_bits(typingctx, y, i, S, T, j):  # type: ignore[no-untyped-def]
+    """The 16 threshold bits of 16 channels as one integer: bit ``l`` is set (-1) unless
+    ``S[j + l] * y.flat[i + l] >= T[j + l]`` (float32 product, ordered comparison: a NaN gives -1, as
+    :func:`stbin.deploy._float_loops.float_sign_pack` does). Unchecked like :func:`f16_madd`."""
+    if not (_c_f32(y) and _c_f32(S) and _c_f32(T) and isinstance(i, types.Integer) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ya, yi, sa, ta, sj = args
+
+        def vload(k, arr, idx):  # type: ignore[no-untyped-def]
+            return builder.load(builder.bitcast(_ptr(context, builder, sig.args[k], arr, idx), _V16.as_pointer()),
+                                align=4)
+
+        sy = builder.fmul(vload(2, sa, sj), vload(0, ya, yi))
+        bits = builder.fcmp_unordered("<", sy, vload(3, ta, sj))  # not (S * y >= T)
+        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
+
+    return types.uint64(y, i, S, T, j), codegen
+
+
+@intrinsic
+def f16_add_signs(typingctx, y, i, word):  # type: ignore[no-untyped-def]
+    """``y.flat[i + l] += (-1.0 if bit l of word else 1.0)`` for l = 0..15 (a float32 sum each, as adding the
+    unpacked ±1 values). Unchecked like :func:`f16_madd`."""
+    if not _c_f32(y) or not isinstance(i, types.Integer) or not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ya, yi, w = args
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], ya, yi), _V16.as_pointer())
+        mask = builder.bitcast(builder.trunc(w, ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
+        signs = builder.select(mask, ir.Constant(_V16, [-1.0] * 16), ir.Constant(_V16, [1.0] * 16))
+        builder.store(builder.fadd(builder.load(ptr, align=4), signs), ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.none(y, i, types.uint64), codegen
+
+
+def _vload(context, builder, aty, ary, idx, vty, align):  # type: ignore[no-untyped-def]
+    return builder.load(builder.bitcast(_ptr(context, builder, aty, ary, idx), vty.as_pointer()), align=align)
+
+
+@intrinsic
+def f16_load(typingctx, arr, i):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + 16]`` as sixteen lanes; unchecked like :func:`f16_madd`."""
+    if not _c_f32(arr) or not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return _vload(context, builder, sig.args[0], args[0], args[1], _V16, 4)
+
+    return f32x16(arr, i), codegen
+
+
+@intrinsic
+def f16_add(typingctx, a, b):  # type: ignore[no-untyped-def]
+    """``a + b`` lane by lane (a float32 sum each)."""
+    if a != f32x16 or b != f32x16:
+        return None
+    return f32x16(a, b), lambda context, builder, sig, args: builder.fadd(args[0], args[1])
+
+
+@intrinsic
+def f16_dot_affine(typingctx, acc, i, full, scale, bias, alpha, beta, j):  # type: ignore[no-untyped-def]
+    """Lane ``l``: ``(float32(full - 2 * acc.flat[i + l]) * scale[j + l] + bias[j + l]) * alpha[j + l] + beta[j + l]``
+    (the dot product from the XOR popcount, int64 then one rounding to float32, then four float32 operations each
+    rounded, in that order: the scalar epilogue's values bit for bit). Unchecked like :func:`f16_madd`."""
+    if not (_c_u64(acc) and all(_c_f32(a) for a in (scale, bias, alpha, beta))
+            and all(isinstance(a, types.Integer) for a in (i, full, j))):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ai, f, s, b, al, be, sj = args
+        v16 = ir.VectorType(ir.IntType(64), 16)
+        fv = builder.insert_element(ir.Constant(v16, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
+        fv = builder.shuffle_vector(fv, ir.Constant(v16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
+        d = builder.sub(fv, builder.shl(_vload(context, builder, sig.args[0], a, ai, v16, 8), ir.Constant(v16, [1] * 16)))
+        y = builder.sitofp(d, _V16)
+        y = builder.fadd(builder.fmul(y, _vload(context, builder, sig.args[3], s, sj, _V16, 4)),
+                         _vload(context, builder, sig.args[4], b, sj, _V16, 4))
+        return builder.fadd(builder.fmul(y, _vload(context, builder, sig.args[5], al, sj, _V16, 4)),
+                            _vload(context, builder, sig.args[6], be, sj, _V16, 4))
+
+    return f32x16(acc, i, types.int64, scale, bias, alpha, beta, j), codegen
+
+
+@intrinsic
+def f16_plus_signs(typingctx, a, word):  # type: ignore[no-untyped-def]
+    """Lane ``l``: ``a[l] + (-1.0 if bit l of word else 1.0)`` (as :func:`f16_add_signs`, in a register)."""
+    if a != f32x16 or not isinstance(word, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        mask = builder.bitcast(builder.trunc(args[1], ir.IntType(16)), ir.VectorType(ir.IntType(1), 16))
+        return builder.fadd(args[0], builder.select(mask, ir.Constant(_V16, [-1.0] * 16), ir.Constant(_V16, [1.0] * 16)))
+
+    return f32x16(a, types.uint64), codegen
+
+
+@intrinsic
+def f16_bits_of(typingctx, a, S, T, j):  # type: ignore[no-untyped-def]
+    """As :func:`f16_sign_bits` on the lanes of ``a``: bit ``l`` set unless ``S[j + l] * a[l] >= T[j + l]``."""
+    if a != f32x16 or not (_c_f32(S) and _c_f32(T) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        v, sa, ta, sj = args
+        sy = builder.fmul(_vload(context, builder, sig.args[1], sa, sj, _V16, 4), v)
+        bits = builder.fcmp_unordered("<", sy, _vload(context, builder, sig.args[2], ta, sj, _V16, 4))
+        return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
+
+    return types.uint64(a, S, T, j), codegen

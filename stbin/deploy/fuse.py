@@ -6,7 +6,8 @@
 * the tail of a residual block, ``bconv2d_f`` [``affine``] ``save`` f ``load`` x <shortcut> ``add`` f
   [[``save`` x'] ``sign2d``] -> ``bconv2d_res``, the shortcut being: nothing (x itself), ``bits_float``
   (±1 values of x), [``bits_float``] ``zero_pad_shortcut`` (option A), ``bits_float`` + a 1x1 ``conv2d``
-  without bias [+ ``affine``] (the projection of ResNet-20's downsampling blocks), or any other chain
+  without bias [+ ``affine``] (the projection of ResNet-20's downsampling blocks), ``avgpool2d`` + such a
+  1x1 ``conv2d`` with stride 1 [+ ``affine``] on a real map (Bi-Real Net's downsampling shortcut), or any other chain
   of single-tensor ops, which is then moved before the block's convolution (``save`` h ``load`` x
   <shortcut> ``save`` t ``load`` h) and read from slot t.
 
@@ -163,6 +164,13 @@ def _residual_tail(ops: list[Op], i: int, x: TensorSpec, state: GraphState, read
         arrays["proj_weight"] = c.arrays["weight"][:, :, 0, 0].copy()
         if len(rest) == 2:
             arrays["proj_alpha"], arrays["proj_beta"] = rest[1].arrays["alpha"], rest[1].arrays["beta"]
+    elif spec.kind == "float" and rest_types[:1] == ["avgpool2d"] and _is_projection(rest[1:]) \
+            and list(rest[1].attrs["stride"]) == [1, 1]:
+        pool, c = rest[0], rest[1]
+        attrs.update(residual_stride=list(pool.attrs["stride"]), residual_pool=list(pool.attrs["kernel_size"]))
+        arrays["proj_weight"] = c.arrays["weight"][:, :, 0, 0].copy()
+        if len(rest) == 3:
+            arrays["proj_alpha"], arrays["proj_beta"] = rest[2].arrays["alpha"], rest[2].arrays["beta"]
     else:  # any other shortcut chain: computed first, read from a fresh slot
         h, t = next(fresh, None), next(fresh, None)
         if h is None or t is None:

@@ -60,9 +60,10 @@ def test_bireal_fused_keeps_the_real_path_and_matches(shortcut):
         # real sum is kept for the next shortcut and its sign packed in the same pass
         assert any(o.attrs["residual_before"] > 0 for o in res)
         assert all("save_slot" in o.attrs for o in res[:-1]) and "sign2d" not in types
-    else:  # the pooled 1x1 shortcut is computed first (from a `load` of the real sum: no save_slot there)
-        assert types.count("avgpool2d") == 4 and types.count("sign2d") == 3
-        assert not any("save_slot" in o.attrs for o in res)
+    else:  # the pooled 1x1 shortcut is computed in the block's pass from the kept real sum (read in place)
+        assert [o.attrs.get("residual_pool") for o in res] == [None] + [[2, 2]] * 3
+        assert types.count("avgpool2d") == 1 and "sign2d" not in types and "conv2d" not in types
+        assert all("save_slot" in o.attrs for o in res[:-1])
 
 
 def test_fusion_without_an_input_shape_or_with_a_shared_branch_slot_changes_nothing(resnet):
@@ -142,7 +143,7 @@ def res_call(RB=None, rc=4, r_stride=(1, 1), before=0, kind=0, out_b=None, out_f
     (res_call(rc=3, before=2), r"bconv2d_res: shortcut channels 2..4 exceed the 4 outputs"),
     (res_call(r_stride=(2, 1)), r"bconv2d_res: the shortcut has shape"),
     (res_call(kind=2, PW=z((3, 4), F4)), r"bconv2d_res: PW has shape \(3, 4\), expected \(4, 4\)"),
-    (res_call(kind=3), r"bconv2d_res: kind must be an integer in \[0, 2\]"),
+    (res_call(kind=5), r"bconv2d_res: kind must be an integer in \[0, 4\]"),
     (res_call(out_b=z((2, 5, 4, 1), U8)), r"bconv2d_res: out_b has shape \(2, 5, 4, 1\), expected \(2, 5, 5, 1\)"),
     (res_call(S=np.ones(3, F4)), r"bconv2d_res: S has shape \(3,\), expected \(4,\)"),
     (res_call(out_b=z((0, 0, 0, 0), U8)), r"bconv2d_res: needs out_b or out_f"),
@@ -208,3 +209,144 @@ def test_full_width_resnet20_stage_with_packed_taps_equals_unfused():
     model, shape, plain, fused = nets("resnet20", width=1.0, blocks=1)
     x = np.random.default_rng(3).standard_normal((3, *shape)).astype(np.float32)
     np.testing.assert_array_equal(fused(x), plain(x))
+
+
+@pytest.mark.parametrize("oc, before", [(32, 0), (21, 3)])
+def test_channel_last_shortcut_and_output_equal_the_nchw_ones_bit_for_bit(oc, before):
+    """kind 3 (the real shortcut channel-last, as fused ops keep it in a slot) and a channel-last real output:
+    the same values as kind 1 / NCHW (16-lane vector path and its scalar tail, channels before the shortcut)."""
+    rng = np.random.default_rng(oc)
+    n, c, h = 2, 40, 6
+    Wt = rng.integers(0, 2**40, size=(3, 3, 1, oc), dtype=np.uint64)
+    X = rng.integers(0, 2**40, size=(n, h, h, 1), dtype=np.uint64)
+    sc, b, a, be, T = (rng.standard_normal(oc).astype(F4) for _ in range(5))
+    S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+    rc = oc - before
+    rf = rng.standard_normal((n, rc, h, h)).astype(F4)
+    e4, e2, e1 = z((0, 0, 0, 0), U8), z((0, 0), F4), z(0, F4)
+    outs = []
+    for kind, RF, nhwc in ((1, rf, False), (3, np.ascontiguousarray(rf.transpose(0, 2, 3, 1)), True)):
+        ob, of = z((n, h, h, 1), U8), z((n, h, h, oc) if nhwc else (n, oc, h, h), F4)
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, kind, e4, RF, e2, e1, e1, rc, (1, 1), before, S, T,
+                       ob, of, out_f_nhwc=nhwc)
+        outs.append((ob, of.transpose(0, 3, 1, 2) if nhwc else of))
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    with pytest.raises(ValueError, match=r"bconv2d_res: the shortcut has shape \(2, \d+, 6, 6\)"):  # NCHW as channel-last
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, 3, e4, rf, e2, e1, e1, rc, (1, 1), before, S, T,
+                       z((n, h, h, 1), U8), z((0, 0, 0, 0), F4))
+    with pytest.raises(ValueError, match=r"bconv2d_res: RF must be C-contiguous"):
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, 3, e4, rf.transpose(0, 2, 3, 1), e2, e1, e1, rc,
+                       (1, 1), before, S, T, z((n, h, h, 1), U8), z((0, 0, 0, 0), F4))
+    with pytest.raises(ValueError, match=r"bconv2d_res: out_f has shape"):  # NCHW out_f declared channel-last
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, 1, e4, rf, e2, e1, e1, rc, (1, 1), before, S, T,
+                       z((n, h, h, 1), U8), z((n, oc, h, h + 1), F4), out_f_nhwc=True)
+
+
+def test_fused_slots_are_channel_last_views_read_in_place():
+    """A fused op's kept real output: the slot holds an (N, C, H, W) view of a channel-last buffer (what any other op
+    sees), which the next fused op reads in place; the values are those of the unfused network."""
+    from stbin.deploy.ops import RunContext
+    from stbin.deploy.ops.fused import _channel_last
+
+    model, shape, plain, fused = nets("bireal_resnet18", width=1 / 16, convs=1, shortcut="zero_pad")
+    x = np.random.default_rng(1).standard_normal((3, *shape)).astype(np.float32)
+    ctx, y = RunContext(fused), x
+    for op in fused.ops:
+        y = fused._op(op, y, ctx)
+    saved = [ctx.slots[o.attrs["save_slot"]] for o in fused.ops if "save_slot" in o.attrs]
+    assert saved and all(_channel_last(s) is not None and not s.flags.c_contiguous for s in saved)
+    assert _channel_last(np.zeros((2, 3, 4, 5), F4)) is None and _channel_last(saved[0].copy()) is None
+    np.testing.assert_allclose(y, plain(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bireal():
+    return nets("bireal_resnet18", width=1 / 16, convs=1)
+
+
+@pytest.mark.parametrize("k, change, match", [
+    (1, lambda o: o.arrays.pop("proj_weight"), r"'residual_pool' needs the array 'proj_weight'"),
+    (1, lambda o: o.attrs.update(residual_pool=[3, 2]), r"a 3x2 pool with stride 2x2 does not give the 8x8 output"),
+    (1, lambda o: o.attrs.update(residual_pool=[17, 2]), r"a 17x2 pool"),
+    (1, lambda o: o.attrs.update(residual_pool=[0, 2]), r"residual_pool"),
+    (1, lambda o: o.arrays.update(proj_weight=o.arrays["proj_weight"][:, :3].copy()),
+     r"the projection takes 3 real channels"),
+    (0, lambda o: o.attrs.update(residual_pool=[1, 1]), r"'residual_pool' needs the array 'proj_weight'"),
+])
+def test_crafted_pooled_projections_are_refused_at_load(bireal, tmp_path, k, change, match):
+    net = copy.deepcopy(bireal[3])
+    _edit("bconv2d_res", k, change)(net.ops)
+    refused(net, tmp_path, match)
+
+
+@pytest.mark.parametrize("oc, h", [(21, 5), (37, 4), (64, 4)])
+def test_pooled_projection_kernel_computes_the_written_formula(oc, h):
+    """kind 4 against numpy: the 2x2 average pool (stride 2) of a channel-last real map, a 1x1 projection and its
+    batch norm added to the block's output; odd sizes (output channels 16 + 5 and 32 + 5 on rows of 5 and 4 pixels:
+    each vector block, its 4-pixel groups and every tail); the projection within float rounding."""
+    from stbin.deploy.packing import pack_sign, unpack_bits
+
+    rng = np.random.default_rng(5)
+    n, c, rc = 2, 7, 6  # a (2h+1)x(2h+1) map, 2x2 pool stride 2 (floor) -> h x h; conv 3x3 stride 2 on (2h-1)^2 -> h x h
+    ws = rng.choice([-1.0, 1.0], size=(oc, 3, 3, c)).astype(F4)
+    Wt = np.ascontiguousarray(pack_sign(ws).transpose(1, 2, 3, 0))
+    xs = rng.choice([-1.0, 1.0], size=(n, 2 * h - 1, 2 * h - 1, c)).astype(F4)
+    sc, b, a, be, pa, pb, T = (rng.standard_normal(oc).astype(F4) for _ in range(7))
+    S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+    rf = rng.standard_normal((n, 2 * h + 1, 2 * h + 1, rc)).astype(F4)
+    PW = rng.standard_normal((rc, oc)).astype(F4)
+    out_b, out_f = z((n, h, h, (oc + 63) // 64), U8), z((n, h, h, oc), F4)
+    FK.bconv2d_res(pack_sign(xs), Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, FK.RES_POOL_PROJECT, z((0, 0, 0, 0), U8),
+                   rf, PW, pa, pb, rc, (2, 2), 0, S, T, out_b, out_f, out_f_nhwc=True, pool=(2, 2))
+    dot = torch.nn.functional.conv2d(torch.from_numpy(xs).permute(0, 3, 1, 2), torch.from_numpy(ws).permute(0, 3, 1, 2),
+                                     stride=2, padding=1).permute(0, 2, 3, 1).numpy()
+    y = (dot * sc + b) * a + be
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(rf).permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1).numpy()
+    y = y + ((pooled @ PW) * pa + pb)
+    np.testing.assert_allclose(out_f, y, rtol=1e-5, atol=1e-5)
+    bits = unpack_bits(out_b.reshape(n * h * h, -1), oc, np.float32).reshape(n, h, h, oc) < 0
+    sure = np.abs(S * y - T) > 1e-4
+    np.testing.assert_array_equal(bits[sure], ~(S * y >= T)[sure])
+    args = (pack_sign(xs), Wt, c, (2, 2, 1, 1, 1, 1), sc, b, a, be, FK.RES_POOL_PROJECT, z((0, 0, 0, 0), U8))
+    for bad, kw, match in [
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (4, 4)}, r"the shortcut has shape \(2, \d+, \d+, 6\)"),
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (2 * h + 2, 2)}, r"the shortcut has shape"),
+        ((np.ascontiguousarray(rf[:, :2 * h - 2]), PW, pa, pb, rc, (2, 2), 0), {}, r"the shortcut has shape"),
+        ((rf, PW, pa, pb, rc, (2, 2), 1), {}, r"a projection shortcut takes no channel offset"),
+        ((rf, PW[:5], pa, pb, rc, (2, 2), 0), {}, r"PW has shape \(5, \d+\), expected \(6, \d+\)"),
+        ((np.asfortranarray(rf), PW, pa, pb, rc, (2, 2), 0), {}, r"RF must be C-contiguous"),
+        ((rf, PW, pa, pb, rc, (2, 2), 0), {"pool": (0, 2)}, r"pool must be an integer in \[1, "),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            FK.bconv2d_res(*args, *bad, S, T, out_b, out_f, out_f_nhwc=True, **{"pool": (2, 2), **kw})
+
+
+@pytest.mark.parametrize("kind, oc", [(0, 80), (3, 80), (0, 16), (3, 48)])
+def test_output_stage_in_registers_equals_the_general_path(kind, oc):
+    """An identity shortcut over all channels with OC % 16 == 0 runs the output stage in registers when the real output
+    is channel-last (or absent); an NCHW real output takes the general path: both give the same bits and values
+    (80 channels: a word flushed after 64 channels and a partial last word)."""
+    rng = np.random.default_rng(oc + kind)
+    n, c, h = 2, 40, 5
+    Wt = rng.integers(0, 2**40, size=(3, 3, 1, oc), dtype=np.uint64)
+    X = rng.integers(0, 2**40, size=(n, h, h, 1), dtype=np.uint64)
+    sc, b, a, be, T = (rng.standard_normal(oc).astype(F4) for _ in range(5))
+    S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+    rb = rng.integers(0, 2**63, size=(n, h, h, (oc + 63) // 64), dtype=np.uint64)
+    rf = rng.standard_normal((n, h, h, oc)).astype(F4)
+    RB, RF = (rb, z((0, 0, 0, 0), F4)) if kind == 0 else (z((0, 0, 0, 0), U8), rf)
+    e2, e1 = z((0, 0), F4), z(0, F4)
+    outs = []
+    for nhwc in (False, True):
+        ob, of = z((n, h, h, (oc + 63) // 64), U8), z((n, h, h, oc) if nhwc else (n, oc, h, h), F4)
+        FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, kind, RB, RF, e2, e1, e1, oc, (1, 1), 0, S, T, ob,
+                       of, out_f_nhwc=nhwc)
+        outs.append((ob, of if nhwc else of.transpose(0, 2, 3, 1)))
+    ob2 = z(outs[0][0].shape, U8)  # bits only (no real output): in registers too
+    FK.bconv2d_res(X, Wt, c, (1, 1, 1, 1, 1, 1), sc, b, a, be, kind, RB, RF, e2, e1, e1, oc, (1, 1), 0, S, T, ob2,
+                   z((0, 0, 0, 0), F4))
+    np.testing.assert_array_equal(outs[1][1], outs[0][1])
+    np.testing.assert_array_equal(outs[1][0], outs[0][0])
+    np.testing.assert_array_equal(ob2, outs[0][0])
+    assert 0 < np.unpackbits(outs[0][0].view(np.uint8)).sum() < outs[0][0].size * 64  # not all one value

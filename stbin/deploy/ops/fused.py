@@ -9,6 +9,8 @@ with thresholds ``S``/``T``, the ``sign2d`` of the next binary layer (its RSign 
   He et al.'s CIFAR ResNets; (1, 1) and 0 for the identity): ±1 values of a bit map (H', W', C'), or real values (C', H', W');
 * or, with ``proj_weight`` (OC, C'), the real 1x1 convolution of a bit map's ±1 values with stride
   ``residual_stride`` and its batch norm ``proj_alpha``/``proj_beta`` (the downsampling shortcut);
+* or, with ``proj_weight`` and ``residual_pool`` (kh, kw), the same projection of the average pool of a real
+  map (window ``residual_pool``, stride ``residual_stride``, no padding: Bi-Real Net's downsampling shortcut);
 * the real sum is kept in slot ``save_slot`` (where a later shortcut reads it: Bi-Real Net) only if
   that attribute is given; with ``S``/``T`` the output is the packed bits, else the real sum.
 
@@ -52,13 +54,31 @@ def _pair_vec(op: Op, a: str, b: str, m: int) -> None:
 
 
 def _buffer(ctx: RunContext, op: Op, shape: tuple[int, ...]) -> np.ndarray:
-    """The op's float32 output kept in a slot: one buffer per op, reallocated when the batch shape changes (the
-    engine runs one batch at a time under its kernel lock); a compiled plan keeps the buffer of its shape."""
+    """The op's float32 output kept in a slot, channel-last (N, H, W, C): one buffer per op, reallocated when the
+    batch shape changes (the engine runs one batch at a time under its kernel lock); a compiled plan keeps the
+    buffer of its shape. The slot holds its (N, C, H, W) view (what every other op reads); a fused op's
+    shortcut reads the buffer itself (:func:`_channel_last`): one contiguous run of channels per pixel, where
+    the planes of an NCHW map lie a power of two apart (cache-set conflicts, measured 2-4x slower)."""
     store, k = ctx.net._torch_cache, ("slot-buffer", id(op))
     a = store.get(k)
     if a is None or a.shape != shape:
         a = store[k] = np.empty(shape, np.float32)
     return a
+
+
+def _keep(ctx: RunContext, slot: int, buf: np.ndarray) -> None:
+    ctx.slots[slot] = buf.transpose(0, 3, 1, 2)
+
+
+def _channel_last(r: np.ndarray) -> np.ndarray | None:
+    """The C-contiguous (N, H, W, C) array of which the (N, C, H, W) map ``r`` is the view, or None."""
+    b = r.base
+    if (isinstance(b, np.ndarray) and b.ndim == 4 and b.flags.c_contiguous and b.dtype == r.dtype
+            and b.shape == (r.shape[0], r.shape[2], r.shape[3], r.shape[1])
+            and b.__array_interface__["data"][0] == r.__array_interface__["data"][0]
+            and r.strides == tuple(b.strides[i] for i in (0, 3, 1, 2))):
+        return b
+    return None
 
 
 def _empty(ctx: RunContext, op: Op, dtype: type, ndim: int) -> np.ndarray:
@@ -94,6 +114,10 @@ class BConv2dRes(OpType):
         int_attr(op, "residual_channels")
         before = int_attr(op, "residual_before", 0)
         p = op.arrays.get("proj_weight")
+        if "residual_pool" in op.attrs:
+            pair_attr(op, "residual_pool", 1)
+            if p is None:
+                raise ValueError("attribute 'residual_pool' needs the array 'proj_weight' (a pooled projection)")
         if p is not None and (p.shape[0] != m or p.shape[1] < 1 or before):
             raise ValueError(f"array 'proj_weight' has shape {p.shape}, expected ({m}, C') and residual_before 0")
         if p is None and "proj_alpha" in op.arrays:
@@ -113,13 +137,20 @@ class BConv2dRes(OpType):
         if rc != op.attrs["residual_channels"]:
             raise ValueError(f"the shortcut (slot {s}) is {r}, residual_channels is {op.attrs['residual_channels']}")
         p = op.arrays.get("proj_weight")
-        if p is not None and (r.kind != "bits" or rc != p.shape[1]):
-            raise ValueError(f"the projection takes {p.shape[1]} binary channels, the shortcut (slot {s}) is {r}")
+        pool = op.attrs.get("residual_pool")
+        if p is not None and (r.kind != ("float" if pool else "bits") or rc != p.shape[1]):
+            raise ValueError(f"the projection takes {p.shape[1]} {'real' if pool else 'binary'} channels, the shortcut "
+                             f"(slot {s}) is {r}")
         if p is None and op.attrs["residual_before"] + rc > m:
             raise ValueError(f"the shortcut (slot {s}) has {rc} channels after {op.attrs['residual_before']}, "
                              f"more than the {m} outputs")
         sh, sw = op.attrs["residual_stride"]
-        if (-(-rh // sh), -(-rw // sw)) != (oh, ow):
+        if pool:
+            ph, pw = pool
+            if ph > rh or pw > rw or ((rh - ph) // sh + 1, (rw - pw) // sw + 1) != (oh, ow):
+                raise ValueError(f"the shortcut (slot {s}) is {r}: a {ph}x{pw} pool with stride {sh}x{sw} does not "
+                                 f"give the {oh}x{ow} output")
+        elif (-(-rh // sh), -(-rw // sw)) != (oh, ow):
             raise ValueError(f"the shortcut (slot {s}) is {r}: stride {sh}x{sw} does not give the {oh}x{ow} output")
         if "save_slot" in op.attrs:
             state.slots[op.attrs["save_slot"]] = TensorSpec("float", (m, oh, ow))
@@ -135,10 +166,17 @@ class BConv2dRes(OpType):
         wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(A["weight"].transpose(1, 2, 3, 0)))
         r = ctx.slots[a["residual_slot"]]
         kind = fk.RES_PROJECT if "proj_weight" in A else fk.RES_BITS if r.dtype == np.uint64 else fk.RES_FLOAT
-        rb = r if kind != fk.RES_FLOAT else _empty(ctx, op, np.uint64, 4)
-        rf = np.ascontiguousarray(r) if kind == fk.RES_FLOAT else _empty(ctx, op, np.float32, 4)
+        rf = _empty(ctx, op, np.float32, 4)
+        if kind == fk.RES_FLOAT:
+            last = _channel_last(r)
+            kind, rf = (fk.RES_FLOAT, np.ascontiguousarray(r)) if last is None else (fk.RES_FLOAT_NHWC, last)
+        if kind == fk.RES_PROJECT and r.dtype == np.float32:  # the pooled projection reads channel-last values
+            kind, rf = fk.RES_POOL_PROJECT, _channel_last(r)
+            if rf is None:
+                rf = np.ascontiguousarray(r.transpose(0, 2, 3, 1))
+        rb = r if r.dtype == np.uint64 else _empty(ctx, op, np.uint64, 4)
         rc = int(a["residual_channels"])
-        if kind == fk.RES_PROJECT:
+        if kind in (fk.RES_PROJECT, fk.RES_POOL_PROJECT):
             pw = ctx.cache(op, "proj-t", lambda: np.ascontiguousarray(A["proj_weight"].T))
             pa, pb = _ones_zeros(op, ctx, "proj_alpha", "proj_beta", m)
         else:
@@ -148,13 +186,15 @@ class BConv2dRes(OpType):
         if not threshold:
             out_f = np.empty((len(x), m, oh, ow), np.float32)
         elif "save_slot" in a:
-            out_f = ctx.slots[a["save_slot"]] = _buffer(ctx, op, (len(x), m, oh, ow))
+            out_f = _buffer(ctx, op, (len(x), oh, ow, m))
+            _keep(ctx, a["save_slot"], out_f)
         else:
             out_f = _empty(ctx, op, np.float32, 4)
         S, T = (A["S"], A["T"]) if threshold else (_empty(ctx, op, np.float32, 1), _empty(ctx, op, np.float32, 1))
         fk.bconv2d_res(x, wt, int(a["in_channels"]), (*a["stride"], *a["padding"], *a["dilation"]),
                        *_ones_zeros(op, ctx, "scale", "bias", m), *_ones_zeros(op, ctx, "alpha", "beta", m),
-                       kind, rb, rf, pw, pa, pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f)
+                       kind, rb, rf, pw, pa, pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f,
+                       out_f_nhwc=threshold, pool=tuple(a.get("residual_pool", (1, 1))))
         return out_b if threshold else out_f
 
 
@@ -194,9 +234,9 @@ class Conv2dSign(OpType):
         wk = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(A["weight"].reshape(m, -1).T))
         bias = ctx.cache(op, "bias", lambda: A.get("bias", np.zeros(m, np.float32)))
         out_b = np.empty((len(x), oh, ow, n_words(m)), np.uint64)
-        out_f = (_buffer(ctx, op, (len(x), m, oh, ow)) if "save_slot" in a else _empty(ctx, op, np.float32, 4))
+        out_f = (_buffer(ctx, op, (len(x), oh, ow, m)) if "save_slot" in a else _empty(ctx, op, np.float32, 4))
         if "save_slot" in a:
-            ctx.slots[a["save_slot"]] = out_f
+            _keep(ctx, a["save_slot"], out_f)
         fk.conv2d_sign(np.ascontiguousarray(x), wk, kh, kw, (*a["stride"], *a["padding"], *a["dilation"]), bias,
-                       *_ones_zeros(op, ctx, "alpha", "beta", m), A["S"], A["T"], out_b, out_f)
+                       *_ones_zeros(op, ctx, "alpha", "beta", m), A["S"], A["T"], out_b, out_f, out_f_nhwc=True)
         return out_b
