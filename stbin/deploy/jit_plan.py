@@ -214,7 +214,9 @@ class CompiledPlan:
                 else:
                     env.update(zip(makes, res))
             else:
-                _, step, src, dst = item
+                _, step, src, dst, slots = item
+                for k, (name, shape) in slots.items():  # what compiled segments saved, as the op-by-op run has it
+                    ctx.slots[k] = env[name].reshape(shape)
                 env[dst] = step(env[src], ctx)
         return env[self.final]
 
@@ -279,7 +281,7 @@ def _load(code: str, imports: dict[str, Any]) -> Any:
 def _finish(seg: _Segment, later: set[str], final: str) -> tuple[Any, ...]:
     uses = sorted(seg.uses - set(seg.makes), key=lambda v: int(v[1:]))
     makes = [v for v in seg.makes if v in later or v == final]
-    ret = makes[0] if len(makes) == 1 else "(" + ", ".join(makes) + ",)"
+    ret = makes[0] if len(makes) == 1 else "(" + "".join(f"{m}, " for m in makes) + ")"  # "()": nothing later reads
     params = uses + [f"c{i}" for i in range(len(seg.consts))]
     code = "\n".join([f"def segment({', '.join(params)}):"] + seg.lines + [f"    return {ret}"])
     fn = _load(code, {k: v for k, v in seg.globals.items() if k != "np"})
@@ -293,33 +295,67 @@ def _placeholder(shape: tuple[int, ...], net: Any) -> np.ndarray:
     return np.full(shape, grid["offset"] if grid else 0.0, np.float32)
 
 
-def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> CompiledPlan:
+def _segment_slots(ctx: RunContext, values: _Values, by_python: dict[Any, int]
+                   ) -> dict[Any, tuple[str, tuple[int, ...]]] | None:
+    """The slots (saved shortcuts, kept real maps) that compiled segments filled before a Python step, as
+    (variable, shape) to hand over at run time: a Python step reads them from the run context, which only
+    the op-by-op run fills. A slot that is not a whole variable of the plan (e.g. a strided view) is
+    removed from ``ctx``, so that a step after it that reads it fails now (KeyError: no plan), not at run time."""
+    out: dict[Any, tuple[str, tuple[int, ...]]] = {}
+    for k, a in list(ctx.slots.items()):
+        if by_python.get(k) == id(a):  # stored by a Python step: refilled by that step at run time
+            continue
+        try:
+            known = values.ref(a) if isinstance(a, np.ndarray) else None
+        except _Unplannable:
+            known = None
+        if known is None:  # cannot be handed over: gone for the steps after, as it will be at run time
+            del ctx.slots[k]
+            continue
+        out[k] = (known[1], tuple(int(d) for d in a.shape))
+    return out
+
+
+def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> CompiledPlan | None:
     """The plan of ``steps`` for inputs of ``shape`` (batch included): runs of compilable steps become
-    compiled segments, the others Python steps. Compiles each segment by running the plan once on zeros."""
+    compiled segments, the others Python steps. Compiles each segment by running the plan once on zeros.
+
+    None (the op-by-op run) when a step would read a slot that a compiled segment fills with something
+    other than one of the plan's variables (e.g. a strided view)."""
     from stbin.deploy import kernels
 
     ctx = RunContext(net)
     values = _Values()
     x = _placeholder(shape, net)
     cur = values.bind(x)
-    raw: list[Any] = []  # _Segment or ("python", step, src, dst)
+    raw: list[Any] = []  # _Segment or ("python", step, src, dst, slots)
+    by_python: dict[Any, int] = {}  # slot -> id of the array a Python step stored there (it refills it at run time)
     for step in steps:
         seg = raw[-1] if raw and isinstance(raw[-1], _Segment) else None
         trial = seg if seg is not None else _Segment(len(raw))
         n_lines, n_makes = len(trial.lines), len(trial.makes)
         try:
-            x = _record(trial, values, step, x, ctx)
+            try:
+                x = _record(trial, values, step, x, ctx)
+            except KeyError:  # a slot removed by _segment_slots: the op-by-op run
+                return None
             if seg is None:
                 raw.append(trial)
             cur = values.arrays[id(x)][0]
             continue
         except _Unplannable:
             del trial.lines[n_lines:], trial.makes[n_makes:]
+        slots = _segment_slots(ctx, values, by_python)
         with kernels.KERNEL_LOCK:
             z = _placeholder(x.shape, net) if cur == "v0" else np.zeros(x.shape, x.dtype)
-            y = step(z, ctx)  # for real, on zeros (a valid input for the first step): its output's shape
+            before = {k: id(v) for k, v in ctx.slots.items()}
+            try:
+                y = step(z, ctx)  # for real, on zeros (a valid input for the first step): its output's shape
+            except KeyError:  # it reads a slot that a segment fills and cannot hand over: the op-by-op run
+                return None
+        by_python.update({k: id(v) for k, v in ctx.slots.items() if before.get(k) != id(v)})
         dst = values.bind(y)
-        raw.append(("python", step, cur, dst))
+        raw.append(("python", step, cur, dst, slots))
         x, cur = y, dst
     final = cur
     needed: list[set[str]] = [set() for _ in raw]  # what the items after each one read
@@ -327,7 +363,7 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
     for i in range(len(raw) - 1, -1, -1):
         needed[i] = set(acc)
         item = raw[i]
-        acc |= item.uses if isinstance(item, _Segment) else {item[2]}
+        acc |= item.uses if isinstance(item, _Segment) else {item[2], *(n for n, _ in item[4].values())}
     items = [_finish(it, needed[i], final) if isinstance(it, _Segment) else it for i, it in enumerate(raw)]
     plan = CompiledPlan(items, final, shape)
     if plan.sources:

@@ -176,3 +176,27 @@ def test_small_batches_are_compiled_whatever_the_timings(monkeypatch):
     y, plan = compiled(net, x)
     assert plan is not None and plan.single
     np.testing.assert_array_equal(y, op_by_op(net, x))
+
+
+def test_python_steps_get_the_shortcuts_that_compiled_segments_saved(monkeypatch):
+    """Where some kernels run in parallel (Python steps) and others serially (compiled segments), a Python
+    step that reads a shortcut saved inside a segment gets it (a KeyError on the slot before), and the
+    outputs stay bit for bit those of the op-by-op run, at every split of the plan."""
+    model, shape = small_nets()[2]  # the residual net
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(0).standard_normal((2, *shape)).astype(np.float32) * 2
+    want = op_by_op(net, x)
+    old = kernels.get_threads()
+    kernels.set_threads(2)
+    try:
+        mixed = 0
+        for serial_work in [1 << e for e in range(4, 20)]:
+            monkeypatch.setattr(kernels, "SERIAL_WORK", serial_work)
+            fresh = compile_model(model.eval(), shape)
+            y, plan = compiled(fresh, x)
+            np.testing.assert_array_equal(y, want)
+            kinds = {it[0] for it in plan.items} if plan is not None else set()
+            mixed += kinds == {"segment", "python"} and any(it[0] == "python" and it[4] for it in plan.items)
+    finally:
+        kernels.set_threads(old)
+    assert mixed, "no split of the plan handed a saved shortcut to a Python step"
