@@ -47,7 +47,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from stbin.estimators._numba_config import JIT, set_threads
-from stbin.estimators._philox_numba import _philox_tile
+from stbin.estimators._philox_numba import _philox_tile, check_stream_args
 from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS
 
 _f32 = np.float32
@@ -191,15 +191,7 @@ def decide(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, paral
     work item ``r`` (elements ``r * ITEM_ELEMENTS ...``), their indices into ``a`` and
     their words; ``counts[r] == cap + 1`` when there were more than ``cap``.
     """
-    for x in (a, out):
-        if x.ndim != 1 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
-                or x.dtype != a.dtype or x.size != a.size:
-            raise ValueError(f"decide needs 1-D contiguous float32/float64 arrays of one size and dtype, "
-                             f"got {x.dtype} {x.shape}")
-    if seed.shape != (4,) or seed.dtype != np.int64:
-        raise ValueError(f"decide needs 4 int64 seed words, got {seed.dtype} {seed.shape}")
-    if start < 0 or start % _E:
-        raise ValueError(f"decide needs a start that is a non-negative multiple of {_E}, got {start}")
+    check_stream_args("decide", (a, out), seed, start)
     inv_s = a.dtype.type(1.0 / scale)
     items = (a.size + ITEM_ELEMENTS - 1) // ITEM_ELEMENTS
     idx = np.empty((items, cap), np.int64)

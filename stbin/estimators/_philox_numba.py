@@ -104,6 +104,21 @@ def _compare_parallel(p, seed, tile_base):
         _tiles(p, i * _TILES_PER_ITEM, min(ntiles, (i + 1) * _TILES_PER_ITEM), tile_base, k0, k1, o2, o3)
 
 
+def check_stream_args(what: str, arrays: tuple[np.ndarray, ...], seed: np.ndarray, start: int) -> None:
+    """ValueError unless ``arrays`` are 1-D contiguous float32/float64 arrays of one size and dtype,
+    ``seed`` holds 4 int64 words and ``start`` is a non-negative multiple of 1024 (``what``: the caller)."""
+    a = arrays[0]
+    for x in arrays:
+        if x.ndim != 1 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
+                or x.dtype != a.dtype or x.size != a.size:
+            raise ValueError(f"{what} needs 1-D contiguous float32/float64 arrays of one size and dtype, "
+                             f"got {x.dtype} {x.shape}")
+    if seed.shape != (4,) or seed.dtype != np.int64:
+        raise ValueError(f"{what} needs 4 int64 seed words, got {seed.dtype} {seed.shape}")
+    if start < 0 or start % _E:
+        raise ValueError(f"{what} needs a start that is a non-negative multiple of {_E}, got {start}")
+
+
 def compare_inplace(p: np.ndarray, seed: np.ndarray, parallel: bool, threads: int | None = None,
                     start: int = 0) -> None:
     """Replace ``p`` (1-D contiguous float32/float64 holding F(a/s)) by its ±1 samples, in place.

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from stbin.estimators._numba_config import JIT, set_threads
-from stbin.estimators._philox_numba import _philox_tile
+from stbin.estimators._philox_numba import _philox_tile, check_stream_args
 from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS
 
 _E = TILE_ELEMENTS
@@ -76,15 +76,7 @@ def sample_into(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, 
     ``a`` and ``out``: 1-D contiguous arrays of one size and dtype (float32 or float64);
     ``start`` (a multiple of 1024): the index of ``a[0]`` in the sampling call.
     """
-    for x in (a, out):
-        if x.ndim != 1 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
-                or x.dtype != a.dtype or x.size != a.size:
-            raise ValueError(f"sample_into needs 1-D contiguous float32/float64 arrays of one size and dtype, "
-                             f"got {x.dtype} {x.shape}")
-    if seed.shape != (4,) or seed.dtype != np.int64:
-        raise ValueError(f"sample_into needs 4 int64 seed words, got {seed.dtype} {seed.shape}")
-    if start < 0 or start % _E:
-        raise ValueError(f"sample_into needs a start that is a non-negative multiple of {_E}, got {start}")
+    check_stream_args("sample_into", (a, out), seed, start)
     s = a.dtype.type(scale)  # torch divides by the Python scale cast to the tensor's dtype
     if parallel:
         set_threads(threads)
