@@ -271,3 +271,26 @@ def test_the_fix_up_follows_torchs_vector_and_scalar_formulas_by_position():
         assert (reference[pos] == 1).all(), path  # the two-pass path took that formula there
     assert same(one_pass(a, 1.0, seed), reference)
     assert same(one_pass(a, 1.0, seed, parallel=True), reference)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(a=np.zeros((2, 1024), np.float32)), "1-D contiguous"),
+    (dict(a=np.zeros(2048, np.float32)[::2]), "1-D contiguous"),
+    (dict(a=np.zeros(1024, np.float16)), "float32/float64"),
+    (dict(out=np.zeros(1024, np.float64)), "one size and dtype"),
+    (dict(out=np.zeros(1023, np.float32)), "one size and dtype"),
+    (dict(seed=np.zeros(3, np.int64)), "4 int64 seed words"),
+    (dict(seed=np.zeros(4, np.int32)), "4 int64 seed words"),
+    (dict(start=512), "multiple of 1024"),
+    (dict(start=-1024), "multiple of 1024"),
+])
+def test_stream_kernels_refuse_bad_arguments_before_running(bad, msg):
+    """Both one-pass kernels' entry points check their arrays, seed and offset (a kernel reads raw memory)."""
+    from stbin.estimators import _logistic_sampling_numba as lg, _uniform_sampling_numba as un
+
+    args = dict(a=np.zeros(1024, np.float32), out=np.zeros(1024, np.float32), seed=np.zeros(4, np.int64), start=0)
+    args.update(bad)
+    with pytest.raises(ValueError, match=msg):
+        lg.decide(args["a"], args["out"], 1.0, args["seed"], False, start=args["start"])
+    with pytest.raises(ValueError, match=msg):
+        un.sample_into(args["a"], args["out"], 1.0, args["seed"], False, start=args["start"])
