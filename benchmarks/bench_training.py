@@ -50,13 +50,17 @@ DEFAULT_PRESETS = ["sbn_mnist", "lenet5_mnist", "sbn_conv_cifar10", "binarynet_c
 BATCH = {"sbn_mnist": 100, "lenet5_mnist": 100}
 
 
-def make_step(cfg, shape, batch, compiled=False):
+def step_parts(cfg, shape, batch):
+    """(model in training mode, its optimizer, a batch x, labels y) of the preset ``cfg``, seeded."""
     name, kw = model_kwargs_for(cfg, shape, 10)
     torch.manual_seed(0)
     model = build_model(name, **kw).train()
     opt, _ = build_optimizer(model, cfg)
-    x = torch.randn(batch, *shape)
-    y = torch.randint(10, (batch,))
+    return model, opt, torch.randn(batch, *shape), torch.randint(10, (batch,))
+
+
+def make_step(cfg, shape, batch, compiled=False):
+    model, opt, x, y = step_parts(cfg, shape, batch)
 
     def fwd_bwd(x, y):
         loss = F.cross_entropy(model(x), y)

@@ -38,9 +38,7 @@ import bench_training as bt  # noqa: E402  (the same steps, batch table and argu
 
 from stbin.cli.summary import INPUT_SHAPES  # noqa: E402
 from stbin.estimators import latent, stochastic  # noqa: E402
-from stbin.models import build_model  # noqa: E402
 from stbin.training.presets import float_twin, get_preset  # noqa: E402
-from stbin.training.trainer import build_optimizer, model_kwargs_for  # noqa: E402
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -74,12 +72,7 @@ def timed(totals: dict[str, float]):
 def phased_step(cfg, shape, batch):
     """The step of ``bench_training.make_step`` (same model, data and optimizer), adding the CPU time
     of each phase of :data:`PHASES` to the returned dict."""
-    name, kw = model_kwargs_for(cfg, shape, 10)
-    torch.manual_seed(0)
-    model = build_model(name, **kw).train()
-    opt, _ = build_optimizer(model, cfg)
-    x = torch.randn(batch, *shape)
-    y = torch.randint(10, (batch,))
+    model, opt, x, y = bt.step_parts(cfg, shape, batch)
     spent = dict.fromkeys(PHASES, 0.0)
 
     def step():
