@@ -19,6 +19,11 @@ import numpy as np
 #: 64x784x512 first layer of the demo MLP, 0.8 ms of CPU on one thread, took 1.4 ms of CPU and 5 ms of wall
 #: time split in two under load), so only layers that clearly gain are split
 SPLIT_MACS = 32_000_000
+#: multiply-adds from which a layer below SPLIT_MACS runs on torch's own threads (as many as the engine's) instead
+#: of one: measured in a quiet window (2026-12-02, OMP_WAIT_POLICY=PASSIVE), the demo MLP at batch 64 (its
+#: 25.7 M-multiply-add first layer) took 0.87 ms against 1.16 ms on one torch thread, with identical outputs;
+#: below this size waking torch's OpenMP pool between the engine's kernels costs more than it saves
+TORCH_THREADS_MACS = 8_000_000
 _POOL: dict[str, Any] = {}
 
 
@@ -30,12 +35,14 @@ def _threads() -> int:
 
 def run_parts(n: int, macs: int, part: Callable[[int, int], None]) -> None:
     """``part(lo, hi)`` for row ranges covering ``range(n)``: one range if ``macs < SPLIT_MACS``, else one per
-    engine thread, run concurrently (the first in the calling thread); torch runs on one thread meanwhile."""
+    engine thread, run concurrently (the first in the calling thread), each on one torch thread. One range of
+    at least ``TORCH_THREADS_MACS`` runs on as many torch threads as the engine has, a smaller one on one."""
     import torch
 
-    parts = max(1, min(_threads(), n)) if macs >= SPLIT_MACS else 1
+    threads = _threads()
+    parts = max(1, min(threads, n)) if macs >= SPLIT_MACS else 1
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads if parts == 1 and macs >= TORCH_THREADS_MACS else 1)
     try:
         with torch.no_grad():
             if parts == 1:
