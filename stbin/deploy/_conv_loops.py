@@ -242,6 +242,31 @@ def _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, 
         full[ox] = np.int64(c_bits) * (u1 - u0) * taps
 
 
+@njit(inline="always", **_JIT)
+def _row_scratch(X, Wt, c_bits, packed):  # type: ignore[no-untyped-def]
+    """The per-task buffers of :func:`_binary_row`: ``(W3, L, R, xr)``, with the packed taps filled in where
+    ``packed`` (:func:`_pack_taps`), empty otherwise."""
+    kh, oc = Wt.shape[0], Wt.shape[3]
+    W3 = np.empty(kh * oc if packed else 0, np.uint64)
+    L = np.empty(kh * oc if packed else 0, np.uint64)
+    R = np.empty(kh * oc if packed else 0, np.uint64)
+    xr = np.empty(kh * X.shape[2] if packed else 0, np.uint64)
+    if packed:
+        _pack_taps(Wt, c_bits, W3, L, R)
+    return W3, L, R, xr
+
+
+@njit(inline="always", **_JIT)
+def _binary_row(X, Wt, packed, W3, L, R, xr, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits,  # type: ignore[no-untyped-def]
+                acc, full):
+    """One output row's XOR-popcounts into ``acc`` / ``full``: :func:`_conv_row_packed` where ``packed``
+    (buffers of :func:`_row_scratch`), else :func:`_conv_row`."""
+    if packed:
+        _conv_row_packed(X, W3, L, R, Wt.shape[0], nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
+    else:
+        _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+
+
 # bconv2d, bconv2d_sign and bconv2d_float are deliberate near-copies: the same parallel loop over
 # output rows around _conv_row (which holds the shared logic), each with its own specialised
 # store (int32 dot, fused threshold + packing, float32 NCHW); numba gives no cheap way to pass the
@@ -267,26 +292,19 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     """Binary conv fused with the threshold: out (N, OH, OW, ceil(OC/64)) packed bits. Parallel over blocks of
     output rows (buffers allocated once per block); :func:`_conv_row_packed` where it applies."""
     n, oh, ow, ocw = out.shape
-    kh, oc = Wt.shape[0], Wt.shape[3]
+    oc = Wt.shape[3]
     packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
     rows = n * oh
     per = max(1, rows // 32)
     for task in prange((rows + per - 1) // per):
         acc = np.empty((ow, oc), np.uint64)
         full = np.empty(ow, np.int64)
-        W3 = np.empty(kh * oc if packed else 0, np.uint64)
-        L = np.empty(kh * oc if packed else 0, np.uint64)
-        R = np.empty(kh * oc if packed else 0, np.uint64)
-        xr = np.empty(kh * X.shape[2] if packed else 0, np.uint64)
-        if packed:
-            _pack_taps(Wt, c_bits, W3, L, R)
+        W3, L, R, xr = _row_scratch(X, Wt, c_bits, packed)
         for t in range(task * per, min(rows, task * per + per)):
             nidx = t // oh
             oy = t % oh
-            if packed:
-                _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
-            else:
-                _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            _binary_row(X, Wt, packed, W3, L, R, xr, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits,
+                        acc, full)
             for ox in range(ow):
                 for g in range(ocw):
                     word = np.uint64(0)

@@ -22,7 +22,7 @@ points of :mod:`stbin.deploy.fused_kernels`. Each has a serial twin (``*_serial`
 from __future__ import annotations
 
 import numpy as np
-from stbin.deploy._conv_loops import _conv_row, _conv_row_packed, _pack_taps, _packable, _valid_taps
+from stbin.deploy._conv_loops import _binary_row, _packable, _row_scratch, _valid_taps
 from stbin.deploy._loops import _JIT, _serial, njit, prange
 from stbin.deploy._simd import (f16_add, f16_add_signs, f16_bits_of, f16_dot_affine, f16_load, f16_madd,
                                 f16_plus_signs, f16_sign_bits, f16_store, f16_zero, load_f32)
@@ -44,6 +44,19 @@ def _pack_pixel(y, ox, S, T, out, nidx, oy):  # type: ignore[no-untyped-def]
         for o in range(o, hi):
             word |= (np.uint64(0) if S[o] * y[ox, o] >= T[o] else np.uint64(1)) << np.uint64(o - lo)
         out[nidx, oy, ox, g] = word
+
+
+@njit(inline="always", **_JIT)
+def _store_float_row(y, want_float, out_f, nidx, oy):  # type: ignore[no-untyped-def]
+    """The real output row ``y`` (OW, OC) into ``out_f``: channel-last (N, OH, OW, OC) for ``want_float == 2``,
+    NCHW (N, OC, OH, OW) for 1, nothing for 0."""
+    ow, oc = y.shape
+    if want_float == 2:
+        _copy_row(y, out_f, nidx, oy)
+    elif want_float:
+        for o in range(oc):
+            for ox in range(ow):
+                out_f[nidx, o, oy, ox] = y[ox, o]
 
 
 @njit(inline="always", **_JIT)
@@ -216,7 +229,7 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
     y = (float32(dot) * scale + bias) * alpha + beta + shortcut; out_f = y if ``want_float`` (1: NCHW
     (N, OC, OH, OW); 2: channel-last (N, OH, OW, OC), one contiguous copy of the row), out_b (N, OH, OW, ceil(OC/64)) = the packed bits ``not (S * y >= T)`` if ``want_bits``."""
     n = X.shape[0]
-    kh, oc = Wt.shape[0], Wt.shape[3]
+    oc = Wt.shape[3]
     packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
     in_registers = (kind == 0 or kind == 3) and before == 0 and rc == oc and oc % 16 == 0 and want_float != 1
     rows = n * oh
@@ -226,19 +239,12 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
         full = np.empty(ow, np.int64)
         y = np.empty((ow, oc), np.float32)
         P = np.empty(ow * rc + 64 if kind == 4 else 0, np.float32)  # kind 4: the pooled row, then 4 x 16 sums
-        W3 = np.empty(kh * oc if packed else 0, np.uint64)
-        L = np.empty(kh * oc if packed else 0, np.uint64)
-        R = np.empty(kh * oc if packed else 0, np.uint64)
-        xr = np.empty(kh * X.shape[2] if packed else 0, np.uint64)
-        if packed:
-            _pack_taps(Wt, c_bits, W3, L, R)
+        W3, L, R, xr = _row_scratch(X, Wt, c_bits, packed)
         for t in range(task * per, min(rows, task * per + per)):
             nidx = t // oh
             oy = t % oh
-            if packed:
-                _conv_row_packed(X, W3, L, R, kh, nidx, oy, stride_h, pad_h, dil_h, c_bits, acc, full, xr)
-            else:
-                _conv_row(X, Wt, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits, acc, full)
+            _binary_row(X, Wt, packed, W3, L, R, xr, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits,
+                        acc, full)
             if in_registers:
                 _row_in_registers(acc, full, scale, bias, alpha, beta, kind, RB, RF, rs_h, rs_w, S, T, want_bits, out_b,
                                   want_float, out_f, nidx, oy)
@@ -255,12 +261,7 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
                 _pooled_projection(y, RF, PW, pa, pb, rs_h, rs_w, pool_h, pool_w, nidx, oy, P)
             else:
                 _add_shortcut(y, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, nidx, oy)
-            if want_float == 2:
-                _copy_row(y, out_f, nidx, oy)
-            elif want_float:
-                for o in range(oc):
-                    for ox in range(ow):
-                        out_f[nidx, o, oy, ox] = y[ox, o]
+            _store_float_row(y, want_float, out_f, nidx, oy)
             if want_bits:
                 for ox in range(ow):
                     _pack_pixel(y, ox, S, T, out_b, nidx, oy)
@@ -355,12 +356,7 @@ def conv2d_sign(X, Wk, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, b
                 for o in range(oc):
                     y[ox, o] = (y[ox, o] + bias[o]) * alpha[o] + beta[o]
                 _pack_pixel(y, ox, S, T, out_b, nidx, oy)
-            if want_float == 2:
-                _copy_row(y, out_f, nidx, oy)
-            elif want_float:
-                for o in range(oc):
-                    for ox in range(ow):
-                        out_f[nidx, o, oy, ox] = y[ox, o]
+            _store_float_row(y, want_float, out_f, nidx, oy)
 
 
 # Explicit twin declarations on purpose, as in _loops (one module attribute a kernel, found by name).

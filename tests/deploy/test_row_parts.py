@@ -57,18 +57,15 @@ def test_an_error_in_a_part_reaches_the_caller(two_threads):
     (row_parts.TORCH_THREADS_MACS, False, 2),       # mid-size: one range on torch's threads, as many as the engine's
     (row_parts.SPLIT_MACS, True, 1),                # large: one range per engine thread, each on one torch thread
 ])
-def test_thread_choice_by_size_and_threads_restored(macs, split, torch_threads):
-    if kernels.numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs 2 numba threads")
-    before_engine, before_torch = kernels.get_threads(), torch.get_num_threads()
-    kernels.set_threads(2)
+def test_thread_choice_by_size_and_threads_restored(macs, split, torch_threads, monkeypatch):
+    monkeypatch.setattr(row_parts, "_threads", lambda: 2)  # an engine of 2 threads, whatever numba's maximum here
+    before_torch = torch.get_num_threads()
     torch.set_num_threads(3)  # restored afterwards whatever the path
     seen = []
     try:
         row_parts.run_parts(8, macs, lambda lo, hi: seen.append((lo, hi, torch.get_num_threads())))
         assert torch.get_num_threads() == 3
     finally:
-        kernels.set_threads(before_engine)
         torch.set_num_threads(before_torch)
     assert (len(seen) == 2) == split
     assert {t for _, _, t in seen} == {torch_threads}

@@ -50,6 +50,17 @@ def _scale_bias(op: Op, ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
                                                 op.arrays.get("bias", np.zeros(m, np.float32))))
 
 
+def check_binary_conv(op: Op) -> int:
+    """Check a binary convolution's channels, geometry and packed tap-major weight (KH, KW, ceil(C/64), M);
+    returns M, the output channels."""
+    c, m = int_attr(op, "in_channels"), int_attr(op, "out_channels")
+    conv_geometry(op)
+    w = op.arrays["weight"]
+    if w.shape[0] != m or w.shape[3] != n_words(c) or min(w.shape) < 1:
+        raise ValueError(f"packed weight shape {w.shape} does not fit {c} -> {m} channels")
+    return m
+
+
 def binary_conv_out(op: Op, x: TensorSpec) -> tuple[int, int, int]:
     """(output channels, height, width) of a binary convolution ``op`` on the packed feature map ``x``
     (ValueError if ``x`` is not a bit map with the op's ``in_channels``)."""
@@ -106,12 +117,7 @@ class _BConv(OpType):
     threshold = True
 
     def check(self, op: Op) -> None:
-        c, m = int_attr(op, "in_channels"), int_attr(op, "out_channels")
-        conv_geometry(op)
-        w = op.arrays["weight"]
-        if w.shape[0] != m or w.shape[3] != n_words(c) or min(w.shape) < 1:
-            raise ValueError(f"packed weight shape {w.shape} does not fit {c} -> {m} channels")
-        _check_out_arrays(op, m, self.threshold)
+        _check_out_arrays(op, check_binary_conv(op), self.threshold)
 
     def infer(self, op: Op, x: TensorSpec, state: GraphState) -> TensorSpec:
         m, oh, ow = binary_conv_out(op, x)

@@ -29,7 +29,7 @@ import numpy as np
 
 from stbin.deploy.ops.base import (GraphState, Op, OpType, RunContext, TensorSpec, conv_geometry, int_attr, need_kind,
                                    pair_attr, register_op, spatial_out, vec)
-from stbin.deploy.ops.binary_layers import binary_conv_out
+from stbin.deploy.ops.binary_layers import binary_conv_out, check_binary_conv
 from stbin.deploy.ops.residual import MAX_SLOTS
 from stbin.deploy.packing import n_words
 
@@ -97,11 +97,7 @@ class BConv2dRes(OpType):
     """Binary conv + real output stage + batch norm + shortcut (+ sign of the next layer), one pass."""
 
     def check(self, op: Op) -> None:
-        c, m = int_attr(op, "in_channels"), int_attr(op, "out_channels")
-        conv_geometry(op)
-        w = op.arrays["weight"]
-        if w.shape[0] != m or w.shape[3] != n_words(c) or min(w.shape) < 1:
-            raise ValueError(f"packed weight shape {w.shape} does not fit {c} -> {m} channels")
+        m = check_binary_conv(op)
         for a, b in (("scale", "bias"), ("alpha", "beta"), ("S", "T")):
             vec(op, a, m)
             vec(op, b, m)
