@@ -30,13 +30,15 @@ from stbin.nn.float_checkpoint import FloatLoadReport, load_float_state_dict
 
 
 def _import_all_modules() -> None:
-    """Import every module of this package, so that a new file registering a module type
-    (``@register_binary_module``) is all it takes to add one."""
+    """Import every public module of this package, so that a new file registering a module type
+    (``@register_binary_module``) is all it takes to add one. Private modules (``_name``: kernels,
+    helpers) are imported by the modules that use them, when they use them."""
     import importlib
     import pkgutil
 
     for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 _import_all_modules()

@@ -46,6 +46,7 @@ from stbin._validation import check_int_at_least, check_positive
 from stbin.estimators.latent import bernoulli_weight
 from stbin.estimators.noise import get_noise
 from stbin.estimators.stochastic import MODES
+from stbin.nn import exact_products
 from stbin.nn._deprecated import RenamedChannelScale, noise_scale_argument
 from stbin.nn.registry import BinaryModule, Precision, register_binary_module
 from stbin.nn.transfer import DEFAULT_QUANTILE, latent_from_float
@@ -190,6 +191,12 @@ class BinaryWeightLayer(RenamedChannelScale, BinaryModule):
         c = self._channel_factor()
         return w if c is None else w * c
 
+    def _exact_candidate(self) -> bool:
+        """Whether the forward product may hold only -1, 0, +1 (binary weights without a channel scale; the
+        input is checked): then :mod:`stbin.nn.exact_products` checks the values and takes the exact integer
+        route where they are."""
+        return self.channel_scale is None and self.weight_mode != "mean"
+
     def _quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.input_quantizer is None else self.input_quantizer(x)
 
@@ -283,6 +290,8 @@ class BinaryLinear(BinaryWeightLayer):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"{type(self).__name__} expected input of shape (..., {self.in_features}), "
                              f"got {tuple(x.shape)}")
+        if self._exact_candidate():
+            return exact_products.linear(self._quantize_input(x), self.effective_weight(), self.bias)
         return F.linear(self._quantize_input(x), self.effective_weight(), self.bias)
 
     def _plain_layer(self, weight: torch.Tensor) -> nn.Module:
@@ -359,8 +368,8 @@ class BinaryConv2d(BinaryWeightLayer):
         if self.padding_mode != "zeros":
             return F.conv2d(F.pad(x, self._explicit_padding(), mode=self.padding_mode), self.effective_weight(),
                             self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, self.effective_weight(), self.bias, self.stride,
-                        self.padding, self.dilation, self.groups)
+        conv = exact_products.conv2d if self._exact_candidate() else F.conv2d
+        return conv(x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _plain_layer(self, weight: torch.Tensor) -> nn.Module:
         m = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding, self.dilation,

@@ -1,0 +1,208 @@
+r"""Exact integer forward products of binary layers on CPU: ``linear`` and ``conv2d``.
+
+When both operands of a layer's product hold only the values -1, 0 and +1 (a binarized
+input times binary weights), every product term is an integer and so is every sum of
+them. A float32 GEMM then computes the exact result (every partial sum is an integer below
+:math:`2^{24}` in magnitude), and so does an **8-bit integer** GEMM with 32-bit
+accumulation — which the CPU's integer dot-product units (AVX-512 VNNI, AMX) run several
+times faster. :func:`linear` and :func:`conv2d` take that route when it gives the same
+numbers and fall back to ``torch.nn.functional.linear`` / ``conv2d`` otherwise:
+
+* forward: :math:`y = \mathrm{float}(\mathrm{int8}(x)\,\mathrm{int8}(w)^\top) + b`
+  (``torch._int_mm``), resp. oneDNN's quantized convolution on :math:`x + 1` in uint8 with
+  zero point 1 and int8 weights, written in float (padding is the zero point, i.e. the
+  value 0, as in the float convolution). The integer sum is exact, so the result is the
+  float product's, bit for bit without a bias; a bias is added once to the exact sum (one
+  rounding, the correctly rounded value; a float GEMM may round before the last term);
+* backward: the float operations autograd uses for ``linear`` / ``conv2d``:
+  :math:`\partial x = g\,w`, :math:`\partial w = g^\top x`, :math:`\partial b = \sum g`
+  (``aten.convolution_backward`` for the convolution), so gradients are unchanged.
+
+The route is taken on CPU tensors of float32/float64, outside ``torch.compile``, on a CPU
+with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), for products of at
+least :data:`MIN_MACS` multiply-adds, and only after a one-pass check
+(:mod:`stbin.nn._ternary_numba`) that both operands are ternary; anything else (a real
+input, mean-mode weights, a channel scale, NaN) takes the float path with its numbers. A
+real-valued operand is refused from its first :data:`HEAD` elements, without a pass over it.
+:class:`stbin.nn.BinaryLinear` and :class:`stbin.nn.BinaryConv2d` call them whenever their
+weights are binary without a channel scale, whatever binarizes their input (an input
+quantizer or the activation module before them).
+
+Example (a product of ±1 matrices, large enough for the integer route)::
+
+    >>> x = torch.randint(0, 2, (64, 512)).float() * 2 - 1
+    >>> w = torch.randint(0, 2, (256, 512)).float() * 2 - 1
+    >>> torch.equal(linear(x, w), torch.nn.functional.linear(x, w))
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from stbin.estimators._common import is_compiling
+
+#: products below this many multiply-adds keep the float path (the conversions' fixed cost dominates)
+MIN_MACS = 1 << 21
+#: the largest reduction length: float32 sums of ±1 terms are exact below 2^24
+MAX_K = 1 << 24
+#: operands from this many elements on are converted over numba's threads
+PARALLEL_MIN_NUMEL = 1 << 16
+#: elements checked before the one-pass conversion (a real-valued operand is refused without a pass over it)
+HEAD = 64
+_STATE = {"enabled": True}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supported() -> bool:
+    """Whether this CPU has 8-bit dot-product instructions and torch has oneDNN's quantized kernels."""
+    try:
+        from llvmlite import binding
+
+        from stbin.nn import _ternary_numba  # noqa: F401 - numba must import
+
+        feats = binding.get_host_cpu_features()
+        vnni = any(feats.get(f) for f in ("avx512vnni", "avxvnni", "amx-int8"))
+        return bool(vnni and torch.backends.mkldnn.is_available() and hasattr(torch, "_int_mm")
+                    and hasattr(torch.ops.onednn, "qconv2d_pointwise"))
+    except Exception:  # noqa: BLE001 - no numba, no llvmlite, an unusual torch build: the float path
+        return False
+
+
+def enabled() -> bool:
+    """Whether the integer route may be taken (on by default; see :func:`disabled`)."""
+    return _STATE["enabled"] and cpu_supported()
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Within the block, every product takes the float path (benchmarks, tests)."""
+    before = _STATE["enabled"]
+    _STATE["enabled"] = False
+    try:
+        yield
+    finally:
+        _STATE["enabled"] = before
+
+
+def _usable(x: torch.Tensor, w: torch.Tensor, macs: int, k: int) -> bool:
+    return (macs >= MIN_MACS and 0 < k < MAX_K and x.device.type == "cpu" and w.device.type == "cpu"
+            and x.dtype == w.dtype and x.dtype in (torch.float32, torch.float64) and enabled())
+
+
+def _small_int(t: torch.Tensor, offset: int) -> torch.Tensor | None:
+    """``sign(t) + offset`` as int8 (offset 0) / uint8 (offset 1) in ``t``'s shape, or None if ``t`` is not ternary."""
+    from stbin.nn._ternary_numba import to_small_int
+
+    src = t.detach().contiguous()
+    head = src.view(-1)[:HEAD].numpy()
+    if not ((head == 1) | (head == -1) | (head == 0)).all():  # a real-valued tensor fails here, at no cost
+        return None
+    out = torch.empty(src.shape, dtype=torch.int8 if offset == 0 else torch.uint8)
+    threads = torch.get_num_threads()
+    ok = to_small_int(src.view(-1).numpy(), out.view(-1).numpy(), offset,
+                      src.numel() >= PARALLEL_MIN_NUMEL and threads > 1, threads)
+    return out if ok else None
+
+
+class _IntLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x2, w, b, xi, wi):  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(x2, w)
+        ctx.has_bias = b is not None
+        y = torch._int_mm(xi, wi.t()).to(x2.dtype)
+        return y.add_(b) if b is not None else y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        x2, w = ctx.saved_tensors
+        gx = g.mm(w) if ctx.needs_input_grad[0] else None
+        gw = g.t().mm(x2) if ctx.needs_input_grad[1] else None
+        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None, None
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear(x, w, b)``, through an exact 8-bit product where it applies.
+
+    Args:
+        x: input (*, K); w: weight (M, K); b: optional bias (M,).
+
+    Shape: output (*, M), as ``F.linear``.
+    """
+    if is_compiling():  # torch.compile traces the float operation (no Python-side checks in the graph)
+        return F.linear(x, w, b)
+    k = w.shape[-1] if w.dim() == 2 else 0
+    rows = x.numel() // max(k, 1) if x.dim() >= 2 and x.shape[-1] == k else 0
+    if not (rows and _usable(x, w, rows * k * w.shape[0], k)):
+        return F.linear(x, w, b)
+    x2 = x.reshape(rows, k)
+    xi = _small_int(x2, 0)
+    wi = None if xi is None else _small_int(w, 0)
+    if wi is None:
+        return F.linear(x, w, b)
+    y = _IntLinear.apply(x2, w, b, xi, wi)
+    return y if x.dim() == 2 else y.reshape(*x.shape[:-1], w.shape[0])
+
+
+class _IntConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, b, xu, wp, geometry):  # type: ignore[no-untyped-def, override]
+        stride, padding, dilation, groups = geometry
+        ctx.save_for_backward(x, w)
+        ctx.geometry, ctx.has_bias = geometry, b is not None
+        m = w.shape[0]
+        y = torch.ops.onednn.qconv2d_pointwise(xu, 1.0, 1, wp, torch.ones(m), torch.zeros(m, dtype=torch.long), None,
+                                               stride, padding, dilation, groups, 1.0, 0, torch.float32, "none", [],
+                                               "")
+        y = y.to(x.dtype).contiguous()  # NCHW, as the float convolution returns for an NCHW input
+        return y.add_(b.view(1, -1, 1, 1)) if b is not None else y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        gx, gw, gb = torch.ops.aten.convolution_backward(g.contiguous(), x, w, [w.shape[0]] if ctx.has_bias else None,
+                                                         stride, padding, dilation, False, [0, 0], groups, mask)
+        return gx, gw, gb, None, None, None
+
+
+def _pair(v: int | Sequence[int]) -> list[int] | None:
+    t = [v, v] if isinstance(v, int) else list(v)
+    return t if len(t) == 2 and all(isinstance(i, int) for i in t) else None
+
+
+def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: int | Sequence[int] = 1,
+           padding: int | Sequence[int] | str = 0, dilation: int | Sequence[int] = 1, groups: int = 1) -> torch.Tensor:
+    """``torch.nn.functional.conv2d`` with zero padding, through an exact 8-bit product where it applies.
+
+    Args: as ``F.conv2d``; ``x`` (N, C, H, W) contiguous NCHW, ``w`` (M, C / groups, kh, kw).
+
+    Shape: output (N, M, H', W'), as ``F.conv2d``.
+    """
+    if is_compiling():
+        return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    geometry = (_pair(stride), [0, 0] if padding == "valid" else _pair(padding), _pair(dilation), groups)  # type: ignore[arg-type]
+    if (x.dim() != 4 or w.dim() != 4 or None in geometry or not x.is_contiguous() or x.shape[1] != w.shape[1] * groups
+            or w.shape[0] % groups):
+        return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    n, _, h, wd = x.shape
+    (sh, sw), (ph, pw), (dh, dw) = geometry[:3]  # type: ignore[misc]
+    oh = (h + 2 * ph - dh * (w.shape[2] - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (w.shape[3] - 1) - 1) // sw + 1
+    k = w[0].numel()
+    if oh <= 0 or ow <= 0 or not _usable(x, w, n * oh * ow * w.shape[0] * k, k):
+        return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    xu = _small_int(x, 1)
+    wi = None if xu is None else _small_int(w, 0)
+    if wi is None:
+        return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    wp = torch.ops.onednn.qconv_prepack(wi, torch.ones(w.shape[0]), 1.0, 1, geometry[0], geometry[1], geometry[2],
+                                        groups, list(x.shape))
+    return _IntConv2d.apply(x, w, b, xu, wp, geometry)

@@ -1,0 +1,194 @@
+"""stbin.nn.exact_products: the integer route gives the float products' numbers and gradients, and is taken
+only where it may (ternary operands, CPU, large enough); the conversion kernel checks every value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import stbin.nn as snn
+from stbin.nn import exact_products as ep
+from stbin.nn._ternary_numba import to_small_int
+
+needs_route = pytest.mark.skipif(not ep.cpu_supported(), reason="no 8-bit dot-product instructions on this CPU")
+
+
+def _ternary(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, seed: int = 0,
+             values: tuple[float, ...] = (-1.0, 0.0, 1.0)) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(values), shape, generator=g)
+    return torch.tensor(values, dtype=dtype)[idx]
+
+
+def _routed(y: torch.Tensor) -> bool:
+    fn = y.grad_fn
+    while fn is not None and type(fn).__name__ == "ViewBackward0":  # a reshape of the batch dimensions
+        fn = fn.next_functions[0][0]
+    return fn is not None and "_Int" in type(fn).__name__
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_to_small_int_converts_and_checks_every_value(dtype: torch.dtype, offset: int) -> None:
+    src = torch.tensor([1.0, -1.0, 0.0, -0.0] * 5000, dtype=dtype).numpy()
+    dst = np.empty(src.shape, np.int8 if offset == 0 else np.uint8)
+    for parallel in (False, True):
+        assert to_small_int(src, dst, offset, parallel, 2)
+        assert (dst.astype(np.int64) - offset == np.sign(src)).all()
+    one = dtype == torch.float32 and np.float32(1.0) or np.float64(1.0)
+    bad_values = [0.5, 2.0, -3.0, np.nextafter(one, 2), np.nextafter(-one, -2), np.nextafter(0, 1, dtype=src.dtype),
+                  np.inf, -np.inf, np.nan, 127.0]
+    for bad in bad_values:  # one bad value anywhere, at either end or in the middle, is found
+        for pos in (0, len(src) // 2, len(src) - 1):
+            s = src.copy()
+            s[pos] = bad
+            for parallel in (False, True):
+                assert not to_small_int(s, dst, offset, parallel, 2), (bad, pos, parallel)
+
+
+def test_to_small_int_refuses_bad_arrays() -> None:
+    src = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match="source"):
+        to_small_int(np.ones((2, 4), np.float32), np.empty(8, np.int8))
+    with pytest.raises(ValueError, match="destination"):
+        to_small_int(src, np.empty(8, np.uint8), 0)
+    with pytest.raises(ValueError, match="destination"):
+        to_small_int(src, np.empty(7, np.int8), 0)
+    with pytest.raises(ValueError, match="destination"):
+        to_small_int(src, np.empty(8, np.int8), 2)
+
+
+@needs_route
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(64, 512, 256), (3, 1000, 777), (700, 33, 97)])
+def test_linear_equals_the_float_product_and_its_gradients(dtype: torch.dtype, shape: tuple[int, int, int]) -> None:
+    n, k, m = shape
+    x = _ternary((n, k), dtype, 1).requires_grad_()
+    w = _ternary((m, k), dtype, 2).requires_grad_()
+    x0, w0 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    y, y0 = ep.linear(x, w), F.linear(x0, w0)
+    assert _routed(y) == (n * k * m >= ep.MIN_MACS)
+    assert torch.equal(y, y0)
+    g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
+    y.backward(g)
+    y0.backward(g)
+    assert torch.equal(x.grad, x0.grad) and torch.equal(w.grad, w0.grad)  # autograd's own operations
+
+
+@needs_route
+def test_linear_with_bias_and_batch_dims_is_the_correctly_rounded_sum() -> None:
+    x = _ternary((4, 16, 512), seed=4).requires_grad_()
+    w = _ternary((384, 512), seed=5)
+    b = torch.randn(384, generator=torch.Generator().manual_seed(6)).requires_grad_()
+    y = ep.linear(x, w, b)
+    assert _routed(y) and y.shape == (4, 16, 384)
+    exact = (x.detach().double() @ w.double().t() + b.detach().double()).float()
+    assert torch.equal(y, exact)
+    y.sum().backward()
+    assert torch.equal(b.grad, torch.full((384,), 64.0))
+
+
+@needs_route
+def test_linear_takes_the_float_path_for_non_ternary_or_nan_operands() -> None:
+    w = _ternary((256, 512), seed=7)
+    for bad in (0.5, float("nan"), float("inf")):
+        x = _ternary((64, 512), seed=8)
+        x[5, 7] = bad
+        y, y0 = ep.linear(x.requires_grad_(), w), F.linear(x, w)
+        assert not _routed(y)
+        assert torch.equal(y.isnan(), y0.isnan()) and torch.equal(y.nan_to_num(), y0.nan_to_num())
+        w2 = w.clone()
+        w2[3, 3] = bad
+        assert not _routed(ep.linear(_ternary((64, 512), seed=9).requires_grad_(), w2))
+    with ep.disabled():
+        assert not _routed(ep.linear(_ternary((64, 512)).requires_grad_(), w))
+
+
+@needs_route
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("geometry", [(1, 1, 1, 1), (2, 1, 1, 1), (1, 0, 2, 1), (2, 2, 1, 1), (1, 1, 1, 4),
+                                      (1, (1, 0), (1, 2), 2)])
+def test_conv2d_equals_the_float_convolution_and_its_gradients(dtype: torch.dtype, geometry: tuple) -> None:
+    stride, padding, dilation, groups = geometry
+    x = _ternary((6, 32, 13, 11), dtype, 10).requires_grad_()
+    w = _ternary((48, 32 // groups, 3, 3), dtype, 11).requires_grad_()
+    b = torch.randn(48, dtype=dtype, generator=torch.Generator().manual_seed(12)).requires_grad_()
+    x0, w0, b0 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y = ep.conv2d(x, w, None, stride, padding, dilation, groups)
+    y0 = F.conv2d(x0, w0, None, stride, padding, dilation, groups)
+    assert _routed(y) and y.is_contiguous() and y.dtype == dtype
+    assert torch.equal(y, y0)
+    g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(13))
+    y.backward(g)
+    y0.backward(g)
+    assert torch.equal(x.grad, x0.grad) and torch.equal(w.grad, w0.grad)  # autograd's own operations
+    yb = ep.conv2d(x, w, b, stride, padding, dilation, groups)
+    exact = (F.conv2d(x.detach().double(), w.detach().double(), b.detach().double(), stride, padding, dilation,
+                      groups)).to(dtype)
+    assert _routed(yb) and torch.equal(yb, exact)
+    yb.sum().backward()
+    assert torch.equal(b.grad, torch.full((48,), float(y[:, 0].numel())))
+
+
+@needs_route
+def test_conv2d_takes_the_float_path_where_it_must() -> None:
+    x, w = _ternary((4, 32, 12, 12), seed=14), _ternary((32, 32, 3, 3), seed=15)
+    x_half = x.clone()
+    x_half[0, 0, 0, 0] = 0.5
+    for args in ((x_half, w, None, 1, 1), (x, w, None, 1, "same"), (x.transpose(2, 3), w, None, 1, 1),
+                 (x.requires_grad_(), _ternary((32, 32, 3, 3), seed=16) * 0.5, None, 1, 1)):
+        y = ep.conv2d(*args)
+        assert not _routed(y) and torch.equal(y, F.conv2d(*args))
+    small = _ternary((1, 4, 5, 5)).requires_grad_()
+    assert not _routed(ep.conv2d(small, _ternary((4, 4, 3, 3)), None, 1, 1))  # below MIN_MACS
+
+
+@needs_route
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_binary_layers_use_the_route_with_the_same_outputs_and_gradients(layer: str) -> None:
+    def build() -> tuple[torch.nn.Module, torch.Tensor]:
+        torch.manual_seed(17)
+        if layer == "linear":
+            return snn.BinaryLinear(512, 256, input_quantizer=snn.StochasticSign()), torch.randn(64, 512)
+        return snn.BinaryConv2d(64, 64, 3, padding=1, input_quantizer=snn.StochasticSign()), torch.randn(8, 64, 12, 12)
+
+    outs = []
+    for route in (True, False):
+        m, x = build()
+        x.requires_grad_()
+        torch.manual_seed(18)
+        if route:
+            y = m(x)
+        else:
+            with ep.disabled():
+                y = m(x)
+        assert _routed(y) == route
+        y.square().sum().backward()
+        outs.append((y.detach(), x.grad, m.latent_weight.grad))
+    (y1, gx1, gw1), (y2, gx2, gw2) = outs
+    assert torch.allclose(y1, y2, rtol=1e-6, atol=1e-5)  # bias: one rounding against the GEMM's
+    assert torch.allclose(gx1, gx2, rtol=1e-4, atol=1e-4) and torch.allclose(gw1, gw2, rtol=1e-4, atol=1e-4)
+    m, x = build()
+    m.eval_mode = "mean"
+    m.eval()
+    assert not _routed(m(x.requires_grad_()))  # mean weights are real: the float path, no conversion tried
+
+
+@needs_route
+def test_layers_route_a_binary_input_from_any_source_and_refuse_a_real_one_without_converting_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(19)
+    m = snn.BinaryConv2d(64, 64, 3, padding=1, bias=False)  # no input quantizer: the activation before it binarizes
+    pm1 = _ternary((8, 64, 12, 12), values=(-1.0, 1.0), seed=20).requires_grad_()
+    assert _routed(m(pm1))
+    m.eval()
+    y = m(pm1)
+    assert _routed(y) and torch.equal(y, F.conv2d(pm1, m.binary_weight("mode"), None, 1, 1))
+    calls = []
+    real = torch.randn(8, 64, 12, 12, requires_grad=True)
+    monkeypatch.setattr("stbin.nn._ternary_numba.to_small_int", lambda *a, **k: calls.append(a) or True)
+    assert not _routed(m(real)) and calls == []
+    scaled = snn.BinaryConv2d(64, 64, 3, padding=1, channel_scale="mean_abs")
+    assert not _routed(scaled(pm1)) and calls == []
