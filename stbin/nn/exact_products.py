@@ -20,7 +20,8 @@ numbers and fall back to ``torch.nn.functional.linear`` / ``conv2d`` otherwise:
 
 The route is taken on CPU tensors of float32/float64, outside ``torch.compile``, on a CPU
 with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), for products of at
-least :data:`MIN_MACS` multiply-adds, and only after a one-pass check
+least :data:`MIN_MACS` multiply-adds whose weights are reused enough to repay their conversion
+(:data:`MIN_LINEAR_ROWS`, :data:`MIN_CONV_REUSE`, :data:`MIN_CONV_CHANNELS`), and only after a one-pass check
 (:mod:`stbin.nn._ternary_numba`) that both operands are ternary; anything else (a real
 input, mean-mode weights, a channel scale, NaN) takes the float path with its numbers. A
 real-valued operand is refused from its first :data:`HEAD` elements, without a pass over it.
@@ -49,6 +50,16 @@ from stbin.estimators._common import is_compiling
 
 #: products below this many multiply-adds keep the float path (the conversions' fixed cost dominates)
 MIN_MACS = 1 << 21
+#: a linear layer takes the integer route from this many rows on: the weights' conversion (about 1 ns a
+#: weight on one core) is then repaid by the faster product (measured: benchmarks/bench_layers.py)
+MIN_LINEAR_ROWS = 32
+#: a convolution takes it where each weight is used at least this many times (N * H' * W') per torch
+#: thread, and from this many output channels on: oneDNN packs the int8 weights anew at every call (7-10 ns
+#: a weight, one thread), which only a large reuse repays (measured on this project's 2-core x86 machine,
+#: 2026-12-02: a 512-channel 3x3 convolution on 2x2 maps at batch 16 took 5.2 ms in float32 against 17.5 ms
+#: for the packing alone; a 64-channel one on 32x32 maps 12.4 ms against 0.24 + 4.6 ms)
+MIN_CONV_REUSE = 2048
+MIN_CONV_CHANNELS = 32
 #: the largest reduction length: float32 sums of ±1 terms are exact below 2^24
 MAX_K = 1 << 24
 #: operands from this many elements on are converted over numba's threads
@@ -139,7 +150,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
         return F.linear(x, w, b)
     k = w.shape[-1] if w.dim() == 2 else 0
     rows = x.numel() // max(k, 1) if x.dim() >= 2 and x.shape[-1] == k else 0
-    if not (rows and _usable(x, w, rows * k * w.shape[0], k)):
+    if not (rows >= MIN_LINEAR_ROWS and _usable(x, w, rows * k * w.shape[0], k)):
         return F.linear(x, w, b)
     x2 = x.reshape(rows, k)
     xi = _small_int(x2, 0)
@@ -197,7 +208,9 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stri
     oh = (h + 2 * ph - dh * (w.shape[2] - 1) - 1) // sh + 1
     ow = (wd + 2 * pw - dw * (w.shape[3] - 1) - 1) // sw + 1
     k = w[0].numel()
-    if oh <= 0 or ow <= 0 or not _usable(x, w, n * oh * ow * w.shape[0] * k, k):
+    reuse = n * oh * ow
+    if (reuse < MIN_CONV_REUSE * torch.get_num_threads() or w.shape[0] // groups < MIN_CONV_CHANNELS
+            or not _usable(x, w, reuse * w.shape[0] * k, k)):
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
     xu = _small_int(x, 1)
     wi = None if xu is None else _small_int(w, 0)

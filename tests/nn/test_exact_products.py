@@ -15,6 +15,13 @@ from stbin.nn._ternary_numba import to_small_int
 needs_route = pytest.mark.skipif(not ep.cpu_supported(), reason="no 8-bit dot-product instructions on this CPU")
 
 
+@pytest.fixture
+def small_products(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every product takes the integer route where its values allow (small tensors keep the tests fast)."""
+    for name in ("MIN_MACS", "MIN_LINEAR_ROWS", "MIN_CONV_REUSE", "MIN_CONV_CHANNELS"):
+        monkeypatch.setattr(ep, name, 1)
+
+
 def _ternary(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, seed: int = 0,
              values: tuple[float, ...] = (-1.0, 0.0, 1.0)) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -63,13 +70,14 @@ def test_to_small_int_refuses_bad_arrays() -> None:
 @needs_route
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(64, 512, 256), (3, 1000, 777), (700, 33, 97)])
-def test_linear_equals_the_float_product_and_its_gradients(dtype: torch.dtype, shape: tuple[int, int, int]) -> None:
+def test_linear_equals_the_float_product_and_its_gradients(dtype: torch.dtype, shape: tuple[int, int, int],
+                                                           small_products: None) -> None:
     n, k, m = shape
     x = _ternary((n, k), dtype, 1).requires_grad_()
     w = _ternary((m, k), dtype, 2).requires_grad_()
     x0, w0 = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
     y, y0 = ep.linear(x, w), F.linear(x0, w0)
-    assert _routed(y) == (n * k * m >= ep.MIN_MACS)
+    assert _routed(y)
     assert torch.equal(y, y0)
     g = torch.randn(y.shape, dtype=dtype, generator=torch.Generator().manual_seed(3))
     y.backward(g)
@@ -78,7 +86,7 @@ def test_linear_equals_the_float_product_and_its_gradients(dtype: torch.dtype, s
 
 
 @needs_route
-def test_linear_with_bias_and_batch_dims_is_the_correctly_rounded_sum() -> None:
+def test_linear_with_bias_and_batch_dims_is_the_correctly_rounded_sum(small_products: None) -> None:
     x = _ternary((4, 16, 512), seed=4).requires_grad_()
     w = _ternary((384, 512), seed=5)
     b = torch.randn(384, generator=torch.Generator().manual_seed(6)).requires_grad_()
@@ -91,7 +99,7 @@ def test_linear_with_bias_and_batch_dims_is_the_correctly_rounded_sum() -> None:
 
 
 @needs_route
-def test_linear_takes_the_float_path_for_non_ternary_or_nan_operands() -> None:
+def test_linear_takes_the_float_path_for_non_ternary_or_nan_operands(small_products: None) -> None:
     w = _ternary((256, 512), seed=7)
     for bad in (0.5, float("nan"), float("inf")):
         x = _ternary((64, 512), seed=8)
@@ -110,7 +118,8 @@ def test_linear_takes_the_float_path_for_non_ternary_or_nan_operands() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("geometry", [(1, 1, 1, 1), (2, 1, 1, 1), (1, 0, 2, 1), (2, 2, 1, 1), (1, 1, 1, 4),
                                       (1, (1, 0), (1, 2), 2)])
-def test_conv2d_equals_the_float_convolution_and_its_gradients(dtype: torch.dtype, geometry: tuple) -> None:
+def test_conv2d_equals_the_float_convolution_and_its_gradients(dtype: torch.dtype, geometry: tuple,
+                                                               small_products: None) -> None:
     stride, padding, dilation, groups = geometry
     x = _ternary((6, 32, 13, 11), dtype, 10).requires_grad_()
     w = _ternary((48, 32 // groups, 3, 3), dtype, 11).requires_grad_()
@@ -133,7 +142,7 @@ def test_conv2d_equals_the_float_convolution_and_its_gradients(dtype: torch.dtyp
 
 
 @needs_route
-def test_conv2d_takes_the_float_path_where_it_must() -> None:
+def test_conv2d_takes_the_float_path_where_it_must(small_products: None) -> None:
     x, w = _ternary((4, 32, 12, 12), seed=14), _ternary((32, 32, 3, 3), seed=15)
     x_half = x.clone()
     x_half[0, 0, 0, 0] = 0.5
@@ -141,13 +150,31 @@ def test_conv2d_takes_the_float_path_where_it_must() -> None:
                  (x.requires_grad_(), _ternary((32, 32, 3, 3), seed=16) * 0.5, None, 1, 1)):
         y = ep.conv2d(*args)
         assert not _routed(y) and torch.equal(y, F.conv2d(*args))
-    small = _ternary((1, 4, 5, 5)).requires_grad_()
-    assert not _routed(ep.conv2d(small, _ternary((4, 4, 3, 3)), None, 1, 1))  # below MIN_MACS
+
+
+@needs_route
+def test_the_route_needs_enough_work_per_weight() -> None:
+    """Defaults: a product below MIN_MACS, a linear layer of few rows, a convolution whose weights are used few
+    times per thread or with few output channels keep the float path; large enough ones take the route."""
+    threads = torch.get_num_threads()
+    w = _ternary((512, 512))
+    assert not _routed(ep.linear(_ternary((ep.MIN_LINEAR_ROWS - 1, 512)).requires_grad_(), w))
+    assert _routed(ep.linear(_ternary((ep.MIN_LINEAR_ROWS, 512)).requires_grad_(), w))
+    side = 16
+    n_ok = -(-ep.MIN_CONV_REUSE * threads // side ** 2)
+    w = _ternary((ep.MIN_CONV_CHANNELS, 32, 3, 3))
+    assert _routed(ep.conv2d(_ternary((n_ok, 32, side, side)).requires_grad_(), w, None, 1, 1))
+    if n_ok > 1:
+        assert not _routed(ep.conv2d(_ternary((n_ok - 1, 32, side, side)).requires_grad_(), w, None, 1, 1))
+    narrow = _ternary((ep.MIN_CONV_CHANNELS - 1, 32, 3, 3))
+    assert not _routed(ep.conv2d(_ternary((n_ok, 32, side, side)).requires_grad_(), narrow, None, 1, 1))
+    tiny = _ternary((1, 4, 5, 5)).requires_grad_()
+    assert not _routed(ep.conv2d(tiny, _ternary((4, 4, 3, 3)), None, 1, 1))
 
 
 @needs_route
 @pytest.mark.parametrize("layer", ["linear", "conv"])
-def test_binary_layers_use_the_route_with_the_same_outputs_and_gradients(layer: str) -> None:
+def test_binary_layers_use_the_route_with_the_same_outputs_and_gradients(layer: str, small_products: None) -> None:
     def build() -> tuple[torch.nn.Module, torch.Tensor]:
         torch.manual_seed(17)
         if layer == "linear":
@@ -178,7 +205,7 @@ def test_binary_layers_use_the_route_with_the_same_outputs_and_gradients(layer: 
 
 @needs_route
 def test_layers_route_a_binary_input_from_any_source_and_refuse_a_real_one_without_converting_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, small_products: None) -> None:
     torch.manual_seed(19)
     m = snn.BinaryConv2d(64, 64, 3, padding=1, bias=False)  # no input quantizer: the activation before it binarizes
     pm1 = _ternary((8, 64, 12, 12), values=(-1.0, 1.0), seed=20).requires_grad_()
