@@ -8,7 +8,7 @@ write of ``dst`` (an int8 or uint8 array of the same size), where torch needs a 
 and a comparison pass with their temporaries.
 
 Arrays are 1-D and contiguous; ``parallel=True`` runs the loop over numba's threads with
-the same result as the serial loop (each element is converted alone; the check is a count).
+the same result as the serial loop (each element is converted alone; the check is a flag per chunk).
 """
 
 from __future__ import annotations
@@ -16,27 +16,43 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from stbin.estimators._logistic_sampling_numba import _prefer_512_bit_vectors
 from stbin.estimators._numba_config import JIT, set_threads
+
+
+#: elements per work item of the parallel loop
+_CHUNK = 1 << 16
+
+
+@njit(inline="always")
+def _convert(src, dst, offset):
+    """One branch-free vectorised loop: ``dst <- clamp(src, -1, 1) + offset``, and whether a value was not
+    -1, 0 or +1 (the clamp's result is then meaningless, never used). A boolean flag, not a count: a count's
+    64-bit lanes made LLVM use vectors of half the width (15 against 9 ms for 16.8 M elements, one thread)."""
+    _prefer_512_bit_vectors()
+    one, zero, off = src.dtype.type(1.0), src.dtype.type(0.0), src.dtype.type(offset)
+    bad = False
+    for i in range(src.size):
+        v = src[i]
+        bad |= (v != one) & (v != -one) & (v != zero)
+        dst[i] = min(max(v, -one), one) + off
+    return bad
 
 
 @njit(**JIT)
 def _convert_serial(src, dst, offset):
-    bad = 0
-    for i in range(src.size):
-        v = src[i]
-        bad += 0 if (v == 1.0) | (v == -1.0) | (v == 0.0) else 1
-        dst[i] = (1 if v > 0 else (-1 if v < 0 else 0)) + offset
-    return bad
+    return _convert(src, dst, offset)
 
 
 @njit(parallel=True, **JIT)
 def _convert_parallel(src, dst, offset):
-    bad = 0
-    for i in prange(src.size):
-        v = src[i]
-        bad += 0 if (v == 1.0) | (v == -1.0) | (v == 0.0) else 1
-        dst[i] = (1 if v > 0 else (-1 if v < 0 else 0)) + offset
-    return bad
+    chunks = (src.size + _CHUNK - 1) // _CHUNK
+    bad = np.zeros(chunks, np.bool_)
+    for c in prange(chunks):
+        lo = c * _CHUNK
+        hi = min(lo + _CHUNK, src.size)
+        bad[c] = _convert(src[lo:hi], dst[lo:hi], offset)
+    return bad.any()
 
 
 def to_small_int(src: np.ndarray, dst: np.ndarray, offset: int = 0, parallel: bool = False,
@@ -60,5 +76,5 @@ def to_small_int(src: np.ndarray, dst: np.ndarray, offset: int = 0, parallel: bo
                          f"shape {src.shape} for offset {offset}, got {dst.dtype} {dst.shape}")
     if parallel:
         set_threads(threads)
-        return _convert_parallel(src, dst, offset) == 0
-    return _convert_serial(src, dst, offset) == 0
+        return not _convert_parallel(src, dst, offset)
+    return not _convert_serial(src, dst, offset)

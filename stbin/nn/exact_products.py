@@ -50,7 +50,7 @@ from stbin.estimators._common import is_compiling
 
 #: products below this many multiply-adds keep the float path (the conversions' fixed cost dominates)
 MIN_MACS = 1 << 21
-#: a linear layer takes the integer route from this many rows on: the weights' conversion (about 1 ns a
+#: a linear layer takes the integer route from this many rows on: the weights' conversion (about 0.6 ns a
 #: weight on one core) is then repaid by the faster product (measured: benchmarks/bench_layers.py)
 MIN_LINEAR_ROWS = 32
 #: a convolution takes it where each weight is used at least this many times (N * H' * W') per torch

@@ -39,7 +39,7 @@ def _routed(y: torch.Tensor) -> bool:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_to_small_int_converts_and_checks_every_value(dtype: torch.dtype, offset: int) -> None:
-    src = torch.tensor([1.0, -1.0, 0.0, -0.0] * 5000, dtype=dtype).numpy()
+    src = torch.tensor([1.0, -1.0, 0.0, -0.0] * 33000, dtype=dtype).numpy()  # three parallel chunks
     dst = np.empty(src.shape, np.int8 if offset == 0 else np.uint8)
     for parallel in (False, True):
         assert to_small_int(src, dst, offset, parallel, 2)
