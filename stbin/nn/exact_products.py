@@ -146,8 +146,12 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
 
     Shape: output (*, M), as ``F.linear``.
     """
-    if is_compiling():  # torch.compile traces the float operation (no Python-side checks in the graph)
-        return F.linear(x, w, b)
+    if is_compiling():  # one opaque node of the graph: the checks run when the compiled graph runs
+        return exact_linear(x, w, b) if _OPS and x.device.type == "cpu" else F.linear(x, w, b)
+    return _linear(x, w, b)
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     k = w.shape[-1] if w.dim() == 2 else 0
     rows = x.numel() // max(k, 1) if x.dim() >= 2 and x.shape[-1] == k else 0
     if not (rows >= MIN_LINEAR_ROWS and _usable(x, w, rows * k * w.shape[0], k)):
@@ -198,7 +202,15 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stri
     Shape: output (N, M, H', W'), as ``F.conv2d``.
     """
     if is_compiling():
+        geometry = (_pair(stride), [0, 0] if padding == "valid" else _pair(padding), _pair(dilation))
+        if _OPS and x.device.type == "cpu" and None not in geometry:
+            return exact_conv2d(x, w, b, *geometry, groups)  # type: ignore[arg-type]
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    return _conv2d(x, w, b, stride, padding, dilation, groups)
+
+
+def _conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int | Sequence[int],
+            padding: int | Sequence[int] | str, dilation: int | Sequence[int], groups: int) -> torch.Tensor:
     geometry = (_pair(stride), [0, 0] if padding == "valid" else _pair(padding), _pair(dilation), groups)  # type: ignore[arg-type]
     if (x.dim() != 4 or w.dim() != 4 or None in geometry or not x.is_contiguous() or x.shape[1] != w.shape[1] * groups
             or w.shape[0] % groups):
@@ -219,3 +231,56 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stri
     wp = torch.ops.onednn.qconv_prepack(wi, torch.ones(w.shape[0]), 1.0, 1, geometry[0], geometry[1], geometry[2],
                                         groups, list(x.shape))
     return _IntConv2d.apply(x, w, b, xu, wp, geometry)
+
+
+# -- torch.compile: the same routes as custom operators (opaque nodes, checks at run time) ---------------------------
+
+_OPS = hasattr(torch.library, "custom_op")
+
+if _OPS:
+    @torch.library.custom_op("stbin::exact_linear", mutates_args=())
+    def exact_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """:func:`linear` as a custom operator (what a compiled graph calls)."""
+        return _linear(x, w, b)
+
+    @exact_linear.register_fake
+    def _(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+    def _linear_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, w, b = inputs
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+
+    def _linear_backward(ctx, g):  # type: ignore[no-untyped-def]
+        x, w = ctx.saved_tensors
+        x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+        return g2.mm(w).reshape(x.shape), g2.t().mm(x2), g2.sum(0) if ctx.has_bias else None
+
+    exact_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+    @torch.library.custom_op("stbin::exact_conv2d", mutates_args=())
+    def exact_conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: list[int], padding: list[int],
+                     dilation: list[int], groups: int) -> torch.Tensor:
+        """:func:`conv2d` as a custom operator (what a compiled graph calls)."""
+        return _conv2d(x.contiguous(), w, b, stride, padding, dilation, groups)
+
+    @exact_conv2d.register_fake
+    def _(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: list[int], padding: list[int],
+          dilation: list[int], groups: int) -> torch.Tensor:
+        return F.conv2d(x.contiguous(), w, b, stride, padding, dilation, groups).contiguous()
+
+    def _conv_setup(ctx, inputs, output):  # type: ignore[no-untyped-def]
+        x, w, b, stride, padding, dilation, groups = inputs
+        ctx.save_for_backward(x, w)
+        ctx.geometry, ctx.has_bias = (stride, padding, dilation, groups), b is not None
+
+    def _conv_backward(ctx, g):  # type: ignore[no-untyped-def]
+        x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        gx, gw, gb = torch.ops.aten.convolution_backward(g.contiguous(), x, w, [w.shape[0]] if ctx.has_bias else None,
+                                                         stride, padding, dilation, False, [0, 0], groups,
+                                                         [True, True, ctx.has_bias])
+        return gx, gw, gb, None, None, None, None
+
+    exact_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)

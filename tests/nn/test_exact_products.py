@@ -219,3 +219,30 @@ def test_layers_route_a_binary_input_from_any_source_and_refuse_a_real_one_witho
     assert not _routed(m(real)) and calls == []
     scaled = snn.BinaryConv2d(64, 64, 3, padding=1, channel_scale="mean_abs")
     assert not _routed(scaled(pm1)) and calls == []
+
+
+@needs_route
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_compiled_layers_call_the_route_as_one_operator_with_eager_numbers(layer: str, small_products: None) -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    x = _ternary((8, 32, 10, 10) if layer == "conv" else (2, 6, 64), values=(-1.0, 1.0), seed=21)
+    w = _ternary((48, 32, 3, 3) if layer == "conv" else (40, 64), values=(-1.0, 1.0), seed=22)
+    b = torch.randn(48 if layer == "conv" else 40, generator=torch.Generator().manual_seed(23))
+
+    def f(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ep.conv2d(x, w, b, 1, 1) if layer == "conv" else ep.linear(x, w, b)
+
+    outs = []
+    for fn in (f, torch.compile(f, backend="aot_eager", fullgraph=True)):
+        xs, ws, bs = (t.clone().requires_grad_() for t in (x, w, b))
+        y = fn(xs, ws, bs)
+        y.square().sum().backward()
+        outs.append((y.detach(), xs.grad, ws.grad, bs.grad))
+    for eager, compiled in zip(*outs):
+        assert torch.equal(eager, compiled)
+    explained = torch._dynamo.explain(f)(x, w, b)
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+    ops = {str(n.target) for g in explained.graphs for n in g.graph.nodes if n.op == "call_function"}
+    assert any("exact_" in o for o in ops), ops
