@@ -302,20 +302,3 @@ def f16_bits_of(typingctx, a, S, T, j):  # type: ignore[no-untyped-def]
         return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
 
     return types.uint64(a, S, T, j), codegen
-
-
-@intrinsic
-def f16_affine(typingctx, a, scale, bias, alpha, beta, j):  # type: ignore[no-untyped-def]
-    """Lane ``l``: ``(a[l] * scale[j + l] + bias[j + l]) * alpha[j + l] + beta[j + l]``, four float32 operations each
-    rounded, in that order (:func:`f16_dot_affine` after its conversion, for dot products already in float32)."""
-    if a != f32x16 or not (all(_c_f32(v) for v in (scale, bias, alpha, beta)) and isinstance(j, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        y, s, b, al, be, sj = args
-        y = builder.fadd(builder.fmul(y, _vload(context, builder, sig.args[1], s, sj, _V16, 4)),
-                         _vload(context, builder, sig.args[2], b, sj, _V16, 4))
-        return builder.fadd(builder.fmul(y, _vload(context, builder, sig.args[3], al, sj, _V16, 4)),
-                            _vload(context, builder, sig.args[4], be, sj, _V16, 4))
-
-    return f32x16(a, scale, bias, alpha, beta, j), codegen

@@ -47,17 +47,7 @@ def bconv2d_res(X, Wt, c_bits, geometry, scale, bias, alpha, beta, kind, RB, RF,
     oh, ow = _conv_checks(k, X, Wt, c_bits, geo)
     if oh < 1 or ow < 1:
         raise ValueError(f"{k}: the {Wt.shape[0]}x{Wt.shape[1]} window does not fit the {X.shape[1]}x{X.shape[2]} input")
-    tail = res_tail(k, (X.shape[0], oh, ow, Wt.shape[3]), scale, bias, alpha, beta, kind, RB, RF, PW, pa, pb, rc,
-                    r_stride, before, S, T, out_b, out_f, out_f_nhwc, pool)
-    _launch(k, X.shape[0] * oh * ow * Wt.size, X, Wt, int(c_bits), *geo, *tail[:-2], oh, ow, *tail[-2:])
-
-
-def res_tail(k, out_shape, scale, bias, alpha, beta, kind, RB, RF, PW, pa, pb, rc, r_stride, before,  # type: ignore[no-untyped-def]
-             S, T, out_b, out_f, out_f_nhwc, pool) -> tuple:
-    """Check the operands of a residual block's tail (:func:`bconv2d_res` after its geometry) for an output of
-    ``out_shape`` (N, OH, OW, OC); returns the loops' arguments ``(scale, bias, alpha, beta, kind, RB, RF, PW,
-    pa, pb, rc, rs_h, rs_w, before, S, T, want_bits, out_b, want_float, out_f, pool_h, pool_w)``."""
-    n, oh, ow, oc = out_shape
+    n, oc = X.shape[0], Wt.shape[3]
     for name, a in (("scale", scale), ("bias", bias), ("alpha", alpha), ("beta", beta)):
         _arr(k, name, a, np.float32, 1)
         _shape(k, name, a, (oc,))
@@ -107,8 +97,8 @@ def res_tail(k, out_shape, scale, bias, alpha, beta, kind, RB, RF, PW, pa, pb, r
         _shape(k, "out_b", out_b, (n, oh, ow, n_words(oc)))
     if want_f:
         _shape(k, "out_f", out_f, (n, oh, ow, oc) if out_f_nhwc else (n, oc, oh, ow))
-    return (scale, bias, alpha, beta, kind, RB, RF, PW, pa, pb, rc, rs_h, rs_w, before, S, T, int(want_b), out_b,
-            _want_f(want_f, out_f_nhwc), out_f, pool_h, pool_w)
+    _launch(k, n * oh * ow * Wt.size, X, Wt, int(c_bits), *geo, scale, bias, alpha, beta, kind, RB, RF, PW, pa, pb,
+            rc, rs_h, rs_w, before, S, T, int(want_b), out_b, _want_f(want_f, out_f_nhwc), out_f, oh, ow, pool_h, pool_w)
 
 
 def conv2d_sign(X, Wk, kh, kw, geometry, bias, alpha, beta, S, T, out_b, out_f,  # type: ignore[no-untyped-def]

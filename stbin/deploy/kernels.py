@@ -39,7 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from stbin.deploy import _loops  # noqa: I001  (first: the install hint if numba is missing)
-from stbin.deploy import _conv_loops, _dense_loops, _float_loops, _fused_loops, _onednn_loops, _screen_loops
+from stbin.deploy import _conv_loops, _dense_loops, _float_loops, _fused_loops, _screen_loops
 from stbin.deploy._loops import KERNEL_LOCK, numba, popcount64  # noqa: F401  (re-exported)
 from stbin.deploy.geometry import conv_out
 from stbin.deploy.packing import n_words
@@ -49,7 +49,7 @@ _MAX_INT = 2**31 - 1
 #: of microseconds (measured: benchmarks/bench_dispatch.py), the serial call ~0.3 us
 SERIAL_WORK = 1 << 20
 #: the modules holding the compiled loops (each loop and its serial twin in one of them)
-LOOP_MODULES = (_loops, _conv_loops, _float_loops, _dense_loops, _fused_loops, _screen_loops, _onednn_loops)
+LOOP_MODULES = (_loops, _conv_loops, _float_loops, _dense_loops, _fused_loops, _screen_loops)
 
 
 def _pick(name: str, work: int) -> Any:
@@ -76,11 +76,6 @@ def _launch(name: str, work: int, *args: Any) -> None:
         if isinstance(a, np.ndarray) and a.flags.writeable and a.flags.owndata:
             _RECORD.frozen.append(a)
             a.flags.writeable = False
-
-
-def is_recording() -> bool:
-    """Whether this thread is inside :func:`recording` (the loops are recorded, not run)."""
-    return getattr(_RECORD, "calls", None) is not None
 
 
 def scratch(shape: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -154,54 +154,44 @@ class BConv2dRes(OpType):
 
     def run(self, op: Op, x: np.ndarray, ctx: RunContext) -> np.ndarray:
         from stbin.deploy import fused_kernels as fk
+        from stbin.deploy.geometry import conv_out_hw
 
-        a = op.attrs
-        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(op.arrays["weight"].transpose(1, 2, 3, 0)))
-        tail, pool, out = res_operands(op, x, ctx)
-        fk.bconv2d_res(x, wt, int(a["in_channels"]), (*a["stride"], *a["padding"], *a["dilation"]), *tail,
-                       out_f_nhwc="S" in op.arrays, pool=pool)
-        return out
-
-
-def res_operands(op: Op, x: np.ndarray, ctx: RunContext) -> tuple[tuple, tuple[int, int], np.ndarray]:
-    """The operands of a ``bconv2d_res`` op's tail on the bit map ``x`` (what :func:`fused_kernels.bconv2d_res`
-    takes after its geometry, up to ``out_f``), its pool window and its output array (new for each call)."""
-    from stbin.deploy import fused_kernels as fk
-    from stbin.deploy.geometry import conv_out_hw
-
-    A, a = op.arrays, op.attrs
-    m, kh, kw, _ = A["weight"].shape
-    oh, ow = conv_out_hw(x.shape[1], x.shape[2], kh, kw, a["stride"], a["padding"], a["dilation"])
-    r = ctx.slots[a["residual_slot"]]
-    kind = fk.RES_PROJECT if "proj_weight" in A else fk.RES_BITS if r.dtype == np.uint64 else fk.RES_FLOAT
-    rf = _empty(ctx, op, np.float32, 4)
-    if kind == fk.RES_FLOAT:
-        last = _channel_last(r)
-        kind, rf = (fk.RES_FLOAT, np.ascontiguousarray(r)) if last is None else (fk.RES_FLOAT_NHWC, last)
-    if kind == fk.RES_PROJECT and r.dtype == np.float32:  # the pooled projection reads channel-last values
-        kind, rf = fk.RES_POOL_PROJECT, _channel_last(r)
-        if rf is None:
-            rf = np.ascontiguousarray(r.transpose(0, 2, 3, 1))
-    rb = r if r.dtype == np.uint64 else _empty(ctx, op, np.uint64, 4)
-    rc = int(a["residual_channels"])
-    if kind in (fk.RES_PROJECT, fk.RES_POOL_PROJECT):
-        pw = ctx.cache(op, "proj-t", lambda: np.ascontiguousarray(A["proj_weight"].T))
-        pa, pb = _ones_zeros(op, ctx, "proj_alpha", "proj_beta", m)
-    else:
-        pw, pa, pb = _empty(ctx, op, np.float32, 2), _empty(ctx, op, np.float32, 1), _empty(ctx, op, np.float32, 1)
-    threshold = "S" in A
-    out_b = np.empty((len(x), oh, ow, n_words(m)), np.uint64) if threshold else _empty(ctx, op, np.uint64, 4)
-    if not threshold:
-        out_f = np.empty((len(x), m, oh, ow), np.float32)
-    elif "save_slot" in a:
-        out_f = _buffer(ctx, op, (len(x), oh, ow, m))
-        _keep(ctx, a["save_slot"], out_f)
-    else:
-        out_f = _empty(ctx, op, np.float32, 4)
-    S, T = (A["S"], A["T"]) if threshold else (_empty(ctx, op, np.float32, 1), _empty(ctx, op, np.float32, 1))
-    tail = (*_ones_zeros(op, ctx, "scale", "bias", m), *_ones_zeros(op, ctx, "alpha", "beta", m), kind, rb, rf, pw, pa,
-            pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f)
-    return tail, tuple(a.get("residual_pool", (1, 1))), out_b if threshold else out_f
+        A, a = op.arrays, op.attrs
+        m, kh, kw, _ = A["weight"].shape
+        oh, ow = conv_out_hw(x.shape[1], x.shape[2], kh, kw, a["stride"], a["padding"], a["dilation"])
+        wt = ctx.cache(op, "tap-major", lambda: np.ascontiguousarray(A["weight"].transpose(1, 2, 3, 0)))
+        r = ctx.slots[a["residual_slot"]]
+        kind = fk.RES_PROJECT if "proj_weight" in A else fk.RES_BITS if r.dtype == np.uint64 else fk.RES_FLOAT
+        rf = _empty(ctx, op, np.float32, 4)
+        if kind == fk.RES_FLOAT:
+            last = _channel_last(r)
+            kind, rf = (fk.RES_FLOAT, np.ascontiguousarray(r)) if last is None else (fk.RES_FLOAT_NHWC, last)
+        if kind == fk.RES_PROJECT and r.dtype == np.float32:  # the pooled projection reads channel-last values
+            kind, rf = fk.RES_POOL_PROJECT, _channel_last(r)
+            if rf is None:
+                rf = np.ascontiguousarray(r.transpose(0, 2, 3, 1))
+        rb = r if r.dtype == np.uint64 else _empty(ctx, op, np.uint64, 4)
+        rc = int(a["residual_channels"])
+        if kind in (fk.RES_PROJECT, fk.RES_POOL_PROJECT):
+            pw = ctx.cache(op, "proj-t", lambda: np.ascontiguousarray(A["proj_weight"].T))
+            pa, pb = _ones_zeros(op, ctx, "proj_alpha", "proj_beta", m)
+        else:
+            pw, pa, pb = _empty(ctx, op, np.float32, 2), _empty(ctx, op, np.float32, 1), _empty(ctx, op, np.float32, 1)
+        threshold = "S" in A
+        out_b = np.empty((len(x), oh, ow, n_words(m)), np.uint64) if threshold else _empty(ctx, op, np.uint64, 4)
+        if not threshold:
+            out_f = np.empty((len(x), m, oh, ow), np.float32)
+        elif "save_slot" in a:
+            out_f = _buffer(ctx, op, (len(x), oh, ow, m))
+            _keep(ctx, a["save_slot"], out_f)
+        else:
+            out_f = _empty(ctx, op, np.float32, 4)
+        S, T = (A["S"], A["T"]) if threshold else (_empty(ctx, op, np.float32, 1), _empty(ctx, op, np.float32, 1))
+        fk.bconv2d_res(x, wt, int(a["in_channels"]), (*a["stride"], *a["padding"], *a["dilation"]),
+                       *_ones_zeros(op, ctx, "scale", "bias", m), *_ones_zeros(op, ctx, "alpha", "beta", m),
+                       kind, rb, rf, pw, pa, pb, rc, a["residual_stride"], a["residual_before"], S, T, out_b, out_f,
+                       out_f_nhwc=threshold, pool=tuple(a.get("residual_pool", (1, 1))))
+        return out_b if threshold else out_f
 
 
 @register_op("conv2d_sign", weight=(np.float32, 4, True), bias=_F32, alpha=_F32, beta=_F32, S=(np.float32, 1, True),
