@@ -78,11 +78,6 @@ def _launch(name: str, work: int, *args: Any) -> None:
             a.flags.writeable = False
 
 
-def is_recording() -> bool:
-    """Whether this thread is inside :func:`recording` (the loops are recorded, not run)."""
-    return getattr(_RECORD, "calls", None) is not None
-
-
 def scratch(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """An uninitialised work array that a kernel writes before any kernel reads it (e.g. the int32 dot
     products before a real-valued output stage). A compiled plan keeps it as a reusable buffer."""

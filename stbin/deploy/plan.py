@@ -13,7 +13,6 @@ from typing import Any, Callable
 import numpy as np
 
 from stbin.deploy.input_grid import blinear_sign
-from stbin.deploy.onednn_blocks import block_step
 from stbin.deploy.ops import OPS, Op, RunContext
 
 Step = Callable[[np.ndarray, RunContext], np.ndarray]
@@ -115,8 +114,7 @@ def _bits_linear(ops: list[Op], net: Any) -> Step | None:
 
 FUSIONS: dict[tuple[str, ...], Callable[[list[Op], Any], Step | None]] = {("linear", "sign"): _linear_sign,
                                                                          ("bits_float", "linear"): _bits_linear,
-                                                                         ("blinear", "sign"): blinear_sign,
-                                                                         ("save", "bconv2d", "bconv2d_res"): block_step}
+                                                                         ("blinear", "sign"): blinear_sign}
 
 
 def build_plan(ops: list[Op], net: Any) -> list[Step]:

@@ -33,14 +33,14 @@ def _threads() -> int:
     return kernels.get_threads()
 
 
-def run_parts(n: int, macs: int, part: Callable[[int, int], None], split_macs: int = SPLIT_MACS) -> None:
-    """``part(lo, hi)`` for row ranges covering ``range(n)``: one range if ``macs < split_macs``, else one per
+def run_parts(n: int, macs: int, part: Callable[[int, int], None]) -> None:
+    """``part(lo, hi)`` for row ranges covering ``range(n)``: one range if ``macs < SPLIT_MACS``, else one per
     engine thread, run concurrently (the first in the calling thread), each on one torch thread. One range of
     at least ``TORCH_THREADS_MACS`` runs on as many torch threads as the engine has, a smaller one on one."""
     import torch
 
     threads = _threads()
-    parts = max(1, min(threads, n)) if macs >= split_macs else 1
+    parts = max(1, min(threads, n)) if macs >= SPLIT_MACS else 1
     before = torch.get_num_threads()
     torch.set_num_threads(threads if parts == 1 and macs >= TORCH_THREADS_MACS else 1)
     try:
