@@ -89,7 +89,8 @@ def main() -> None:
                 first_layer(th)
                 acc.append(time.perf_counter() - t)
         steps = " ".join(f"{_med(v):.3f}" for v in times.values())
-        print(f"{mode:12s} engine {_med(total):.3f} (steps {steps}); onnxruntime {_med(ort) if ort else float('nan'):.3f}; "
+        ort_ms = _med(ort) if ort else float("nan")
+        print(f"{mode:12s} engine {_med(total):.3f} (steps {steps}); onnxruntime {ort_ms:.3f}; "
               f"first layer's linear alone: 1 thread {_med(lin[1]):.3f}, 2 threads {_med(lin[2]):.3f}")
     if args.mkl_packed:
         same = 0
@@ -98,8 +99,8 @@ def main() -> None:
         with torch.no_grad():
             for s in range(20):
                 xs = torch.randn(args.batch, shape[0], generator=torch.Generator().manual_seed(s))
-                same += bool(torch.equal(torch.nn.functional.linear(xs, w), torch.ops.mkl._mkl_linear(xs, packed, w, None,
-                                                                                                    args.batch)))
+                mkl = torch.ops.mkl._mkl_linear(xs, packed, w, None, args.batch)
+                same += bool(torch.equal(torch.nn.functional.linear(xs, w), mkl))
             for _ in range(args.repeats):
                 t = time.perf_counter()
                 torch.nn.functional.linear(x, w)

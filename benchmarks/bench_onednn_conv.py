@@ -63,7 +63,8 @@ def main() -> None:
         ones, zeros = torch.ones(oc), torch.zeros(oc, dtype=torch.long)
 
         def f32() -> torch.Tensor:
-            return qconv(u, 1.0, 1, wp, ones, zeros, None, [s, s], [1, 1], [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
+            return qconv(u, 1.0, 1, wp, ones, zeros, None, [s, s], [1, 1], [1, 1], 1, 1.0, 0, torch.float32, "none", [],
+                         "")
 
         def u8() -> torch.Tensor:
             return qconv(u, 1.0, 1, wp, ones, zeros, None, [s, s], [1, 1], [1, 1], 1, 1.0, 1, torch.uint8, "hardtanh",
