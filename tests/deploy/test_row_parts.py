@@ -69,3 +69,27 @@ def test_thread_choice_by_size_and_threads_restored(macs, split, torch_threads, 
         torch.set_num_threads(before_torch)
     assert (len(seen) == 2) == split
     assert {t for _, _, t in seen} == {torch_threads}
+
+
+
+@pytest.mark.parametrize("engine_threads", [1, 2])
+def test_mid_size_linear_is_torchs_linear_on_as_many_threads_as_the_engine(engine_threads, monkeypatch):
+    """The demo MLP's first layer at batch 64 (a mid-size range): PyTorch's linear on as many torch threads as the
+    engine has, bit for bit. (MKL's values on one and on two threads differ in their last bits for this shape, so
+    the thread count is part of "PyTorch's pre-activations"; it must never depend on timings.)"""
+    monkeypatch.setattr(row_parts, "_threads", lambda: engine_threads)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((64, 784)).astype(np.float32)
+    w = torch.from_numpy(rng.standard_normal((512, 784)).astype(np.float32) * 0.05)
+    assert row_parts.TORCH_THREADS_MACS <= x.size * w.shape[0] < row_parts.SPLIT_MACS
+    out = np.full((64, 512), np.nan, np.float32)
+    before = torch.get_num_threads()
+    try:
+        for _ in range(3):  # the same values at every call
+            row_parts.torch_linear(x, w, None, lambda y, lo, hi: out.__setitem__(slice(lo, hi), y))
+            torch.set_num_threads(engine_threads)
+            with torch.no_grad():
+                np.testing.assert_array_equal(out, torch.nn.functional.linear(torch.from_numpy(x), w).numpy())
+            torch.set_num_threads(before)
+    finally:
+        torch.set_num_threads(before)
