@@ -181,11 +181,16 @@ class _IntConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[no-untyped-def, override]
         x, w = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
-        gx, gw, gb = torch.ops.aten.convolution_backward(g.contiguous(), x, w, [w.shape[0]] if ctx.has_bias else None,
-                                                         stride, padding, dilation, False, [0, 0], groups, mask)
-        return gx, gw, gb, None, None, None
+        return (*_conv_grads(g, x, w, ctx.geometry, ctx.has_bias, mask), None, None, None)
+
+
+def _conv_grads(g: torch.Tensor, x: torch.Tensor, w: torch.Tensor, geometry: tuple, has_bias: bool,
+                mask: list[bool]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The gradients autograd computes for ``F.conv2d`` (``aten.convolution_backward``, the same call)."""
+    stride, padding, dilation, groups = geometry
+    return torch.ops.aten.convolution_backward(g.contiguous(), x, w, [w.shape[0]] if has_bias else None, stride,
+                                               padding, dilation, False, [0, 0], groups, mask)
 
 
 def _pair(v: int | Sequence[int]) -> list[int] | None:
@@ -277,10 +282,6 @@ if _OPS:
 
     def _conv_backward(ctx, g):  # type: ignore[no-untyped-def]
         x, w = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
-        gx, gw, gb = torch.ops.aten.convolution_backward(g.contiguous(), x, w, [w.shape[0]] if ctx.has_bias else None,
-                                                         stride, padding, dilation, False, [0, 0], groups,
-                                                         [True, True, ctx.has_bias])
-        return gx, gw, gb, None, None, None, None
+        return (*_conv_grads(g, x, w, ctx.geometry, ctx.has_bias, [True, True, ctx.has_bias]), None, None, None, None)
 
     exact_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup)
