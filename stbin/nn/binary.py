@@ -365,10 +365,10 @@ class BinaryConv2d(BinaryWeightLayer):
             raise ValueError(f"{type(self).__name__} expected input of shape (N, {self.in_channels}, H, W), "
                              f"got {tuple(x.shape)}")
         x = self._quantize_input(x)
-        if self.padding_mode != "zeros":
-            return F.conv2d(F.pad(x, self._explicit_padding(), mode=self.padding_mode), self.effective_weight(),
-                            self.bias, self.stride, 0, self.dilation, self.groups)
         conv = exact_products.conv2d if self._exact_candidate() else F.conv2d
+        if self.padding_mode != "zeros":
+            return conv(F.pad(x, self._explicit_padding(), mode=self.padding_mode), self.effective_weight(),
+                        self.bias, self.stride, 0, self.dilation, self.groups)
         return conv(x, self.effective_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def _plain_layer(self, weight: torch.Tensor) -> nn.Module:

@@ -246,3 +246,16 @@ def test_compiled_layers_call_the_route_as_one_operator_with_eager_numbers(layer
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
     ops = {str(n.target) for g in explained.graphs for n in g.graph.nodes if n.op == "call_function"}
     assert any("exact_" in o for o in ops), ops
+
+
+@needs_route
+@pytest.mark.parametrize("padding_mode", ["zeros", "replicate", "circular", "reflect"])
+def test_binary_conv_routes_every_padding_mode_with_the_float_numbers(padding_mode: str, small_products: None) -> None:
+    torch.manual_seed(24)
+    m = snn.BinaryConv2d(32, 32, 3, padding=1, padding_mode=padding_mode, weights="sign", bias=False)
+    x = _ternary((4, 32, 9, 9), values=(-1.0, 1.0), seed=25).requires_grad_()
+    y = m(x)
+    assert _routed(y)
+    with ep.disabled():
+        y0 = m(x)
+    assert not _routed(y0) and torch.equal(y, y0)
