@@ -18,16 +18,18 @@ numbers and fall back to ``torch.nn.functional.linear`` / ``conv2d`` otherwise:
   :math:`\partial x = g\,w`, :math:`\partial w = g^\top x`, :math:`\partial b = \sum g`
   (``aten.convolution_backward`` for the convolution), so gradients are unchanged.
 
-The route is taken on CPU tensors of float32/float64, outside ``torch.compile``, on a CPU
-with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), for products of at
-least :data:`MIN_MACS` multiply-adds whose weights are reused enough to repay their conversion
-(:data:`MIN_LINEAR_ROWS`, :data:`MIN_CONV_REUSE`, :data:`MIN_CONV_CHANNELS`), and only after a one-pass check
-(:mod:`stbin.nn._ternary_numba`) that both operands are ternary; anything else (a real
+The route is taken on CPU tensors of float32/float64, outside CPU autocast (whose products are
+bfloat16), on a CPU with 8-bit dot-product instructions (AVX-512 VNNI, AVX-VNNI or AMX), for
+products of at least :data:`MIN_MACS` multiply-adds whose weights are reused enough to repay
+their conversion (:data:`MIN_LINEAR_ROWS`, :data:`MIN_CONV_REUSE`, :data:`MIN_CONV_CHANNELS`),
+and only after a one-pass check (:mod:`stbin.nn._ternary_numba`) that both operands are ternary; anything else (a real
 input, mean-mode weights, a channel scale, NaN) takes the float path with its numbers. A
 real-valued operand is refused from its first :data:`HEAD` elements, without a pass over it.
 :class:`stbin.nn.BinaryLinear` and :class:`stbin.nn.BinaryConv2d` call them whenever their
 weights are binary without a channel scale, whatever binarizes their input (an input
-quantizer or the activation module before them).
+quantizer or the activation module before them). Under ``torch.compile`` they call the custom
+operators ``stbin::exact_linear`` / ``stbin::exact_conv2d`` (one opaque node each; the checks run
+when the compiled graph runs).
 
 Example (a product of ±1 matrices, large enough for the integer route)::
 
@@ -101,9 +103,16 @@ def disabled() -> Iterator[None]:
         _STATE["enabled"] = before
 
 
+def _autocast() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # pragma: no cover - torch without the device-type form
+        return torch.is_autocast_cpu_enabled()
+
+
 def _usable(x: torch.Tensor, w: torch.Tensor, macs: int, k: int) -> bool:
     return (macs >= MIN_MACS and 0 < k < MAX_K and x.device.type == "cpu" and w.device.type == "cpu"
-            and x.dtype == w.dtype and x.dtype in (torch.float32, torch.float64) and enabled())
+            and x.dtype == w.dtype and x.dtype in (torch.float32, torch.float64) and not _autocast() and enabled())
 
 
 def _small_int(t: torch.Tensor, offset: int) -> torch.Tensor | None:

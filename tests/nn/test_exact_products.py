@@ -259,3 +259,13 @@ def test_binary_conv_routes_every_padding_mode_with_the_float_numbers(padding_mo
     with ep.disabled():
         y0 = m(x)
     assert not _routed(y0) and torch.equal(y, y0)
+
+
+@needs_route
+def test_cpu_autocast_keeps_the_float_path_and_its_dtype(small_products: None) -> None:
+    x, w = _ternary((64, 128), seed=26).requires_grad_(), _ternary((64, 128), seed=27)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y0 = ep.linear(x, w), F.linear(x, w)
+        z = ep.conv2d(_ternary((2, 32, 8, 8), seed=28).requires_grad_(), _ternary((32, 32, 3, 3), seed=29), None, 1, 1)
+    assert not _routed(y) and y.dtype == y0.dtype == torch.bfloat16 and torch.equal(y, y0)
+    assert not _routed(z) and z.dtype == torch.bfloat16
