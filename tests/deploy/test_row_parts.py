@@ -71,7 +71,6 @@ def test_thread_choice_by_size_and_threads_restored(macs, split, torch_threads, 
     assert {t for _, _, t in seen} == {torch_threads}
 
 
-
 @pytest.mark.parametrize("engine_threads", [1, 2])
 def test_mid_size_linear_is_torchs_linear_on_as_many_threads_as_the_engine(engine_threads, monkeypatch):
     """The demo MLP's first layer at batch 64 (a mid-size range): PyTorch's linear on as many torch threads as the
