@@ -12,6 +12,8 @@ network). Per shape the variants are
 * ``stbin``       -- ``stbin.nn.BinaryLinear`` / ``BinaryConv2d`` with Bernoulli weights
   (``weights="bernoulli"``, logistic noise, sampled anew every step) and a stochastic
   input activation (``input_quantizer=stbin.nn.StochasticSign()``), in training mode;
+* ``stbin-fp``    -- the same with its products in float32 (``stbin.nn.exact_products.disabled``):
+  what the exact 8-bit integer route gains, in the same run (ratio ``stbin/stbin-fp``);
 * ``bitorch``     -- ``bitorch.layers.QLinear`` / ``QConv2d`` with sign input and weight
   quantization (bitorch's defaults: STE with gradient cancellation at 1, pad value -1),
   when bitorch is installed; otherwise that column is skipped with a message.
@@ -100,6 +102,21 @@ QUICK_SHAPES = [
 
 
 # -- layers ---------------------------------------------------------------------------------
+class FloatProducts(nn.Module):
+    """``module`` with its products in float32 (``stbin.nn.exact_products.disabled``): stbin before the exact
+    8-bit integer route, measured in the same run to show what the route gains."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from stbin.nn import exact_products  # noqa: PLC0415
+
+        with exact_products.disabled():
+            return self.module(x)
+
+
 def float_layer(s: Shape) -> nn.Module:
     if s.kind == "linear":
         return nn.Linear(s.c_in, s.c_out)
@@ -237,8 +254,8 @@ def _loadavg() -> str:
 
 def format_table(results: list[dict], markdown: bool = False) -> str:
     """The results as a plain-text (or Markdown) table: times in ms, then the ratios."""
-    cols = ["float", "float+act", "stbin", "bitorch"]
-    ratios = ["stbin/float", "stbin/float+act", "stbin/bitorch"]
+    cols = ["float", "float+act", "stbin", "stbin-fp", "bitorch"]
+    ratios = ["stbin/float", "stbin/float+act", "stbin/stbin-fp", "stbin/bitorch"]
     rows = [[r["shape"], *(f"{r[c + '_ms']:.2f}" if c + "_ms" in r else "-" for c in cols),
              *(f"{r[q]:.2f}" if q in r else "-" for q in ratios)] for r in results]
     head = ["shape", *(c + " ms" for c in cols), *ratios]
@@ -339,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "float": float_layer(s),
             "float+act": nn.Sequential(float_act(args.float_act), float_layer(s)),
             "stbin": stbin_layer(s),
+            "stbin-fp": FloatProducts(stbin_layer(s)),
         }
         if bl is not None:
             variants["bitorch"] = bitorch_layer(bl, s)
@@ -350,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         st = vs["stbin"].median
         row["stbin/float"] = st / vs["float"].median
         row["stbin/float+act"] = st / vs["float+act"].median
+        row["stbin/stbin-fp"] = st / vs["stbin-fp"].median
         if "bitorch" in vs:
             row["stbin/bitorch"] = st / vs["bitorch"].median
         results.append(row)
