@@ -141,10 +141,22 @@ class _IntLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[no-untyped-def, override]
         x2, w = ctx.saved_tensors
-        gx = g.mm(w) if ctx.needs_input_grad[0] else None
-        gw = g.t().mm(x2) if ctx.needs_input_grad[1] else None
-        gb = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-        return gx, gw, gb, None, None
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+        return (*_linear_grads(g, x2, w, mask), None, None)
+
+
+def _linear_grads(g: torch.Tensor, x2: torch.Tensor, w: torch.Tensor,
+                  mask: list[bool]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """The gradients autograd computes for ``F.linear`` on 2-D ``x2`` (its ``addmm`` backward's operations)."""
+    return (g.mm(w) if mask[0] else None, g.t().mm(x2) if mask[1] else None, g.sum(0) if mask[2] else None)
+
+
+def _operands(x: torch.Tensor, w: torch.Tensor, x_offset: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Both operands as 8-bit integers (``x`` shifted by ``x_offset``), or None if either is not ternary (the
+    input first: a real-valued input is refused before the weights are converted)."""
+    xi = _small_int(x, x_offset)
+    wi = None if xi is None else _small_int(w, 0)
+    return None if wi is None else (xi, wi)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,11 +178,10 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.T
     if not (rows >= MIN_LINEAR_ROWS and _usable(x, w, rows * k * w.shape[0], k)):
         return F.linear(x, w, b)
     x2 = x.reshape(rows, k)
-    xi = _small_int(x2, 0)
-    wi = None if xi is None else _small_int(w, 0)
-    if wi is None:
+    ints = _operands(x2, w, 0)
+    if ints is None:
         return F.linear(x, w, b)
-    y = _IntLinear.apply(x2, w, b, xi, wi)
+    y = _IntLinear.apply(x2, w, b, *ints)
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], w.shape[0])
 
 
@@ -238,10 +249,10 @@ def _conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: in
     if (reuse < MIN_CONV_REUSE * torch.get_num_threads() or w.shape[0] // groups < MIN_CONV_CHANNELS
             or not _usable(x, w, reuse * w.shape[0] * k, k)):
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
-    xu = _small_int(x, 1)
-    wi = None if xu is None else _small_int(w, 0)
-    if wi is None:
+    ints = _operands(x, w, 1)
+    if ints is None:
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
+    xu, wi = ints
     wp = torch.ops.onednn.qconv_prepack(wi, torch.ones(w.shape[0]), 1.0, 1, geometry[0], geometry[1], geometry[2],
                                         groups, list(x.shape))
     return _IntConv2d.apply(x, w, b, xu, wp, geometry)
@@ -268,8 +279,9 @@ if _OPS:
 
     def _linear_backward(ctx, g):  # type: ignore[no-untyped-def]
         x, w = ctx.saved_tensors
-        x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
-        return g2.mm(w).reshape(x.shape), g2.t().mm(x2), g2.sum(0) if ctx.has_bias else None
+        gx, gw, gb = _linear_grads(g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1]), w,
+                                   [True, True, ctx.has_bias])
+        return gx.reshape(x.shape), gw, gb
 
     exact_linear.register_autograd(_linear_backward, setup_context=_linear_setup)
 
