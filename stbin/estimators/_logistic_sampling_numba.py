@@ -46,7 +46,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from stbin.estimators._numba_config import JIT, set_threads
+from stbin.estimators._numba_config import JIT, prefer_512_bit_vectors, set_threads
 from stbin.estimators._philox_numba import _philox_tile, check_stream_args
 from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS
 
@@ -76,23 +76,6 @@ def _bits_to_f32(typingctx, bits):
     def codegen(context, builder, signature, args):
         return builder.bitcast(args[0], ir.FloatType())
     return types.float32(types.int32), codegen
-
-
-@intrinsic
-def _prefer_512_bit_vectors(typingctx):
-    """Mark the function being compiled ``"prefer-vector-width"="512"`` (a hint to LLVM's vectoriser).
-
-    Without it LLVM vectorised the decision loop with 128-bit vectors on this AVX-512 CPU
-    (its cost model under the 256-bit preference of recent Intel tunings); with it, with
-    256-bit ones, and the loop ran 1.9x faster per element (in cache, one thread). The
-    numbers do not depend on the vector width. (An LLVM string attribute; llvmlite's
-    ``FunctionAttributes.add`` only knows keyword attributes, hence ``set.add``.)
-    """
-    def codegen(context, builder, signature, args):
-        for attribute in ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"'):
-            set.add(builder.function.attributes, attribute)
-        return context.get_dummy_value()
-    return types.none(), codegen
 
 
 @njit(inline="always")
@@ -141,7 +124,7 @@ def _has_zero(bits, one):
 @njit(inline="always")
 def _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts):
     """Samples of work item ``item``; its undecided elements recorded in row ``item``."""
-    _prefer_512_bit_vectors()
+    prefer_512_bit_vectors()
     w = np.empty(_E, np.uint32)
     n = out.size
     cap = idx.shape[1]

@@ -16,8 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from stbin.estimators._logistic_sampling_numba import _prefer_512_bit_vectors
-from stbin.estimators._numba_config import JIT, set_threads
+from stbin.estimators._numba_config import JIT, prefer_512_bit_vectors, set_threads
 
 
 #: elements per work item of the parallel loop
@@ -29,7 +28,7 @@ def _convert(src, dst, offset):
     """One branch-free vectorised loop: ``dst <- clamp(src, -1, 1) + offset``, and whether a value was not
     -1, 0 or +1 (the clamp's result is then meaningless, never used). A boolean flag, not a count: a count's
     64-bit lanes made LLVM use vectors of half the width (15 against 9 ms for 16.8 M elements, one thread)."""
-    _prefer_512_bit_vectors()
+    prefer_512_bit_vectors()
     one, zero, off = src.dtype.type(1.0), src.dtype.type(0.0), src.dtype.type(offset)
     bad = False
     for i in range(src.size):
