@@ -21,7 +21,9 @@ the wall-clock and the CPU-time ratio (both are in the JSON).
 * **networks** (``--networks``, default ``mlp,resnet20,bireal_resnet18``; also
   ``binarynet_vgg``; ``none`` to skip) — each binary network in the engine against its
   float32 twin (same architecture, real weights and activations) in torch and in onnxruntime,
-  at batch 1 and ``--net-batch``, medians in one run; convolutional networks at ``--width``.
+  at batch 1 and ``--net-batch``, medians in one run, contestants alternating in bursts of
+  consecutive calls of about ``--burst-ms`` (steady-state latency; 0: single cold calls);
+  convolutional networks at ``--width``.
   Needs onnx and onnxruntime (checked before any work starts).
 
 ``--json`` prints one JSON object, with ``"linear_4096_speedup"`` (the speed ratio
@@ -56,6 +58,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="whole-network workloads against torch and onnxruntime float32 twins, comma-separated from "
                         "mlp, binarynet_vgg, resnet20, bireal_resnet18, or none (default: mlp,resnet20,bireal_resnet18)")
     p.add_argument("--net-batch", type=int, default=64, help="large batch of the network workloads (default: 64)")
+    p.add_argument("--burst-ms", type=float, default=10.0,
+                   help="network workloads: each contestant runs bursts of consecutive calls lasting about this many "
+                        "ms, timed per call (its steady-state latency, weights in cache; default: 10); 0 times single "
+                        "calls, each right after the other contestants' (cold caches)")
     p.add_argument("--width", type=float, default=1.0, help="width factor of the convolutional networks (default: 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
@@ -223,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     from stbin.cli.bench_networks import bench_network, parse_networks, print_networks, ratio_text, require_onnxruntime
 
+    if not (args.burst_ms >= 0 and args.burst_ms <= 1000):
+        raise ValueError(f"--burst-ms must be in [0, 1000], got {args.burst_ms}")
     if not (args.width > 0 and args.width <= 4):
         raise ValueError(f"--width must be in (0, 4], got {args.width}")
     from stbin.cli.shapes import parse_shape
@@ -252,8 +260,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         result["linear_4096_speedup"] = None
     result["model"] = bench_model(args, input_shape)
-    result["networks"] = {n: bench_network(n, args.width, sorted({1, args.net_batch}), args.repeats, args.threads)
-                          for n in networks}
+    result["burst_ms"] = args.burst_ms
+    result["networks"] = {n: bench_network(n, args.width, sorted({1, args.net_batch}), args.repeats, args.threads,
+                                           args.burst_ms) for n in networks}
     result["threading_layer"] = kernels.numba.threading_layer()
     if args.json:
         print(json.dumps(result, indent=None, sort_keys=True))

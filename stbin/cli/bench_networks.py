@@ -5,14 +5,19 @@ The **twin** of a network is the same architecture with real weights and real ac
 (``weights="real"``, ``activation="htanh"``): what a float32 deployment of it computes. The
 engine runs the binary network (sign activations and weights, random weights and batch-norm
 statistics: timings do not depend on them) and is checked against PyTorch's binary model in
-mode on the benchmark batch. Times are medians of ``repeats`` runs, contestants alternating;
-onnxruntime's threads wait passively between runs (``session.intra_op.allow_spinning = 0``), as
-the engine's do.
+mode on the benchmark batch. Times are medians of ``repeats`` rounds, contestants alternating round
+by round; in each round a contestant runs a *burst* of consecutive calls lasting about ``burst_ms``
+(the steady-state latency of a model served call after call; 0: a single call, cold after the
+other contestants'). onnxruntime's threads wait passively between runs
+(``session.intra_op.allow_spinning = 0``), as the engine's do: spinning made onnxruntime faster
+at batch 1 (0.084 against 0.108 ms for the MLP) but took the cores from the contestant after it
+(the engine's MLP at batch 64: 0.98 against 0.67 ms).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import time
 import warnings
 from typing import Any, Callable
@@ -53,19 +58,45 @@ def require_onnxruntime() -> None:
                       alternative="pass --networks none")
 
 
-def _medians(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+def burst_calls(f: Callable[[], Any], burst_ms: float) -> int:
+    """How many consecutive calls of ``f`` make a burst of about ``burst_ms`` (1 for ``burst_ms`` 0; at most 200).
+
+    Measured on three calls after the warm-up (the fastest counts)."""
+    if burst_ms <= 0:
+        return 1
+    one = min(_call_seconds(f) for _ in range(3))
+    return max(1, min(200, math.ceil(burst_ms * 1e-3 / max(one, 1e-9) - 1e-9)))  # 1e-9: float noise in the ratio
+
+
+def _call_seconds(f: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def _medians(fns: list[Callable[[], Any]], repeats: int, burst_ms: float = 0.0) -> tuple[list[float], list[int]]:
+    """Per contestant, the median over ``repeats`` rounds of its time per call, and its burst length.
+
+    Each round runs every contestant in turn (so that a change of machine load hits them alike): a
+    *burst* of consecutive calls lasting about ``burst_ms`` (:func:`burst_calls`), timed as a whole and
+    divided by its length -- the steady-state latency of a model called again and again, with its weights
+    in cache, as a serving loop sees it and as LCE's own benchmark (``benchmarks/bench_vs_lce.py``)
+    measures. ``burst_ms`` 0: one call per round, right after the other contestants' calls (each call
+    then finds its weights evicted by the others)."""
     from stbin.deploy.engine import COMPILE_AFTER
 
     for f in fns:  # warm-up: the engine compiles its plan for a batch shape at the COMPILE_AFTER-th call
         for _ in range(COMPILE_AFTER):
             f()
+    sizes = [burst_calls(f, burst_ms) for f in fns]
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for f, acc in zip(fns, times):
+        for f, n, acc in zip(fns, sizes, times):
             t = time.perf_counter()
-            f()
-            acc.append(time.perf_counter() - t)
-    return [sorted(t)[len(t) // 2] for t in times]
+            for _ in range(n):
+                f()
+            acc.append((time.perf_counter() - t) / n)
+    return [sorted(t)[len(t) // 2] for t in times], sizes
 
 
 def _randomise_bn(model: Any, seed: int) -> None:
@@ -98,8 +129,10 @@ def _onnx_session(model: Any, shape: tuple[int, ...], threads: int) -> Any:
     return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
 
 
-def bench_network(name: str, width: float, batches: list[int], repeats: int, threads: int) -> dict[str, Any]:
-    """One workload: per batch size the median ms of engine, torch fp32 twin and onnxruntime fp32 twin."""
+def bench_network(name: str, width: float, batches: list[int], repeats: int, threads: int,
+                  burst_ms: float = 0.0) -> dict[str, Any]:
+    """One workload: per batch size the median ms per call of engine, torch fp32 twin and onnxruntime fp32 twin
+    (bursts of about ``burst_ms``: :func:`_medians`)."""
     import numpy as np
     import torch
 
@@ -127,18 +160,19 @@ def bench_network(name: str, width: float, batches: list[int], repeats: int, thr
         def torch_twin() -> Any:
             with torch.no_grad():
                 return twin(x)
-        e, t, o = _medians([lambda: net.predict(xn), torch_twin, lambda: sess.run(None, {"x": xn})],
-                           repeats if b > 1 else repeats * 5)
+        (e, t, o), calls = _medians([lambda: net.predict(xn), torch_twin, lambda: sess.run(None, {"x": xn})],
+                                    repeats if b > 1 else repeats * 5, burst_ms)
         with torch.no_grad(), eval_mode(binary, "mode"):
             same = bool(np.array_equal(binary(x).argmax(-1).numpy(), net.predict(xn).argmax(-1)))
         out[f"batch_{b}"] = {"batch": b, "engine_ms": e * 1e3, "torch_fp32_ms": t * 1e3, "onnxruntime_fp32_ms": o * 1e3,
                              "speedup_vs_torch": t / e, "speedup_vs_onnxruntime": o / e,
-                             "predictions_identical": same}
+                             "predictions_identical": same,
+                             "burst_calls": dict(zip(("engine", "torch_fp32", "onnxruntime_fp32"), calls))}
     return out
 
 
 def print_networks(nets: dict[str, Any]) -> None:
-    print("networks (median ms; the twins are the same architecture in float32):")
+    print("networks (median ms per call; the twins are the same architecture in float32):")
     print(f"  {'workload':17s} {'batch':>5s} {'engine':>9s} {'torch fp32':>11s} {'ORT fp32':>9s}  vs onnxruntime"
           "            vs torch")
     for name, r in nets.items():

@@ -69,7 +69,11 @@ def test_bench_inference_networks_against_float_twins(run_cli):
             assert m["batch"] == b and m["predictions_identical"] is True, (name, m)
             for key in ("engine_ms", "torch_fp32_ms", "onnxruntime_fp32_ms"):
                 assert m[key] > 0
-            assert m["speedup_vs_onnxruntime"] == m["onnxruntime_fp32_ms"] / m["engine_ms"]
+            assert m["speedup_vs_onnxruntime"] == pytest.approx(m["onnxruntime_fp32_ms"] / m["engine_ms"], rel=1e-12)
+            calls = m["burst_calls"]
+            assert set(calls) == {"engine", "torch_fp32", "onnxruntime_fp32"}, calls
+            assert all(isinstance(c, int) and 1 <= c <= 200 for c in calls.values()), calls
+    assert out["burst_ms"] == 10.0
 
 
 def test_bench_inference_table_prints_ratios_in_one_direction(run_cli):
@@ -93,6 +97,9 @@ def test_bench_inference_network_errors(capsys):
     assert "--networks: unknown network 'resnet50'" in capsys.readouterr().err
     assert main(["bench-inference", "--net-batch", "0"]) == 2
     assert "--net-batch must be >= 1, got 0" in capsys.readouterr().err
+    for bad in ("-1", "nan", "2000"):
+        assert main(["bench-inference", "--burst-ms", bad, "--networks", "none"]) == 2
+        assert f"--burst-ms must be in [0, 1000], got {float(bad)}" in capsys.readouterr().err
     assert main(["bench-inference", "--input-shape", "0,28,28", "--networks", "none"]) == 2
     assert "--input-shape must be positive integers" in capsys.readouterr().err
 
@@ -107,3 +114,32 @@ def test_bench_inference_without_onnxruntime_is_refused_before_work():
     assert len(lines) == 1 and "onnxruntime is needed for the onnxruntime twins of --networks" in lines[0]
     assert "pip install 'stbin[onnx]'" in lines[0] and "--networks none" in lines[0]
     assert r.stdout == ""
+
+
+def test_bursts_call_each_contestant_consecutively_and_time_per_call(monkeypatch):
+    """Each round times a burst of consecutive calls per contestant and divides by its length; the burst is
+    sized from the contestant's own call time (a fake clock makes every figure exact)."""
+    from stbin.cli import bench_networks as bn
+    from stbin.deploy.engine import COMPILE_AFTER
+
+    clock = [0.0]
+    monkeypatch.setattr(bn.time, "perf_counter", lambda: clock[0])
+    log: list[str] = []
+
+    def contestant(name: str, seconds: float):
+        def f() -> None:
+            log.append(name)
+            clock[0] += seconds
+        return f
+
+    fast, slow = contestant("fast", 0.0004), contestant("slow", 0.003)
+    medians, sizes = bn._medians([fast, slow], repeats=4, burst_ms=10.0)
+    assert sizes == [25, 4]  # ceil(10 ms / 0.4 ms), ceil(10 ms / 3 ms)
+    assert medians == pytest.approx([0.0004, 0.003])
+    warm = log[: 2 * COMPILE_AFTER + 6]
+    rounds = log[len(warm):]
+    assert rounds == (["fast"] * 25 + ["slow"] * 4) * 4
+    log.clear()
+    medians, sizes = bn._medians([fast, slow], repeats=3, burst_ms=0.0)
+    assert sizes == [1, 1] and log[2 * COMPILE_AFTER:] == ["fast", "slow"] * 3
+    assert bn.burst_calls(contestant("tiny", 1e-8), 1000.0) == 200  # capped
