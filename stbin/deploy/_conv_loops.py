@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from stbin.deploy._loops import _JIT, _minus, _serial, popcount64
-from stbin.deploy._simd import load_u64, v8_minus_bits, v8_store, v8_xorpop, v8_zero
+from stbin.deploy._loops import _JIT, _serial, popcount64, threshold_word
+from stbin.deploy._simd import load_u64, v8_store, v8_xorpop, v8_zero
 
 @njit(inline="always", **_JIT)
 def _valid_taps(o, stride, pad, dil, size, k):  # type: ignore[no-untyped-def]
@@ -307,16 +307,7 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
                         acc, full)
             for ox in range(ow):
                 for g in range(ocw):
-                    word = np.uint64(0)
-                    lo = g * 64
-                    hi = min(oc, lo + 64)
-                    o = lo
-                    while o + 8 <= hi:  # 8 channels' thresholds at once
-                        word |= v8_minus_bits(acc, ox * oc + o, full[ox], S, T, o) << np.uint64(o - lo)
-                        o += 8
-                    for o in range(o, hi):
-                        word |= _minus(full[ox] - 2 * np.int64(acc[ox, o]), S[o], T[o]) << np.uint64(o - lo)
-                    out[nidx, oy, ox, g] = word
+                    out[nidx, oy, ox, g] = threshold_word(acc, ox, full[ox], S, T, g * 64, min(oc, g * 64 + 64))
 
 
 @njit(parallel=True, **_JIT)

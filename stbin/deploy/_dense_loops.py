@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stbin.deploy._simd import load_u64, v8_minus_bits, v8_store, v8_xorpop, v8_zero
-from stbin.deploy._loops import _JIT, _minus, _serial, njit, popcount64, prange
+from stbin.deploy._simd import load_u64, v8_store, v8_xorpop, v8_zero
+from stbin.deploy._loops import _JIT, _serial, njit, popcount64, prange, threshold_word
 
 _ROWS = 4
 
@@ -95,16 +95,7 @@ def bdense_sign(X, Wt, k_bits, S, T, acc, out):  # type: ignore[no-untyped-def]
         _block_rows(X, Wt, i0, rows, acc)
         for i in range(i0, i0 + rows):
             for g in range(ow):
-                word = np.uint64(0)
-                lo = g * 64
-                hi = min(m, lo + 64)
-                j = lo
-                while j + 8 <= hi:  # 8 outputs' thresholds at once
-                    word |= v8_minus_bits(acc, i * m + j, kk, S, T, j) << np.uint64(j - lo)
-                    j += 8
-                for j in range(j, hi):
-                    word |= _minus(kk - 2 * np.int64(acc[i, j]), S[j], T[j]) << np.uint64(j - lo)
-                out[i, g] = word
+                out[i, g] = threshold_word(acc, i, kk, S, T, g * 64, min(m, g * 64 + 64))
 
 
 @njit(parallel=True, **_JIT)

@@ -46,6 +46,8 @@ import types as pytypes
 
 import numpy as np
 
+from stbin.deploy._simd import v8_minus_bits
+
 # Threading layer. numba's default (OpenMP where available) costs a thread wake-up per
 # parallel launch, which on a busy 2-core machine was measured at ~20 ms per call; the
 # "workqueue" layer wakes in ~0.1 ms. We choose it unless the user set
@@ -157,6 +159,22 @@ def bgemm(X, W, k_bits, out):  # type: ignore[no-untyped-def]
 def _minus(d, s, t):  # type: ignore[no-untyped-def]
     """1 (bit set, unit = -1) unless s * d >= t."""
     return np.uint64(0) if np.int64(s) * d >= np.int64(t) else np.uint64(1)
+
+
+@njit(inline="always", **_JIT)
+def threshold_word(acc, row, full, S, T, lo, hi):  # type: ignore[no-untyped-def]
+    """The packed signs of outputs ``lo .. hi-1`` (``hi - lo <= 64``) of row ``row`` of the XOR-popcounts ``acc``
+    (2-D uint64, C-contiguous): bit ``j - lo`` is :func:`_minus` of ``full - 2 acc[row, j]``; eight outputs at a
+    time with :func:`stbin.deploy._simd.v8_minus_bits`, the rest one by one."""
+    m = acc.shape[1]
+    word = np.uint64(0)
+    j = lo
+    while j + 8 <= hi:
+        word |= v8_minus_bits(acc, row * m + j, full, S, T, j) << np.uint64(j - lo)
+        j += 8
+    for j in range(j, hi):
+        word |= _minus(full - 2 * np.int64(acc[row, j]), S[j], T[j]) << np.uint64(j - lo)
+    return word
 
 
 # Deliberate near-copy of bgemm: the same tiling and 2 x 2 register block, with the threshold and the

@@ -41,6 +41,7 @@ from numba.extending import intrinsic, models, register_model
 
 from stbin.deploy._float_loops import _dense_row, _pack_row
 from stbin.deploy._loops import _JIT, _serial, njit, prange
+from stbin.deploy._simd import vector_store
 
 _V16 = ir.VectorType(ir.IntType(32), 16)
 
@@ -106,19 +107,7 @@ def v16_dpbusd(typingctx, acc, u, ui, q, qi):  # type: ignore[no-untyped-def]
     return i32x16(acc, u, ui, q, qi), codegen
 
 
-@intrinsic
-def v16_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
-    """``arr.flat[i:i + 16] = acc`` (int32 ``arr``, C-contiguous; unchecked)."""
-    if acc != i32x16 or not isinstance(arr, types.Array) or arr.dtype != types.int32 or arr.layout != "C":
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ary, idx = args
-        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
-        builder.store(a, builder.bitcast(ptr, _V16.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return types.none(acc, arr, i), codegen
+v16_store = vector_store(i32x16, _V16, types.int32, 4, "v16_store")
 
 
 @intrinsic

@@ -70,19 +70,29 @@ def load_u64(typingctx, arr, i):  # type: ignore[no-untyped-def]
     return types.uint64(arr, i), codegen
 
 
-@intrinsic
-def v8_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
-    """``arr.flat[i:i + 8] = acc``; unchecked like :func:`v8_xorpop`."""
-    if acc != u64x8 or not _c_u64(arr) or not isinstance(i, types.Integer):
-        return None
+def vector_store(vty: types.Type, vec: ir.VectorType, dtype: types.Type, align: int, name: str):  # type: ignore[no-untyped-def]
+    """An intrinsic ``name(acc, arr, i)``: ``arr.flat[i:i + lanes] = acc`` for a vector value of numba type ``vty``
+    (LLVM ``vec``) into a C-contiguous array of ``dtype``; unchecked like :func:`v8_xorpop` (the caller keeps
+    ``i .. i + lanes - 1`` inside ``arr``). One definition for every vector type of the deploy loops."""
+    def store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
+        if acc != vty or not (isinstance(arr, types.Array) and arr.dtype == dtype and arr.layout == "C") \
+                or not isinstance(i, types.Integer):
+            return None
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ary, idx = args
-        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
-        builder.store(a, builder.bitcast(ptr, _V8.as_pointer()), align=8)
-        return context.get_dummy_value()
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            a, ary, idx = args
+            ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
+            builder.store(a, builder.bitcast(ptr, vec.as_pointer()), align=align)
+            return context.get_dummy_value()
 
-    return types.none(acc, arr, i), codegen
+        return types.none(acc, arr, i), codegen
+
+    store.__name__ = store.__qualname__ = name
+    store.__doc__ = f"``arr.flat[i:i + {vec.count}] = acc`` ({vty} into {dtype}; unchecked)."
+    return intrinsic(store)
+
+
+v8_store = vector_store(u64x8, _V8, types.uint64, 8, "v8_store")
 
 
 def _c_i32(a):  # type: ignore[no-untyped-def]
@@ -162,18 +172,7 @@ def f16_madd(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
     return f32x16(acc, arr, i, types.float32), codegen
 
 
-@intrinsic
-def f16_store(typingctx, acc, arr, i):  # type: ignore[no-untyped-def]
-    """``arr.flat[i:i + 16] = acc``; unchecked like :func:`f16_madd`."""
-    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ary, idx = args
-        builder.store(a, builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
-        return context.get_dummy_value()
-
-    return types.none(acc, arr, i), codegen
+f16_store = vector_store(f32x16, _V16, types.float32, 4, "f16_store")
 
 
 @intrinsic
