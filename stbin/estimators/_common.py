@@ -92,6 +92,7 @@ class PathThresholds:
     elementwise_kernel_min_numel: int = 1 << 14
     chunk_numel: int = 1 << 17
     reuse_output_min_numel: int = 1 << 15
+    twin_min_numel: int = 1 << 14
 
 
 THRESHOLDS = PathThresholds()

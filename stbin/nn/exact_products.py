@@ -48,6 +48,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from stbin.estimators import _twins
 from stbin.estimators._common import is_compiling
 
 #: products below this many multiply-adds keep the float path (the conversions' fixed cost dominates)
@@ -115,10 +116,21 @@ def _usable(x: torch.Tensor, w: torch.Tensor, macs: int, k: int) -> bool:
             and x.dtype == w.dtype and x.dtype in (torch.float32, torch.float64) and not _autocast() and enabled())
 
 
+_twins.set_consumer(enabled)  # the samplers write int8 twins while this route is enabled
+
+
 def _small_int(t: torch.Tensor, offset: int) -> torch.Tensor | None:
-    """``sign(t) + offset`` as int8 (offset 0) / uint8 (offset 1) in ``t``'s shape, or None if ``t`` is not ternary."""
+    """``sign(t) + offset`` as int8 (offset 0) / uint8 (offset 1) in ``t``'s shape, or None if ``t`` is not ternary.
+
+    A sample tensor's int8 twin (:mod:`stbin.estimators._twins`: written by the sampler, valid only for this
+    very, unchanged tensor) is used as it is, resp. plus one as uint8 (``-1 + 1 = 0``, ``1 + 1 = 2``: one pass
+    over 1 byte an element); otherwise the checked conversion reads ``t``.
+    """
     from stbin.nn._ternary_numba import to_small_int
 
+    twin = _twins.lookup(t)
+    if twin is not None:
+        return twin if offset == 0 else twin.add(1).view(torch.uint8)
     src = t.detach().contiguous()
     head = src.view(-1)[:HEAD].numpy()
     if not ((head == 1) | (head == -1) | (head == 0)).all():  # a real-valued tensor fails here, at no cost
@@ -177,11 +189,11 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.T
     rows = x.numel() // max(k, 1) if x.dim() >= 2 and x.shape[-1] == k else 0
     if not (rows >= MIN_LINEAR_ROWS and _usable(x, w, rows * k * w.shape[0], k)):
         return F.linear(x, w, b)
-    x2 = x.reshape(rows, k)
-    ints = _operands(x2, w, 0)
+    ints = _operands(x, w, 0)  # x itself, not a reshape of it: a sample's twin belongs to that tensor object only
     if ints is None:
         return F.linear(x, w, b)
-    y = _IntLinear.apply(x2, w, b, *ints)
+    x2 = x.reshape(rows, k)
+    y = _IntLinear.apply(x2, w, b, ints[0].reshape(rows, k), ints[1])
     return y if x.dim() == 2 else y.reshape(*x.shape[:-1], w.shape[0])
 
 

@@ -1,0 +1,102 @@
+r"""Int8 twins of sampled ±1 tensors: produced by the samplers, looked up by an exact integer product.
+
+An exact 8-bit product of binary operands (:mod:`stbin.nn.exact_products`) needs each float
+operand :math:`x \in \{-1, 0, +1\}^n` as int8, and converting it is a pass of its own over the
+float tensor (4 or 8 bytes an element read from memory: about 9 ms of a 111 ms training step
+of a 4096 x 4096 binary linear layer). The one-pass CPU samplers
+(:mod:`stbin.estimators.sampling`) write the samples tile by tile while they are in L1, so
+they can write :math:`t = \operatorname{sign}(x)` as int8 too, for one byte an element
+(:mod:`stbin.estimators._twin_numba`), and attach it to the sample tensor here; the product
+then looks it up instead of converting.
+
+A twin is returned **only for the very tensor object it was attached to**, unchanged since:
+
+* identity: entries are keyed by the tensor object (a weak reference: an entry dies with its
+  tensor, nothing is kept alive by the registry but the twin itself); a view, a reshape, a
+  ``detach()`` or a copy is another object and has no twin;
+* ``tensor._version`` equal to its value at attachment (every in-place operation of torch
+  increments it), and the same ``data_ptr``, shape, strides and dtype.
+
+Twins are made only while a consumer wants them (:func:`set_consumer`: the exact products
+register a predicate that is true while their route is enabled on a CPU with 8-bit
+dot-product instructions), from ``THRESHOLDS.twin_min_numel`` elements on, in eager mode on
+CPU only (not under ``torch.compile``, whose graph calls the sampler as a custom operator,
+nor in inference mode, whose tensors have no version counter), and never for a call with a
+NaN sample.
+
+>>> x = torch.tensor([1.0, -1.0])
+>>> attach(x, torch.tensor([1, -1], dtype=torch.int8))
+>>> lookup(x)
+tensor([ 1, -1], dtype=torch.int8)
+>>> _ = x.mul_(1.0)     # an in-place change: the twin is no longer x's
+>>> lookup(x) is None
+True
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+
+from stbin.estimators._common import THRESHOLDS
+
+_Key = tuple[int, torch.Size, tuple[int, ...], torch.dtype]
+
+
+class _Entry:
+    __slots__ = ("ref", "twin", "version", "key")
+
+    def __init__(self, ref: weakref.ref, twin: torch.Tensor, version: int, key: _Key) -> None:
+        self.ref, self.twin, self.version, self.key = ref, twin, version, key
+
+
+_ENTRIES: dict[int, _Entry] = {}
+_CONSUMER: dict[str, Callable[[], bool] | None] = {"wanted": None}
+
+
+def _layout(t: torch.Tensor) -> _Key:
+    return t.data_ptr(), t.shape, t.stride(), t.dtype
+
+
+def set_consumer(wanted: Callable[[], bool] | None) -> None:
+    """Register the predicate saying whether twins are wanted now (None: never)."""
+    _CONSUMER["wanted"] = wanted
+
+
+def wanted(numel: int) -> bool:
+    """Whether a sampler should write the twin of an output of ``numel`` elements (see the module docstring)."""
+    fn = _CONSUMER["wanted"]
+    return (fn is not None and numel >= THRESHOLDS.twin_min_numel and not torch.is_inference_mode_enabled()
+            and fn())
+
+
+def attach(t: torch.Tensor, twin: torch.Tensor) -> None:
+    """Record ``twin`` (int8, ``t``'s shape, contiguous) as the twin of ``t`` in its present state."""
+    if twin.dtype != torch.int8 or twin.shape != t.shape or not twin.is_contiguous() or not t.is_contiguous():
+        raise ValueError(f"a twin must be a contiguous int8 tensor of the contiguous tensor's shape {tuple(t.shape)}, "
+                         f"got {twin.dtype} {tuple(twin.shape)}")
+    key = id(t)
+
+    def drop(ref: weakref.ref, key: int = key) -> None:
+        entry = _ENTRIES.get(key)
+        if entry is not None and entry.ref is ref:
+            del _ENTRIES[key]
+
+    _ENTRIES[key] = _Entry(weakref.ref(t, drop), twin, t._version, _layout(t))
+
+
+def lookup(t: torch.Tensor) -> torch.Tensor | None:
+    """The twin attached to this very tensor object if it is unchanged since, else None."""
+    entry = _ENTRIES.get(id(t))
+    if entry is None or entry.ref() is not t or t.is_inference():
+        return None
+    if t._version != entry.version or _layout(t) != entry.key:
+        return None
+    return entry.twin
+
+
+def count() -> int:
+    """Entries held (tests: an entry dies with its tensor)."""
+    return len(_ENTRIES)
