@@ -19,6 +19,11 @@ both give identical numbers, as does the pure-torch fallback used where numba ca
 imported. Other devices (CUDA) compare with ``torch.rand`` drawn from the generator
 (torch's own parallel Philox).
 
+**Int8 twins.** While a consumer wants them (:mod:`stbin.estimators._twins`: the exact
+integer products of :mod:`stbin.nn.exact_products`), the one-pass kernels also write
+``sign(x)`` as int8, from ``THRESHOLDS.twin_min_numel`` elements on, and the eager path
+attaches it to the output tensor (unless a sample is NaN); the samples are unchanged.
+
 **Output buffers.** From ``THRESHOLDS.reuse_output_min_numel`` elements on, the output
 is written into a buffer of :data:`stbin.estimators._buffers.BUFFERS`: the storage of an
 earlier output of the same shape and dtype that nothing references any more (glibc maps
