@@ -203,6 +203,16 @@ def test_no_twin_for_another_tensor_or_a_changed_one(consumer: None) -> None:
     assert _twins.lookup(w) is None
 
 
+@pytest.mark.parametrize("pos", [0, _twins.SPOT - 1, -_twins.SPOT, -1])
+def test_a_write_past_the_version_counter_at_either_end_is_caught(consumer: None, pos: int) -> None:
+    with path_thresholds(**TWINS):
+        x = stochastic_sign(torch.randn(3000), "logistic", 1.0, "sample")
+    assert _twins.lookup(x) is not None
+    x.data[pos] = -x.data[pos]  # .data: the version counter does not see it
+    assert x._version == 0 or _twins.lookup(x) is None
+    assert _twins.lookup(x) is None
+
+
 def test_an_entry_dies_with_its_tensor(consumer: None) -> None:
     gc.collect()
     before = _twins.count()
