@@ -260,6 +260,7 @@ def test_no_twin_without_a_consumer_below_the_threshold_in_inference_or_compiled
 
 def test_attach_refuses_a_twin_of_another_shape_or_dtype() -> None:
     x = torch.ones(4)
-    for bad in (torch.ones(3, dtype=torch.int8), torch.ones(4, dtype=torch.uint8), torch.ones(4, 2, dtype=torch.int8)[:, 0]):
+    strided = torch.ones(4, 2, dtype=torch.int8)[:, 0]
+    for bad in (torch.ones(3, dtype=torch.int8), torch.ones(4, dtype=torch.uint8), strided):
         with pytest.raises(ValueError, match="contiguous int8"):
             _twins.attach(x, bad)

@@ -285,7 +285,11 @@ def conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     calls: list[int] = []
     real = _ternary_numba.to_small_int
-    monkeypatch.setattr(_ternary_numba, "to_small_int", lambda src, *args: (calls.append(src.size), real(src, *args))[1])
+    def counted(src: np.ndarray, *args: object) -> bool:
+        calls.append(src.size)
+        return real(src, *args)
+
+    monkeypatch.setattr(_ternary_numba, "to_small_int", counted)
     return calls
 
 
