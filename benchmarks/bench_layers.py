@@ -14,6 +14,9 @@ network). Per shape the variants are
   input activation (``input_quantizer=stbin.nn.StochasticSign()``), in training mode;
 * ``stbin-fp``    -- the same with its products in float32 (``stbin.nn.exact_products.disabled``):
   what the exact 8-bit integer route gains, in the same run (ratio ``stbin/stbin-fp``);
+* ``stbin-nt``    -- ``stbin`` with its samplers writing no int8 twins (``twin_min_numel``
+  out of reach): the exact route converts both operands from float; what the twins gain, in
+  the same run (ratio ``stbin/stbin-nt``);
 * ``bitorch``     -- ``bitorch.layers.QLinear`` / ``QConv2d`` with sign input and weight
   quantization (bitorch's defaults: STE with gradient cancellation at 1, pad value -1),
   when bitorch is installed; otherwise that column is skipped with a message.
@@ -114,6 +117,21 @@ class FloatProducts(nn.Module):
         from stbin.nn import exact_products  # noqa: PLC0415
 
         with exact_products.disabled():
+            return self.module(x)
+
+
+class NoTwins(nn.Module):
+    """``module`` with samplers that write no int8 twin (:mod:`stbin.estimators._twins`): the exact products
+    convert their operands from float, as before the twins."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from stbin.estimators._common import path_thresholds  # noqa: PLC0415
+
+        with path_thresholds(twin_min_numel=1 << 62):
             return self.module(x)
 
 
@@ -254,8 +272,8 @@ def _loadavg() -> str:
 
 def format_table(results: list[dict], markdown: bool = False) -> str:
     """The results as a plain-text (or Markdown) table: times in ms, then the ratios."""
-    cols = ["float", "float+act", "stbin", "stbin-fp", "bitorch"]
-    ratios = ["stbin/float", "stbin/float+act", "stbin/stbin-fp", "stbin/bitorch"]
+    cols = ["float", "float+act", "stbin", "stbin-fp", "stbin-nt", "bitorch"]
+    ratios = ["stbin/float", "stbin/float+act", "stbin/stbin-fp", "stbin/stbin-nt", "stbin/bitorch"]
     rows = [[r["shape"], *(f"{r[c + '_ms']:.2f}" if c + "_ms" in r else "-" for c in cols),
              *(f"{r[q]:.2f}" if q in r else "-" for q in ratios)] for r in results]
     head = ["shape", *(c + " ms" for c in cols), *ratios]
@@ -357,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             "float+act": nn.Sequential(float_act(args.float_act), float_layer(s)),
             "stbin": stbin_layer(s),
             "stbin-fp": FloatProducts(stbin_layer(s)),
+            "stbin-nt": NoTwins(stbin_layer(s)),
         }
         if bl is not None:
             variants["bitorch"] = bitorch_layer(bl, s)
@@ -369,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         row["stbin/float"] = st / vs["float"].median
         row["stbin/float+act"] = st / vs["float+act"].median
         row["stbin/stbin-fp"] = st / vs["stbin-fp"].median
+        row["stbin/stbin-nt"] = st / vs["stbin-nt"].median
         if "bitorch" in vs:
             row["stbin/bitorch"] = st / vs["bitorch"].median
         results.append(row)

@@ -14,7 +14,11 @@ round in one run (median over the rounds). Variants:
 * ``previous``: ``benchmarks/previous_sampler.py``;
 * ``decide_pass``: the one-pass kernel alone (no fix-up, preallocated output);
 * ``cdf_pass`` and ``kernel_pass``: the two passes of the two-pass path alone;
-* ``uniform`` and ``uniform_two_pass``: ``stbin`` and ``stbin_two_pass`` with uniform noise.
+* ``uniform`` and ``uniform_two_pass``: ``stbin`` and ``stbin_two_pass`` with uniform noise;
+* ``stbin_twin`` and ``uniform_twin``: ``stbin`` and ``uniform`` writing the samples' int8 twin
+  too (:mod:`stbin.estimators._twins`; ``stbin`` and ``uniform`` write none);
+* ``convert``: the checked int8 conversion of the samples (``stbin.nn._ternary_numba``), the
+  pass over the float samples that an exact integer product makes when there is no twin.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ import torch
 SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
 SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
 VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "cdf_pass", "kernel_pass",
-            "uniform", "uniform_two_pass")
+            "uniform", "uniform_two_pass", "stbin_twin", "uniform_twin", "convert")
 
 
 def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
     """Median ms of every variant (see the module docstring), weights per second, and the two ratios."""
-    from stbin.estimators import _logistic_sampling_numba, bernoulli_weight, sampling  # noqa: PLC0415
+    from stbin.estimators import _logistic_sampling_numba, _twins, bernoulli_weight, sampling  # noqa: PLC0415
     from stbin.estimators._common import path_thresholds  # noqa: PLC0415
+    from stbin.nn._ternary_numba import to_small_int  # noqa: PLC0415
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from previous_sampler import previous_sample_sign  # noqa: PLC0415
@@ -46,17 +51,31 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
     prob = torch.sigmoid(theta)
     seed = torch.tensor([1, 2, 3, 4])
 
+    samples = bernoulli_weight(theta, "logistic", 1.0, "sample").numpy()
+    ints = torch.empty(numel, dtype=torch.int8).numpy()
+    threads = torch.get_num_threads()
+    no_twin = 1 << 62
+
     def fresh() -> None:
-        with path_thresholds(reuse_output_min_numel=1 << 62):
+        with path_thresholds(reuse_output_min_numel=1 << 62, twin_min_numel=no_twin):
             bernoulli_weight(theta, "logistic", 1.0, "sample")
 
     def two_pass(noise: str = "logistic") -> None:
         with path_thresholds(elementwise_kernel_min_numel=1 << 62):
             bernoulli_weight(theta, noise, 1.0, "sample")
 
+    def one_pass(noise: str = "logistic", twin: bool = False) -> None:
+        consumer = _twins._CONSUMER["wanted"]
+        _twins.set_consumer(lambda: True)  # whatever the CPU: the sampler's cost is measured
+        try:
+            with path_thresholds(twin_min_numel=1 if twin else no_twin):
+                bernoulli_weight(theta, noise, 1.0, "sample")
+        finally:
+            _twins.set_consumer(consumer)
+
     steps = {
         "copy": lambda: dst.copy_(theta),
-        "stbin": lambda: bernoulli_weight(theta, "logistic", 1.0, "sample"),
+        "stbin": one_pass,
         "stbin_two_pass": two_pass,
         "stbin_fresh": fresh,
         "previous": lambda: previous_sample_sign(theta, 1.0),
@@ -64,8 +83,11 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
                                                               torch.get_num_threads() > 1, torch.get_num_threads()),
         "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
         "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
-        "uniform": lambda: bernoulli_weight(theta, "uniform", 1.0, "sample"),
+        "uniform": lambda: one_pass("uniform"),
         "uniform_two_pass": lambda: two_pass("uniform"),
+        "stbin_twin": lambda: one_pass("logistic", True),
+        "uniform_twin": lambda: one_pass("uniform", True),
+        "convert": lambda: to_small_int(samples, ints, 0, threads > 1, threads),
     }
     inner, times = {}, {k: [] for k in steps}
 
@@ -92,6 +114,7 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
     row["stbin_two_pass/copy"] = m["stbin_two_pass"] / m["copy"]
     row["previous/stbin"] = m["previous"] / m["stbin"]
     row["uniform/copy"] = m["uniform"] / m["copy"]
+    row["twin_cost/convert"] = (m["stbin_twin"] - m["stbin"]) / m["convert"]
     return row
 
 
@@ -102,5 +125,8 @@ def format_sampling(row: dict) -> str:
     lines.append(f"  stbin/copy {row['stbin/copy']:.2f} (bar <= {SAMPLING_COPY_RATIO:g}; two-pass path "
                  f"{row['stbin_two_pass/copy']:.2f}); "
                  f"previous/stbin {row['previous/stbin']:.1f}x faster (bar >= {SAMPLING_SPEEDUP:g}); "
-                 f"uniform noise/copy {row['uniform/copy']:.2f}")
+                 f"uniform noise/copy {row['uniform/copy']:.2f}; the int8 twin adds "
+                 f"{row['stbin_twin_ms'] - row['stbin_ms']:.2f} ms (logistic), "
+                 f"{row['uniform_twin_ms'] - row['uniform_ms']:.2f} ms (uniform) against {row['convert_ms']:.2f} ms "
+                 f"for the conversion it saves")
     return "\n".join(lines)

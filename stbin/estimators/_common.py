@@ -79,7 +79,9 @@ def sign_pm1_torch(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
 # the heap top trimmed and refaulted, so that a fresh output per training step keeps paying
 # page faults — thousands per step on the training presets); sampling and the logistic ST backward run on chunks
 # of ``chunk_numel`` elements (512 KB of float32, within L2), so large tensors are not
-# streamed through memory pass after pass. The values are read at every call, so tests force each
+# streamed through memory pass after pass. From ``twin_min_numel`` elements on, the one-pass
+# samplers also write the samples' int8 twin while a consumer wants it
+# (:mod:`stbin.estimators._twins`). The values are read at every call, so tests force each
 # path on small tensors with :func:`path_thresholds` (every path must give the closed
 # form by value).
 
@@ -92,6 +94,7 @@ class PathThresholds:
     elementwise_kernel_min_numel: int = 1 << 14
     chunk_numel: int = 1 << 17
     reuse_output_min_numel: int = 1 << 15
+    twin_min_numel: int = 1 << 14
 
 
 THRESHOLDS = PathThresholds()

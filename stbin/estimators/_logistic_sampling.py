@@ -24,6 +24,8 @@ one-thread choice whatever the thread count.)
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -44,30 +46,46 @@ def usable(a: torch.Tensor, out: torch.Tensor, scale: float) -> bool:
 
 
 def sample_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Tensor, parallel: bool,
-                threads: int | None, redo) -> None:
+                threads: int | None, redo: Callable[[int, int], None], twin: torch.Tensor | None = None) -> bool:
     """``out`` (flat) <- the logistic samples of ``a`` (flat, same dtype) under ``seed``.
 
     ``redo(lo, hi)`` computes elements ``lo .. hi-1`` the two-pass way (for a work item
-    whose undecided elements overflowed their row; ``lo`` is a multiple of 1024).
+    whose undecided elements overflowed their row; ``lo`` is a multiple of 1024). With
+    ``twin`` (flat int8, ``a``'s size): ``twin <- sign(out)`` as well — written by the kernel,
+    then by the fix-up and after every ``redo`` on the elements they rewrite. Returns whether
+    the twin is valid (a twin was given and no sample is NaN).
     """
     a_np, out_np = a.detach().numpy(), out.detach().numpy()
-    idx, words, counts = _kernel.decide(a_np, out_np, scale, seed.numpy(), parallel, threads)
+    tw = None if twin is None else twin.numpy()
+    idx, words, counts, nan = _kernel.decide(a_np, out_np, scale, seed.numpy(), parallel, threads, twin=tw)
     cap = idx.shape[1]
     over = np.flatnonzero(counts > cap)
     for item in over.tolist():
         lo = item * _kernel.ITEM_ELEMENTS
-        redo(lo, min(lo + _kernel.ITEM_ELEMENTS, a.numel()))
+        hi = min(lo + _kernel.ITEM_ELEMENTS, a.numel())
+        redo(lo, hi)
+        if tw is not None:
+            nan |= _sign_into(tw[lo:hi], out_np[lo:hi])
         counts[item] = 0
-    if not counts.any():
-        return
-    rows = np.arange(cap) < counts[:, None]
-    fix_exact(out_np, a_np, scale, idx[rows], words[rows])
+    if counts.any():
+        rows = np.arange(cap) < counts[:, None]
+        nan |= fix_exact(out_np, a_np, scale, idx[rows], words[rows], tw)
+    return tw is not None and not nan
 
 
-def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, words: np.ndarray) -> None:
+def _sign_into(twin: np.ndarray, x: np.ndarray) -> bool:
+    """``twin <- sign(x)`` (int8; 0 for NaN); whether some ``x`` is NaN."""
+    bad = np.isnan(x)
+    np.sign(np.where(bad, 0, x), out=twin, casting="unsafe")
+    return bool(bad.any())
+
+
+def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, words: np.ndarray,
+              twin: np.ndarray | None = None) -> bool:
     """``out[idx]`` <- ``+1`` where ``words * 2^-32 < sigmoid(a[idx] / s)`` (torch's value at that position), else -1.
 
-    NaN where that value is NaN. (numpy for the index work: a few microseconds a call.)
+    NaN where that value is NaN. With ``twin``: ``twin[idx] <- sign(out[idx])`` too. Returns whether a fixed
+    sample is NaN. (numpy for the index work: a few microseconds a call.)
     """
     n = a.size
     tail = n - n % _ALIGN
@@ -82,8 +100,13 @@ def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, wor
     if pos.size < idx.size:
         rest = np.flatnonzero(~body)
         p[rest] = _sigmoid(a[tail:].copy(), scale)[idx[rest] - tail]
-    x = np.where(words.astype(np.float64) * 2.0 ** -32 < p.astype(np.float64), 1.0, -1.0).astype(a.dtype)
-    out[idx] = np.where(np.isnan(p), p, x)
+    plus = words.astype(np.float64) * 2.0 ** -32 < p.astype(np.float64)
+    x = np.where(plus, 1.0, -1.0).astype(a.dtype)
+    nan = np.isnan(p)
+    out[idx] = np.where(nan, p, x)
+    if twin is not None:
+        twin[idx] = np.where(nan, 0, np.where(plus, 1, -1)).astype(np.int8)
+    return bool(nan.any())
 
 
 def _sigmoid(v: np.ndarray, scale: float) -> np.ndarray:

@@ -19,6 +19,11 @@ both give identical numbers, as does the pure-torch fallback used where numba ca
 imported. Other devices (CUDA) compare with ``torch.rand`` drawn from the generator
 (torch's own parallel Philox).
 
+**Int8 twins.** While a consumer wants them (:mod:`stbin.estimators._twins`: the exact
+integer products of :mod:`stbin.nn.exact_products`), the one-pass kernels also write
+``sign(x)`` as int8, from ``THRESHOLDS.twin_min_numel`` elements on, and the eager path
+attaches it to the output tensor (unless a sample is NaN); the samples are unchanged.
+
 **Output buffers.** From ``THRESHOLDS.reuse_output_min_numel`` elements on, the output
 is written into a buffer of :data:`stbin.estimators._buffers.BUFFERS`: the storage of an
 earlier output of the same shape and dtype that nothing references any more (glibc maps
@@ -36,6 +41,7 @@ from __future__ import annotations
 import torch
 
 from stbin._validation import compute_dtype
+from stbin.estimators import _twins
 from stbin.estimators._buffers import BUFFERS
 from stbin.estimators._common import THRESHOLDS, is_compiling, scaled, upcast
 from stbin.estimators._elementwise import sign_pm1
@@ -56,13 +62,15 @@ def _plain_usable(a: torch.Tensor, out: torch.Tensor, scale: float) -> bool:
 
 
 def _uniform_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Tensor, parallel: bool,
-                  threads: int, redo: object) -> None:
-    _uniform.sample_into(a.detach().numpy(), out.detach().numpy(), scale, seed.numpy(), parallel, threads)
+                  threads: int, redo: object, twin: torch.Tensor | None = None) -> bool:
+    return _uniform.sample_into(a.detach().numpy(), out.detach().numpy(), scale, seed.numpy(), parallel, threads,
+                                twin=None if twin is None else twin.numpy())
 
 
 #: one-pass CPU samplers by noise CDF: (whether it applies to (a, out, scale), the sampler). Each
 #: gives the numbers of the two-pass path bit for bit (tests/estimators/test_logistic_sampling.py,
-#: test_uniform_sampling.py).
+#: test_uniform_sampling.py). A sampler ``(out, a, scale, seed, parallel, threads, redo, twin=None)``
+#: writes the int8 twin too when given one and returns whether it is valid (no NaN sample).
 ONE_PASS = {} if _kernel is None else {
     NOISES.get("logistic").cdf: (_logistic.usable, _logistic.sample_into),
     NOISES.get("uniform").cdf: (_plain_usable, _uniform_into),
@@ -150,7 +158,9 @@ def _sample_eager(a: torch.Tensor, noise: Noise, scale: float, seed: torch.Tenso
     Noises of :data:`ONE_PASS` (logistic, uniform) on float32/float64 tensors from
     ``THRESHOLDS.elementwise_kernel_min_numel`` elements on: their one-pass kernel (the
     logistic one with its exact fix-up, :mod:`._logistic_sampling`); otherwise ``F(a/s)``
-    into the buffer, then the comparison kernel in place. Both give the same numbers.
+    into the buffer, then the comparison kernel in place. Both give the same numbers. The
+    one-pass kernels also write the samples' int8 twin where :func:`stbin.estimators._twins.wanted`
+    (attached to the output unless a sample is NaN).
     """
     out = BUFFERS.take(a.shape, compute_dtype(a.dtype))
     if not a.numel():
@@ -166,7 +176,12 @@ def _sample_eager(a: torch.Tensor, noise: Noise, scale: float, seed: torch.Tenso
             _cdf_into(flat[lo:hi], src[lo:hi], noise, scale)
             _kernel.compare_inplace(flat[lo:hi].numpy(), seed.numpy(), False, start=lo)
 
-        one_pass[1](flat, src, scale, seed, parallel, threads, redo)
+        if not _twins.wanted(a.numel()):
+            one_pass[1](flat, src, scale, seed, parallel, threads, redo)
+            return out
+        twin = BUFFERS.take(a.shape, torch.int8)
+        if one_pass[1](flat, src, scale, seed, parallel, threads, redo, twin.view(-1)):
+            _twins.attach(out, twin)
         return out
     _cdf_into(flat, src, noise, scale)
     _philox_sign_impl(out, seed)

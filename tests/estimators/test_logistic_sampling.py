@@ -94,7 +94,7 @@ def test_undecided_elements_are_rare_and_only_near_the_threshold(dtype):
     n = 1 << 18
     a = edge_inputs(n, dtype, 0.7, SEED)
     out = torch.empty_like(a)
-    idx, words, counts = fastk.decide(a.numpy(), out.numpy(), 0.7, SEED.numpy(), False, cap=fastk.ITEM_ELEMENTS)
+    idx, words, counts, _ = fastk.decide(a.numpy(), out.numpy(), 0.7, SEED.numpy(), False, cap=fastk.ITEM_ELEMENTS)
     rows = np.arange(idx.shape[1]) < counts[:, None]
     und = torch.from_numpy(idx[rows])
     assert torch.equal(torch.nonzero(out == 0).view(-1), und.sort().values)
@@ -113,7 +113,7 @@ def test_undecided_band_is_narrow_on_ordinary_inputs():
     n = 1 << 20
     a = torch.randn(n, generator=torch.Generator().manual_seed(3)) * 3
     out = torch.empty_like(a)
-    _, _, counts = fastk.decide(a.numpy(), out.numpy(), 1.0, SEED.numpy(), False)
+    _, _, counts, _ = fastk.decide(a.numpy(), out.numpy(), 1.0, SEED.numpy(), False)
     assert counts.sum() < 8 * n * 2.0 ** -15  # expected about n 2^-15 = 32, at most
     assert same(one_pass(a, 1.0, SEED), two_pass(a, 1.0, SEED))
 

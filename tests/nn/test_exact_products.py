@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import stbin.nn as snn
+from stbin.estimators import _twins
+from stbin.estimators._common import path_thresholds
 from stbin.nn import exact_products as ep
 from stbin.nn._ternary_numba import to_small_int
 
@@ -269,3 +271,104 @@ def test_cpu_autocast_keeps_the_float_path_and_its_dtype(small_products: None) -
         z = ep.conv2d(_ternary((2, 32, 8, 8), seed=28).requires_grad_(), _ternary((32, 32, 3, 3), seed=29), None, 1, 1)
     assert not _routed(y) and y.dtype == y0.dtype == torch.bfloat16 and torch.equal(y, y0)
     assert not _routed(z) and z.dtype == torch.bfloat16
+
+
+# -- the samplers' int8 twins: used instead of the conversion, with the same numbers --------------------------------
+
+TWINS = {"elementwise_kernel_min_numel": 1, "twin_min_numel": 1}
+
+
+@pytest.fixture
+def conversions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the operands converted by the checked kernel (a twin used instead is not converted)."""
+    from stbin.nn import _ternary_numba
+
+    calls: list[int] = []
+    real = _ternary_numba.to_small_int
+    def counted(src: np.ndarray, *args: object) -> bool:
+        calls.append(src.size)
+        return real(src, *args)
+
+    monkeypatch.setattr(_ternary_numba, "to_small_int", counted)
+    return calls
+
+
+def _sampled(shape: tuple[int, ...], weights: bool, noise: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-activations / latent weights (leaves) and their samples, with the samplers' twins."""
+    from stbin.estimators import bernoulli_weight, stochastic_sign
+
+    a = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).requires_grad_()
+    fn = bernoulli_weight if weights else stochastic_sign
+    with path_thresholds(**TWINS):
+        return a, fn(a, noise, 0.9, "sample", torch.Generator().manual_seed(seed + 1))
+
+
+@needs_route
+@pytest.mark.parametrize("noise", ["logistic", "uniform"])
+@pytest.mark.parametrize("x_shape", [(40, 96), (4, 10, 96)])
+def test_linear_uses_the_samplers_twins_with_the_same_outputs_and_gradients(
+        noise: str, x_shape: tuple[int, ...], small_products: None, conversions: list[int]) -> None:
+    a, x = _sampled(x_shape, False, noise, 1)
+    theta, w = _sampled((48, 96), True, noise, 3)
+    b = torch.randn(48, requires_grad=True)
+    assert _twins.lookup(x) is not None and _twins.lookup(w) is not None
+    y = ep.linear(x, w, b)
+    assert _routed(y) and conversions == []  # both operands from their twins
+    x0, w0, b0 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y0 = ep.linear(x0, w0, b0)  # copies: no twin, converted
+    assert _routed(y0) and conversions == [x.numel(), w.numel()]
+    assert torch.equal(y, y0) and torch.allclose(y, F.linear(x0, w0, b0), rtol=1e-6, atol=1e-5)
+    grads = torch.autograd.grad(y.square().sum(), (x, w, b, a, theta))
+    grads0 = torch.autograd.grad(y0.square().sum(), (x0, w0, b0))
+    assert all(torch.equal(g, g0) for g, g0 in zip(grads, grads0))
+    assert torch.equal(grads[4], grads[1])  # and on to the latent weights (identity backward)
+
+
+@needs_route
+def test_conv2d_uses_the_samplers_twins_with_the_same_outputs_and_gradients(small_products: None,
+                                                                           conversions: list[int]) -> None:
+    _, x = _sampled((2, 8, 10, 10), False, "logistic", 5)
+    _, w = _sampled((32, 8, 3, 3), True, "uniform", 7)
+    b = torch.randn(32, requires_grad=True)
+    y = ep.conv2d(x, w, b, 1, 1)
+    assert _routed(y) and conversions == []
+    x0, w0, b0 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    y0 = ep.conv2d(x0, w0, b0, 1, 1)
+    assert _routed(y0) and conversions == [x.numel(), w.numel()] and torch.equal(y, y0)
+    grads = torch.autograd.grad(y.square().sum(), (x, w, b))
+    grads0 = torch.autograd.grad(y0.square().sum(), (x0, w0, b0))
+    assert all(torch.equal(g, g0) for g, g0 in zip(grads, grads0))
+
+
+@needs_route
+def test_a_changed_sample_is_converted_and_none_is_twinned_while_the_route_is_disabled(
+        small_products: None, conversions: list[int]) -> None:
+    _, x = _sampled((40, 96), False, "logistic", 9)
+    _, w = _sampled((48, 96), True, "logistic", 11)
+    with torch.no_grad():
+        x[0, :5] = 0.0  # in place (a ternary value the twin does not hold): the twin is stale
+    y = ep.linear(x, w)
+    assert _routed(y) and conversions == [x.numel()]
+    assert torch.equal(y, F.linear(x, w))
+    with ep.disabled():
+        _, x2 = _sampled((40, 96), False, "logistic", 9)
+    assert _twins.lookup(x2) is None
+
+
+@needs_route
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+def test_binary_layers_with_stochastic_inputs_convert_nothing(layer: str, small_products: None,
+                                                             conversions: list[int]) -> None:
+    torch.manual_seed(23)
+    if layer == "linear":
+        m, x = snn.BinaryLinear(96, 64, input_quantizer=snn.StochasticSign()), torch.randn(2, 20, 96)
+    else:
+        m, x = snn.BinaryConv2d(8, 32, 3, padding=1, input_quantizer=snn.StochasticSign()), torch.randn(2, 8, 10, 10)
+    torch.manual_seed(24)
+    with path_thresholds(**TWINS):
+        y = m(x)
+    assert _routed(y) and conversions == []
+    torch.manual_seed(24)  # the same samples, without twins: both operands converted, the same numbers
+    with path_thresholds(**{**TWINS, "twin_min_numel": 1 << 40}):
+        y0 = m(x)
+    assert _routed(y0) and len(conversions) == 2 and torch.equal(y, y0)
