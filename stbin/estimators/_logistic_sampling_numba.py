@@ -93,18 +93,23 @@ def exp_neg(m):
 
 
 @njit(inline="always")
+def _margin(ai, wi, inv_s):
+    """``Z = u (1 + e) - c`` of the module docstring for the element ``ai`` and its word ``wi`` (float32)."""
+    t = _f32(ai * inv_s)
+    e = exp_neg(min(abs(t), _CLAMP))
+    c = _ONE if t >= _ZERO else e
+    u = _f32(np.int32(wi >> _SHIFT8)) * _U24
+    return u * (_ONE + e) - c
+
+
+@njit(inline="always")
 def _decide(a, w, out, inv_s):
     """``out[i]`` <- +1 / -1 / NaN / 0 (undecided) for ``a[i]`` against word ``w[i]``."""
     one = out.dtype.type(1.0)
     zero = out.dtype.type(0.0)
     for i in range(out.size):
         ai = a[i]
-        t = _f32(ai * inv_s)
-        m = abs(t)
-        e = exp_neg(min(m, _CLAMP))
-        c = _ONE if t >= _ZERO else e
-        u = _f32(np.int32(w[i] >> _SHIFT8)) * _U24
-        z = u * (_ONE + e) - c
+        z = _margin(ai, w[i], inv_s)
         v = one if z < -_D else (-one if z >= _D else zero)
         v = ai if ai != ai else v
         out[i] = v
@@ -123,12 +128,7 @@ def _decide_twin(a, w, out, twin, inv_s):
     nan = False
     for i in range(out.size):
         ai = a[i]
-        t = _f32(ai * inv_s)
-        m = abs(t)
-        e = exp_neg(min(m, _CLAMP))
-        c = _ONE if t >= _ZERO else e
-        u = _f32(np.int32(w[i] >> _SHIFT8)) * _U24
-        z = u * (_ONE + e) - c
+        z = _margin(ai, w[i], inv_s)
         plus = z < -_D
         minus = z >= _D
         v = one if plus else (-one if minus else zero)
