@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stbin.deploy._simd import load_u64, v8_store, v8_xorpop, v8_zero
+from stbin.deploy._simd import f16_add, f16_load_n, f16_store_n, f16_zero, load_u64, v8_store, v8_xorpop, v8_zero
 from stbin.deploy._loops import _JIT, _serial, njit, popcount64, prange, threshold_word
 
 _ROWS = 4
@@ -113,22 +113,59 @@ def bdense_dot(X, Wt, k_bits, acc, out):  # type: ignore[no-untyped-def]
                 out[i, j] = np.int32(kk - 2 * np.int64(acc[i, j]))
 
 
+@njit(inline="always", **_JIT)
+def _term(Wpm, word, k, m, o, w):  # type: ignore[no-untyped-def]
+    """The lanes ``x_k * Wt[k, o:o + w]`` for the input bit ``word & 1`` (set: x_k = -1): a masked load from the
+    half of ``Wpm`` that holds the products with that sign."""
+    return f16_load_n(Wpm, np.int64(word & np.uint64(1)) * (Wpm.size // 2) + k * m + o, w)
+
+
 @njit(parallel=True, **_JIT)
-def bits_dense(X, k_bits, Wt, b, out):  # type: ignore[no-untyped-def]
-    """A float layer on packed ±1 inputs: out[i] = x_i @ Wt + b with x_ik = -1 where bit k of X[i] is set, else +1;
-    Wt (K, M) input-major. The same operations, in the same order, as ``unpack_float`` followed by
-    ``float_dense`` (a sum from 0 over k of ``x_ik * Wt[k, j]``, exact products of ±1, then ``+ b[j]``), so the
-    result is bit for bit theirs, without the (N, K) float intermediate. Parallel over rows."""
-    m = Wt.shape[1]
-    for i in prange(X.shape[0]):
-        for j in range(m):
-            out[i, j] = 0.0
-        for k in range(k_bits):
-            s = np.float32(1.0) - np.float32(2.0) * np.float32((X[i, k // 64] >> np.uint64(k % 64)) & np.uint64(1))
-            for j in range(m):
-                out[i, j] += s * Wt[k, j]
-        for j in range(m):
-            out[i, j] += b[j]
+def bits_dense(X, k_bits, Wpm, b, out):  # type: ignore[no-untyped-def]
+    """A float layer on packed ±1 inputs: out[i] = x_i @ Wt + b with x_ik = -1 where bit k of X[i] is set, else +1.
+    ``Wpm`` (2, K, M) holds the products ``(+1.0 * Wt, -1.0 * Wt)`` (float32 products computed once per layer:
+    :func:`stbin.deploy.dense_kernels.signed_weights`); ``Wpm`` and ``out`` C-contiguous. The same operations, in
+    the same order, as ``unpack_float`` followed by ``float_dense`` (a sum from +0.0 over k = 0, 1, ... of the
+    products ``x_ik * Wt[k, j]``, then ``+ b[j]``), so the result is bit for bit theirs, without the (N, K) float
+    intermediate.
+
+    Why it is shaped so: the sum over k is one chain of dependent float32 additions per output, so its latency
+    bounds the loop. The running sums of 16 outputs stay in one f32x16 register (an ``out[i, j] +=`` in memory
+    would make every step wait for the previous step's store), each step only selects its product row by the
+    input bit (no conversion, broadcast or multiply on the way), and four rows run as four independent chains.
+    A block of fewer than 16 outputs (M = 10: all of them) uses masked loads and stores
+    (:func:`~stbin.deploy._simd.f16_load_n`): no padding. Parallel over blocks of four rows."""
+    n, kw = X.shape
+    m = Wpm.shape[2]
+    for t in prange((n + _ROWS - 1) // _ROWS):
+        i0 = t * _ROWS
+        rows = min(_ROWS, n - i0)
+        for o in range(0, m, 16):
+            w = min(16, m - o)
+            if rows == _ROWS:
+                a0 = a1 = a2 = a3 = f16_zero()
+                for g in range(kw):
+                    x0, x1, x2, x3 = X[i0, g], X[i0 + 1, g], X[i0 + 2, g], X[i0 + 3, g]
+                    for k in range(g * 64, min(k_bits, g * 64 + 64)):
+                        a0 = f16_add(a0, _term(Wpm, x0, k, m, o, w))
+                        a1 = f16_add(a1, _term(Wpm, x1, k, m, o, w))
+                        a2 = f16_add(a2, _term(Wpm, x2, k, m, o, w))
+                        a3 = f16_add(a3, _term(Wpm, x3, k, m, o, w))
+                        x0, x1, x2, x3 = x0 >> np.uint64(1), x1 >> np.uint64(1), x2 >> np.uint64(1), x3 >> np.uint64(1)
+                bias = f16_load_n(b, o, w)
+                f16_store_n(f16_add(a0, bias), out, i0 * m + o, w)
+                f16_store_n(f16_add(a1, bias), out, (i0 + 1) * m + o, w)
+                f16_store_n(f16_add(a2, bias), out, (i0 + 2) * m + o, w)
+                f16_store_n(f16_add(a3, bias), out, (i0 + 3) * m + o, w)
+            else:
+                for i in range(i0, i0 + rows):
+                    a = f16_zero()
+                    for g in range(kw):
+                        x = X[i, g]
+                        for k in range(g * 64, min(k_bits, g * 64 + 64)):
+                            a = f16_add(a, _term(Wpm, x, k, m, o, w))
+                            x >>= np.uint64(1)
+                    f16_store_n(f16_add(a, f16_load_n(b, o, w)), out, i * m + o, w)
 
 
 @njit(inline="always", **_JIT)

@@ -24,6 +24,12 @@ so the exact float32 sum is only needed for the few that are close. Per input ro
 3. **Recompute** an output still undecided exactly as the fused loop does: ``0 + x_0 W_j0 + x_1 W_j1 + ...``
    in float32 in the same order, ``+ b_j``, then the threshold.
 
+The row set-up's float64 sums (``||x||^2``, ``||x - sx p||^2``, ``||p||^2``) run in the eight lanes of an f64x8
+register (:mod:`stbin.deploy._simd_f64`): the bounds hold for any summation order, since every norm is
+multiplied by ``up = 1 + 2^-30``, above the relative rounding error ``(K - 1) u_64 / (1 - (K - 1) u_64)`` of
+any float64 sum of ``K <= 2^16`` non-negative terms (Higham, sec. 4.2). The outputs the screen leaves
+undecided are settled first, so the packing of the verdicts is branch-free.
+
 A row with a non-finite value, or so large that a float32 partial sum could overflow, runs the fused loop
 itself, and so does every row while a bias or threshold is not finite. On the demo MLP's random layer
 about one output in ten is refined and a few in a thousand are recomputed. The operands are built and
@@ -42,6 +48,7 @@ from numba.extending import intrinsic, models, register_model
 from stbin.deploy._float_loops import _dense_row, _pack_row
 from stbin.deploy._loops import _JIT, _serial, njit, prange
 from stbin.deploy._simd import vector_store
+from stbin.deploy._simd_f64 import d8_absmax, d8_add, d8_load_n, d8_max, d8_mul, d8_sub, d8_sum, d8_zero
 
 _V16 = ir.VectorType(ir.IntType(32), 16)
 
@@ -203,21 +210,27 @@ def _ends(a, bound, bj, sj, tj):  # type: ignore[no-untyped-def]
 
 @njit(inline="always", **_JIT)
 def _stats(X, i, k):  # type: ignore[no-untyped-def]
-    """(max |x_k|, sum x_k^2) of row i in float64, four partial sums (the bounds allow any order: see ``up``)."""
-    a0 = a1 = a2 = a3 = 0.0
-    s0 = s1 = s2 = s3 = 0.0
-    kk = 0
-    while kk + 4 <= k:
-        v0, v1 = np.float64(X[i, kk]), np.float64(X[i, kk + 1])
-        v2, v3 = np.float64(X[i, kk + 2]), np.float64(X[i, kk + 3])
-        a0, a1, a2, a3 = max(a0, abs(v0)), max(a1, abs(v1)), max(a2, abs(v2)), max(a3, abs(v3))
-        s0, s1, s2, s3 = s0 + v0 * v0, s1 + v1 * v1, s2 + v2 * v2, s3 + v3 * v3
-        kk += 4
-    for kk in range(kk, k):
-        v0 = np.float64(X[i, kk])
-        a0 = max(a0, abs(v0))
-        s0 += v0 * v0
-    return max(max(a0, a1), max(a2, a3)), (s0 + s1) + (s2 + s3)
+    """(max |x_k|, sum x_k^2) of row i of the C-contiguous X in float64, eight partial sums in the lanes of an
+    f64x8 register (the bounds allow any order: see ``up``); a NaN makes the sum NaN, an inf makes it inf."""
+    am = ss = d8_zero()
+    for kk in range(0, k, 8):
+        v = d8_load_n(X, i * k + kk, k - kk)
+        am = d8_absmax(am, v)
+        ss = d8_add(ss, d8_mul(v, v))
+    return d8_max(am), d8_sum(ss)
+
+
+@njit(inline="always", **_JIT)
+def _error_norms(X, P, i, k, sx):  # type: ignore[no-untyped-def]
+    """(sum e_k^2, sum p_k^2) with e_k = x_k - sx p_k (each e_k formed in float64 as before), eight partial sums
+    each in f64x8 lanes (any order: see ``up``)."""
+    dd = pp = d8_zero()
+    for kk in range(0, k, 8):
+        p = d8_load_n(P, i * k + kk, k - kk)
+        e = d8_sub(d8_load_n(X, i * k + kk, k - kk), d8_mul(p, sx))
+        dd = d8_add(dd, d8_mul(e, e))
+        pp = d8_add(pp, d8_mul(p, p))
+    return d8_sum(dd), d8_sum(pp)
 
 
 @njit(parallel=True, **_JIT)
@@ -249,18 +262,7 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, A, D, acc,
         inv = 32767.0 / amax if amax > 0.0 else 0.0  # any integers p are valid: the bound uses x - sx p
         for kk in range(k):
             P[i, kk] = min(max(np.rint(np.float64(X[i, kk]) * inv), -32767.0), 32767.0)
-        d0 = d1 = p0 = p1 = 0.0
-        kk = 0
-        while kk + 2 <= k:  # two partial sums each (any order: see ``up``)
-            e0 = np.float64(X[i, kk]) - sx * P[i, kk]
-            e1 = np.float64(X[i, kk + 1]) - sx * P[i, kk + 1]
-            d0, d1 = d0 + e0 * e0, d1 + e1 * e1
-            p0, p1 = p0 + P[i, kk] * P[i, kk], p1 + P[i, kk + 1] * P[i, kk + 1]
-            kk += 2
-        for kk in range(kk, k):
-            e0 = np.float64(X[i, kk]) - sx * P[i, kk]
-            d0 += e0 * e0
-            p0 += P[i, kk] * P[i, kk]
+        dd, pp = _error_norms(X, P, i, k, sx)
         for kk in range(k):
             u = np.int32(P[i, kk]) + 32768  # p + 32768 = 256 h + l
             U[i, 0, kk] = np.uint8(u >> 8)
@@ -268,8 +270,8 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, A, D, acc,
         for kk in range(k, kp):  # padded inputs: p = 0 (their weights are 0)
             U[i, 0, kk] = 128
             U[i, 1, kk] = 0
-        dn = np.sqrt(d0 + d1) * up + k * amax * 2.0 ** -50
-        pn = np.sqrt(p0 + p1) * up
+        dn = np.sqrt(dd) * up + k * amax * 2.0 ** -50
+        pn = np.sqrt(pp) * up
         _planes(U[i], Q, Z[i])
         c1 = dn + g * xn
         c2 = sx * pn
@@ -279,23 +281,24 @@ def screened_dense_sign(X, Q, R, W, Wt, b, S, T, colc, csum, P, U, Z, A, D, acc,
             A[i, j] = a1
             D[i, j] = _ends(a1, (c1 * colc[2, j] + c2 * colc[3, j]) * up + under + abs(a1) * 2.0 ** -40,
                             b[j], S[j], T[j])
-        for gw in range(out.shape[1]):
-            word = np.uint64(0)
-            for j in range(gw * 64, min(m, gw * 64 + 64)):
-                d = D[i, j]
-                if d == 1 or d == 2:  # undecided: refine with the residual weights
-                    a1 = A[i, j]
-                    zh, zl = _refine(U[i], R, j)
-                    a2 = sx * (colc[1, j] * np.float64(256 * zh + zl - 32768 * np.int64(csum[1, j])))
-                    bound = (c1 * colc[2, j] + c2 * colc[4, j]) * up + under + (abs(a1) + abs(a2)) * 2.0 ** -40
-                    d = _ends(a1 + a2, bound, b[j], S[j], T[j])
+        for j in range(m):  # the few undecided outputs (a rare branch): refine, then recompute if still undecided
+            d = D[i, j]
+            if d == 1 or d == 2:  # undecided: refine with the residual weights
+                a1 = A[i, j]
+                zh, zl = _refine(U[i], R, j)
+                a2 = sx * (colc[1, j] * np.float64(256 * zh + zl - 32768 * np.int64(csum[1, j])))
+                bound = (c1 * colc[2, j] + c2 * colc[4, j]) * up + under + (abs(a1) + abs(a2)) * 2.0 ** -40
+                d = _ends(a1 + a2, bound, b[j], S[j], T[j])
                 if d == 1 or d == 2:  # still undecided: recompute this output exactly, in the fused loop's order
                     s = np.float32(0.0)
                     for kk in range(k):
                         s = s + X[i, kk] * W[j, kk]
                     d = 3 if S[j] * (s + b[j]) >= T[j] else 0
-                word |= np.uint64(d == 0) << np.uint64(j - gw * 64)
+                D[i, j] = d
+        for gw in range(out.shape[1]):  # every verdict is now 0 or 3: branch-free packing
+            word = np.uint64(0)
+            for j in range(gw * 64, min(m, gw * 64 + 64)):
+                word |= np.uint64(D[i, j] == 0) << np.uint64(j - gw * 64)
             out[i, gw] = word
-
 
 screened_dense_sign_serial = _serial(screened_dense_sign, "screened_dense_sign_serial")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 _V8 = ir.VectorType(ir.IntType(64), 8)
@@ -33,6 +34,12 @@ def _c_u64(a):  # type: ignore[no-untyped-def]
     return isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C"
 
 
+def _splat(builder, vty, x):  # type: ignore[no-untyped-def]
+    """The scalar ``x`` in every lane of a vector of type ``vty``."""
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), vty.count), None))
+
+
 @intrinsic
 def v8_zero(typingctx):  # type: ignore[no-untyped-def]
     """Eight zero lanes."""
@@ -50,8 +57,7 @@ def v8_xorpop(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
         a, ary, idx, xv = args
         ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
         w = builder.load(builder.bitcast(ptr, _V8.as_pointer()), align=8)
-        xs = builder.insert_element(ir.Constant(_V8, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
-        xs = builder.shuffle_vector(xs, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+        xs = _splat(builder, _V8, xv)
         fn = builder.module.declare_intrinsic("llvm.ctpop.v8i64", fnty=ir.FunctionType(_V8, [_V8]))
         return builder.add(a, builder.call(fn, [builder.xor(w, xs)]))
 
@@ -115,8 +121,7 @@ def v8_minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-
             ptr = builder.gep(context.make_array(sig.args[k])(context, builder, arr).data, [idx])
             return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=4)
 
-        fv = builder.insert_element(ir.Constant(_V8, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
-        fv = builder.shuffle_vector(fv, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+        fv = _splat(builder, _V8, f)
         d = builder.sub(fv, builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
         sd = builder.mul(builder.sext(vload(3, v32, s, sj), _V8), d)
         bits = builder.icmp_signed("<", sd, builder.sext(vload(4, v32, t, sj), _V8))
@@ -165,9 +170,7 @@ def f16_madd(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         a, ary, idx, xv = args
         w = builder.load(builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
-        xs = builder.insert_element(ir.Constant(_V16, ir.Undefined), xv, ir.Constant(ir.IntType(32), 0))
-        xs = builder.shuffle_vector(xs, ir.Constant(_V16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
-        return builder.fadd(a, builder.fmul(w, xs))
+        return builder.fadd(a, builder.fmul(w, _splat(builder, _V16, xv)))
 
     return f32x16(acc, arr, i, types.float32), codegen
 
@@ -263,8 +266,7 @@ def f16_dot_affine(typingctx, acc, i, full, scale, bias, alpha, beta, j):  # typ
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         a, ai, f, s, b, al, be, sj = args
         v16 = ir.VectorType(ir.IntType(64), 16)
-        fv = builder.insert_element(ir.Constant(v16, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
-        fv = builder.shuffle_vector(fv, ir.Constant(v16, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 16), None))
+        fv = _splat(builder, v16, f)
         d = builder.sub(fv, builder.shl(_vload(context, builder, sig.args[0], a, ai, v16, 8), ir.Constant(v16, [1] * 16)))
         y = builder.sitofp(d, _V16)
         y = builder.fadd(builder.fmul(y, _vload(context, builder, sig.args[3], s, sj, _V16, 4)),
@@ -301,3 +303,51 @@ def f16_bits_of(typingctx, a, S, T, j):  # type: ignore[no-untyped-def]
         return builder.zext(builder.bitcast(bits, ir.IntType(16)), ir.IntType(64))
 
     return types.uint64(a, S, T, j), codegen
+
+
+# -- masked lanes: a block of fewer than 16 outputs without padding the arrays ----------------------------
+
+_M16 = ir.VectorType(ir.IntType(1), 16)
+
+
+def _first_lanes(context, builder, n, nty):  # type: ignore[no-untyped-def]
+    """The mask of lanes ``0 .. n - 1`` (all of them for ``n >= 16``, none for ``n <= 0``)."""
+    v64 = ir.VectorType(ir.IntType(64), 16)
+    return builder.icmp_signed("<", ir.Constant(v64, list(range(16))),
+                               _splat(builder, v64, context.cast(builder, n, nty, types.int64)))
+
+
+@intrinsic
+def f16_load_n(typingctx, arr, i, n):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + n]`` in lanes ``0 .. n - 1`` and +0.0 in the others (``llvm.masked.load``: the masked lanes are
+    never read, so the block may end at the array's end). Unchecked: the caller keeps ``i .. i + min(n, 16) - 1``
+    inside ``arr`` (C-contiguous float32)."""
+    if not _c_f32(arr) or not isinstance(i, types.Integer) or not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), _V16.as_pointer())
+        fnty = ir.FunctionType(_V16, [ptr.type, ir.IntType(32), _M16, _V16])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.load.v16f32.p0")
+        return builder.call(fn, [ptr, ir.Constant(ir.IntType(32), 4), _first_lanes(context, builder, args[2], sig.args[2]),
+                                 ir.Constant(_V16, None)])
+
+    return f32x16(arr, i, n), codegen
+
+
+@intrinsic
+def f16_store_n(typingctx, a, arr, i, n):  # type: ignore[no-untyped-def]
+    """``arr.flat[i:i + n] = a[:n]`` (``llvm.masked.store``: nothing is written past the first ``n`` lanes);
+    unchecked like :func:`f16_load_n`."""
+    if a != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer) or not isinstance(n, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        ptr = builder.bitcast(_ptr(context, builder, sig.args[1], args[1], args[2]), _V16.as_pointer())
+        fnty = ir.FunctionType(ir.VoidType(), [_V16, ptr.type, ir.IntType(32), _M16])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.masked.store.v16f32.p0")
+        builder.call(fn, [args[0], ptr, ir.Constant(ir.IntType(32), 4), _first_lanes(context, builder, args[3], sig.args[3])])
+        return context.get_dummy_value()
+
+    return types.none(a, arr, i, n), codegen
+

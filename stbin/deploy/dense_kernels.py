@@ -4,7 +4,8 @@ the loop runs; a one-line ValueError naming the kernel and the argument; callers
 
 * :func:`bdense_sign` — :func:`~stbin.deploy.kernels.bgemm_sign` on word-major weights ``Wt`` (KW, M);
 * :func:`bdense_dot` — :func:`~stbin.deploy.kernels.bgemm` on word-major weights;
-* :func:`bits_dense` — a float layer on packed ±1 inputs (``unpack_float`` + ``float_dense`` in one loop);
+* :func:`bits_dense` — a float layer on packed ±1 inputs (``unpack_float`` + ``float_dense`` in one loop), on
+  the products of its weights with both signs (:func:`signed_weights`, made once per layer);
 * :func:`bitserial_sign` — a binary-weight first layer on inputs on a declared 8-bit grid (exact integer
   dot products over the inputs' bit-planes), thresholded and packed;
 * :func:`sign_pack_rows` — :func:`~stbin.deploy.kernels.float_sign_pack` always on its serial loop (callable
@@ -55,20 +56,33 @@ def bdense_dot(X: np.ndarray, Wt: np.ndarray, k_bits: int, out: np.ndarray) -> N
     _launch("bdense_dot", X.shape[0] * Wt.size // _VECTOR_SPEEDUP, X, Wt, k, acc, out)
 
 
-def bits_dense(X: np.ndarray, k_bits: int, Wt: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+def signed_weights(Wt: np.ndarray) -> np.ndarray:
+    """The operand ``Wpm`` of :func:`bits_dense` for float32 weights ``Wt`` (K, M): ``(+1.0 * Wt, -1.0 * Wt)`` (2, K, M),
+    float32 products (each exactly the product ``x_k * Wt[k, j]`` that ``float_dense`` forms for x_k = ±1, NaN
+    payloads included). Made once per layer (the plan caches it), never per call."""
+    Wt = np.asarray(Wt, dtype=np.float32)
+    with np.errstate(invalid="ignore"):  # a signalling NaN weight: quieted, as in the product float_dense forms
+        return np.ascontiguousarray(np.stack((Wt * np.float32(1.0), Wt * np.float32(-1.0))))
+
+
+def bits_dense(X: np.ndarray, k_bits: int, Wpm: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """out = unpack(X) @ Wt + b bit for bit as :func:`unpack_float` then :func:`float_dense`: X (N, ceil(K/64)) u64,
-    Wt (K, M), b (M,), out (N, M) float32."""
+    Wpm (2, K, M) = :func:`signed_weights` (Wt), b (M,), out (N, M) float32, all C-contiguous but X (the loop uses
+    flat offsets)."""
     k = "bits_dense"
     _arr(k, "X", X, np.uint64, 2)
     kb = _int(k, "k_bits", k_bits, 0)
     _shape(k, "X", X, (X.shape[0], n_words(kb)))
-    _arr(k, "Wt", Wt, np.float32, 2)
-    _shape(k, "Wt", Wt, (kb, Wt.shape[1]))
+    _arr(k, "Wpm", Wpm, np.float32, 3)
+    _shape(k, "Wpm", Wpm, (2, kb, Wpm.shape[2]))
+    m = Wpm.shape[2]
     _arr(k, "b", b, np.float32, 1)
-    _shape(k, "b", b, (Wt.shape[1],))
+    _shape(k, "b", b, (m,))
     _arr(k, "out", out, np.float32, 2)
-    _shape(k, "out", out, (X.shape[0], Wt.shape[1]))
-    _launch(k, X.shape[0] * Wt.size // 16, X, kb, Wt, b, out)
+    _shape(k, "out", out, (X.shape[0], m))
+    if not (Wpm.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+        raise ValueError(f"{k}: Wpm, b and out must be C-contiguous (np.ascontiguousarray)")
+    _launch(k, X.shape[0] * kb * m // 16, X, kb, Wpm, b, out)
 
 
 def sign_pack_rows(Y: np.ndarray, S: np.ndarray, T: np.ndarray, out: np.ndarray) -> None:

@@ -81,7 +81,7 @@ def _bits_linear(ops: list[Op], net: Any) -> Step | None:
 
     Small batches: ``dense_kernels.bits_dense`` does the same operations in the same order as ``bits_float`` then
     the engine's own ``linear`` loop (bit for bit theirs) without the float intermediate, inside the compiled
-    plan. Larger batches (backend ``"auto"``): the unpacked rows through PyTorch's own ``linear``
+    plan, on the products of the weights with both signs (``signed_weights``, cached per op). Larger batches (backend ``"auto"``): the unpacked rows through PyTorch's own ``linear``
     (:mod:`stbin.deploy.row_parts`), so the logits are PyTorch's for these bits, bit for bit.
     """
     unpack, lin = ops
@@ -106,8 +106,9 @@ def _bits_linear(ops: list[Op], net: Any) -> Step | None:
             return out
 
         wt, b = dense_operands(lin, w, lin.arrays.get("bias"), ctx)
+        wpm = ctx.cache(lin, "signed-t", lambda: dense_kernels.signed_weights(wt))
         out = np.empty((len(x), w.shape[0]), np.float32)
-        dense_kernels.bits_dense(x, int(unpack.attrs["features"]), wt, b, out)
+        dense_kernels.bits_dense(x, int(unpack.attrs["features"]), wpm, b, out)
         return out
     return step
 

@@ -71,11 +71,13 @@ def screened_dense_sign(X: np.ndarray, ops: ScreenOperands, b: np.ndarray, S: np
                         out: np.ndarray) -> None:
     """Bit j of out[i] = not (S[j] * (X[i] @ W.T + b)[j] >= T[j]), bit for bit ``kernels.float_dense_sign(X, Wt,
     b, S, T, out)``: X (N, K) float32, ``ops`` from :func:`screen_operands`, b, S, T (M,) float32, out (N,
-    ceil(M/64)) uint64."""
+    ceil(M/64)) uint64; X C-contiguous."""
     kn = "screened_dense_sign"
     _arr(kn, "X", X, np.float32, 2)
     m, k = ops.W.shape
     _shape(kn, "X", X, (X.shape[0], k))
+    if not X.flags.c_contiguous:
+        raise ValueError(f"{kn}: X must be C-contiguous (the row set-up loads it by flat offsets)")
     mp, kp = -(-m // 64) * 64, -(-k // 64) * 64
     for name, a, dt, shape in (("Q", ops.Q, np.int8, (mp // 64, kp // 4, 256)), ("R", ops.R, np.int8, (m, kp)),
                                ("W", ops.W, np.float32, (m, k)), ("Wt", ops.Wt, np.float32, (k, m)),

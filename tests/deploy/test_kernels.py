@@ -82,7 +82,7 @@ def test_word_major_dense_equals_dense(n, k, m, serial):
     np.testing.assert_array_equal(checked, bits)
 
 
-@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (3, 63, 10), (5, 130, 17), (9, 512, 10)])
+@pytest.mark.parametrize("n, k, m", [(1, 1, 1), (3, 63, 10), (5, 130, 17), (9, 512, 10), (4, 65, 16), (8, 200, 33)])
 def test_bits_dense_is_unpack_then_dense_bit_for_bit(n, k, m):
     """The fused last layer on packed inputs does the operations of unpack_float + float_dense in their order:
     equal bit for bit (weights of mixed magnitudes, so that the order of the sum shows), and close to float64."""
@@ -97,14 +97,39 @@ def test_bits_dense_is_unpack_then_dense_bit_for_bit(n, k, m):
     kernels.unpack_float(X, k, xf)
     ref = np.empty((n, m), np.float32)
     kernels.float_dense(xf, wt, b, ref)
+    wpm = dense_kernels.signed_weights(wt)
     for fn in (D.bits_dense_serial, D.bits_dense):
         out = np.full((n, m), np.nan, np.float32)
-        fn(X, k, wt, b, out)
-        np.testing.assert_array_equal(out, ref)
+        fn(X, k, wpm, b, out)
+        assert out.tobytes() == ref.tobytes()
     out = np.empty((n, m), np.float32)
-    dense_kernels.bits_dense(X, k, wt, b, out)
+    dense_kernels.bits_dense(X, k, wpm, b, out)
     np.testing.assert_array_equal(out, ref)
     np.testing.assert_allclose(out, x @ wt.astype(np.float64) + b, rtol=1e-4, atol=1e-3 * np.abs(wt).sum(0).max())
+
+
+def test_bits_dense_non_finite_weights_bit_for_bit():
+    """NaN (both signs, a payload, a signalling one) and infinite weights: the products with both signs made once
+    (signed_weights) are those float_dense forms, so every output's bytes equal unpack_float + float_dense's."""
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(7)
+    n, k, m = 6, 100, 21
+    wt = rng.standard_normal((k, m)).astype(np.float32)
+    bits = wt.view(np.uint32)
+    bits[3, :5] = [0x7FC00001, 0xFFC00002, 0x7F800001, 0x7F800000, 0xFF800000]  # NaNs (one signalling), +-inf
+    bits[50, 4:7] = [0x7F800000, 0x7F800000, 0x00000001]  # inf + inf; -inf + inf -> NaN in output 4; a subnormal
+    b = rng.standard_normal(m).astype(np.float32)
+    X = pack_sign(pm1(rng, n, k))
+    xf = np.empty((n, k), np.float32)
+    kernels.unpack_float(X, k, xf)
+    ref = np.empty((n, m), np.float32)
+    kernels.float_dense(xf, wt, b, ref)
+    for fn in (D.bits_dense_serial, D.bits_dense):
+        out = np.empty((n, m), np.float32)
+        fn(X, k, dense_kernels.signed_weights(wt), b, out)
+        assert out.tobytes() == ref.tobytes()
+    assert np.isnan(ref[:, :3]).all() and not np.isfinite(ref[:, 3]).any()
 
 
 @pytest.mark.parametrize("n, k, m", [(1, 1, 1), (2, 63, 10), (3, 130, 27), (1, 784, 512)])

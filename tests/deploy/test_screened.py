@@ -34,7 +34,8 @@ def _both(x, W, Wt, b, S, T):
 
 
 @needs_vnni
-@pytest.mark.parametrize("n, k, m", [(1, 784, 512), (3, 5, 70), (8, 130, 1), (2, 64, 64), (1, 257, 129)])
+@pytest.mark.parametrize("n, k, m", [(1, 784, 512), (3, 5, 70), (8, 130, 1), (2, 64, 64), (1, 257, 129), (2, 1, 3),
+                                     (3, 8, 9), (2, 9, 17)])
 def test_equals_the_fused_loop(n, k, m):
     rng = np.random.default_rng(n * 1000 + k + m)
     W, Wt, b, S, T = _layer(rng, m, k)
@@ -135,6 +136,8 @@ def test_checked_entry_point_refuses_bad_arguments():
         screened.screened_dense_sign(np.zeros((1, 20), np.float32), ops._replace(R=ops.R[:5]), b, S, T, out)
     with pytest.raises(ValueError, match="screened_dense_sign: out has shape"):
         screened.screened_dense_sign(np.zeros((2, 20), np.float32), ops, b, S, T, out)
+    with pytest.raises(ValueError, match="screened_dense_sign: X must be C-contiguous"):
+        screened.screened_dense_sign(np.zeros((1, 40), np.float32)[:, ::2], ops, b, S, T, out)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 8])
