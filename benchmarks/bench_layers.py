@@ -47,6 +47,7 @@ them are in ``docs/performance-layers.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -58,6 +59,8 @@ from typing import Callable
 
 import torch
 from torch import nn
+
+from _bitorch import bitorch_layer, load_bitorch  # this folder's helper: the bitorch baseline
 
 try:
     import stbin.nn as snn
@@ -105,34 +108,29 @@ QUICK_SHAPES = [
 
 
 # -- layers ---------------------------------------------------------------------------------
-class FloatProducts(nn.Module):
-    """``module`` with its products in float32 (``stbin.nn.exact_products.disabled``): stbin before the exact
-    8-bit integer route, measured in the same run to show what the route gains."""
+class Within(nn.Module):
+    """``module`` run inside the context ``make_context()``: a variant of the stbin layer measured in the same run."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, make_context: Callable[[], contextlib.AbstractContextManager]) -> None:
         super().__init__()
-        self.module = module
+        self.module, self.make_context = module, make_context
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from stbin.nn import exact_products  # noqa: PLC0415
-
-        with exact_products.disabled():
+        with self.make_context():
             return self.module(x)
 
 
-class NoTwins(nn.Module):
-    """``module`` with samplers that write no int8 twin (:mod:`stbin.estimators._twins`): the exact products
-    convert their operands from float, as before the twins."""
+def float_products() -> contextlib.AbstractContextManager:
+    """Products in float32 (``stbin.nn.exact_products.disabled``): stbin before the exact 8-bit integer route."""
+    from stbin.nn import exact_products  # noqa: PLC0415
+    return exact_products.disabled()
 
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from stbin.estimators._common import path_thresholds  # noqa: PLC0415
-
-        with path_thresholds(twin_min_numel=1 << 62):
-            return self.module(x)
+def no_twins() -> contextlib.AbstractContextManager:
+    """Samplers that write no int8 twin (:mod:`stbin.estimators._twins`): the exact products convert their
+    operands from float, as before the twins."""
+    from stbin.estimators._common import path_thresholds  # noqa: PLC0415
+    return path_thresholds(twin_min_numel=1 << 62)
 
 
 def float_layer(s: Shape) -> nn.Module:
@@ -151,33 +149,6 @@ def stbin_layer(s: Shape) -> nn.Module:
         return snn.BinaryLinear(s.c_in, s.c_out, weights="bernoulli", input_quantizer=q)
     return snn.BinaryConv2d(s.c_in, s.c_out, s.kernel, padding=s.kernel // 2, bias=False,
                             weights="bernoulli", input_quantizer=q)
-
-
-def load_bitorch() -> tuple[object | None, str]:
-    """The ``bitorch.layers`` module, or None and the reason it could not be imported."""
-    try:
-        import bitorch.layers as bl  # noqa: PLC0415
-        from bitorch.layers import QConv2d, QLinear  # noqa: F401, PLC0415
-    except Exception as e:  # ImportError, or anything bitorch's package scan raises
-        return None, f"{type(e).__name__}: {e}"
-    import bitorch  # noqa: PLC0415
-    return bl, getattr(bitorch, "__version__", "") or _dist_version("bitorch")
-
-
-def _dist_version(name: str) -> str:
-    try:
-        from importlib.metadata import version  # noqa: PLC0415
-        return version(name)
-    except Exception:
-        return "?"
-
-
-def bitorch_layer(bl: object, s: Shape) -> nn.Module:
-    if s.kind == "linear":
-        return bl.QLinear(s.c_in, s.c_out, bias=True,  # type: ignore[attr-defined]
-                          input_quantization="sign", weight_quantization="sign")
-    return bl.QConv2d(s.c_in, s.c_out, s.kernel, padding=s.kernel // 2,  # type: ignore[attr-defined]
-                      bias=False, input_quantization="sign", weight_quantization="sign")
 
 
 # -- timing ---------------------------------------------------------------------------------
@@ -374,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
             "float": float_layer(s),
             "float+act": nn.Sequential(float_act(args.float_act), float_layer(s)),
             "stbin": stbin_layer(s),
-            "stbin-fp": FloatProducts(stbin_layer(s)),
-            "stbin-nt": NoTwins(stbin_layer(s)),
+            "stbin-fp": Within(stbin_layer(s), float_products),
+            "stbin-nt": Within(stbin_layer(s), no_twins),
         }
         if bl is not None:
             variants["bitorch"] = bitorch_layer(bl, s)
