@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from stbin.deploy._loops import _JIT, _serial, popcount64, threshold_word
+from stbin.deploy._loops import _JIT, _serial, popcount64, threshold_word, unit_signs
 from stbin.deploy._simd import load_u64, v8_store, v8_xorpop, v8_zero
 
 @njit(inline="always", **_JIT)
@@ -294,6 +294,7 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     n, oh, ow, ocw = out.shape
     oc = Wt.shape[3]
     packed = _packable(X, Wt, c_bits, stride_w, pad_w, dil_w, ow)
+    unit = unit_signs(S)
     rows = n * oh
     per = max(1, rows // 32)
     for task in prange((rows + per - 1) // per):
@@ -307,7 +308,11 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
                         acc, full)
             for ox in range(ow):
                 for g in range(ocw):
-                    out[nidx, oy, ox, g] = threshold_word(acc, ox, full[ox], S, T, g * 64, min(oc, g * 64 + 64))
+                    hi = min(oc, g * 64 + 64)
+                    if unit:  # two calls with a constant flag: each inlined loop specialised (no branch inside)
+                        out[nidx, oy, ox, g] = threshold_word(acc, ox, full[ox], S, T, g * 64, hi, True)
+                    else:
+                        out[nidx, oy, ox, g] = threshold_word(acc, ox, full[ox], S, T, g * 64, hi, False)
 
 
 @njit(parallel=True, **_JIT)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from stbin.deploy._simd import f16_add, f16_load_n, f16_store_n, f16_zero, load_u64, v8_store, v8_xorpop, v8_zero
-from stbin.deploy._loops import _JIT, _serial, njit, popcount64, prange, threshold_word
+from stbin.deploy._loops import _JIT, _serial, njit, popcount64, prange, threshold_word, unit_signs
 
 _ROWS = 4
 
@@ -89,13 +89,18 @@ def bdense_sign(X, Wt, k_bits, S, T, acc, out):  # type: ignore[no-untyped-def]
     m = Wt.shape[1]
     ow = out.shape[1]
     kk = np.int64(k_bits)
+    unit = unit_signs(S)
     for t in prange((n + _ROWS - 1) // _ROWS):
         i0 = t * _ROWS
         rows = min(_ROWS, n - i0)
         _block_rows(X, Wt, i0, rows, acc)
         for i in range(i0, i0 + rows):
             for g in range(ow):
-                out[i, g] = threshold_word(acc, i, kk, S, T, g * 64, min(m, g * 64 + 64))
+                hi = min(m, g * 64 + 64)
+                if unit:  # two calls with a constant flag: each inlined loop specialised (no branch inside)
+                    out[i, g] = threshold_word(acc, i, kk, S, T, g * 64, hi, True)
+                else:
+                    out[i, g] = threshold_word(acc, i, kk, S, T, g * 64, hi, False)
 
 
 @njit(parallel=True, **_JIT)

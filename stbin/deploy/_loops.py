@@ -46,7 +46,7 @@ import types as pytypes
 
 import numpy as np
 
-from stbin.deploy._simd import v8_minus_bits
+from stbin.deploy._simd import v8_minus_bits, v8_minus_bits_unit
 
 # Threading layer. numba's default (OpenMP where available) costs a thread wake-up per
 # parallel launch, which on a busy 2-core machine was measured at ~20 ms per call; the
@@ -162,15 +162,31 @@ def _minus(d, s, t):  # type: ignore[no-untyped-def]
 
 
 @njit(inline="always", **_JIT)
-def threshold_word(acc, row, full, S, T, lo, hi):  # type: ignore[no-untyped-def]
+def unit_signs(S):  # type: ignore[no-untyped-def]
+    """Whether every ``S[j]`` is +1 or -1 (as the engine's own folding writes them: ``stbin.deploy.thresholds``),
+    so that :func:`threshold_word` may take ``unit``."""
+    ok = True
+    for j in range(S.shape[0]):
+        ok &= (S[j] == 1) | (S[j] == -1)
+    return ok
+
+
+@njit(inline="always", **_JIT)
+def threshold_word(acc, row, full, S, T, lo, hi, unit):  # type: ignore[no-untyped-def]
     """The packed signs of outputs ``lo .. hi-1`` (``hi - lo <= 64``) of row ``row`` of the XOR-popcounts ``acc``
     (2-D uint64, C-contiguous): bit ``j - lo`` is :func:`_minus` of ``full - 2 acc[row, j]``; eight outputs at a
-    time with :func:`stbin.deploy._simd.v8_minus_bits`, the rest one by one."""
+    time with :func:`stbin.deploy._simd.v8_minus_bits`, or without its multiply, :func:`v8_minus_bits_unit`, where
+    ``unit`` (:func:`unit_signs` of ``S``: measured 9% of a 16-channel binary convolution on one thread); the rest
+    one by one."""
     m = acc.shape[1]
     word = np.uint64(0)
     j = lo
     while j + 8 <= hi:
-        word |= v8_minus_bits(acc, row * m + j, full, S, T, j) << np.uint64(j - lo)
+        if unit:
+            bits = v8_minus_bits_unit(acc, row * m + j, full, S, T, j)
+        else:
+            bits = v8_minus_bits(acc, row * m + j, full, S, T, j)
+        word |= bits << np.uint64(j - lo)
         j += 8
     for j in range(j, hi):
         word |= _minus(full - 2 * np.int64(acc[row, j]), S[j], T[j]) << np.uint64(j - lo)

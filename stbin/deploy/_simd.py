@@ -105,29 +105,46 @@ def _c_i32(a):  # type: ignore[no-untyped-def]
     return isinstance(a, types.Array) and a.dtype == types.int32 and a.layout == "C" and a.ndim == 1
 
 
-@intrinsic
-def v8_minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-def]
-    """The 8 threshold bits of 8 channels as one integer: bit ``l`` is set (-1) unless
-    ``S[j + l] * (full - 2 * acc.flat[i + l]) >= T[j + l]`` (:func:`stbin.deploy._loops._minus` on
-    a vector). Unchecked like :func:`v8_xorpop`: the caller keeps both 8-element ranges inside."""
-    if not _c_u64(acc) or not _c_i32(S) or not _c_i32(T) or not all(isinstance(a, types.Integer) for a in (i, full, j)):
-        return None
+def _minus_bits(unit: bool):  # type: ignore[no-untyped-def]
+    """The intrinsic :func:`v8_minus_bits` (``unit`` False: ``S * d`` by a 64-bit multiply, any int32 ``S``) or
+    :func:`v8_minus_bits_unit` (``unit`` True: ``S`` must be +1 or -1, ``S * d = (d ^ m) - m`` with ``m`` the sign
+    mask of ``S``: no multiply, which costs three micro-ops a vector on current x86 cores)."""
+    def minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-def]
+        if not _c_u64(acc) or not _c_i32(S) or not _c_i32(T) or not all(isinstance(a, types.Integer) for a in (i, full, j)):
+            return None
 
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ai, f, s, t, sj = args
-        v32 = ir.VectorType(ir.IntType(32), 8)
+        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+            a, ai, f, s, t, sj = args
+            v32 = ir.VectorType(ir.IntType(32), 8)
 
-        def vload(k, ty, arr, idx):  # type: ignore[no-untyped-def]
-            ptr = builder.gep(context.make_array(sig.args[k])(context, builder, arr).data, [idx])
-            return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=4)
+            def vload(k, ty, arr, idx):  # type: ignore[no-untyped-def]
+                ptr = builder.gep(context.make_array(sig.args[k])(context, builder, arr).data, [idx])
+                return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=4)
 
-        fv = _splat(builder, _V8, f)
-        d = builder.sub(fv, builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
-        sd = builder.mul(builder.sext(vload(3, v32, s, sj), _V8), d)
-        bits = builder.icmp_signed("<", sd, builder.sext(vload(4, v32, t, sj), _V8))
-        return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
+            fv = builder.insert_element(ir.Constant(_V8, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
+            fv = builder.shuffle_vector(fv, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+            d = builder.sub(fv, builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
+            sv = builder.sext(vload(3, v32, s, sj), _V8)
+            if unit:
+                m = builder.ashr(sv, ir.Constant(_V8, [63] * 8))
+                sd = builder.sub(builder.xor(d, m), m)
+            else:
+                sd = builder.mul(sv, d)
+            bits = builder.icmp_signed("<", sd, builder.sext(vload(4, v32, t, sj), _V8))
+            return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
 
-    return types.uint64(acc, i, types.int64, S, T, j), codegen
+        return types.uint64(acc, i, types.int64, S, T, j), codegen
+
+    minus_bits.__name__ = minus_bits.__qualname__ = "v8_minus_bits_unit" if unit else "v8_minus_bits"
+    minus_bits.__doc__ = ("The 8 threshold bits of 8 channels as one integer: bit ``l`` is set (-1) unless "
+                          "``S[j + l] * (full - 2 * acc.flat[i + l]) >= T[j + l]`` (:func:`stbin.deploy._loops._minus` "
+                          "on a vector)" + (", for ``S`` in {-1, +1} only" if unit else "") +
+                          ". Unchecked like :func:`v8_xorpop`: the caller keeps both 8-element ranges inside.")
+    return intrinsic(minus_bits)
+
+
+v8_minus_bits = _minus_bits(False)
+v8_minus_bits_unit = _minus_bits(True)
 
 
 # -- sixteen float32 lanes (the fused ops' real-valued stages) ----------------------------------------

@@ -247,3 +247,36 @@ def test_float_sign_pack_nchw():
     kernels.float_sign_pack_nchw(y, S, T, out)
     want = np.where(S[None, :, None, None] * y >= T[None, :, None, None], 1, -1).transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(unpack_bits(out, 70), want)
+
+
+@pytest.mark.parametrize("signs", [(-1, 1), (-3, -1, 0, 1, 2, 7), (1,), (-1,), (0, 1)])
+@pytest.mark.parametrize("serial", [True, False])
+def test_fused_thresholds_for_any_integer_scale(signs, serial):
+    """bdense_sign and bconv2d_sign decide ``S * dot >= T`` exactly for every int32 ``S``: the multiply-free path
+    (taken when every ``S`` is +1 or -1, as the engine's folding writes them) and the general one (any other
+    value in ``S``, e.g. from a file written elsewhere) give the reference bits, thresholds at and next to the dot."""
+    from stbin.deploy import _conv_loops as C
+    from stbin.deploy import _dense_loops as D
+
+    rng = np.random.default_rng(len(signs) + 10 * serial)
+    n, k, m = 6, 130, 40
+    x, w = pm1(rng, n, k), pm1(rng, m, k)
+    dot = x.astype(np.int64) @ w.T.astype(np.int64)
+    S = rng.choice(np.array(signs, np.int32), size=m)
+    T = (S * dot[0] + rng.integers(-1, 2, size=m)).astype(np.int32)
+    X, Wt = pack_sign(x), np.ascontiguousarray(pack_sign(w).T)
+    bits = np.empty((n, n_words(m)), np.uint64)
+    (D.bdense_sign_serial if serial else D.bdense_sign)(X, Wt, k, S, T, np.empty((n, m), np.uint64), bits)
+    np.testing.assert_array_equal(unpack_bits(bits, m), np.where(S.astype(np.int64) * dot >= T, 1, -1))
+
+    c, oc = 16, 32
+    xi, wi = pm1(rng, 2, c, 6, 6), pm1(rng, oc, c, 3, 3)
+    ref = F.conv2d(torch.from_numpy(xi).float(), torch.from_numpy(wi).float(), None, 1, 1)
+    ref = ref.permute(0, 2, 3, 1).numpy().astype(np.int64)
+    xp = pack_sign(xi.transpose(0, 2, 3, 1))
+    wp = np.ascontiguousarray(pack_sign(wi.transpose(0, 2, 3, 1)).transpose(1, 2, 3, 0))
+    S = rng.choice(np.array(signs, np.int32), size=oc)
+    T = (S * ref[0, 0, 0] + rng.integers(-1, 2, size=oc)).astype(np.int32)
+    ob = np.empty(ref.shape[:3] + (1,), np.uint64)
+    (C.bconv2d_sign_serial if serial else C.bconv2d_sign)(xp, wp, c, 1, 1, 1, 1, 1, 1, S, T, ob)
+    np.testing.assert_array_equal(unpack_bits(ob, oc), np.where(S.astype(np.int64) * ref >= T, 1, -1))
