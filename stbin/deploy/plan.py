@@ -81,7 +81,8 @@ def _bits_linear(ops: list[Op], net: Any) -> Step | None:
 
     Small batches: ``dense_kernels.bits_dense`` does the same operations in the same order as ``bits_float`` then
     the engine's own ``linear`` loop (bit for bit theirs) without the float intermediate, inside the compiled
-    plan, on the products of the weights with both signs (``signed_weights``, cached per op). Larger batches (backend ``"auto"``): the unpacked rows through PyTorch's own ``linear``
+    plan, on the products of the weights with both signs (``signed_weights``, cached per op). Larger batches
+    (backend ``"auto"``): the unpacked rows through PyTorch's own ``linear``
     (:mod:`stbin.deploy.row_parts`), so the logits are PyTorch's for these bits, bit for bit.
     """
     unpack, lin = ops
