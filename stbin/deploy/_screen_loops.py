@@ -47,7 +47,7 @@ from numba.extending import intrinsic, models, register_model
 
 from stbin.deploy._float_loops import _dense_row, _pack_row
 from stbin.deploy._loops import _JIT, _serial, njit, prange
-from stbin.deploy._simd import vector_store
+from stbin.deploy._simd import _ptr, vector_store
 from stbin.deploy._simd_f64 import d8_absmax, d8_add, d8_load_n, d8_max, d8_mul, d8_sub, d8_sum, d8_zero
 
 _V16 = ir.VectorType(ir.IntType(32), 16)
@@ -102,11 +102,11 @@ def v16_dpbusd(typingctx, acc, u, ui, q, qi):  # type: ignore[no-untyped-def]
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         a, ua, uidx, qa, qidx = args
         i32 = ir.IntType(32)
-        up = builder.gep(context.make_array(sig.args[1])(context, builder, ua).data, [uidx])
+        up = _ptr(context, builder, sig.args[1], ua, uidx)
         uw = builder.load(builder.bitcast(up, i32.as_pointer()), align=1)
         us = builder.insert_element(ir.Constant(_V16, ir.Undefined), uw, ir.Constant(i32, 0))
         us = builder.shuffle_vector(us, ir.Constant(_V16, ir.Undefined), ir.Constant(_V16, None))
-        qp = builder.gep(context.make_array(sig.args[3])(context, builder, qa).data, [qidx])
+        qp = _ptr(context, builder, sig.args[3], qa, qidx)
         qv = builder.load(builder.bitcast(qp, _V16.as_pointer()), align=1)
         fn = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(_V16, [_V16] * 3))
         return builder.call(fn, [a, us, qv])
@@ -127,8 +127,8 @@ def v16_dpbusd_vv(typingctx, acc, u, ui, q, qi):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         a, ua, uidx, qa, qidx = args
-        up = builder.gep(context.make_array(sig.args[1])(context, builder, ua).data, [uidx])
-        qp = builder.gep(context.make_array(sig.args[3])(context, builder, qa).data, [qidx])
+        up = _ptr(context, builder, sig.args[1], ua, uidx)
+        qp = _ptr(context, builder, sig.args[3], qa, qidx)
         uv = builder.load(builder.bitcast(up, _V16.as_pointer()), align=1)
         qv = builder.load(builder.bitcast(qp, _V16.as_pointer()), align=1)
         fn = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512", fnty=ir.FunctionType(_V16, [_V16] * 3))

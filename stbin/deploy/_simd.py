@@ -34,6 +34,11 @@ def _c_u64(a):  # type: ignore[no-untyped-def]
     return isinstance(a, types.Array) and a.dtype == types.uint64 and a.layout == "C"
 
 
+def _ptr(context, builder, aty, ary, idx):  # type: ignore[no-untyped-def]
+    """The address of ``ary.flat[idx]`` (``aty``: the array's numba type)."""
+    return builder.gep(context.make_array(aty)(context, builder, ary).data, [idx])
+
+
 def _splat(builder, vty, x):  # type: ignore[no-untyped-def]
     """The scalar ``x`` in every lane of a vector of type ``vty``."""
     v = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
@@ -55,7 +60,7 @@ def v8_xorpop(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
         a, ary, idx, xv = args
-        ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
+        ptr = _ptr(context, builder, sig.args[1], ary, idx)
         w = builder.load(builder.bitcast(ptr, _V8.as_pointer()), align=8)
         xs = _splat(builder, _V8, xv)
         fn = builder.module.declare_intrinsic("llvm.ctpop.v8i64", fnty=ir.FunctionType(_V8, [_V8]))
@@ -71,7 +76,7 @@ def load_u64(typingctx, arr, i):  # type: ignore[no-untyped-def]
         return None
 
     def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        return builder.load(builder.gep(context.make_array(sig.args[0])(context, builder, args[0]).data, [args[1]]))
+        return builder.load(_ptr(context, builder, sig.args[0], args[0], args[1]))
 
     return types.uint64(arr, i), codegen
 
@@ -87,8 +92,7 @@ def vector_store(vty: types.Type, vec: ir.VectorType, dtype: types.Type, align: 
 
         def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
             a, ary, idx = args
-            ptr = builder.gep(context.make_array(sig.args[1])(context, builder, ary).data, [idx])
-            builder.store(a, builder.bitcast(ptr, vec.as_pointer()), align=align)
+            builder.store(a, builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), vec.as_pointer()), align=align)
             return context.get_dummy_value()
 
         return types.none(acc, arr, i), codegen
@@ -118,12 +122,9 @@ def _minus_bits(unit: bool):  # type: ignore[no-untyped-def]
             v32 = ir.VectorType(ir.IntType(32), 8)
 
             def vload(k, ty, arr, idx):  # type: ignore[no-untyped-def]
-                ptr = builder.gep(context.make_array(sig.args[k])(context, builder, arr).data, [idx])
-                return builder.load(builder.bitcast(ptr, ty.as_pointer()), align=4)
+                return builder.load(builder.bitcast(_ptr(context, builder, sig.args[k], arr, idx), ty.as_pointer()), align=4)
 
-            fv = builder.insert_element(ir.Constant(_V8, ir.Undefined), f, ir.Constant(ir.IntType(32), 0))
-            fv = builder.shuffle_vector(fv, ir.Constant(_V8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
-            d = builder.sub(fv, builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
+            d = builder.sub(_splat(builder, _V8, f), builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
             sv = builder.sext(vload(3, v32, s, sj), _V8)
             if unit:
                 m = builder.ashr(sv, ir.Constant(_V8, [63] * 8))
@@ -165,10 +166,6 @@ register_model(F32x16)(lambda dmm, fe_type: models.PrimitiveModel(dmm, fe_type, 
 
 def _c_f32(a):  # type: ignore[no-untyped-def]
     return isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
-
-
-def _ptr(context, builder, aty, ary, idx):  # type: ignore[no-untyped-def]
-    return builder.gep(context.make_array(aty)(context, builder, ary).data, [idx])
 
 
 @intrinsic
@@ -327,10 +324,11 @@ def f16_bits_of(typingctx, a, S, T, j):  # type: ignore[no-untyped-def]
 _M16 = ir.VectorType(ir.IntType(1), 16)
 
 
-def _first_lanes(context, builder, n, nty):  # type: ignore[no-untyped-def]
-    """The mask of lanes ``0 .. n - 1`` (all of them for ``n >= 16``, none for ``n <= 0``)."""
-    v64 = ir.VectorType(ir.IntType(64), 16)
-    return builder.icmp_signed("<", ir.Constant(v64, list(range(16))),
+def _first_lanes(context, builder, n, nty, lanes: int = 16):  # type: ignore[no-untyped-def]
+    """The mask of lanes ``0 .. n - 1`` of a ``lanes``-wide vector (all of them for ``n >= lanes``, none for
+    ``n <= 0``)."""
+    v64 = ir.VectorType(ir.IntType(64), lanes)
+    return builder.icmp_signed("<", ir.Constant(v64, list(range(lanes))),
                                _splat(builder, v64, context.cast(builder, n, nty, types.int64)))
 
 

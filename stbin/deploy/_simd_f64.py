@@ -15,7 +15,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-from stbin.deploy._simd import _ptr, _splat
+from stbin.deploy._simd import _first_lanes, _ptr, _splat
 
 _D8 = ir.VectorType(ir.DoubleType(), 8)
 _M8 = ir.VectorType(ir.IntType(1), 8)
@@ -42,9 +42,7 @@ def _masked_load(context, builder, sig, args, elem: ir.Type):  # type: ignore[no
     """Lanes ``arr.flat[i:i + min(n, 8)]`` (``elem`` typed), +0.0 elsewhere, nothing else read."""
     vty = ir.VectorType(elem, 8)
     ptr = builder.bitcast(_ptr(context, builder, sig.args[0], args[0], args[1]), vty.as_pointer())
-    v64 = ir.VectorType(ir.IntType(64), 8)
-    mask = builder.icmp_signed("<", ir.Constant(v64, list(range(8))),
-                               _splat(builder, v64, context.cast(builder, args[2], sig.args[2], types.int64)))
+    mask = _first_lanes(context, builder, args[2], sig.args[2], 8)
     f32 = isinstance(elem, ir.FloatType)
     fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [ptr.type, ir.IntType(32), _M8, vty]),
                                         f"llvm.masked.load.{'v8f32' if f32 else 'v8f64'}.p0")

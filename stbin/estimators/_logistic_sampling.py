@@ -105,7 +105,7 @@ def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, wor
     nan = np.isnan(p)
     out[idx] = np.where(nan, p, x)
     if twin is not None:
-        twin[idx] = np.where(nan, 0, np.where(plus, 1, -1)).astype(np.int8)
+        twin[idx] = np.where(nan, 0, x).astype(np.int8)
     return bool(nan.any())
 
 
