@@ -15,8 +15,9 @@ import argparse
 import timeit
 
 import numpy as np
-import torch
 from numba import njit
+
+from _plan_calls import recorded_steps, workload  # this folder's helper
 
 
 @njit(cache=False)
@@ -45,32 +46,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="engine threads (1: the serial twins, as at batch 1)")
     ap.add_argument("--in-jit", action="store_true", help="time each loop in a compiled repeat loop (no dispatch)")
     args = ap.parse_args()
-    from stbin.cli.bench_networks import BINARY, NETWORKS, _randomise_bn
-    from stbin.deploy import compile_model, kernels
-    from stbin.deploy.ops import RunContext
-    from stbin.models import build_model
+    from stbin.deploy import kernels
 
     kernels.set_threads(args.threads)
-    name, kwargs, shape = NETWORKS[args.network]
-    torch.manual_seed(0)
-    model = build_model(name, **kwargs, **BINARY).eval()
-    _randomise_bn(model, 0)
-    net = compile_model(model, shape)
-    x = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(1)).numpy()
-    net.predict(x)  # builds the plan
-    ctx, h, rows = RunContext(net), x, []
-    for step in net._plan:
-        with kernels.recording() as rec:
-            y = step(h, ctx)
-        if not rec.calls:  # a view (save, flatten) or a Python step (torch, BLAS): timed as a whole
-            rows.append(("(step without kernels)", min(timeit.repeat(lambda: step(h, ctx), number=10, repeat=5)) / 10))
-            h = y
-            continue
-        for loop, a in rec.calls:
-            loop(*a)  # for real: the next step's input
+    net, x = workload(args.network, args.batch)
+    rows = []
+    for run_step, calls in recorded_steps(net, x):
+        if not calls:  # a view (save, flatten) or a Python step (torch, BLAS): timed as a whole
+            rows.append(("(step without kernels)", min(timeit.repeat(run_step, number=10, repeat=5)) / 10))
+        for loop, a in calls:
             t = _in_jit(loop, a) if args.in_jit else min(timeit.repeat(lambda: loop(*a), number=20, repeat=5)) / 20
             rows.append((loop.py_func.__name__, t))
-        h = y
     total = sum(t for _, t in rows)
     print(f"{args.network} at batch {args.batch}, {args.threads} thread(s): {total * 1e6:.0f} us in {len(rows)} calls")
     for n, t in rows:

@@ -17,7 +17,8 @@ import argparse
 import time
 
 import numpy as np
-import torch
+
+from _plan_calls import recorded_steps, workload  # this folder's helper
 
 
 def main() -> None:
@@ -28,31 +29,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--parallel", action="store_true", help="the parallel loop (default: the serial one)")
     args = ap.parse_args()
-    from stbin.cli.bench_networks import BINARY, NETWORKS, _randomise_bn
-    from stbin.deploy import _conv_loops, compile_model, kernels
-    from stbin.deploy.ops import RunContext
-    from stbin.models import build_model
+    from stbin.deploy import _conv_loops, kernels
 
     kernels.set_threads(2 if args.parallel else 1)
-    name, kwargs, shape = NETWORKS[args.network]
-    torch.manual_seed(0)
-    model = build_model(name, **kwargs, **BINARY).eval()
-    _randomise_bn(model, 0)
-    net = compile_model(model, shape)
-    x = torch.randn((args.batch, *shape), generator=torch.Generator().manual_seed(1)).numpy()
-    net.predict(x)
-    ctx, h, calls = RunContext(net), x, []
-    for step in net._plan:
-        with kernels.recording() as rec:
-            y = step(h, ctx)
-        if not rec.calls:  # a step without kernels (a view, a torch call) ran as a whole
-            h = y
-            continue
-        for loop, a in rec.calls:
-            loop(*a)  # for real: the next step's input
-            if loop.py_func.__name__.startswith("bconv2d_sign"):
-                calls.append(a)
-        h = y
+    net, x = workload(args.network, args.batch)
+    calls = [a for _, recorded in recorded_steps(net, x) for loop, a in recorded
+             if loop.py_func.__name__.startswith("bconv2d_sign")]
     a = list(calls[args.layer])
     S, T = a[9], a[10]
     if not np.isin(S, (-1, 1)).all():
