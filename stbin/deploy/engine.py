@@ -106,7 +106,8 @@ class DeployedNet:
     @property
     def jit(self) -> bool:
         """Run each input shape through one compiled function (:mod:`stbin.deploy.jit_plan`, default),
-        compiled at the third batch of that shape where it pays; ``False``: op by op (same results, bit for bit)."""
+        compiled at the third batch of that shape where it pays, or, for a batch large enough, split by rows over
+        the engine's threads (:mod:`stbin.deploy.batch_split`); ``False``: op by op (same results, bit for bit)."""
         return self._jit
 
     @jit.setter
@@ -116,8 +117,8 @@ class DeployedNet:
         self._seen: dict[tuple[Any, ...], int] = {}
 
     def _set_compiled(self, compiled: dict[tuple[Any, ...], Any]) -> None:
-        """The compiled plans ((input shape, threads) -> CompiledPlan or None) and, by input shape, those that are
-        one compiled call (the hot path of :meth:`predict`)."""
+        """The compiled plans ((input shape, threads) -> CompiledPlan, BatchSplit or None: op by op) and, by input
+        shape, those that are one compiled call (the hot path of :meth:`predict`)."""
         self._compiled = compiled
         self._single = {k[0]: p for k, p in compiled.items() if p is not None and p.single}
 
@@ -187,7 +188,20 @@ class DeployedNet:
             self._checked[sample] = True
         return np.ascontiguousarray(x)
 
+    def replica(self) -> "DeployedNet":
+        """A network running the same ops (shared, not copied: their arrays are read only) with its own plans,
+        compiled functions and scratch buffers, so that it can run beside this one in another thread."""
+        twin = DeployedNet(self.ops, self.meta, self.float_backend)
+        twin.jit = self.jit
+        return twin
+
     def _run(self, x: np.ndarray) -> np.ndarray:
+        with _kernels().KERNEL_LOCK:
+            return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """The outputs for a checked input batch. The caller holds the kernel lock, or is one part of a
+        :class:`~stbin.deploy.batch_split.BatchSplit` (one numba thread: no parallel kernel is entered)."""
         ctx = RunContext(self)
         if self._plan is None or self._plan_ops != tuple(map(id, self.ops)):
             self._plan = build_plan(self.ops, self)
@@ -200,21 +214,24 @@ class DeployedNet:
             if calls + 1 >= COMPILE_AFTER:
                 if len(self._compiled) >= MAX_COMPILED:
                     self._compiled.pop(next(iter(self._compiled)))
-                # worth it where the per-step Python overhead is a visible share of the run; always at a small
-                # batch (a busy machine must not make a slow first run decide against the latency path)
-                worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
+                from stbin.deploy.batch_split import BatchSplit, worth_splitting
                 from stbin.deploy.jit_plan import compile_plan
 
-                self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None
+                if worth_splitting(len(x), key[1], seconds):  # a large batch: one part of the rows per thread
+                    self._compiled[key] = BatchSplit(self, x, key[1])
+                else:
+                    # worth it where the per-step Python overhead is a visible share of the run; always at a small
+                    # batch (a busy machine must not make a slow first run decide against the latency path)
+                    worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
+                    self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None
                 self._set_compiled(self._compiled)
         plan = self._compiled.get(key) if self._jit else None
         start = time.perf_counter()
-        with _kernels().KERNEL_LOCK:
-            if plan is not None:
-                x = plan(x, ctx)
-            else:
-                for step in self._plan:
-                    x = step(x, ctx)
+        if plan is not None:
+            x = plan(x, ctx)
+        else:
+            for step in self._plan:
+                x = step(x, ctx)
         if self._jit and key not in self._compiled:
             calls, seconds = self._seen.get(key, (0, float("inf")))
             self._seen[key] = (calls + 1, min(seconds, time.perf_counter() - start))  # the first run also loads

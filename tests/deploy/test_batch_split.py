@@ -1,0 +1,126 @@
+"""Large batches split by rows over the engine's threads compute, bit for bit, what the whole batch computes op
+by op; the split is kept only where a batch is large enough, and leaves every thread count as it found it."""
+
+import numpy as np
+import pytest
+import torch
+
+from stbin.deploy import batch_split, compile_model, engine, kernels
+from stbin.deploy.batch_split import BatchSplit, worth_splitting
+from stbin.deploy.engine import COMPILE_AFTER, Op
+
+from .test_jit_plan import op_by_op, small_nets
+
+
+@pytest.fixture
+def two_threads():
+    if kernels.numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here")
+    before = kernels.get_threads()
+    kernels.set_threads(2)
+    yield
+    kernels.set_threads(before)
+
+
+@pytest.fixture
+def always_split(monkeypatch, two_threads):
+    monkeypatch.setattr(batch_split, "SPLIT_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(engine, "MIN_SAVING", 0.0)  # the parts' plans compile whatever the timings
+
+
+def run_until_settled(net, x):
+    """Outputs of the first runs of ``x``'s shape, up to and past the one that settles the shape's plan."""
+    return [net(x) for _ in range(COMPILE_AFTER + 2)]
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("batch", [4, 7])
+def test_split_batches_are_bit_identical_to_the_whole_batch_op_by_op(always_split, k, batch):
+    model, shape = small_nets()[k]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(batch).standard_normal((batch, *shape)).astype(np.float32) * 2
+    want = op_by_op(compile_model(model.eval(), shape), x)
+    for y in run_until_settled(net, x):
+        np.testing.assert_array_equal(y, want)
+    split = net._compiled[(x.shape, 2)]
+    assert isinstance(split, BatchSplit)
+    assert split.bounds == [0, batch // 2, batch] and len(split.replicas) == 2
+    # each part runs its own settled plan with serial loops (compiled where it pays, as any shape)
+    for rep, lo, hi in zip(split.replicas, split.bounds, split.bounds[1:]):
+        assert (x[lo:hi].shape, 1) in rep._compiled
+
+
+def test_the_hot_path_runs_the_split_and_restores_the_thread_counts(always_split):
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(0).standard_normal((6, *shape)).astype(np.float32)
+    run_until_settled(net, x)
+    calls = []
+    split = net._compiled[(x.shape, 2)]
+    for rep in split.replicas:  # which threads the parts ran on, and with how many numba / torch threads
+        def spy(part, rep=rep, forward=rep._forward):
+            calls.append((len(part), kernels.numba.get_num_threads(), torch.get_num_threads()))
+            return forward(part)
+        rep._forward = spy
+    torch_threads = torch.get_num_threads()
+    y = net.predict(x)
+    assert sorted(calls) == [(3, 1, 1), (3, 1, 1)]
+    assert kernels.get_threads() == 2 and torch.get_num_threads() == torch_threads
+    np.testing.assert_array_equal(y, op_by_op(net, x))
+
+
+def test_an_error_in_a_part_reaches_the_caller_and_restores_the_thread_counts(always_split):
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+    run_until_settled(net, x)
+    split = net._compiled[(x.shape, 2)]
+
+    def fail(part):
+        raise RuntimeError("part failed")
+    split.replicas[1]._forward = fail
+    torch_threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="part failed"):
+        net.predict(x)
+    assert kernels.get_threads() == 2 and torch.get_num_threads() == torch_threads
+
+
+def test_small_or_quick_batches_are_not_split(two_threads):
+    """A quick batch keeps the whole-batch plan (a hand-off to a thread would cost more than it saves)."""
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(0).standard_normal((6, *shape)).astype(np.float32)
+    run_until_settled(net, x)  # milliseconds below SPLIT_MIN_SECONDS
+    assert not isinstance(net._compiled[(x.shape, 2)], BatchSplit)
+
+
+@pytest.mark.parametrize("rows, threads, seconds, want", [
+    (64, 2, 0.01, True), (64, 1, 0.01, False), (64, 2, 0.001, False), (3, 2, 0.01, False), (4, 2, 0.01, True),
+    (8, 4, 0.01, True), (7, 4, 0.01, False)])
+def test_worth_splitting(rows, threads, seconds, want):
+    assert worth_splitting(rows, threads, seconds) is want
+
+
+def test_a_batch_smaller_than_the_threads_is_refused():
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    with pytest.raises(ValueError, match="cannot be split"):
+        BatchSplit(net, np.zeros((1, *shape), np.float32), 2)
+
+
+def test_replacing_an_op_drops_the_split(always_split):
+    """The replicas share the ops they were made with: a network whose ops change rebuilds its plans, and the
+    split with them (the outputs follow the new op, not the replicas' old one)."""
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)
+    before = run_until_settled(net, x)[-1]
+    last = net.ops[-1]
+    assert "bias" in last.arrays
+    net.ops[-1] = Op(last.type, dict(last.attrs), {**last.arrays, "bias": last.arrays["bias"] + np.float32(1)})
+    y = net.predict(x)
+    np.testing.assert_allclose(y, before + 1, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(y, op_by_op(net, x))
+    run_until_settled(net, x)
+    split = net._compiled[(x.shape, 2)]
+    assert isinstance(split, BatchSplit) and split.replicas[0].ops[-1] is net.ops[-1]
