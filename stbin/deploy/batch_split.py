@@ -45,19 +45,25 @@ def _one_numba_thread() -> None:
 
 @contextlib.contextmanager
 def _serial() -> Iterator[None]:
-    """One numba thread in the calling thread and one torch thread (torch's count is global) while it lasts."""
-    import torch
-
+    """One numba thread in the calling thread and, where torch is installed, one torch thread (torch's count is
+    global) while it lasts."""
     from stbin.deploy import kernels
 
-    numba_threads, torch_threads = kernels.numba.get_num_threads(), torch.get_num_threads()
+    try:
+        import torch
+    except ImportError:  # the engine runs without torch (float backend "numpy")
+        torch = None
+    numba_threads = kernels.numba.get_num_threads()
+    torch_threads = torch.get_num_threads() if torch is not None else 0
     kernels.numba.set_num_threads(1)
-    torch.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
     try:
         yield
     finally:
         kernels.numba.set_num_threads(numba_threads)
-        torch.set_num_threads(torch_threads)
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

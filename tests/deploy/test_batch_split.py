@@ -1,6 +1,8 @@
 """Large batches split by rows over the engine's threads compute, bit for bit, what the whole batch computes op
 by op; the split is kept only where a batch is large enough, and leaves every thread count as it found it."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,18 @@ def test_replacing_an_op_drops_the_split(always_split):
     run_until_settled(net, x)
     split = net._compiled[(x.shape, 2)]
     assert isinstance(split, BatchSplit) and split.replicas[0].ops[-1] is net.ops[-1]
+
+
+def test_splits_without_torch_where_the_network_needs_none(always_split, monkeypatch):
+    """With the numpy float backend a residual network runs without torch; so do its split batches."""
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    net.float_backend = "numpy"
+    x = np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
+    want = op_by_op(net, x)
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
+    with pytest.raises(ImportError):
+        import torch as _  # noqa: F401
+    for y in run_until_settled(net, x):
+        np.testing.assert_array_equal(y, want)
+    assert isinstance(net._compiled[(x.shape, 2)], BatchSplit)
