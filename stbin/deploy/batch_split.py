@@ -16,6 +16,7 @@ thread each (:mod:`stbin.deploy.row_parts`).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, Iterator
@@ -28,7 +29,7 @@ SPLIT_MIN_SECONDS = 2e-3
 #: and every part has at least this many rows
 MIN_PART_ROWS = 2
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
 
@@ -67,11 +68,13 @@ def _serial() -> Iterator[None]:
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads (a forked child gets its own: it inherits no threads)."""
+    key = (workers, os.getpid())
     with _POOLS_LOCK:
-        if workers not in _POOLS:
-            _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="stbin-deploy-batch",
-                                                 initializer=_one_numba_thread)
-        return _POOLS[workers]
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="stbin-deploy-batch",
+                                             initializer=_one_numba_thread)
+        return _POOLS[key]
 
 
 class BatchSplit:

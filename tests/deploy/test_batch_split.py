@@ -141,3 +141,36 @@ def test_splits_without_torch_where_the_network_needs_none(always_split, monkeyp
     for y in run_until_settled(net, x):
         np.testing.assert_array_equal(y, want)
     assert isinstance(net._compiled[(x.shape, 2)], BatchSplit)
+
+
+def test_a_forked_process_gets_its_own_worker_threads(monkeypatch):
+    """A child process inherits the pool object but none of its threads: it must not hand parts to them."""
+    pool = batch_split._pool(1)
+    assert batch_split._pool(1) is pool and pool.submit(lambda: 7).result(timeout=10) == 7
+    pid = batch_split.os.getpid()
+    monkeypatch.setattr(batch_split.os, "getpid", lambda: pid + 1)  # as in a child after fork
+    child = batch_split._pool(1)
+    assert child is not pool and child.submit(lambda: 8).result(timeout=10) == 8
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
+def test_split_batches_run_in_a_forked_child(always_split):
+    """The real thing: a child forked after the parent split batches splits its own (no hang, same outputs)."""
+    import multiprocessing as mp
+
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(4).standard_normal((4, *shape)).astype(np.float32)
+    want = run_until_settled(net, x)[-1]
+    assert isinstance(net._compiled[(x.shape, 2)], BatchSplit)
+    _FORKED.update(net=net, x=x)  # the child inherits them: nothing of the network is pickled
+    with mp.get_context("fork").Pool(1) as p:
+        got = p.apply_async(_predict_in_child).get(timeout=120)
+    np.testing.assert_array_equal(got, want)
+
+
+_FORKED: dict = {}
+
+
+def _predict_in_child():
+    return _FORKED["net"].predict(_FORKED["x"])
