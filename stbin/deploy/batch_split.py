@@ -16,22 +16,18 @@ thread each (:mod:`stbin.deploy.row_parts`).
 from __future__ import annotations
 
 import contextlib
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from typing import Any, Iterator
 
 import numpy as np
+
+from stbin.deploy.thread_pools import worker_pool
 
 #: a batch is split when one run of it in one piece took at least this long: a hand-off to a thread costs
 #: tens of microseconds on a quiet machine (the demo MLP at batch 64, 0.37 ms whole, took 0.83 ms split)
 SPLIT_MIN_SECONDS = 2e-3
 #: and every part has at least this many rows
 MIN_PART_ROWS = 2
-
-_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
 
 def worth_splitting(rows: int, threads: int, seconds: float) -> bool:
     """Whether a batch of ``rows`` that took ``seconds`` in one piece is split over ``threads`` threads."""
@@ -67,16 +63,6 @@ def _serial() -> Iterator[None]:
             torch.set_num_threads(torch_threads)
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` threads (a forked child gets its own: it inherits no threads)."""
-    key = (workers, os.getpid())
-    with _POOLS_LOCK:
-        if key not in _POOLS:
-            _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="stbin-deploy-batch",
-                                             initializer=_one_numba_thread)
-        return _POOLS[key]
-
-
 class BatchSplit:
     """Runs batches of one shape as ``threads`` parts of rows, one per thread, each through its own replica of
     the network (its own plans and scratch buffers; the ops and their arrays are shared, read only).
@@ -110,7 +96,8 @@ class BatchSplit:
         lo, hi = self.bounds[:2]
         parts = list(zip(self.replicas[1:], self.bounds[1:-1], self.bounds[2:]))
         with _serial():
-            futures = [_pool(self.threads - 1).submit(rep._forward, x[a:b]) for rep, a, b in parts]
+            pool = worker_pool("batch", self.threads - 1, _one_numba_thread)
+            futures = [pool.submit(rep._forward, x[a:b]) for rep, a, b in parts]
             try:
                 first = self.replicas[0]._forward(x[lo:hi])
             finally:

@@ -9,10 +9,11 @@ PyTorch computes for those rows on one thread.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import numpy as np
+
+from stbin.deploy.thread_pools import worker_pool
 
 #: multiply-adds from which a layer is split over the engine's threads (about 1 ms of one core): handing a part
 #: to a thread costs tens of microseconds on a quiet machine but milliseconds on a busy one (measured: the
@@ -24,7 +25,6 @@ SPLIT_MACS = 32_000_000
 #: 25.7 M-multiply-add first layer) took 0.87 ms against 1.16 ms on one torch thread, with identical outputs;
 #: below this size waking torch's OpenMP pool between the engine's kernels costs more than it saves
 TORCH_THREADS_MACS = 8_000_000
-_POOL: dict[str, Any] = {}
 
 
 def _threads() -> int:
@@ -48,11 +48,9 @@ def run_parts(n: int, macs: int, part: Callable[[int, int], None]) -> None:
             if parts == 1:
                 part(0, n)
                 return
-            if _POOL.get("threads") != parts:
-                _POOL["pool"] = ThreadPoolExecutor(parts - 1, thread_name_prefix="stbin-deploy-rows")
-                _POOL["threads"] = parts
             bounds = np.linspace(0, n, parts + 1).astype(int)
-            futures = [_POOL["pool"].submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+            pool = worker_pool("rows", parts - 1)
+            futures = [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
             try:
                 part(0, int(bounds[1]))
             finally:

@@ -143,16 +143,6 @@ def test_splits_without_torch_where_the_network_needs_none(always_split, monkeyp
     assert isinstance(net._compiled[(x.shape, 2)], BatchSplit)
 
 
-def test_a_forked_process_gets_its_own_worker_threads(monkeypatch):
-    """A child process inherits the pool object but none of its threads: it must not hand parts to them."""
-    pool = batch_split._pool(1)
-    assert batch_split._pool(1) is pool and pool.submit(lambda: 7).result(timeout=10) == 7
-    pid = batch_split.os.getpid()
-    monkeypatch.setattr(batch_split.os, "getpid", lambda: pid + 1)  # as in a child after fork
-    child = batch_split._pool(1)
-    assert child is not pool and child.submit(lambda: 8).result(timeout=10) == 8
-
-
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork on this platform")
 def test_split_batches_run_in_a_forked_child(always_split):
     """The real thing: a child forked after the parent split batches splits its own (no hang, same outputs)."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from stbin.deploy.geometry import conv_out
 
-_FLOAT_POOL: dict[str, Any] = {}
+_FLOAT_POOL: dict[str, Any] = {}  # the threadpoolctl controller, made once
 #: multiply-adds per part below which a GEMM is not split over threads: handing a part to a Python thread
 #: costs ~0.1-0.5 ms on a busy machine (measured: 64x784x512 in 0.46 ms on one thread, 1.03 ms split in two)
 SPLIT_MACS = 32_000_000
@@ -25,9 +25,8 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - threadpoolctl is optional
         return a @ b
-    from concurrent.futures import ThreadPoolExecutor
-
     from stbin.deploy import kernels
+    from stbin.deploy.thread_pools import worker_pool
 
     threads = kernels.get_threads()
     if "ctl" not in _FLOAT_POOL:
@@ -39,12 +38,9 @@ def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if parts <= 1:
             np.matmul(a, b, out=out)
             return out
-        if _FLOAT_POOL.get("threads") != parts:
-            _FLOAT_POOL["pool"] = ThreadPoolExecutor(parts - 1, thread_name_prefix="stbin-deploy")
-            _FLOAT_POOL["threads"] = parts
         bounds = np.linspace(0, n, parts + 1).astype(int)
-        futures = [_FLOAT_POOL["pool"].submit(np.matmul, a[lo:hi], b, out=out[lo:hi])
-                   for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        pool = worker_pool("float", parts - 1)
+        futures = [pool.submit(np.matmul, a[lo:hi], b, out=out[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
         np.matmul(a[: bounds[1]], b, out=out[: bounds[1]])
         for f in futures:
             f.result()
@@ -80,9 +76,9 @@ def torch_rows(fn: Any, x: np.ndarray) -> np.ndarray:
     numba's. Each part computes exactly what torch computes for those rows.
     """
     import torch
-    from concurrent.futures import ThreadPoolExecutor
 
     from stbin.deploy import kernels
+    from stbin.deploy.thread_pools import worker_pool
 
     n = len(x)
     parts = max(1, min(kernels.get_threads(), n if x[0].size * n >= 200_000 else 1))
@@ -92,12 +88,10 @@ def torch_rows(fn: Any, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             if parts == 1:
                 return fn(torch.from_numpy(x)).contiguous().numpy()
-            if _FLOAT_POOL.get("threads") != parts:
-                _FLOAT_POOL["pool"] = ThreadPoolExecutor(parts - 1, thread_name_prefix="stbin-deploy")
-                _FLOAT_POOL["threads"] = parts
             bounds = np.linspace(0, n, parts + 1).astype(int)
-            futures = [_FLOAT_POOL["pool"].submit(lambda lo, hi: fn(torch.from_numpy(x[lo:hi])).contiguous().numpy(),
-                                                  lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+            pool = worker_pool("float", parts - 1)
+            futures = [pool.submit(lambda lo, hi: fn(torch.from_numpy(x[lo:hi])).contiguous().numpy(), lo, hi)
+                       for lo, hi in zip(bounds[1:-1], bounds[2:])]
             first = fn(torch.from_numpy(x[: bounds[1]])).contiguous().numpy()
             return np.concatenate([first] + [f.result() for f in futures])
     finally:
