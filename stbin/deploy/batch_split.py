@@ -16,6 +16,7 @@ thread each (:mod:`stbin.deploy.row_parts`).
 from __future__ import annotations
 
 import contextlib
+import time
 from concurrent.futures import wait
 from typing import Any, Iterator
 
@@ -28,6 +29,11 @@ from stbin.deploy.thread_pools import worker_pool
 SPLIT_MIN_SECONDS = 2e-3
 #: and every part has at least this many rows
 MIN_PART_ROWS = 2
+#: calls of each way (split, whole batch), alternating, before the faster one is kept for the shape (0: always
+#: split). Measured at batch 64 on 2 threads (``benchmarks/bench_batch_split.py``): resnet20 1.58x faster split,
+#: Bi-Real ResNet-18 1.07x, BinaryNet VGG 0.88x (its wide layers read their weights once per part), so neither
+#: way wins everywhere
+TRIAL_ROUNDS = 3
 
 def worth_splitting(rows: int, threads: int, seconds: float) -> bool:
     """Whether a batch of ``rows`` that took ``seconds`` in one piece is split over ``threads`` threads."""
@@ -61,6 +67,37 @@ def _serial() -> Iterator[None]:
         kernels.numba.set_num_threads(numba_threads)
         if torch is not None:
             torch.set_num_threads(torch_threads)
+
+
+class SplitTrial:
+    """The first ``2 * TRIAL_ROUNDS`` batches of a shape worth splitting: the split and the whole batch (its compiled
+    plan, or op by op where ``whole`` is None) alternate, each call timed; then the faster way (the smallest time
+    of each) replaces the trial in the network's plans for the shape. Both give the same outputs, bit for bit."""
+
+    single = False
+
+    def __init__(self, net: Any, key: tuple[Any, ...], split: "BatchSplit", whole: Any) -> None:
+        self.net, self.key, self.split, self.whole = net, key, split, whole
+        self.best = [float("inf"), float("inf")]  # split, whole
+        self.calls = 0
+
+    def _whole(self, x: np.ndarray, ctx: Any) -> np.ndarray:
+        if self.whole is not None:
+            return self.whole(x, ctx)
+        for step in self.net._plan:
+            x = step(x, ctx)
+        return x
+
+    def __call__(self, x: np.ndarray, ctx: Any) -> np.ndarray:
+        i = self.calls % 2
+        self.calls += 1
+        start = time.perf_counter()
+        y = self.split(x, ctx) if i == 0 else self._whole(x, ctx)
+        self.best[i] = min(self.best[i], time.perf_counter() - start)
+        if self.calls >= 2 * TRIAL_ROUNDS and self.net._compiled.get(self.key) is self:
+            self.net._compiled[self.key] = self.split if self.best[0] <= self.best[1] else self.whole
+            self.net._set_compiled(self.net._compiled)
+        return y
 
 
 class BatchSplit:

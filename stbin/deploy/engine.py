@@ -214,16 +214,19 @@ class DeployedNet:
             if calls + 1 >= COMPILE_AFTER:
                 if len(self._compiled) >= MAX_COMPILED:
                     self._compiled.pop(next(iter(self._compiled)))
-                from stbin.deploy.batch_split import BatchSplit, worth_splitting
+                from stbin.deploy import batch_split
                 from stbin.deploy.jit_plan import compile_plan
 
-                if worth_splitting(len(x), key[1], seconds):  # a large batch: one part of the rows per thread
-                    self._compiled[key] = BatchSplit(self, x, key[1])
+                # worth it where the per-step Python overhead is a visible share of the run; always at a small
+                # batch (a busy machine must not make a slow first run decide against the latency path)
+                worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
+                whole = compile_plan(self._plan, x.shape, self) if worth else None
+                if batch_split.worth_splitting(len(x), key[1], seconds):  # a large batch: one part of the rows per thread?
+                    split = batch_split.BatchSplit(self, x, key[1])
+                    trial = batch_split.TRIAL_ROUNDS > 0
+                    self._compiled[key] = batch_split.SplitTrial(self, key, split, whole) if trial else split
                 else:
-                    # worth it where the per-step Python overhead is a visible share of the run; always at a small
-                    # batch (a busy machine must not make a slow first run decide against the latency path)
-                    worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
-                    self._compiled[key] = compile_plan(self._plan, x.shape, self) if worth else None
+                    self._compiled[key] = whole
                 self._set_compiled(self._compiled)
         plan = self._compiled.get(key) if self._jit else None
         start = time.perf_counter()

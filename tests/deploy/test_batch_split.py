@@ -27,6 +27,7 @@ def two_threads():
 @pytest.fixture
 def always_split(monkeypatch, two_threads):
     monkeypatch.setattr(batch_split, "SPLIT_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(batch_split, "TRIAL_ROUNDS", 0)  # the split kept without its trial against the whole batch
     monkeypatch.setattr(engine, "MIN_SAVING", 0.0)  # the parts' plans compile whatever the timings
 
 
@@ -164,3 +165,34 @@ _FORKED: dict = {}
 
 def _predict_in_child():
     return _FORKED["net"].predict(_FORKED["x"])
+
+
+@pytest.mark.parametrize("split_faster", [True, False])
+def test_the_trial_keeps_the_faster_way_and_both_give_the_same_outputs(monkeypatch, always_split, split_faster):
+    """A shape worth splitting runs split and whole alternately for TRIAL_ROUNDS calls each, then keeps the way with
+    the smaller time (here one way is made 20 ms slower); every output along the way is the whole batch's."""
+    import time as time_module
+
+    monkeypatch.setattr(batch_split, "TRIAL_ROUNDS", 2)
+    model, shape = small_nets()[2]
+    net = compile_model(model.eval(), shape)
+    x = np.random.default_rng(5).standard_normal((4, *shape)).astype(np.float32)
+    want = op_by_op(compile_model(model.eval(), shape), x)
+    for _ in range(COMPILE_AFTER):
+        np.testing.assert_array_equal(net(x), want)
+    trial = net._compiled[(x.shape, 2)]
+    assert isinstance(trial, batch_split.SplitTrial)
+    slow_split, slow_whole = trial.split.__call__, trial._whole
+    if split_faster:
+        trial._whole = lambda x, ctx: (time_module.sleep(0.02), slow_whole(x, ctx))[1]
+    else:
+        trial.split = lambda x, ctx=None: (time_module.sleep(0.02), slow_split(x, ctx))[1]
+    for _ in range(2 * 2 - 1):  # the trial's remaining calls (the settling call above was its first)
+        np.testing.assert_array_equal(net(x), want)
+    kept = net._compiled[(x.shape, 2)]
+    assert trial.calls == 4
+    if split_faster:
+        assert kept is trial.split
+    else:
+        assert kept is trial.whole and not isinstance(kept, (BatchSplit, batch_split.SplitTrial))
+    np.testing.assert_array_equal(net(x), want)
