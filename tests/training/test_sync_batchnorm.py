@@ -48,6 +48,7 @@ SCRIPT = textwrap.dedent('''
                      "var": model[1].running_var.clone(), "grads": grads}
     if r == 0:
         torch.save(out, sys.argv[1])
+    dist.barrier()  # no rank tears gloo down while another still uses it (seen: an abort at exit under load)
     dist.destroy_process_group()
 ''')
 
