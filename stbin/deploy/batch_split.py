@@ -7,7 +7,8 @@ one part per thread, each part runs the network's plan with serial loops (compil
 any batch is), with no wake-up and no barrier between layers: one hand-off per batch.
 
 :class:`BatchSplit` is what :class:`stbin.deploy.DeployedNet` keeps, for an input shape and thread count,
-instead of a compiled plan when a batch is large enough (:func:`worth_splitting`). Every row is computed by
+instead of a compiled plan when a batch is large enough (:func:`worth_splitting`) and the split was the faster
+way in a short timed trial against the whole batch (:class:`SplitTrial`). Every row is computed by
 the same ops as in the whole batch: the binary kernels compute each row on its own (bit for bit the same
 results, serial or parallel), and torch's float layers already run on parts of the rows on one torch
 thread each (:mod:`stbin.deploy.row_parts`).
@@ -34,6 +35,7 @@ MIN_PART_ROWS = 2
 #: Bi-Real ResNet-18 1.07x, BinaryNet VGG 0.88x (its wide layers read their weights once per part), so neither
 #: way wins everywhere
 TRIAL_ROUNDS = 3
+
 
 def worth_splitting(rows: int, threads: int, seconds: float) -> bool:
     """Whether a batch of ``rows`` that took ``seconds`` in one piece is split over ``threads`` threads."""
