@@ -62,7 +62,7 @@ def main() -> None:
     kernels.set_threads(args.threads)
     torch.set_num_threads(args.threads)
     print(f"batch {args.batch}, {args.threads} threads, numba {kernels.numba.__version__}; "
-          f"split: the engine's default (a batch of {batch_split.SPLIT_MIN_SECONDS * 1e3:g} ms or more is split)")
+          f"split: a batch of {batch_split.SPLIT_MIN_SECONDS * 1e3:g} ms or more, kept without the engine's trial")
     print(f"{'workload':18s} {'whole ms':>9s} {'split ms':>9s} {'whole/split':>11s} "
           f"{'whole CPU ms':>12s} {'split CPU ms':>12s}  plans")
     for name in args.networks.split(","):
