@@ -144,10 +144,15 @@ def report_head(summary: dict[str, Any], title: str, level: int = 1, runs_dir: P
              "measured when it trained)" + (f". Runs are in `{runs_dir}`." if runs_dir else "."), ""]
     devices = summary.get("devices") or (["unrecorded"] if finished else [])
     dataset = summary.get("dataset", "cifar10")
+    used = sorted({str(r["dataset"]) for r in runs.values() if "error" not in r and r.get("dataset")})
+    data = f"Dataset of the deep networks' rows: {dataset_label(dataset)} (`--dataset {dataset}`)."
+    if used and dataset not in used:  # only other rows finished (e.g. LeNet-5 on MNIST): say what did run
+        data = (f"Dataset of the finished runs: {', '.join(dataset_label(u) for u in used)} (no deep network's row "
+                f"on {dataset_label(dataset)} finished).")
     head += [f"Device of the finished runs: {', '.join(devices) if devices else 'none finished'}"
              + (" (one torch thread per run)" if "cpu" in devices else "")
              + ("; bfloat16 autocast on CUDA (`--amp`)" if "--amp" in str(summary.get("command", "")) else "")
-             + f". Dataset of the deep networks' rows: {dataset_label(dataset)} (`--dataset {dataset}`).", ""]
+             + f". {data}", ""]
     for what, items in (("the recipe's own runs (`--set`)", summary.get("overrides")),
                         ("the deep networks' runs (`--deep-set`)", summary.get("deep_overrides"))):
         if items:

@@ -150,3 +150,20 @@ def test_depth_finding_across_two_summaries_is_computed_from_both(tmp_path):
         assert "-5.00 on ResNet-20 / Fashion-MNIST" in s and "LeNet-5 / MNIST (`" in s, s
         shallow_gap = float(re.search(r"ends ([+-]\d+\.\d+) points of test accuracy on LeNet-5", s).group(1))
         assert s.endswith("it degrades the deeper network " + ("more." if shallow_gap > -5 else "less."))
+
+
+def test_report_head_names_the_datasets_that_ran_not_the_deep_rows_that_did_not():
+    """A LeNet-only run of a recipe whose deep rows default to CIFAR-10 says MNIST ran, not 'CIFAR-10'."""
+    from stbin.recipes.summary import report_head
+
+    lenet_only = {"seeds": [0], "dataset": "cifar10", "runs": {
+        "lenet5-fp-s0": {"dataset": "mnist", "time_s": 1.0},
+        "resnet20-cifar10-fp-s0": {"error": "not run: not selected (--only)"}}}
+    text = "\n".join(report_head(lenet_only, "ste-instability"))
+    assert "Dataset of the finished runs: MNIST (no deep network's row on CIFAR-10 finished)." in text
+    assert "deep networks' rows: CIFAR-10" not in text
+    with_deep = {"seeds": [0], "dataset": "fashion_mnist", "runs": {
+        "lenet5-fp-s0": {"dataset": "mnist", "time_s": 1.0},
+        "resnet20-fashion_mnist-fp-s0": {"dataset": "fashion_mnist", "time_s": 1.0}}}
+    assert "Dataset of the deep networks' rows: Fashion-MNIST (`--dataset fashion_mnist`)." in "\n".join(
+        report_head(with_deep, "ste-instability"))
