@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from stbin.deploy.thread_pools import worker_pool
+from stbin.deploy.thread_pools import torch_threads, worker_pool
 
 #: a batch is split when one run of it in one piece took at least this long: a hand-off to a thread costs
 #: tens of microseconds on a quiet machine (the demo MLP at batch 64, 0.37 ms whole, took 0.83 ms split)
@@ -50,25 +50,16 @@ def _one_numba_thread() -> None:
 
 @contextlib.contextmanager
 def _serial() -> Iterator[None]:
-    """One numba thread in the calling thread and, where torch is installed, one torch thread (torch's count is
-    global) while it lasts."""
+    """One numba thread in the calling thread and one torch thread (torch's count is global) while it lasts."""
     from stbin.deploy import kernels
 
-    try:
-        import torch
-    except ImportError:  # the engine runs without torch (float backend "numpy")
-        torch = None
     numba_threads = kernels.numba.get_num_threads()
-    torch_threads = torch.get_num_threads() if torch is not None else 0
     kernels.numba.set_num_threads(1)
-    if torch is not None:
-        torch.set_num_threads(1)
     try:
-        yield
+        with torch_threads(1):
+            yield
     finally:
         kernels.numba.set_num_threads(numba_threads)
-        if torch is not None:
-            torch.set_num_threads(torch_threads)
 
 
 class SplitTrial:
@@ -84,11 +75,7 @@ class SplitTrial:
         self.calls = 0
 
     def _whole(self, x: np.ndarray, ctx: Any) -> np.ndarray:
-        if self.whole is not None:
-            return self.whole(x, ctx)
-        for step in self.net._plan:
-            x = step(x, ctx)
-        return x
+        return self.whole(x, ctx) if self.whole is not None else self.net._steps(x, ctx)
 
     def __call__(self, x: np.ndarray, ctx: Any) -> np.ndarray:
         i = self.calls % 2
@@ -121,7 +108,6 @@ class BatchSplit:
 
         if threads < 2 or len(x) < threads:
             raise ValueError(f"a batch of {len(x)} rows cannot be split over {threads} threads")
-        self.shape = tuple(x.shape)
         self.threads = threads
         self.bounds = [int(b) for b in np.linspace(0, len(x), threads + 1).astype(int)]
         self.replicas = [net.replica() for _ in range(threads)]

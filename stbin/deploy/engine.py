@@ -220,26 +220,29 @@ class DeployedNet:
                 # worth it where the per-step Python overhead is a visible share of the run; always at a small
                 # batch (a busy machine must not make a slow first run decide against the latency path)
                 worth = len(x) <= SMALL_BATCH or len(self._plan) * STEP_OVERHEAD_S >= MIN_SAVING * seconds
-                whole = compile_plan(self._plan, x.shape, self) if worth else None
-                if batch_split.worth_splitting(len(x), key[1], seconds):  # a large batch: one part of the rows per thread?
-                    split = batch_split.BatchSplit(self, x, key[1])
-                    trial = batch_split.TRIAL_ROUNDS > 0
-                    self._compiled[key] = batch_split.SplitTrial(self, key, split, whole) if trial else split
+                split = batch_split.worth_splitting(len(x), key[1], seconds)  # one part of the rows per thread?
+                trial = split and batch_split.TRIAL_ROUNDS > 0
+                whole = compile_plan(self._plan, x.shape, self) if worth and (trial or not split) else None
+                if split:
+                    parts = batch_split.BatchSplit(self, x, key[1])
+                    self._compiled[key] = batch_split.SplitTrial(self, key, parts, whole) if trial else parts
                 else:
                     self._compiled[key] = whole
                 self._set_compiled(self._compiled)
         plan = self._compiled.get(key) if self._jit else None
         start = time.perf_counter()
-        if plan is not None:
-            x = plan(x, ctx)
-        else:
-            for step in self._plan:
-                x = step(x, ctx)
+        x = plan(x, ctx) if plan is not None else self._steps(x, ctx)
         if self._jit and key not in self._compiled:
             calls, seconds = self._seen.get(key, (0, float("inf")))
             self._seen[key] = (calls + 1, min(seconds, time.perf_counter() - start))  # the first run also loads
         if x.dtype != np.float32:
             raise ValueError("the network ends in binary units; add a float output layer")
+        return x
+
+    def _steps(self, x: np.ndarray, ctx: RunContext) -> np.ndarray:
+        """The plan's steps one by one (op by op: no compiled function)."""
+        for step in self._plan:
+            x = step(x, ctx)
         return x
 
     def _op(self, op: Op, x: np.ndarray, ctx: RunContext | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stbin.deploy.thread_pools import worker_pool
+from stbin.deploy.thread_pools import torch_threads, worker_pool
 
 #: multiply-adds from which a layer is split over the engine's threads (about 1 ms of one core): handing a part
 #: to a thread costs tens of microseconds on a quiet machine but milliseconds on a busy one (measured: the
@@ -41,23 +41,18 @@ def run_parts(n: int, macs: int, part: Callable[[int, int], None]) -> None:
 
     threads = _threads()
     parts = max(1, min(threads, n)) if macs >= SPLIT_MACS else 1
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads if parts == 1 and macs >= TORCH_THREADS_MACS else 1)
-    try:
-        with torch.no_grad():
-            if parts == 1:
-                part(0, n)
-                return
-            bounds = np.linspace(0, n, parts + 1).astype(int)
-            pool = worker_pool("rows", parts - 1)
-            futures = [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-            try:
-                part(0, int(bounds[1]))
-            finally:
-                for f in futures:
-                    f.result()
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads if parts == 1 and macs >= TORCH_THREADS_MACS else 1), torch.no_grad():
+        if parts == 1:
+            part(0, n)
+            return
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        pool = worker_pool("rows", parts - 1)
+        futures = [pool.submit(part, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        try:
+            part(0, int(bounds[1]))
+        finally:
+            for f in futures:
+                f.result()
 
 
 def torch_linear(x: np.ndarray, w: Any, b: Any, epilogue: Callable[[np.ndarray, int, int], None]) -> None:

@@ -4,14 +4,18 @@ The float layers split by rows (:mod:`stbin.deploy.row_parts`, :mod:`stbin.deplo
 large batches split over the engine's threads (:mod:`stbin.deploy.batch_split`) hand parts of their work to
 threads that live as long as the process. A process forked after they started inherits the pool objects but
 none of their threads: work handed to such a pool would never run. Pools are therefore kept per process id.
+
+Those parts run on one torch thread each: :func:`torch_threads` sets torch's thread count (process-wide) for
+the time they run and restores it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Iterator
 
 _POOLS: dict[tuple[str, int, int], ThreadPoolExecutor] = {}
 _LOCK = threading.Lock()
@@ -29,3 +33,20 @@ def worker_pool(name: str, workers: int, initializer: Callable[[], None] | None 
             pool = _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix=f"stbin-deploy-{name}",
                                                     initializer=initializer)
         return pool
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's thread count (process-wide) at ``n`` while it lasts, then as it was; nothing where torch is not
+    installed (the engine runs without it on the numpy float backend)."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

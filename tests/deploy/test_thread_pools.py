@@ -28,3 +28,26 @@ def test_a_forked_process_gets_its_own_pool(monkeypatch):
 def test_a_pool_needs_a_thread():
     with pytest.raises(ValueError, match="at least one thread, got 0"):
         worker_pool("test-zero", 0)
+
+
+def test_torch_threads_sets_and_restores_torchs_count_even_on_error():
+    import torch
+
+    from stbin.deploy.thread_pools import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"):
+        with torch_threads(1):
+            assert torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+
+
+def test_torch_threads_without_torch_does_nothing(monkeypatch):
+    import sys
+
+    from stbin.deploy.thread_pools import torch_threads
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now fails
+    with torch_threads(1):
+        pass

@@ -78,21 +78,16 @@ def torch_rows(fn: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
     from stbin.deploy import kernels
-    from stbin.deploy.thread_pools import worker_pool
+    from stbin.deploy.thread_pools import torch_threads, worker_pool
 
     n = len(x)
     parts = max(1, min(kernels.get_threads(), n if x[0].size * n >= 200_000 else 1))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.no_grad():
-            if parts == 1:
-                return fn(torch.from_numpy(x)).contiguous().numpy()
-            bounds = np.linspace(0, n, parts + 1).astype(int)
-            pool = worker_pool("float", parts - 1)
-            futures = [pool.submit(lambda lo, hi: fn(torch.from_numpy(x[lo:hi])).contiguous().numpy(), lo, hi)
-                       for lo, hi in zip(bounds[1:-1], bounds[2:])]
-            first = fn(torch.from_numpy(x[: bounds[1]])).contiguous().numpy()
-            return np.concatenate([first] + [f.result() for f in futures])
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(1), torch.no_grad():
+        if parts == 1:
+            return fn(torch.from_numpy(x)).contiguous().numpy()
+        bounds = np.linspace(0, n, parts + 1).astype(int)
+        pool = worker_pool("float", parts - 1)
+        futures = [pool.submit(lambda lo, hi: fn(torch.from_numpy(x[lo:hi])).contiguous().numpy(), lo, hi)
+                   for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        first = fn(torch.from_numpy(x[: bounds[1]])).contiguous().numpy()
+        return np.concatenate([first] + [f.result() for f in futures])
