@@ -13,7 +13,8 @@ Every float operation is the one the unfused ops do, in the same order and the s
 (``fastmath`` off: no contraction into fused multiply-adds), so :func:`bconv2d_res` with a ±1 or a
 real shortcut is bit for bit the unfused ops (the average pool too); the projection shortcut sums its channels in order
 (the unfused float convolution's BLAS order is unspecified) and :func:`conv2d_sign` sums its taps
-in the order (channel, row, column): both within float rounding of the unfused ops.
+in the order (channel, row, column) by fused multiply-adds (one rounding per tap): both within float rounding
+of the unfused ops.
 
 As in :mod:`stbin.deploy._loops`, these trust their arguments: call them through the checked entry
 points of :mod:`stbin.deploy.fused_kernels`. Each has a serial twin (``*_serial``).
@@ -24,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from stbin.deploy._conv_loops import _binary_row, _packable, _row_scratch, _valid_taps
 from stbin.deploy._loops import _JIT, _serial, njit, prange
-from stbin.deploy._simd import (f16_add, f16_add_signs, f16_bits_of, f16_dot_affine, f16_load, f16_madd,
-                                f16_plus_signs, f16_sign_bits, f16_store, f16_zero, load_f32)
+from stbin.deploy._simd import (f16_add, f16_add_signs, f16_affine, f16_bits_of, f16_dot_affine, f16_fma, f16_load,
+                                f16_madd, f16_plus_signs, f16_sign_bits, f16_store, f16_zero, load_f32)
 
 @njit(inline="always", **_JIT)
 def _pack_pixel(y, ox, S, T, out, nidx, oy):  # type: ignore[no-untyped-def]
@@ -268,71 +269,96 @@ def bconv2d_res(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s
 
 
 @njit(inline="always", **_JIT)
-def _first_pixel(X, Wk, nidx, oy, ox, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y, o):  # type: ignore[no-untyped-def]
-    """y[ox, o:] (of y (OW, OC)) = the sum over the valid taps (c, u, v) of output pixel (oy, ox), in that order;
-    the output channels in blocks of 16 held in a register (:func:`f16_madd`), the last ``OC % 16`` one at a time."""
+def _pad_rows(X, xp, nidx, oy, kh, stride_h, pad_h, dil_h, pad_w):  # type: ignore[no-untyped-def]
+    """Copy the input rows of output row ``oy`` (channel ``ch``, kernel row ``u``) into ``xp[ch * kh + u]``, at column
+    offset ``pad_w``; ``xp``'s padding columns stay 0 (zeroed once per task). Returns the valid kernel rows."""
     c, h, w_ = X.shape[1], X.shape[2], X.shape[3]
-    oc = Wk.shape[1]
     u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
-    v0, v1 = _valid_taps(ox, stride_w, pad_w, dil_w, w_, kw)
     by = oy * stride_h - pad_h
-    bx = ox * stride_w - pad_w
-    while o + 16 <= oc:
-        a = f16_zero()
-        for ch in range(c):
-            for u in range(u0, u1):
-                xrow = ((nidx * c + ch) * h + by + u * dil_h) * w_ + bx
-                for v in range(v0, v1):
-                    a = f16_madd(a, Wk, ((ch * kh + u) * kw + v) * oc + o, load_f32(X, xrow + v * dil_w))
-        f16_store(a, y, ox * oc + o)
-        o += 16
-    for o in range(o, oc):
-        s = np.float32(0)
-        for ch in range(c):
-            for u in range(u0, u1):
-                for v in range(v0, v1):
-                    s += X[nidx, ch, by + u * dil_h, bx + v * dil_w] * Wk[(ch * kh + u) * kw + v, o]
-        y[ox, o] = s
+    for ch in range(c):
+        for u in range(u0, u1):
+            r = ch * kh + u
+            for j in range(w_):
+                xp[r, pad_w + j] = X[nidx, ch, by + u * dil_h, j]
+    return u0, u1
 
 
 @njit(inline="always", **_JIT)
-def _first_row(X, Wk, nidx, oy, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y):  # type: ignore[no-untyped-def]
-    """y (OW, OC) = the sums of output row ``oy`` (as :func:`_first_pixel`, the same order): four adjacent pixels
-    whose taps all lie inside the row share each weight load (4 x 16 channels in registers)."""
-    c, h, w_ = X.shape[1], X.shape[2], X.shape[3]
+def _first_row(X, Wk, xp, nidx, oy, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y):  # type: ignore[no-untyped-def]
+    """y (OW, OC) = the sums over the taps (c, u, v), in that order, of output row ``oy``, read from the zero-padded
+    rows ``xp`` (:func:`_pad_rows`: a padding tap adds an exact 0, so every pixel takes the same path). Four adjacent
+    pixels share each weight load (4 x 16 channels in registers, one fused multiply-add per tap,
+    :func:`f16_fma`); the last ``OW % 4`` pixels one at a time, the last ``OC % 16`` channels in scalars."""
+    c = X.shape[1]
     oc = Wk.shape[1]
     ow = y.shape[0]
-    u0, u1 = _valid_taps(oy, stride_h, pad_h, dil_h, h, kh)
-    by = oy * stride_h - pad_h
-    ox = 0
-    while ox < ow:
-        bx = ox * stride_w - pad_w
-        if ox + 4 <= ow and oc >= 16 and bx >= 0 and bx + 3 * stride_w + (kw - 1) * dil_w < w_:
-            o = 0
-            while o + 16 <= oc:
-                a0 = a1 = a2 = a3 = f16_zero()
-                for ch in range(c):
-                    for u in range(u0, u1):
-                        xrow = ((nidx * c + ch) * h + by + u * dil_h) * w_ + bx
-                        for v in range(kw):
-                            wi = ((ch * kh + u) * kw + v) * oc + o
-                            xi = xrow + v * dil_w
-                            a0 = f16_madd(a0, Wk, wi, load_f32(X, xi))
-                            a1 = f16_madd(a1, Wk, wi, load_f32(X, xi + stride_w))
-                            a2 = f16_madd(a2, Wk, wi, load_f32(X, xi + 2 * stride_w))
-                            a3 = f16_madd(a3, Wk, wi, load_f32(X, xi + 3 * stride_w))
-                f16_store(a0, y, ox * oc + o)
-                f16_store(a1, y, (ox + 1) * oc + o)
-                f16_store(a2, y, (ox + 2) * oc + o)
-                f16_store(a3, y, (ox + 3) * oc + o)
-                o += 16
-            if o < oc:
-                for j in range(4):
-                    _first_pixel(X, Wk, nidx, oy, ox + j, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y, o)
+    wp = xp.shape[1]
+    u0, u1 = _pad_rows(X, xp, nidx, oy, kh, stride_h, pad_h, dil_h, pad_w)
+    o = 0
+    while o + 16 <= oc:
+        ox = 0
+        while ox + 4 <= ow:
+            a0 = a1 = a2 = a3 = f16_zero()
+            for ch in range(c):
+                for u in range(u0, u1):
+                    xrow = (ch * kh + u) * wp + ox * stride_w
+                    for v in range(kw):
+                        wi = ((ch * kh + u) * kw + v) * oc + o
+                        xi = xrow + v * dil_w
+                        a0 = f16_fma(a0, Wk, wi, load_f32(xp, xi))
+                        a1 = f16_fma(a1, Wk, wi, load_f32(xp, xi + stride_w))
+                        a2 = f16_fma(a2, Wk, wi, load_f32(xp, xi + 2 * stride_w))
+                        a3 = f16_fma(a3, Wk, wi, load_f32(xp, xi + 3 * stride_w))
+            f16_store(a0, y, ox * oc + o)
+            f16_store(a1, y, (ox + 1) * oc + o)
+            f16_store(a2, y, (ox + 2) * oc + o)
+            f16_store(a3, y, (ox + 3) * oc + o)
             ox += 4
-        else:
-            _first_pixel(X, Wk, nidx, oy, ox, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y, 0)
-            ox += 1
+        for ox in range(ox, ow):
+            a = f16_zero()
+            for ch in range(c):
+                for u in range(u0, u1):
+                    xrow = (ch * kh + u) * wp + ox * stride_w
+                    for v in range(kw):
+                        a = f16_fma(a, Wk, ((ch * kh + u) * kw + v) * oc + o, load_f32(xp, xrow + v * dil_w))
+            f16_store(a, y, ox * oc + o)
+        o += 16
+    for o in range(o, oc):
+        for ox in range(ow):
+            s = np.float32(0)
+            for ch in range(c):
+                for u in range(u0, u1):
+                    for v in range(kw):
+                        s += xp[ch * kh + u, ox * stride_w + v * dil_w] * Wk[(ch * kh + u) * kw + v, o]
+            y[ox, o] = s
+
+
+@njit(inline="always", **_JIT)
+def _affine_sign_row(y, bias, alpha, beta, S, T, out_b, nidx, oy):  # type: ignore[no-untyped-def]
+    """In place, y[ox, o] = (y + bias[o]) * alpha[o] + beta[o] (float32, each operation rounded), and the packed
+    signs out_b[nidx, oy, ox] (bit o unless S[o] * y >= T[o], as :func:`_pack_pixel`): 16 channels per vector
+    (:func:`f16_affine`, :func:`f16_bits_of`), the last ``OC % 16`` one at a time."""
+    ow, oc = y.shape
+    for ox in range(ow):
+        word = np.uint64(0)
+        o = 0
+        while o + 16 <= oc:
+            v = f16_affine(f16_load(y, ox * oc + o), bias, alpha, beta, o)
+            f16_store(v, y, ox * oc + o)
+            word |= f16_bits_of(v, S, T, o) << np.uint64(o % 64)
+            o += 16
+            if o % 64 == 0:
+                out_b[nidx, oy, ox, o // 64 - 1] = word
+                word = np.uint64(0)
+        for o in range(o, oc):
+            v1 = (y[ox, o] + bias[o]) * alpha[o] + beta[o]
+            y[ox, o] = v1
+            word |= (np.uint64(0) if S[o] * v1 >= T[o] else np.uint64(1)) << np.uint64(o % 64)
+            if o % 64 == 63:
+                out_b[nidx, oy, ox, o // 64] = word
+                word = np.uint64(0)
+        if oc % 64:
+            out_b[nidx, oy, ox, oc // 64] = word
 
 
 @njit(parallel=True, **_JIT)
@@ -342,20 +368,18 @@ def conv2d_sign(X, Wk, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, b
     y = (sum over the valid taps (c, u, v), in that order, of X * W + bias) * alpha + beta, with ``Wk``
     (C*KH*KW, OC) tap-major; out_b (N, OH, OW, ceil(OC/64)) = not (S * y >= T); out_f = y if ``want_float``
     (1: NCHW (N, OC, OH, OW); 2: channel-last (N, OH, OW, OC)). X and Wk C-contiguous."""
-    n = X.shape[0]
+    n, c, _, w_ = X.shape
     oc = Wk.shape[1]
     rows = n * oh
     per = _rows_per_task(rows)
     for task in prange((rows + per - 1) // per):
         y = np.empty((ow, oc), np.float32)
+        xp = np.zeros((c * kh, w_ + 2 * pad_w), np.float32)
         for t in range(task * per, min(rows, task * per + per)):
             nidx = t // oh
             oy = t % oh
-            _first_row(X, Wk, nidx, oy, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y)
-            for ox in range(ow):
-                for o in range(oc):
-                    y[ox, o] = (y[ox, o] + bias[o]) * alpha[o] + beta[o]
-                _pack_pixel(y, ox, S, T, out_b, nidx, oy)
+            _first_row(X, Wk, xp, nidx, oy, kh, kw, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, y)
+            _affine_sign_row(y, bias, alpha, beta, S, T, out_b, nidx, oy)
             _store_float_row(y, want_float, out_f, nidx, oy)
 
 

@@ -6,7 +6,7 @@ LLVM's portable ``llvm.ctpop.v8i64``, add), :func:`load_u64`, :func:`v8_store` a
 (eight fused threshold comparisons); and an ``f32x16`` type (sixteen float32 lanes) with the operations of
 the fused ops' real-valued stages (:func:`f16_madd`, :func:`f16_dot_affine`, :func:`f16_sign_bits`, ...).
 LLVM did not vectorise eight scalar accumulators itself (checked in the assembly), hence the explicit
-vector types. Every float operation is the scalar one on each lane (no fused multiply-add).
+vector types. Every float operation is the scalar one on each lane (no fused multiply-add, except in :func:`f16_fma`).
 """
 
 from __future__ import annotations
@@ -189,6 +189,22 @@ def f16_madd(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
     return f32x16(acc, arr, i, types.float32), codegen
 
 
+@intrinsic
+def f16_fma(typingctx, acc, arr, i, x):  # type: ignore[no-untyped-def]
+    """``acc + arr.flat[i:i + 16] * x`` lane by lane as one fused multiply-add (``llvm.fma.v16f32``: the exact
+    product plus ``acc``, rounded once). Unchecked like :func:`f16_madd`."""
+    if acc != f32x16 or not _c_f32(arr) or not isinstance(i, types.Integer) or x != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ary, idx, xv = args
+        w = builder.load(builder.bitcast(_ptr(context, builder, sig.args[1], ary, idx), _V16.as_pointer()), align=4)
+        fn = builder.module.declare_intrinsic("llvm.fma.v16f32", fnty=ir.FunctionType(_V16, [_V16, _V16, _V16]))
+        return builder.call(fn, [w, _splat(builder, _V16, xv), a])
+
+    return f32x16(acc, arr, i, types.float32), codegen
+
+
 f16_store = vector_store(f32x16, _V16, types.float32, 4, "f16_store")
 
 
@@ -289,6 +305,22 @@ def f16_dot_affine(typingctx, acc, i, full, scale, bias, alpha, beta, j):  # typ
                             _vload(context, builder, sig.args[6], be, sj, _V16, 4))
 
     return f32x16(acc, i, types.int64, scale, bias, alpha, beta, j), codegen
+
+
+@intrinsic
+def f16_affine(typingctx, a, bias, alpha, beta, j):  # type: ignore[no-untyped-def]
+    """Lane ``l``: ``(a[l] + bias[j + l]) * alpha[j + l] + beta[j + l]``, three float32 operations each rounded, in
+    that order (the scalar ``(y + b) * alpha + beta`` bit for bit). Unchecked: ``j + 16 <= len`` of each array."""
+    if a != f32x16 or not (all(_c_f32(x) for x in (bias, alpha, beta)) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        v, b, al, be, sj = args
+        y = builder.fadd(v, _vload(context, builder, sig.args[1], b, sj, _V16, 4))
+        return builder.fadd(builder.fmul(y, _vload(context, builder, sig.args[2], al, sj, _V16, 4)),
+                            _vload(context, builder, sig.args[3], be, sj, _V16, 4))
+
+    return f32x16(a, bias, alpha, beta, j), codegen
 
 
 @intrinsic

@@ -350,3 +350,38 @@ def test_output_stage_in_registers_equals_the_general_path(kind, oc):
     np.testing.assert_array_equal(outs[1][0], outs[0][0])
     np.testing.assert_array_equal(ob2, outs[0][0])
     assert 0 < np.unpackbits(outs[0][0].view(np.uint8)).sum() < outs[0][0].size * 64  # not all one value
+
+
+@pytest.mark.parametrize("oc", [5, 16, 37, 64, 80])
+@pytest.mark.parametrize("geo", [(1, 1, 1, 1, 1, 1), (2, 2, 1, 1, 1, 1), (1, 2, 0, 2, 1, 2), (1, 1, 2, 3, 2, 1)])
+@pytest.mark.parametrize("serial", [False, True])
+def test_conv2d_sign_on_padded_rows_equals_the_convolution(oc, geo, serial):
+    """The first convolution reads zero-padded copies of its input rows: every geometry (stride, padding wider than
+    the kernel's reach, dilation), widths leaving 0-3 pixels after the blocks of four, channel counts with a scalar
+    tail and more than one 64-bit word; a padding tap adds an exact zero, so the values are PyTorch's convolution
+    within float rounding, the bits its thresholds wherever the value is not within rounding of T."""
+    from stbin.deploy import _fused_loops as L
+    from stbin.deploy.geometry import conv_out
+    from stbin.deploy.packing import unpack_bits
+
+    rng = np.random.default_rng(oc)
+    sh, sw, ph, pw, dh, dw = geo
+    for w in (9, 10, 11, 12):
+        n, c, h = 2, 3, 7
+        xf = rng.standard_normal((n, c, h, w)).astype(F4)
+        wf = rng.standard_normal((oc, c, 3, 3)).astype(F4)
+        b, a, be, T = (rng.standard_normal(oc).astype(F4) for _ in range(4))
+        S = rng.choice([-1.0, 1.0], size=oc).astype(F4)
+        oh, ow = conv_out(h, 3, sh, ph, dh), conv_out(w, 3, sw, pw, dw)
+        out_b, out_f = z((n, oh, ow, -(-oc // 64)), U8), z((n, oh, ow, oc), F4)
+        fn = L.conv2d_sign_serial if serial else L.conv2d_sign
+        fn(xf, np.ascontiguousarray(wf.reshape(oc, -1).T), 3, 3, sh, sw, ph, pw, dh, dw, b, a, be, S, T, out_b, 2,
+           out_f, oh, ow)
+        ref = torch.nn.functional.conv2d(torch.from_numpy(xf), torch.from_numpy(wf), torch.from_numpy(b), (sh, sw),
+                                         (ph, pw), (dh, dw)).numpy()
+        ref = (ref * a[:, None, None] + be[:, None, None]).transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(out_f, ref, rtol=1e-5, atol=1e-5)
+        bits = unpack_bits(out_b.reshape(-1, out_b.shape[-1]), oc, np.float32).reshape(n, oh, ow, oc) < 0
+        np.testing.assert_array_equal(bits, ~(S * out_f >= T))  # the bits are the stored values' thresholds
+        sure = np.abs(S * ref - T) > 1e-4
+        np.testing.assert_array_equal(bits[sure], ~(S * ref >= T)[sure])
