@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from stbin.deploy._loops import _JIT, _serial, popcount64, threshold_word, unit_signs
+from stbin.deploy._loops import (_JIT, _serial, popcount64, threshold_word, threshold_word_above, unit_signs,
+                                 unit_thresholds)
 from stbin.deploy._simd import load_u64, v8_store, v8_xorpop, v8_zero
 
 @njit(inline="always", **_JIT)
@@ -297,19 +298,33 @@ def bconv2d_sign(X, Wt, c_bits, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, 
     unit = unit_signs(S)
     rows = n * oh
     per = max(1, rows // 32)
+    inner = np.int64(c_bits) * Wt.shape[0] * Wt.shape[1]  # ``full`` of a pixel with every tap inside the input
     for task in prange((rows + per - 1) // per):
         acc = np.empty((ow, oc), np.uint64)
         full = np.empty(ow, np.int64)
         W3, L, R, xr = _row_scratch(X, Wt, c_bits, packed)
+        flip = np.empty(oc, np.int64)
+        thr = np.empty(oc, np.int64)
+        if unit:
+            unit_thresholds(S, T, inner, flip, thr)
         for t in range(task * per, min(rows, task * per + per)):
             nidx = t // oh
             oy = t % oh
             _binary_row(X, Wt, packed, W3, L, R, xr, nidx, oy, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, c_bits,
                         acc, full)
+            if unit and ocw == 1:  # one word a pixel: bounds known to the inlined loops
+                for ox in range(ow):
+                    if full[ox] == inner:  # thresholds made for this ``full``: one compare a vector
+                        out[nidx, oy, ox, 0] = threshold_word_above(acc, ox, inner, flip, thr, S, T, 0, oc)
+                    else:
+                        out[nidx, oy, ox, 0] = threshold_word(acc, ox, full[ox], S, T, 0, oc, True)
+                continue
             for ox in range(ow):
                 for g in range(ocw):
                     hi = min(oc, g * 64 + 64)
-                    if unit:  # two calls with a constant flag: each inlined loop specialised (no branch inside)
+                    if unit and full[ox] == inner:
+                        out[nidx, oy, ox, g] = threshold_word_above(acc, ox, inner, flip, thr, S, T, g * 64, hi)
+                    elif unit:  # calls with a constant flag: each inlined loop specialised (no branch inside)
                         out[nidx, oy, ox, g] = threshold_word(acc, ox, full[ox], S, T, g * 64, hi, True)
                     else:
                         out[nidx, oy, ox, g] = threshold_word(acc, ox, full[ox], S, T, g * 64, hi, False)

@@ -46,7 +46,7 @@ import types as pytypes
 
 import numpy as np
 
-from stbin.deploy._simd import v8_minus_bits, v8_minus_bits_unit
+from stbin.deploy._simd import v8_above, v8_minus_bits, v8_minus_bits_unit
 
 # Threading layer. numba's default (OpenMP where available) costs a thread wake-up per
 # parallel launch, which on a busy 2-core machine was measured at ~20 ms per call; the
@@ -187,6 +187,36 @@ def threshold_word(acc, row, full, S, T, lo, hi, unit):  # type: ignore[no-untyp
         else:
             bits = v8_minus_bits(acc, row * m + j, full, S, T, j)
         word |= bits << np.uint64(j - lo)
+        j += 8
+    for j in range(j, hi):
+        word |= _minus(full - 2 * np.int64(acc[row, j]), S[j], T[j]) << np.uint64(j - lo)
+    return word
+
+
+@njit(inline="always", **_JIT)
+def unit_thresholds(S, T, full, flip, thr):  # type: ignore[no-untyped-def]
+    """For ``S`` in {-1, +1} (:func:`unit_signs`) and one value of ``full``: ``flip``, ``thr`` (int64) such that
+    ``_minus(full - 2 a, S[j], T[j]) == ((a ^ flip[j]) > thr[j])`` for every a >= 0. S = +1: the bit is set iff
+    full - 2a < T, i.e. a > floor((full - T) / 2); S = -1: iff 2a - full < T, i.e. a < ceil((full + T) / 2), i.e.
+    ~a > ~ceil((full + T) / 2) (~x = -x - 1 reverses the order)."""
+    for j in range(S.shape[0]):
+        if S[j] > 0:
+            flip[j] = 0
+            thr[j] = (full - np.int64(T[j])) // 2
+        else:
+            flip[j] = -1
+            thr[j] = ~(-((-(full + np.int64(T[j]))) // 2))
+
+
+@njit(inline="always", **_JIT)
+def threshold_word_above(acc, row, full, flip, thr, S, T, lo, hi):  # type: ignore[no-untyped-def]
+    """:func:`threshold_word` with ``unit`` for the ``full`` that ``flip`` / ``thr`` were made for
+    (:func:`unit_thresholds`): eight outputs a compare (:func:`stbin.deploy._simd.v8_above`), the rest one by one."""
+    m = acc.shape[1]
+    word = np.uint64(0)
+    j = lo
+    while j + 8 <= hi:
+        word |= v8_above(acc, row * m + j, flip, thr, j) << np.uint64(j - lo)
         j += 8
     for j in range(j, hi):
         word |= _minus(full - 2 * np.int64(acc[row, j]), S[j], T[j]) << np.uint64(j - lo)

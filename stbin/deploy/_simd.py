@@ -148,6 +148,30 @@ v8_minus_bits = _minus_bits(False)
 v8_minus_bits_unit = _minus_bits(True)
 
 
+def _c_i64(a):  # type: ignore[no-untyped-def]
+    return isinstance(a, types.Array) and a.dtype == types.int64 and a.layout == "C" and a.ndim == 1
+
+
+@intrinsic
+def v8_above(typingctx, acc, i, flip, thr, j):  # type: ignore[no-untyped-def]
+    """The 8 bits ``(acc.flat[i + l] ^ flip[j + l]) > thr[j + l]`` (signed 64-bit comparison) as one integer: the
+    threshold of :func:`v8_minus_bits_unit` on thresholds precomputed for one value of ``full``
+    (:func:`stbin.deploy._loops.unit_thresholds`): one XOR and one comparison a vector. Unchecked like
+    :func:`v8_xorpop`."""
+    if not _c_u64(acc) or not _c_i64(flip) or not _c_i64(thr) or not isinstance(i, types.Integer) \
+            or not isinstance(j, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        a, ai, fl, th, sj = args
+        x = builder.xor(_vload(context, builder, sig.args[0], a, ai, _V8, 8),
+                        _vload(context, builder, sig.args[2], fl, sj, _V8, 8))
+        bits = builder.icmp_signed(">", x, _vload(context, builder, sig.args[3], th, sj, _V8, 8))
+        return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
+
+    return types.uint64(acc, i, flip, thr, j), codegen
+
+
 # -- sixteen float32 lanes (the fused ops' real-valued stages) ----------------------------------------
 
 _V16 = ir.VectorType(ir.FloatType(), 16)

@@ -280,3 +280,48 @@ def test_fused_thresholds_for_any_integer_scale(signs, serial):
     ob = np.empty(ref.shape[:3] + (1,), np.uint64)
     (C.bconv2d_sign_serial if serial else C.bconv2d_sign)(xp, wp, c, 1, 1, 1, 1, 1, 1, S, T, ob)
     np.testing.assert_array_equal(unpack_bits(ob, oc), np.where(S.astype(np.int64) * ref >= T, 1, -1))
+
+
+def test_unit_thresholds_decide_every_dot_exactly():
+    """The precomputed comparison of bconv2d_sign's interior pixels (``(a ^ flip) > thr``) equals
+    ``not (S * (full - 2 a) >= T)`` for S = +1 and -1, every popcount a in 0..full, and thresholds T of both
+    parities and signs, beyond both ends of the dot's range (exhaustive over small ``full``)."""
+    from stbin.deploy._loops import threshold_word_above, unit_thresholds
+
+    for full in (0, 1, 9, 144, 575):
+        T = np.arange(-full - 3, full + 4, dtype=np.int32)
+        for s in (1, -1):
+            S = np.full(len(T), s, np.int32)
+            flip, thr = np.empty(len(T), np.int64), np.empty(len(T), np.int64)
+            unit_thresholds(S, T, np.int64(full), flip, thr)
+            a = np.arange(full + 1, dtype=np.int64)[:, None]
+            want = ~(s * (full - 2 * a) >= T[None, :])
+            np.testing.assert_array_equal((a ^ flip[None, :]) > thr[None, :], want)
+            acc = np.ascontiguousarray(np.broadcast_to(a, (full + 1, len(T))).astype(np.uint64))
+            for row in (0, full // 2, full):  # the vector path (8 at a time) and its scalar tail
+                for lo, hi in ((0, min(len(T), 64)), (len(T) - min(len(T), 13), len(T))):
+                    word = int(threshold_word_above(acc, row, np.int64(full), flip, thr, S, T, lo, hi))
+                    got = [(word >> (j - lo)) & 1 for j in range(lo, hi)]
+                    np.testing.assert_array_equal(got, want[row, lo:hi].astype(int))
+
+
+@pytest.mark.parametrize("oc", [32, 80])
+@pytest.mark.parametrize("serial", [True, False])
+def test_bconv2d_sign_interior_thresholds_at_the_dot(oc, serial):
+    """Thresholds at and next to an interior pixel's dot (the precomputed comparison's path), S = +-1, one and two
+    words of output channels: the bits of ``S * dot >= T`` at every pixel, border pixels included."""
+    from stbin.deploy import _conv_loops as C
+
+    rng = np.random.default_rng(oc + serial)
+    for c in (16, 40):
+        xi, wi = pm1(rng, 2, c, 7, 7), pm1(rng, oc, c, 3, 3)
+        ref = F.conv2d(torch.from_numpy(xi).float(), torch.from_numpy(wi).float(), None, 1, 1)
+        ref = ref.permute(0, 2, 3, 1).numpy().astype(np.int64)
+        xp = pack_sign(xi.transpose(0, 2, 3, 1))
+        wp = np.ascontiguousarray(pack_sign(wi.transpose(0, 2, 3, 1)).transpose(1, 2, 3, 0))
+        S = rng.choice(np.array([-1, 1], np.int32), size=oc)
+        T = (S * ref[1, 3, 3] + rng.integers(-1, 2, size=oc)).astype(np.int32)
+        ob = np.empty(ref.shape[:3] + (n_words(oc),), np.uint64)
+        (C.bconv2d_sign_serial if serial else C.bconv2d_sign)(xp, wp, c, 1, 1, 1, 1, 1, 1, S, T, ob)
+        want = np.where(S.astype(np.int64) * ref >= T, 1, -1)
+        np.testing.assert_array_equal(unpack_bits(ob.reshape(-1, n_words(oc)), oc).reshape(want.shape), want)
