@@ -76,14 +76,21 @@ def _linear_sign(ops: list[Op], net: Any) -> Step | None:
     return step
 
 
+#: up to this many multiply-adds a large batch's last layer on flat bits runs the engine's own ``bits_dense``
+#: (serial: no thread woken) instead of unpacking to float32 for PyTorch's ``linear``
+BITS_DENSE_MACS = 1 << 22
+
+
 def _bits_linear(ops: list[Op], net: Any) -> Step | None:
     """Unpacking of flat bits fused with the float layer after it (a binary MLP's last layer).
 
-    Small batches: ``dense_kernels.bits_dense`` does the same operations in the same order as ``bits_float`` then
-    the engine's own ``linear`` loop (bit for bit theirs) without the float intermediate, inside the compiled
-    plan, on the products of the weights with both signs (``signed_weights``, cached per op). Larger batches
-    (backend ``"auto"``): the unpacked rows through PyTorch's own ``linear``
-    (:mod:`stbin.deploy.row_parts`), so the logits are PyTorch's for these bits, bit for bit.
+    Small batches, and any batch of at most ``BITS_DENSE_MACS`` multiply-adds (a classifier's last layer: 64 x 512
+    x 10 took 0.46 against 0.52 ms for the demo MLP through torch, ``benchmarks`` in docs/performance-deploy.md):
+    ``dense_kernels.bits_dense`` does the same operations in the same order as ``bits_float`` then the engine's own
+    ``linear`` loop (bit for bit theirs) without the float intermediate, inside the compiled plan, on the products
+    of the weights with both signs (``signed_weights``, cached per op); the logits are PyTorch's within float
+    rounding (a sum in the order of the inputs). Larger layers (backend ``"auto"``): the unpacked rows through
+    PyTorch's own ``linear`` (:mod:`stbin.deploy.row_parts`), the logits PyTorch's for these bits, bit for bit.
     """
     unpack, lin = ops
     if net.float_backend == "torch":
@@ -98,7 +105,8 @@ def _bits_linear(ops: list[Op], net: Any) -> Step | None:
             return run_lin(lin, run_unpack(unpack, x, ctx), ctx)
         from stbin.deploy import dense_kernels
 
-        if len(x) > LATENCY_ROWS:  # torch's linear on the unpacked rows: PyTorch's logits for these bits, exactly
+        if len(x) > LATENCY_ROWS and len(x) * w.shape[0] * w.shape[1] > BITS_DENSE_MACS:
+            # torch's linear on the unpacked rows: PyTorch's logits for these bits, exactly
             from stbin.deploy.row_parts import torch_linear
 
             xf = run_unpack(unpack, x, ctx)

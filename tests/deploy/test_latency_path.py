@@ -121,3 +121,39 @@ def test_large_batch_first_layer_is_torchs_linear_then_the_folded_thresholds():
     net.float_backend = "torch"
     steps, ctx = build_plan(net.ops, net), RunContext(net)
     np.testing.assert_array_equal(fused, steps[1](steps[0](x, ctx), ctx))
+
+
+@pytest.mark.parametrize("limit", [0, None])
+def test_large_batch_last_layer_on_bits(monkeypatch, limit):
+    """The last layer of a binary MLP on its flat bits at a batch past the engine's own loop, backend "auto": up to
+    ``BITS_DENSE_MACS`` multiply-adds the engine's ``bits_dense`` (bit for bit ``unpack_float`` then ``float_dense``:
+    a sum in the order of the inputs), above it PyTorch's ``linear`` on the unpacked rows (bit for bit the "torch"
+    backend's steps); both within float rounding of PyTorch, the same predictions."""
+    from stbin.deploy import plan as P
+    from stbin.deploy.ops import RunContext
+
+    if limit is not None:
+        monkeypatch.setattr(P, "BITS_DENSE_MACS", limit)
+    torch.manual_seed(6)
+    model = randomise_bn(build_model("sbn_mlp", in_features=40, hidden=(130,), num_classes=10)).eval()
+    net = compile_model(model)
+    assert [o.type for o in net.ops[-2:]] == ["bits_float", "linear"]
+    unpack, lin = net.ops[-2:]
+    rng = np.random.default_rng(7)
+    bits = pack_sign(rng.choice([-1.0, 1.0], size=(64, 130)).astype(np.float32))
+    got = P.build_plan(net.ops, net)[-1](bits, RunContext(net))
+    xf = unpack_bits(bits, 130, np.float32)
+    w, b = lin.arrays["weight"], lin.arrays["bias"]
+    if limit is None:  # 64 x 130 x 10 multiply-adds: the engine's loop
+        assert 64 * 130 * 10 <= P.BITS_DENSE_MACS
+        want = np.empty((64, 10), np.float32)
+        kernels.float_dense(xf, np.ascontiguousarray(w.T), b, want)
+    else:
+        net.float_backend = "torch"
+        steps, ctx = P.build_plan(net.ops, net), RunContext(net)
+        want = steps[-1](steps[-2](bits, ctx), ctx)
+    np.testing.assert_array_equal(got, want)
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(torch.from_numpy(xf), torch.from_numpy(w), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
