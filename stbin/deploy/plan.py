@@ -85,7 +85,7 @@ def _bits_linear(ops: list[Op], net: Any) -> Step | None:
     """Unpacking of flat bits fused with the float layer after it (a binary MLP's last layer).
 
     Small batches, and any batch of at most ``BITS_DENSE_MACS`` multiply-adds (a classifier's last layer: 64 x 512
-    x 10 took 0.46 against 0.52 ms for the demo MLP through torch, ``benchmarks`` in docs/performance-deploy.md):
+    x 10: the demo MLP at batch 64 took 0.46 against 0.52 ms through torch, docs/performance-deploy.md):
     ``dense_kernels.bits_dense`` does the same operations in the same order as ``bits_float`` then the engine's own
     ``linear`` loop (bit for bit theirs) without the float intermediate, inside the compiled plan, on the products
     of the weights with both signs (``signed_weights``, cached per op); the logits are PyTorch's within float
