@@ -17,6 +17,7 @@ from torch import nn
 
 import stbin.nn as snn
 from stbin.estimators import sampling
+from stbin.estimators._common import THRESHOLDS
 from stbin.models import MODELS, build_model
 
 MODULES = {
@@ -99,6 +100,8 @@ def test_compiled_training_step_matches_eager_distribution(monkeypatch, two_thre
     x = torch.randn(8, 3, 32, 32)
     y = torch.randint(0, 10, (8,))
     calls = []
+    # the parallel kernel from 32 K elements (its default threshold is above this small CNN's tensors)
+    monkeypatch.setattr(THRESHOLDS, "parallel_sampling_min_numel", 1 << 15)
     real = sampling._kernel.compare_inplace
     monkeypatch.setattr(sampling._kernel, "compare_inplace",
                         lambda p, s, par, th=None: (calls.append((p.size, par)), real(p, s, par, th)))
