@@ -72,12 +72,10 @@ def sign_pm1_torch(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
 
 # Size-dependent code paths. The deterministic sign and its htanh backward take their
 # one-pass numba kernels from ``elementwise_kernel_min_numel`` elements on (below, torch's
-# operations: a kernel call costs a few microseconds). CPU sampling runs the parallel kernel from
-# ``parallel_sampling_min_numel`` elements on (below, the serial one: same numbers, no
-# thread wake-up; measured on the 2-vCPU VM, 2026-12-02, logistic decision pass alone, back to back:
-# serial / parallel 0.05 / 0.19-0.21 ms at 65 K elements, 0.20 / 0.55-0.58 at 262 K, 0.83 / 0.77-1.0 at
-# 1 M, 1.6 / 1.0-1.8 at 2 M, 3.0 / 1.8 at 4 M, 18.6 / 12.0 at 16.8 M: waking the second thread costs
-# about 0.15-0.35 ms there) and reuses its output buffer from ``reuse_output_min_numel`` elements
+# operations: a kernel call costs a few microseconds). CPU sampling (and those kernels) run the
+# parallel loop from the size at which it pays for this machine's thread wake-up (:func:`use_parallel`,
+# measured once: :mod:`stbin.estimators._parallel_cost`), or from ``parallel_sampling_min_numel``
+# elements on where that is set (below, the serial one: same numbers, no thread wake-up) and reuses its output buffer from ``reuse_output_min_numel`` elements
 # on (128 KiB of float32, glibc's initial mmap threshold: larger blocks are mapped afresh, or
 # the heap top trimmed and refaulted, so that a fresh output per training step keeps paying
 # page faults — thousands per step on the training presets); sampling and the logistic ST backward run on chunks
@@ -93,7 +91,7 @@ def sign_pm1_torch(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
 class PathThresholds:
     """Element counts from which the size-dependent fast paths are taken (read at every call)."""
 
-    parallel_sampling_min_numel: int = 1 << 21
+    parallel_sampling_min_numel: int | None = None  # None: measured (use_parallel)
     elementwise_kernel_min_numel: int = 1 << 14
     chunk_numel: int = 1 << 17
     reuse_output_min_numel: int = 1 << 15
@@ -101,6 +99,23 @@ class PathThresholds:
 
 
 THRESHOLDS = PathThresholds()
+
+
+def use_parallel(numel: int, threads: int, element_seconds: float | None = None) -> bool:
+    """Whether a CPU kernel over ``numel`` elements takes its parallel loop on ``threads`` threads: from
+    ``THRESHOLDS.parallel_sampling_min_numel`` elements on where it is set, else from the size at which this
+    machine's thread wake-up pays for a loop of ``element_seconds`` an element (default: the samplers';
+    :func:`stbin.estimators._parallel_cost.parallel_min_numel`)."""
+    if threads < 2:
+        return False
+    floor = THRESHOLDS.parallel_sampling_min_numel
+    if floor is None:
+        from stbin.estimators import _parallel_cost as cost
+
+        if numel < cost.MIN_NUMEL:  # never parallel: no measurement needed
+            return False
+        floor = cost.parallel_min_numel(threads, element_seconds or cost.SAMPLING_SECONDS)
+    return numel >= floor
 
 
 @contextlib.contextmanager

@@ -6,8 +6,8 @@ elementwise passes and a temporary mask for each) and, for the logistic ST backw
 float32 ones through :mod:`stbin.estimators._logistic_numba`, into an output buffer of
 :data:`stbin.estimators._buffers.BUFFERS` (reused once nothing refers to it, from
 ``THRESHOLDS.reuse_output_min_numel`` elements on); the kernels run over numba's threads
-(as many as ``torch.get_num_threads()``) from ``THRESHOLDS.parallel_sampling_min_numel``
-elements on. Everything else — other devices and dtypes, small or strided tensors,
+(as many as ``torch.get_num_threads()``) from the size at which that pays
+(:func:`stbin.estimators._common.use_parallel`). Everything else — other devices and dtypes, small or strided tensors,
 torch.compile tracing, double backward — takes the pure-torch formulas, which give the
 same values bit for bit (the logistic backward: within a few float32 ulp; tested on every path).
 """
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from stbin.estimators._buffers import BUFFERS
-from stbin.estimators._common import THRESHOLDS, is_compiling, sign_pm1_torch
+from stbin.estimators._common import THRESHOLDS, is_compiling, sign_pm1_torch, use_parallel
+from stbin.estimators._parallel_cost import ELEMENTWISE_SECONDS
 
 try:  # numba is a dependency; the torch formulas are the fallback where it cannot be imported
     from stbin.estimators import _logistic_numba as _logistic_kernel
@@ -51,7 +52,7 @@ def _flat(t: torch.Tensor) -> np.ndarray:
 
 def _parallel(numel: int) -> tuple[bool, int]:
     threads = torch.get_num_threads()
-    return numel >= THRESHOLDS.parallel_sampling_min_numel and threads > 1, threads
+    return use_parallel(numel, threads, ELEMENTWISE_SECONDS), threads
 
 
 def sign_pm1(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -13,8 +13,10 @@ the two-pass path's numbers, bit for bit. (Processing the two steps
 chunk by chunk, while a chunk is in L2, measured no faster with one thread — both are
 compute-bound — and much slower with two threads on a loaded machine, where every chunk
 hands over between torch's and numba's thread pools.) The kernel is serial below
-``THRESHOLDS.parallel_sampling_min_numel`` elements (or with one torch thread) and
-parallel over numba's threads (as many as ``torch.get_num_threads()``) from there on —
+the size from which a parallel loop pays for this machine's thread wake-up (measured once:
+:func:`stbin.estimators._common.use_parallel`; or ``THRESHOLDS.parallel_sampling_min_numel`` where
+set), or with one torch thread, and parallel over numba's threads (as many as
+``torch.get_num_threads()``) from there on —
 both give identical numbers, as does the pure-torch fallback used where numba cannot be
 imported. Other devices (CUDA) compare with ``torch.rand`` drawn from the generator
 (torch's own parallel Philox).
@@ -43,7 +45,7 @@ import torch
 from stbin._validation import compute_dtype
 from stbin.estimators import _twins
 from stbin.estimators._buffers import BUFFERS
-from stbin.estimators._common import THRESHOLDS, is_compiling, scaled, upcast
+from stbin.estimators._common import THRESHOLDS, is_compiling, scaled, upcast, use_parallel
 from stbin.estimators._elementwise import sign_pm1
 from stbin.estimators.noise import NOISES, Noise
 from stbin.estimators.random import draw_seed, sign_from_probability
@@ -83,7 +85,7 @@ def _philox_sign_impl(p: torch.Tensor, seed: torch.Tensor) -> None:
     flat = p.view(-1)
     if _kernel is not None and p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64):
         threads = torch.get_num_threads()
-        parallel = p.numel() >= THRESHOLDS.parallel_sampling_min_numel and threads > 1
+        parallel = use_parallel(p.numel(), threads)
         _kernel.compare_inplace(flat.detach().numpy(), seed.cpu().numpy(), parallel, threads)
         return
     flat.copy_(sign_from_probability(flat, seed.cpu()).to(flat.device))
@@ -170,7 +172,7 @@ def _sample_eager(a: torch.Tensor, noise: Noise, scale: float, seed: torch.Tenso
     if one_pass is not None and a.numel() >= THRESHOLDS.elementwise_kernel_min_numel \
             and one_pass[0](src, flat, scale):
         threads = torch.get_num_threads()
-        parallel = a.numel() >= THRESHOLDS.parallel_sampling_min_numel and threads > 1
+        parallel = use_parallel(a.numel(), threads)
 
         def redo(lo: int, hi: int) -> None:  # the two-pass way on elements lo .. hi-1
             _cdf_into(flat[lo:hi], src[lo:hi], noise, scale)

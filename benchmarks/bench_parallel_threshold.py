@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Training steps of binary layers with the CPU kernels' parallel loops from 32 K elements (the fixed threshold stbin
+used before) against the threshold measured from this machine's thread wake-up (``stbin.estimators._parallel_cost``),
+interleaved in one process.
+
+Per layer, each round times ``--steps`` training steps (zero_grad, forward, backward of a fixed upstream gradient)
+with each threshold, after two untimed ones; medians over ``--rounds`` rounds. The samples do not depend on the
+threshold (both loops give the same numbers), only the time does.
+
+    python benchmarks/bench_parallel_threshold.py
+    python benchmarks/bench_parallel_threshold.py --threads 2 --rounds 12 --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import stbin.nn as snn
+from stbin.estimators import _parallel_cost
+from stbin.estimators._common import THRESHOLDS
+
+LAYERS = {
+    "BinaryLinear 1024->1024, batch 256": (lambda q: snn.BinaryLinear(1024, 1024, weights="bernoulli", input_quantizer=q),
+                                           (256, 1024)),
+    "BinaryConv2d 64->64 3x3, 16x16, batch 32": (
+        lambda q: snn.BinaryConv2d(64, 64, 3, padding=1, bias=False, weights="bernoulli", input_quantizer=q),
+        (32, 64, 16, 16)),
+    "BinaryConv2d 256->256 3x3, 8x8, batch 32": (
+        lambda q: snn.BinaryConv2d(256, 256, 3, padding=1, bias=False, weights="bernoulli", input_quantizer=q),
+        (32, 256, 8, 8)),
+}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.strip().lstrip("+").isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch (and numba) threads (default 2)")
+    p.add_argument("--rounds", type=_positive_int, default=12, help="interleaved rounds (default 12)")
+    p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per round and threshold (default 5)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    saved = THRESHOLDS.parallel_sampling_min_numel
+    print(f"{args.threads} threads; measured threshold: "
+          f"{_parallel_cost.parallel_min_numel(args.threads)} elements (sampling), "
+          f"{_parallel_cost.parallel_min_numel(args.threads, _parallel_cost.ELEMENTWISE_SECONDS)} (elementwise)")
+    print("| layer | 32 K ms | measured ms | 32 K / measured |\n|---|--:|--:|--:|")
+    try:
+        for name, (make, shape) in LAYERS.items():
+            layer = make(snn.StochasticSign("logistic", scale=1.0)).train()
+            x = torch.randn(*shape, requires_grad=True)
+            g = torch.randn_like(layer(x))
+
+            def step() -> None:
+                layer.zero_grad(set_to_none=True)
+                x.grad = None
+                layer(x).backward(g)
+            times: dict[str, list[float]] = {"32K": [], "measured": []}
+            for _ in range(args.rounds):
+                for key, value in (("32K", 1 << 15), ("measured", None)):
+                    THRESHOLDS.parallel_sampling_min_numel = value
+                    for _ in range(2):
+                        step()
+                    t = time.perf_counter()
+                    for _ in range(args.steps):
+                        step()
+                    times[key].append((time.perf_counter() - t) / args.steps)
+            a, b = statistics.median(times["32K"]), statistics.median(times["measured"])
+            print(f"| {name} | {a * 1e3:.2f} | {b * 1e3:.2f} | {a / b:.3f} |")
+    finally:
+        THRESHOLDS.parallel_sampling_min_numel = saved
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
