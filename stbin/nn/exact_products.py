@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 from stbin.estimators import _twins
-from stbin.estimators._common import is_compiling
+from stbin.estimators._common import is_compiling, use_parallel
 
 #: products below this many multiply-adds keep the float path (the conversions' fixed cost dominates)
 MIN_MACS = 1 << 21
@@ -72,8 +72,10 @@ MIN_CONV_REUSE = 2048
 MIN_CONV_CHANNELS = 32
 #: the largest reduction length: float32 sums of ±1 terms are exact below 2^24
 MAX_K = 1 << 24
-#: operands from this many elements on are converted over numba's threads
-PARALLEL_MIN_NUMEL = 1 << 16
+#: serial cost of converting one element (``to_small_int``), for the size from which the conversion runs over numba's
+#: threads (:func:`stbin.estimators._common.use_parallel`): measured 0.21 ns on one thread (1 M elements, float32;
+#: parallel on 2 threads of the 2-vCPU VM: 0.39-0.47 against 0.22 ms serial at 1 M, even at 4 M)
+CONVERT_SECONDS = 0.2e-9
 #: elements checked before the one-pass conversion (a real-valued operand is refused without a pass over it)
 HEAD = 64
 _STATE = {"enabled": True}
@@ -145,7 +147,7 @@ def _small_int(t: torch.Tensor, offset: int) -> torch.Tensor | None:
     out = torch.empty(src.shape, dtype=torch.int8 if offset == 0 else torch.uint8)
     threads = torch.get_num_threads()
     ok = to_small_int(src.view(-1).numpy(), out.view(-1).numpy(), offset,
-                      src.numel() >= PARALLEL_MIN_NUMEL and threads > 1, threads)
+                      use_parallel(src.numel(), threads, CONVERT_SECONDS), threads)
     return out if ok else None
 
 

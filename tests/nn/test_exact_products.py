@@ -372,3 +372,26 @@ def test_binary_layers_with_stochastic_inputs_convert_nothing(layer: str, small_
     with path_thresholds(**{**TWINS, "twin_min_numel": 1 << 40}):
         y0 = m(x)
     assert _routed(y0) and len(conversions) == 2 and torch.equal(y, y0)
+
+
+def test_conversion_goes_parallel_where_the_wake_up_pays(monkeypatch, two_threads):
+    """The checked int8 conversion takes numba's threads from the size at which this machine's measured thread wake-up
+    pays at its own cost per element (``CONVERT_SECONDS``), or from the forced threshold; same values either way."""
+    from stbin.estimators import _parallel_cost as cost
+    from stbin.nn import _ternary_numba
+
+    flags = []
+    real = _ternary_numba.to_small_int
+    monkeypatch.setattr(_ternary_numba, "to_small_int",
+                        lambda s, d, o, parallel, th=None: (flags.append(parallel), real(s, d, o, parallel, th))[1])
+    t = _ternary((3 * cost.MIN_NUMEL,))
+    want = torch.sign(t).to(torch.int8)
+    outs = []
+    for wake in (0.0, 1e-3):  # free: the floor, parallel here; 1 ms at 0.2 ns an element: past the cap, serial
+        monkeypatch.setattr(cost, "_WAKE", {two_threads: wake})
+        outs.append(ep._small_int(t, 0))
+    with path_thresholds(parallel_sampling_min_numel=1):
+        outs.append(ep._small_int(t, 0))
+    assert flags == [True, False, True]
+    for out in outs:
+        assert torch.equal(out, want)
