@@ -9,6 +9,10 @@ threshold (both loops give the same numbers), only the time does.
 
     python benchmarks/bench_parallel_threshold.py
     python benchmarks/bench_parallel_threshold.py --threads 2 --rounds 12 --steps 5
+    python benchmarks/bench_parallel_threshold.py --presets sbn_mnist,resnet20_cifar10   # also whole training steps
+
+``--presets``: also the training step of each preset's model (``benchmarks/bench_training.py``'s step: its batch
+of 100 for the MNIST presets, 16 for the CIFAR ones), timed the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any, Callable
 
 import torch
 
@@ -35,6 +40,33 @@ LAYERS = {
 }
 
 
+def _layer_step(make: Callable[[Any], Any], shape: tuple[int, ...]) -> Callable[[], None]:
+    """A training step of the layer ``make(StochasticSign())`` on a fixed input of ``shape``."""
+    layer = make(snn.StochasticSign("logistic", scale=1.0)).train()
+    x = torch.randn(*shape, requires_grad=True)
+    g = torch.randn_like(layer(x))
+
+    def step() -> None:
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        layer(x).backward(g)
+    return step
+
+
+def _preset_step(preset: str) -> Callable[[], None]:
+    """The training step of ``benchmarks/bench_training.py`` for ``preset`` (its default batch)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_training import INPUT_SHAPES, batch_size, make_step  # this folder's helper  # noqa: PLC0415
+
+    from stbin.training.presets import get_preset  # noqa: PLC0415
+
+    cfg = get_preset(preset)
+    return make_step(cfg, INPUT_SHAPES[cfg.data.name], batch_size(preset, cfg))
+
+
 def _positive_int(text: str) -> int:
     value = int(text) if text.strip().lstrip("+").isdigit() else 0
     if value < 1:
@@ -47,24 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=_positive_int, default=2, help="torch (and numba) threads (default 2)")
     p.add_argument("--rounds", type=_positive_int, default=12, help="interleaved rounds (default 12)")
     p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per round and threshold (default 5)")
+    p.add_argument("--presets", default="", help="comma-separated training presets to time as well (default: none)")
     args = p.parse_args(argv)
+    steps = {name: _layer_step(make, shape) for name, (make, shape) in LAYERS.items()}
+    steps.update({f"{name} training step": _preset_step(name) for name in filter(None, args.presets.split(","))})
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     saved = THRESHOLDS.parallel_sampling_min_numel
     print(f"{args.threads} threads; measured threshold: "
           f"{_parallel_cost.parallel_min_numel(args.threads)} elements (sampling), "
           f"{_parallel_cost.parallel_min_numel(args.threads, _parallel_cost.ELEMENTWISE_SECONDS)} (elementwise)")
-    print("| layer | 32 K ms | measured ms | 32 K / measured |\n|---|--:|--:|--:|")
+    print("| step | 32 K ms | measured ms | 32 K / measured |\n|---|--:|--:|--:|")
     try:
-        for name, (make, shape) in LAYERS.items():
-            layer = make(snn.StochasticSign("logistic", scale=1.0)).train()
-            x = torch.randn(*shape, requires_grad=True)
-            g = torch.randn_like(layer(x))
-
-            def step() -> None:
-                layer.zero_grad(set_to_none=True)
-                x.grad = None
-                layer(x).backward(g)
+        for name, step in steps.items():
             times: dict[str, list[float]] = {"32K": [], "measured": []}
             for _ in range(args.rounds):
                 for key, value in (("32K", 1 << 15), ("measured", None)):
