@@ -46,7 +46,7 @@ import types as pytypes
 
 import numpy as np
 
-from stbin.deploy._simd import v8_above, v8_minus_bits, v8_minus_bits_unit
+from stbin.deploy._simd_thresholds import v8_above, v8_minus_bits, v8_minus_bits_unit
 
 # Threading layer. numba's default (OpenMP where available) costs a thread wake-up per
 # parallel launch, which on a busy 2-core machine was measured at ~20 ms per call; the
@@ -175,7 +175,7 @@ def unit_signs(S):  # type: ignore[no-untyped-def]
 def threshold_word(acc, row, full, S, T, lo, hi, unit):  # type: ignore[no-untyped-def]
     """The packed signs of outputs ``lo .. hi-1`` (``hi - lo <= 64``) of row ``row`` of the XOR-popcounts ``acc``
     (2-D uint64, C-contiguous): bit ``j - lo`` is :func:`_minus` of ``full - 2 acc[row, j]``; eight outputs at a
-    time with :func:`stbin.deploy._simd.v8_minus_bits`, or without its multiply, :func:`v8_minus_bits_unit`, where
+    time with :func:`stbin.deploy._simd_thresholds.v8_minus_bits`, or without its multiply, :func:`v8_minus_bits_unit`, where
     ``unit`` (:func:`unit_signs` of ``S``: measured 9% of a 16-channel binary convolution on one thread); the rest
     one by one."""
     m = acc.shape[1]
@@ -211,7 +211,7 @@ def unit_thresholds(S, T, full, flip, thr):  # type: ignore[no-untyped-def]
 @njit(inline="always", **_JIT)
 def threshold_word_above(acc, row, full, flip, thr, S, T, lo, hi):  # type: ignore[no-untyped-def]
     """:func:`threshold_word` with ``unit`` for the ``full`` that ``flip`` / ``thr`` were made for
-    (:func:`unit_thresholds`): eight outputs a compare (:func:`stbin.deploy._simd.v8_above`), the rest one by one."""
+    (:func:`unit_thresholds`): eight outputs a compare (:func:`stbin.deploy._simd_thresholds.v8_above`), the rest one by one."""
     m = acc.shape[1]
     word = np.uint64(0)
     j = lo

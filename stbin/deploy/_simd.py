@@ -2,9 +2,10 @@
 value, a 512-bit zmm register with AVX-512) and the operations the register-blocked binary loops of
 :mod:`stbin.deploy._conv_loops`, :mod:`stbin.deploy._dense_loops` and :mod:`stbin.deploy._fused_loops`
 build on: :func:`v8_zero`, :func:`v8_xorpop` (one load, XOR with a broadcast word, ``vpopcntq`` through
-LLVM's portable ``llvm.ctpop.v8i64``, add), :func:`load_u64`, :func:`v8_store` and :func:`v8_minus_bits`
-(eight fused threshold comparisons); and an ``f32x16`` type (sixteen float32 lanes) with the operations of
-the fused ops' real-valued stages (:func:`f16_madd`, :func:`f16_dot_affine`, :func:`f16_sign_bits`, ...).
+LLVM's portable ``llvm.ctpop.v8i64``, add), :func:`load_u64` and :func:`v8_store` (the threshold comparisons on
+these lanes are in :mod:`stbin.deploy._simd_thresholds`); and an ``f32x16`` type (sixteen float32 lanes) with the
+operations of the fused ops' real-valued stages (:func:`f16_madd`, :func:`f16_dot_affine`, :func:`f16_sign_bits`,
+...).
 LLVM did not vectorise eight scalar accumulators itself (checked in the assembly), hence the explicit
 vector types. Every float operation is the scalar one on each lane (no fused multiply-add, except in :func:`f16_fma`).
 """
@@ -103,73 +104,6 @@ def vector_store(vty: types.Type, vec: ir.VectorType, dtype: types.Type, align: 
 
 
 v8_store = vector_store(u64x8, _V8, types.uint64, 8, "v8_store")
-
-
-def _c_i32(a):  # type: ignore[no-untyped-def]
-    return isinstance(a, types.Array) and a.dtype == types.int32 and a.layout == "C" and a.ndim == 1
-
-
-def _minus_bits(unit: bool):  # type: ignore[no-untyped-def]
-    """The intrinsic :func:`v8_minus_bits` (``unit`` False: ``S * d`` by a 64-bit multiply, any int32 ``S``) or
-    :func:`v8_minus_bits_unit` (``unit`` True: ``S`` must be +1 or -1, ``S * d = (d ^ m) - m`` with ``m`` the sign
-    mask of ``S``: no multiply, which costs three micro-ops a vector on current x86 cores)."""
-    def minus_bits(typingctx, acc, i, full, S, T, j):  # type: ignore[no-untyped-def]
-        if not _c_u64(acc) or not _c_i32(S) or not _c_i32(T) or not all(isinstance(a, types.Integer) for a in (i, full, j)):
-            return None
-
-        def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-            a, ai, f, s, t, sj = args
-            v32 = ir.VectorType(ir.IntType(32), 8)
-
-            def vload(k, ty, arr, idx):  # type: ignore[no-untyped-def]
-                return builder.load(builder.bitcast(_ptr(context, builder, sig.args[k], arr, idx), ty.as_pointer()), align=4)
-
-            d = builder.sub(_splat(builder, _V8, f), builder.shl(vload(0, _V8, a, ai), ir.Constant(_V8, [1] * 8)))
-            sv = builder.sext(vload(3, v32, s, sj), _V8)
-            if unit:
-                m = builder.ashr(sv, ir.Constant(_V8, [63] * 8))
-                sd = builder.sub(builder.xor(d, m), m)
-            else:
-                sd = builder.mul(sv, d)
-            bits = builder.icmp_signed("<", sd, builder.sext(vload(4, v32, t, sj), _V8))
-            return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
-
-        return types.uint64(acc, i, types.int64, S, T, j), codegen
-
-    minus_bits.__name__ = minus_bits.__qualname__ = "v8_minus_bits_unit" if unit else "v8_minus_bits"
-    minus_bits.__doc__ = ("The 8 threshold bits of 8 channels as one integer: bit ``l`` is set (-1) unless "
-                          "``S[j + l] * (full - 2 * acc.flat[i + l]) >= T[j + l]`` (:func:`stbin.deploy._loops._minus` "
-                          "on a vector)" + (", for ``S`` in {-1, +1} only" if unit else "") +
-                          ". Unchecked like :func:`v8_xorpop`: the caller keeps both 8-element ranges inside.")
-    return intrinsic(minus_bits)
-
-
-v8_minus_bits = _minus_bits(False)
-v8_minus_bits_unit = _minus_bits(True)
-
-
-def _c_i64(a):  # type: ignore[no-untyped-def]
-    return isinstance(a, types.Array) and a.dtype == types.int64 and a.layout == "C" and a.ndim == 1
-
-
-@intrinsic
-def v8_above(typingctx, acc, i, flip, thr, j):  # type: ignore[no-untyped-def]
-    """The 8 bits ``(acc.flat[i + l] ^ flip[j + l]) > thr[j + l]`` (signed 64-bit comparison) as one integer: the
-    threshold of :func:`v8_minus_bits_unit` on thresholds precomputed for one value of ``full``
-    (:func:`stbin.deploy._loops.unit_thresholds`): one XOR and one comparison a vector. Unchecked like
-    :func:`v8_xorpop`."""
-    if not _c_u64(acc) or not _c_i64(flip) or not _c_i64(thr) or not isinstance(i, types.Integer) \
-            or not isinstance(j, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
-        a, ai, fl, th, sj = args
-        x = builder.xor(_vload(context, builder, sig.args[0], a, ai, _V8, 8),
-                        _vload(context, builder, sig.args[2], fl, sj, _V8, 8))
-        bits = builder.icmp_signed(">", x, _vload(context, builder, sig.args[3], th, sj, _V8, 8))
-        return builder.zext(builder.bitcast(bits, ir.IntType(8)), ir.IntType(64))
-
-    return types.uint64(acc, i, flip, thr, j), codegen
 
 
 # -- sixteen float32 lanes (the fused ops' real-valued stages) ----------------------------------------
