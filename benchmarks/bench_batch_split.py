@@ -3,8 +3,8 @@ run as one batch with parallel kernels, alternating in one process.
 
 For each workload of ``stbin bench-inference`` (random weights, batch norms randomised), two compiled networks
 predict the same batch: ``split`` (a batch that took 2 ms or more runs as one part of its rows per thread, kept
-without the engine's trial against the whole batch) and ``whole`` (``SPLIT_MIN_SECONDS`` out of reach while its plan settles: parallel kernels over
-the whole batch). Each round times a burst of consecutive calls of each (about ``--burst-ms``); medians over
+without the engine's trial against the whole batch) and ``whole`` (``SPLIT_MIN_SECONDS`` out of reach while its
+plan settles: parallel kernels over the whole batch). Each round times a burst of consecutive calls of each (about ``--burst-ms``); medians over
 ``--repeats`` rounds, and the CPU time per call of the process (all threads). The outputs of the two are checked
 to be identical.
 

@@ -20,58 +20,34 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-import stbin.nn as snn
+# this folder's benchmarks: their layers, shapes, training steps and argument check
+from bench_layers import FULL_SHAPES, make_step, stbin_layer
+from bench_training import INPUT_SHAPES, _positive_int, batch_size
+from bench_training import make_step as preset_step
+
 from stbin.estimators import _parallel_cost
 from stbin.estimators._common import THRESHOLDS
+from stbin.training.presets import get_preset
 
-LAYERS = {
-    "BinaryLinear 1024->1024, batch 256": (lambda q: snn.BinaryLinear(1024, 1024, weights="bernoulli", input_quantizer=q),
-                                           (256, 1024)),
-    "BinaryConv2d 64->64 3x3, 16x16, batch 32": (
-        lambda q: snn.BinaryConv2d(64, 64, 3, padding=1, bias=False, weights="bernoulli", input_quantizer=q),
-        (32, 64, 16, 16)),
-    "BinaryConv2d 256->256 3x3, 8x8, batch 32": (
-        lambda q: snn.BinaryConv2d(256, 256, 3, padding=1, bias=False, weights="bernoulli", input_quantizer=q),
-        (32, 256, 8, 8)),
-}
+#: the shapes of ``bench_layers.py`` timed here (its table's first, third and fifth rows)
+SHAPES = [FULL_SHAPES[0], FULL_SHAPES[2], FULL_SHAPES[4]]
 
 
-def _layer_step(make: Callable[[Any], Any], shape: tuple[int, ...]) -> Callable[[], None]:
-    """A training step of the layer ``make(StochasticSign())`` on a fixed input of ``shape``."""
-    layer = make(snn.StochasticSign("logistic", scale=1.0)).train()
-    x = torch.randn(*shape, requires_grad=True)
-    g = torch.randn_like(layer(x))
-
-    def step() -> None:
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        layer(x).backward(g)
-    return step
+def _layer_step(shape) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+    """``bench_layers.py``'s training step of its stbin layer for ``shape``."""
+    layer = stbin_layer(shape).train()
+    x = torch.randn(*shape.input_shape(), requires_grad=True)
+    return make_step(layer, x, torch.randn_like(layer(x)))
 
 
 def _preset_step(preset: str) -> Callable[[], None]:
-    """The training step of ``benchmarks/bench_training.py`` for ``preset`` (its default batch)."""
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_training import INPUT_SHAPES, batch_size, make_step  # this folder's helper  # noqa: PLC0415
-
-    from stbin.training.presets import get_preset  # noqa: PLC0415
-
+    """The training step of ``bench_training.py`` for ``preset`` (its default batch)."""
     cfg = get_preset(preset)
-    return make_step(cfg, INPUT_SHAPES[cfg.data.name], batch_size(preset, cfg))
-
-
-def _positive_int(text: str) -> int:
-    value = int(text) if text.strip().lstrip("+").isdigit() else 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
-    return value
+    return preset_step(cfg, INPUT_SHAPES[cfg.data.name], batch_size(preset, cfg))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=_positive_int, default=5, help="timed steps per round and threshold (default 5)")
     p.add_argument("--presets", default="", help="comma-separated training presets to time as well (default: none)")
     args = p.parse_args(argv)
-    steps = {name: _layer_step(make, shape) for name, (make, shape) in LAYERS.items()}
-    steps.update({f"{name} training step": _preset_step(name) for name in filter(None, args.presets.split(","))})
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    steps = {f"Binary{shape.label}": _layer_step(shape) for shape in SHAPES}
+    steps.update({f"{name} training step": _preset_step(name) for name in filter(None, args.presets.split(","))})
     saved = THRESHOLDS.parallel_sampling_min_numel
     print(f"{args.threads} threads; measured threshold: "
           f"{_parallel_cost.parallel_min_numel(args.threads)} elements (sampling), "

@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 
 from stbin._validation import compute_dtype
+from stbin.estimators import _parallel_cost
 from stbin.estimators.noise import Noise
 
 
@@ -75,9 +76,9 @@ def sign_pm1_torch(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.T
 # operations: a kernel call costs a few microseconds). CPU sampling (and those kernels) run the
 # parallel loop from the size at which it pays for this machine's thread wake-up (:func:`use_parallel`,
 # measured once: :mod:`stbin.estimators._parallel_cost`), or from ``parallel_sampling_min_numel``
-# elements on where that is set (below, the serial one: same numbers, no thread wake-up) and reuses its output buffer from ``reuse_output_min_numel`` elements
-# on (128 KiB of float32, glibc's initial mmap threshold: larger blocks are mapped afresh, or
-# the heap top trimmed and refaulted, so that a fresh output per training step keeps paying
+# elements on where that is set (below, the serial one: same numbers, no thread wake-up). Sampling
+# reuses its output buffer from ``reuse_output_min_numel`` elements on (128 KiB of float32, glibc's
+# initial mmap threshold: larger blocks are mapped afresh, or the heap top trimmed and refaulted, so that a fresh output per training step keeps paying
 # page faults — thousands per step on the training presets); sampling and the logistic ST backward run on chunks
 # of ``chunk_numel`` elements (512 KB of float32, within L2), so large tensors are not
 # streamed through memory pass after pass. From ``twin_min_numel`` elements on, the one-pass
@@ -101,7 +102,7 @@ class PathThresholds:
 THRESHOLDS = PathThresholds()
 
 
-def use_parallel(numel: int, threads: int, element_seconds: float | None = None) -> bool:
+def use_parallel(numel: int, threads: int, element_seconds: float = _parallel_cost.SAMPLING_SECONDS) -> bool:
     """Whether a CPU kernel over ``numel`` elements takes its parallel loop on ``threads`` threads: from
     ``THRESHOLDS.parallel_sampling_min_numel`` elements on where it is set, else from the size at which this
     machine's thread wake-up pays for a loop of ``element_seconds`` an element (default: the samplers';
@@ -110,11 +111,9 @@ def use_parallel(numel: int, threads: int, element_seconds: float | None = None)
         return False
     floor = THRESHOLDS.parallel_sampling_min_numel
     if floor is None:
-        from stbin.estimators import _parallel_cost as cost
-
-        if numel < cost.MIN_NUMEL:  # never parallel: no measurement needed
+        if numel < _parallel_cost.MIN_NUMEL:  # never parallel: no measurement needed
             return False
-        floor = cost.parallel_min_numel(threads, element_seconds or cost.SAMPLING_SECONDS)
+        floor = _parallel_cost.parallel_min_numel(threads, element_seconds)
     return numel >= floor
 
 

@@ -7,8 +7,8 @@ float32 ones through :mod:`stbin.estimators._logistic_numba`, into an output buf
 :data:`stbin.estimators._buffers.BUFFERS` (reused once nothing refers to it, from
 ``THRESHOLDS.reuse_output_min_numel`` elements on); the kernels run over numba's threads
 (as many as ``torch.get_num_threads()``) from the size at which that pays
-(:func:`stbin.estimators._common.use_parallel`). Everything else — other devices and dtypes, small or strided tensors,
-torch.compile tracing, double backward — takes the pure-torch formulas, which give the
+(:func:`stbin.estimators._common.use_parallel`). Everything else — other devices and dtypes, small or
+strided tensors, torch.compile tracing, double backward — takes the pure-torch formulas, which give the
 same values bit for bit (the logistic backward: within a few float32 ulp; tested on every path).
 """
 

@@ -75,7 +75,7 @@ def _median_seconds(f, a: np.ndarray) -> float:  # type: ignore[no-untyped-def]
 
 def measure_wake_seconds(threads: int) -> float:
     """Seconds that a parallel loop over ``threads`` threads costs beyond ``1/threads`` of its serial twin (see the
-    module docstring; numba's threads as set for the samplers). About 40 ms, once per process and thread count."""
+    module docstring; numba's threads as set for the samplers). About 20 ms, once per process and thread count."""
     from stbin.estimators import _numba_config
     from stbin.estimators._parallel_loops import touch_parallel, touch_serial
 
