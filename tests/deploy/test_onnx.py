@@ -14,7 +14,7 @@ from torch import nn
 
 from stbin.data import load_mnist
 from stbin.deploy import to_onnx
-from stbin.deploy.onnx import mode_network
+from stbin.deploy.onnx import ExplicitBatchNorm, mode_network
 from stbin.nn import BinaryConv2d, BinaryLinear, StochasticSign, binarize, eval_mode
 
 
@@ -63,7 +63,8 @@ def test_onnx_matches_pytorch_mode_on_mnist(tmp_path, mnist_test, activation, op
     assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}
     ops = {n.op_type for n in proto.graph.node}
     assert all(onnx.defs.has(op, "") for op in ops), ops  # standard ONNX operators only
-    assert "BatchNormalization" in ops and "Conv" in ops
+    # batch norms as explicit Sub/Mul/Add: onnxruntime folds BatchNormalization into the Conv/MatMul before it
+    assert "BatchNormalization" not in ops and {"Sub", "Mul", "Add", "Conv"} <= ops
     assert "Where" in ops if activation != "quant_relu" else "Floor" in ops
 
 
@@ -150,3 +151,35 @@ def test_cli_export_onnx_verify_without_onnxruntime_is_refused_before_work(tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "onnxruntime is needed for --verify with --format onnx" in err[0]
     assert "pip install 'stbin[onnx]'" in err[0] and not out.exists()
+
+
+def test_integer_sums_at_a_zero_batch_norm_mean_keep_the_sign_of_pytorch(tmp_path):
+    """Found by the CLI test below: onnxruntime folded an exported ``BatchNormalization`` into the
+    ``MatMul`` before it, so the exact integer sums of a binary layer became inexact; a sum equal to the
+    channel's running mean (0 here) gave PyTorch exactly 0 (sign +1) and onnxruntime a residue of either
+    sign (2709 of 6771 such units flipped, default session options)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(200, 60, bias=False)
+    lin.weight.data = torch.randint(0, 2, (60, 200)).float() * 2 - 1
+    bn = nn.BatchNorm1d(60).eval()
+    bn.running_var = torch.rand(60) * 20 + 0.5  # running mean 0, weight 1, bias 0
+    net = nn.Sequential(lin, bn, StochasticSign()).eval()
+    x = torch.randint(0, 2, (2000, 200)).float() * 2 - 1
+    assert int((lin(x) == 0).sum()) > 1000  # many sums exactly at the mean
+    got = _ort(to_onnx(net, x[:4], tmp_path / "m.onnx"), x)
+    with torch.no_grad(), eval_mode(net, "mode"):
+        ref = net(x).numpy()
+    assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("bn", [nn.BatchNorm1d(3), nn.BatchNorm2d(3), nn.BatchNorm2d(3, affine=False)])
+def test_explicit_batch_norm_is_the_batch_norm(bn):
+    bn.running_mean = torch.randn(3)
+    bn.running_var = torch.rand(3) + 0.2
+    if bn.affine:
+        bn.weight.data, bn.bias.data = torch.randn(3), torch.randn(3)
+    bn.eval()
+    x = torch.randn(5, 3, 4, 4) if isinstance(bn, nn.BatchNorm2d) else torch.randn(5, 3)
+    plain = mode_network(nn.Sequential(bn))
+    assert isinstance(plain[0], ExplicitBatchNorm)
+    torch.testing.assert_close(plain(x), bn(x).detach(), rtol=1e-6, atol=1e-6)
