@@ -1,9 +1,10 @@
 r"""Logistic sampling in one pass: the kernel's decisions plus an exact fix-up of the undecided few.
 
 :mod:`stbin.estimators._logistic_sampling_numba` writes every sample whose side of ``u``
-is certain (all but about one in 20 000) and records the others; here those get
+is certain (all but about one in 10 000) and records the others; here those get
 ``p = sigmoid(a / s)`` **evaluated exactly as the two-pass path evaluates it** (the same
-torch operations on the same values) and the stream's comparison ``word * 2^-32 < p``.
+torch operations on the same values) and the stream's comparison ``u < p`` (the half-word
+decides it, or the tie word where ``p`` falls in the half-word's own interval).
 So the result is bit for bit the two-pass result, ``torch.sigmoid`` over the whole tensor
 followed by the comparison kernel (:mod:`stbin.estimators._philox_numba`), with one
 thread.
@@ -29,8 +30,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from stbin.estimators import _fixup_numba as _fixup
 from stbin.estimators import _logistic_sampling_numba as _kernel
 from stbin.estimators._common import scaled
+from stbin.estimators._twin_numba import NO_TWIN as _NO_TWIN
 
 #: positions mod 64 of the call are kept by the fix-up (a multiple of every ``2V``)
 _ALIGN = 64
@@ -50,7 +53,7 @@ def sample_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Te
     """``out`` (flat) <- the logistic samples of ``a`` (flat, same dtype) under ``seed``.
 
     ``redo(lo, hi)`` computes elements ``lo .. hi-1`` the two-pass way (for a work item
-    whose undecided elements overflowed their row; ``lo`` is a multiple of 1024). With
+    whose undecided elements overflowed their row; ``lo`` is a multiple of 2048). With
     ``twin`` (flat int8, ``a``'s size): ``twin <- sign(out)`` as well — written by the kernel,
     then by the fix-up and after every ``redo`` on the elements they rewrite. Returns whether
     the twin is valid (a twin was given and no sample is NaN).
@@ -59,17 +62,16 @@ def sample_into(out: torch.Tensor, a: torch.Tensor, scale: float, seed: torch.Te
     tw = None if twin is None else twin.numpy()
     idx, words, counts, nan = _kernel.decide(a_np, out_np, scale, seed.numpy(), parallel, threads, twin=tw)
     cap = idx.shape[1]
-    over = np.flatnonzero(counts > cap)
-    for item in over.tolist():
-        lo = item * _kernel.ITEM_ELEMENTS
-        hi = min(lo + _kernel.ITEM_ELEMENTS, a.numel())
-        redo(lo, hi)
-        if tw is not None:
-            nan |= _sign_into(tw[lo:hi], out_np[lo:hi])
-        counts[item] = 0
-    if counts.any():
-        rows = np.arange(cap) < counts[:, None]
-        nan |= fix_exact(out_np, a_np, scale, idx[rows], words[rows], tw)
+    if not counts.any():
+        return tw is not None and not nan
+    if counts.max() > cap:  # rare: an overflowed row, redone the two-pass way
+        for item in np.flatnonzero(counts > cap).tolist():
+            lo = item * _kernel.ITEM_ELEMENTS
+            hi = min(lo + _kernel.ITEM_ELEMENTS, a.numel())
+            redo(lo, hi)
+            if tw is not None:
+                nan |= _sign_into(tw[lo:hi], out_np[lo:hi])
+    nan |= fix_exact(out_np, a_np, scale, idx, words, counts, seed, tw)
     return tw is not None and not nan
 
 
@@ -80,33 +82,29 @@ def _sign_into(twin: np.ndarray, x: np.ndarray) -> bool:
     return bool(bad.any())
 
 
-def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, words: np.ndarray,
-              twin: np.ndarray | None = None) -> bool:
-    """``out[idx]`` <- ``+1`` where ``words * 2^-32 < sigmoid(a[idx] / s)`` (torch's value at that position), else -1.
+def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, halves: np.ndarray,
+              counts: np.ndarray, seed: torch.Tensor, twin: np.ndarray | None = None) -> bool:
+    """``out[i]`` <- ``+1`` where ``u < p = sigmoid(a[i] / s)`` (torch's value at that position), else -1, for the
+    recorded elements ``i``.
 
-    NaN where that value is NaN. With ``twin``: ``twin[idx] <- sign(out[idx])`` too. Returns whether a fixed
-    sample is NaN. (numpy for the index work: a few microseconds a call.)
+    ``idx``, ``halves``: the kernel's rows (indices into the call of ``seed`` and their 16-bit half-words),
+    ``counts``: how many of each row are recorded (rows with more than ``idx.shape[1]`` are skipped: the
+    caller redoes them). ``u`` is the stream's uniform: the tie word is drawn only where ``p`` lies in the
+    half-word's interval. NaN where ``p`` is NaN. With ``twin``: ``twin[i] <- sign(out[i])`` too. Returns
+    whether a fixed sample is NaN. (The index work is compiled: :mod:`stbin.estimators._fixup_numba`.)
     """
     n = a.size
     tail = n - n % _ALIGN
-    p = np.empty(idx.size, dtype=a.dtype)
-    body = idx < tail
-    pos = np.flatnonzero(body)
-    for lo in range(0, pos.size, _PIECE):
-        sel = pos[lo: lo + _PIECE]
-        v = np.zeros((sel.size + _ALIGN - 1) // _ALIGN * _ALIGN, dtype=a.dtype)
-        v[: sel.size] = a[idx[sel]]
-        p[sel] = _sigmoid(v, scale)[: sel.size]
-    if pos.size < idx.size:
-        rest = np.flatnonzero(~body)
-        p[rest] = _sigmoid(a[tail:].copy(), scale)[idx[rest] - tail]
-    plus = words.astype(np.float64) * 2.0 ** -32 < p.astype(np.float64)
-    x = np.where(plus, 1.0, -1.0).astype(a.dtype)
-    nan = np.isnan(p)
-    out[idx] = np.where(nan, p, x)
-    if twin is not None:
-        twin[idx] = np.where(nan, 0, x).astype(np.int8)
-    return bool(nan.any())
+    index, half, below, values = _fixup.collect(a, idx, halves, counts, tail, _ALIGN, a.dtype.type(scale), scale != 1.0)
+    if not index.size:
+        return False
+    p = np.empty(index.size, dtype=a.dtype)
+    for lo in range(0, below, _PIECE):  # pieces below torch's parallel grain: one chunk, one loop
+        piece = torch.from_numpy(values[lo: lo + _PIECE])  # a / s, computed as torch computes it
+        p[lo: min(lo + _PIECE, below)] = torch.sigmoid(piece, out=piece).numpy()[: min(_PIECE, below - lo)]
+    if below < index.size:
+        p[below:] = _sigmoid(a[tail:].copy(), scale)[index[below:] - tail]
+    return _fixup.settle(out, _NO_TWIN if twin is None else twin, index, half, p, seed.numpy())
 
 
 def _sigmoid(v: np.ndarray, scale: float) -> np.ndarray:

@@ -1,7 +1,8 @@
 r"""One-pass CPU kernel of logistic sampling: read ``a``, decide almost every sample, write ``x``.
 
 The stream's rule (:mod:`stbin.estimators.random`) is ``x = +1`` iff
-``u < p`` with ``u = word * 2^-32`` and ``p = sigmoid(a / s)`` as torch evaluates it.
+``u < p`` with ``u = (h 2^32 + v) 2^-48`` (``h`` the element's 16-bit half-word, ``v`` its tie
+word) and ``p = sigmoid(a / s)`` as torch evaluates it.
 Computing ``p`` exactly for every element costs a torch pass of its own; but the sample
 only depends on which side of ``u`` the value ``p`` lies, and ``u`` is far from ``p`` for
 almost every element. So the kernel decides with a cheap approximation and leaves the
@@ -15,27 +16,27 @@ few undecided elements to an exact fix-up (:mod:`stbin.estimators._logistic_samp
   Functions*, 1980), ``e^r`` by the Taylor polynomial of degree 5 (relative error below
   ``|r|^6/720 < 2.6e-6`` for ``|r| <= ln 2 / 2``) and ``2^k`` written into the exponent bits;
   ``|t|`` is clamped to 40 (``e^-40 < 2^-57``: far below the margin);
-* ``u`` enters as the top 24 bits of the word (``u`` lies in ``[u24, u24 + 2^-24)``), converted
-  exactly to float32 (no unsigned 32-bit conversion, which AVX2/AVX-512 emulate);
-* the sample is ``+1`` where ``Z < -DELTA``, ``-1`` where ``Z >= DELTA`` (``DELTA = 2^-16``),
+* ``u`` enters as the midpoint ``(h + 1/2) 2^-16`` of its interval ``[h 2^-16, (h + 1) 2^-16)``,
+  exact in float32 (17 bits);
+* the sample is ``+1`` where ``Z < -DELTA``, ``-1`` where ``Z >= DELTA`` (``DELTA = 2^-15``),
   NaN where ``a`` is NaN, and **0 (undecided)** in between.
 
 Why the decided samples are exact: every error between the kernel's ``Z`` and the
-``Z`` of the exact rule, ``(u - p)(1 + e)``, is far below ``DELTA``: the word's low 8 bits
-(``< 2^-23`` in ``Z``), ``t`` from the rounded ``1/s`` (``|t sigma'(t)| < 0.23`` times a
-few ``2^-24``: ``< 2^-23`` in ``Z``), the exponential (``< 2^-18`` relative; ``|dZ/de| <= 1``
-and ``e <= 1``: ``< 2^-18``), torch's own sigmoid (within a few float32 ulp of the true
-value: ``< 2^-21`` in ``Z``; float64: far less) and the kernel's float32 roundings
-(``< 2^-21``) — together ``< 1.32 * 2^-18 < 2^-17``. An element is undecided only when the
-exact ``|u - p| (1 + e) < 2^-16 + 2^-17``: with probability below ``3 * 2^-16 = 2^-14.4``
-for every ``p`` (``u`` is uniform and independent of ``a``), at most about 800 of 16.8 M
-(352 in the layer benchmark's sampling row).
+``Z`` of the exact rule, ``(u - p)(1 + e)``, is below ``DELTA``: ``u`` against its midpoint
+(``<= 2^-17`` in ``u``, ``(1 + e) <= 2``: ``<= 2^-16`` in ``Z``), ``t`` from the rounded ``1/s``
+(``|t sigma'(t)| < 0.23`` times a few ``2^-24``: ``< 2^-23`` in ``Z``), the exponential
+(``< 2^-18`` relative; ``|dZ/de| <= 1`` and ``e <= 1``: ``< 2^-18``), torch's own sigmoid
+(within a few float32 ulp of the true value: ``< 2^-21`` in ``Z``; float64: far less) and the
+kernel's float32 roundings (``< 2^-21``) — together ``< 2^-16 + 1.3 * 2^-18 < 1.33 * 2^-16 <
+2^-15``. An element is undecided only when the exact ``|u - p| (1 + e) < 2^-15 + 1.33 * 2^-16``,
+so ``|u - p| < 3.33 * 2^-16``: with probability below ``6.7 * 2^-16 = 2^-13.3`` for every ``p``
+(``u`` is uniform and independent of ``a``), at most about 1700 of 16.8 M.
 
-Per tile (1024 elements, the stream's layout; :mod:`stbin.estimators._philox_numba` draws
-the words) the decision loop vectorises; a tile with an undecided element is scanned
-once more and its undecided elements' indices and words are recorded in the work item's
-row of ``idx``/``words`` (``counts[item]``; ``cap + 1`` when the row overflowed, and then
-the caller redoes that item the two-pass way). Work items are runs of 64 tiles, spread
+Per tile (2048 elements, the stream's layout; :mod:`stbin.estimators._philox_numba` draws
+the words) the decision loop vectorises, once per half of the words; a tile with an undecided
+element is scanned once more and its undecided elements' indices and half-words are recorded in
+the work item's row of ``idx``/``words`` (``counts[item]``; ``cap + 1`` when the row overflowed,
+and then the caller redoes that item the two-pass way). Work items are runs of 32 tiles, spread
 over numba's threads with ``parallel=True`` (identical numbers). Given an int8 ``twin``, the
 decision loop writes ``sign`` of each decided sample into it as well (0 where undecided: the
 fix-up writes those; :mod:`stbin.estimators._twin_numba`).
@@ -49,28 +50,29 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from stbin.estimators._numba_config import JIT, prefer_512_bit_vectors, set_threads
-from stbin.estimators._philox_numba import _philox_tile, check_stream_args
+from stbin.estimators._philox_numba import _philox_tile, bit_patterns, check_stream_args, half_of, has_unmarked
 from stbin.estimators._twin_numba import check_twin
-from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS
+from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS, TILE_WORDS
 
 _f32 = np.float32
 # fused multiply-adds are welcome (they only shrink the rounding errors that the margin covers);
 # no other fast-math flag (the integer rounding by MAGIC must not be reassociated away)
 _JIT = dict(JIT, fastmath={"contract"})
 #: the half-width of the undecided band of Z (see the module docstring)
-DELTA = 2.0 ** -16
+DELTA = 2.0 ** -15
 #: tiles per work item (a row of the undecided records)
-TILES_PER_ITEM = 64
+TILES_PER_ITEM = 32
 ITEM_ELEMENTS = TILES_PER_ITEM * TILE_ELEMENTS
 _E = TILE_ELEMENTS
+_W = TILE_WORDS
 _LOG2E = _f32(1.44269504088896341)
 _MAGIC = _f32(12582912.0)  # 1.5 * 2^23: x + MAGIC - MAGIC rounds x to an integer (|x| < 2^22)
 _C1, _C2 = _f32(0.693359375), _f32(-2.12194440e-4)  # ln 2 = C1 + C2, C1 with 9 significant bits
 _T2, _T3, _T4, _T5 = _f32(1 / 2), _f32(1 / 6), _f32(1 / 24), _f32(1 / 120)
 _CLAMP = _f32(40.0)
-_ONE, _ZERO, _U24 = _f32(1.0), _f32(0.0), _f32(2.0 ** -24)
+_ONE, _ZERO, _U16, _MID = _f32(1.0), _f32(0.0), _f32(2.0 ** -16), _f32(2.0 ** -17)
 _D = _f32(DELTA)
-_SHIFT8 = np.uint32(8)
+_MASK16 = np.uint32(0xFFFF)
 _I1, _I0 = np.int8(1), np.int8(0)
 
 
@@ -93,30 +95,30 @@ def exp_neg(m):
 
 
 @njit(inline="always")
-def _margin(ai, wi, inv_s):
-    """``Z = u (1 + e) - c`` of the module docstring for the element ``ai`` and its word ``wi`` (float32)."""
+def _margin(ai, hi, inv_s):
+    """``Z = u (1 + e) - c`` of the module docstring for the element ``ai`` and its half-word ``hi`` (float32)."""
     t = _f32(ai * inv_s)
     e = exp_neg(min(abs(t), _CLAMP))
     c = _ONE if t >= _ZERO else e
-    u = _f32(np.int32(wi >> _SHIFT8)) * _U24
+    u = _f32(np.int32(hi)) * _U16 + _MID
     return u * (_ONE + e) - c
 
 
 @njit(inline="always")
-def _decide(a, w, out, inv_s):
-    """``out[i]`` <- +1 / -1 / NaN / 0 (undecided) for ``a[i]`` against word ``w[i]``."""
+def _decide(a, w, out, inv_s, shift):
+    """``out[i]`` <- +1 / -1 / NaN / 0 (undecided) for ``a[i]`` against the half ``(w[i] >> shift) & 0xFFFF``."""
     one = out.dtype.type(1.0)
     zero = out.dtype.type(0.0)
     for i in range(out.size):
         ai = a[i]
-        z = _margin(ai, w[i], inv_s)
+        z = _margin(ai, (w[i] >> shift) & _MASK16, inv_s)
         v = one if z < -_D else (-one if z >= _D else zero)
         v = ai if ai != ai else v
         out[i] = v
 
 
 @njit(inline="always")
-def _decide_twin(a, w, out, twin, inv_s):
+def _decide_twin(a, w, out, twin, inv_s, shift):
     """:func:`_decide`, writing ``twin[i]`` = +1 / -1 / 0 (undecided or NaN) too; whether an ``a[i]`` is NaN.
 
     The same decisions by the same operations (so the same samples); inside the decision loop the
@@ -128,7 +130,7 @@ def _decide_twin(a, w, out, twin, inv_s):
     nan = False
     for i in range(out.size):
         ai = a[i]
-        z = _margin(ai, w[i], inv_s)
+        z = _margin(ai, (w[i] >> shift) & _MASK16, inv_s)
         plus = z < -_D
         minus = z >= _D
         v = one if plus else (-one if minus else zero)
@@ -140,26 +142,11 @@ def _decide_twin(a, w, out, twin, inv_s):
 
 
 @njit(inline="always")
-def _has_zero(bits, one):
-    """Whether an element of ``bits`` (the bit patterns of ±1, NaN or 0) is 0.0.
-
-    ``one`` is the pattern of 1.0: its bits (the exponent's lower bits) are set in ±1 and
-    in every NaN, and clear in 0.0, so they survive an AND over the elements iff no
-    element is 0. A loop of its own: counting inside the decision loop made LLVM choose
-    vectors of half the width there.
-    """
-    acc = one
-    for i in range(bits.size):
-        acc &= bits[i]
-    return acc != one
-
-
-@njit(inline="always")
 def _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts, twin, nans):
     """Samples of work item ``item``; its undecided elements recorded in row ``item``; with a twin (``twin.size``
     > 0), its tiles written too and ``nans[item]`` set when a sample was NaN."""
     prefer_512_bit_vectors()
-    w = np.empty(_E, np.uint32)
+    w = np.empty(_W, np.uint32)
     n = out.size
     cap = idx.shape[1]
     found = 0
@@ -168,19 +155,22 @@ def _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words,
     t0 = item * TILES_PER_ITEM
     t1 = min((n + _E - 1) // _E, t0 + TILES_PER_ITEM)
     for t in range(t0, t1):
-        b = np.uint64(tile_base + t) * np.uint64(TILE_BLOCKS)
-        _philox_tile(w, np.uint32(b & np.uint64(0xFFFFFFFF)), np.uint32(b >> np.uint64(32)), k0, k1, o2, o3)
         lo = t * _E
         hi = min(lo + _E, n)
+        b = np.uint64(tile_base + t) * np.uint64(TILE_BLOCKS)
+        _philox_tile(w, np.uint32(b & np.uint64(0xFFFFFFFF)), np.uint32(b >> np.uint64(32)), k0, k1, o2, o3)
+        mid = min(lo + _W, hi)
         if want:
-            nan |= _decide_twin(a[lo:hi], w, out[lo:hi], twin[lo:hi], inv_s)
+            nan |= _decide_twin(a[lo:mid], w, out[lo:mid], twin[lo:mid], inv_s, np.uint32(0))
+            nan |= _decide_twin(a[mid:hi], w, out[mid:hi], twin[mid:hi], inv_s, np.uint32(16))
         else:
-            _decide(a[lo:hi], w, out[lo:hi], inv_s)
-        if _has_zero(bits[lo:hi], one):
+            _decide(a[lo:mid], w, out[lo:mid], inv_s, np.uint32(0))
+            _decide(a[mid:hi], w, out[mid:hi], inv_s, np.uint32(16))
+        if has_unmarked(bits[lo:hi], one):
             for i in range(lo, hi):
                 if out[i] == 0 and found < cap:
                     idx[item, found] = i
-                    words[item, found] = w[i - lo]
+                    words[item, found] = half_of(w, i - lo)
                     found += 1
                 elif out[i] == 0:
                     found = cap + 1
@@ -210,10 +200,10 @@ def decide(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, paral
 
     ``a`` and ``out``: 1-D contiguous arrays of one size and dtype (float32 or float64);
     ``seed``: the four int64 words of :func:`stbin.estimators.random.draw_seed`; ``start``
-    (a multiple of 1024): the index of ``a[0]`` in the sampling call. Returns
+    (a multiple of 2048): the index of ``a[0]`` in the sampling call. Returns
     ``(idx, words, counts)``: row ``r`` holds the ``counts[r]`` undecided elements of
     work item ``r`` (elements ``r * ITEM_ELEMENTS ...``), their indices into ``a`` and
-    their words; ``counts[r] == cap + 1`` when there were more than ``cap``. With ``twin`` (a 1-D int8 array
+    their 16-bit half-words; ``counts[r] == cap + 1`` when there were more than ``cap``. With ``twin`` (a 1-D int8 array
     of ``a``'s size), ``twin <- sign(out)`` tile by tile (0 where undecided: the fix-up's to write), and the
     last value returned says whether some sample was NaN (always False without a twin).
     """
@@ -225,8 +215,7 @@ def decide(a: np.ndarray, out: np.ndarray, scale: float, seed: np.ndarray, paral
     words = np.empty((items, cap), np.uint32)
     counts = np.zeros(items, np.int64)
     nans = np.zeros(items if tw.size else 0, np.bool_)
-    ity = np.int32 if a.dtype == np.float32 else np.int64
-    bits, one = out.view(ity), np.array(1.0, a.dtype).view(ity)[()]
+    bits, one = bit_patterns(out)
     run = _run_parallel if parallel else _run_serial
     if parallel:
         set_threads(threads)

@@ -3,19 +3,24 @@
 ``compare_inplace(p, seed, parallel, threads, start)`` overwrites ``p`` (a contiguous
 float32 or float64 array holding ``F(a/s)`` of the elements ``start, start+1, ...`` of a
 sampling call) with the samples of :mod:`stbin.estimators.random`: ``+1`` where the
-element's Philox word times ``2^-32`` is below ``p``, ``-1`` elsewhere, NaN kept.
+element's uniform ``u`` is below ``p``, ``-1`` elsewhere, NaN kept.
 
-The kernel works one tile (256 Philox blocks, 1024 elements) at a time and is written so
-that LLVM vectorises both of its loops across blocks / elements (AVX2 or AVX-512: checked
+The kernel works one tile (256 Philox blocks, 1024 words, 2048 elements) at a time and is
+written so that LLVM vectorises its loops across blocks / elements (AVX2 or AVX-512: checked
 with ``inspect_asm``, which shows ``vpmuludq`` on ``zmm`` registers on an AVX-512 CPU):
 
 * the block loop runs all ten rounds on values held in registers, with the round keys as
   scalars (loop invariants: no load that could alias the output), the 32x32->64-bit
   products as products of zero-extended 32-bit values, and no branch; it writes the four
   words of block ``j`` to ``w[j], w[256+j], w[512+j], w[768+j]`` (a 4 KiB buffer in L1);
-* the comparison loop reads ``p`` and the words through slices indexed from 0 (so numba
-  emits no negative-index wrap-around, which would turn the loads into gathers) and
-  selects without a branch: ``q if q != q else (+1 if u < q else -1)``.
+* the comparison loop runs once per half (the low 16 bits of the words for the tile's first
+  1024 elements, the high 16 bits for the next 1024), reads ``p`` and the words through
+  slices indexed from 0 (so numba emits no negative-index wrap-around, which would turn the
+  loads into gathers) and selects without a branch: ``+1`` where ``h + 2^-16 <= p``, ``-1``
+  where ``h >= p`` (``h``: the half-word times ``2^-16``), ``p`` itself otherwise (a tie, or NaN);
+* a tile that kept a value other than ``±1`` and NaN (one in about 2^16 elements: found by
+  an AND over the values' bit patterns, :func:`has_unmarked`) is scanned once more, and each
+  tie is settled by its tie word (:func:`tie_word`, one scalar Philox block).
 
 Tiles are independent, so ``parallel=True`` spreads contiguous runs of tiles over numba's
 threads (``prange``) with results identical to the serial loop. Compiled once per dtype
@@ -28,7 +33,8 @@ import numpy as np
 from numba import njit, prange
 
 from stbin.estimators._numba_config import JIT, set_threads
-from stbin.estimators.random import PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, TILE_BLOCKS, TILE_ELEMENTS
+from stbin.estimators.random import (PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, TIE_FLAG, TILE_BLOCKS,
+                                     TILE_ELEMENTS, TILE_WORDS)
 
 # fastmath is harmless here (integer mixing and one exact float64 comparison per element;
 # NaN is tested with q != q, which LLVM keeps because 'nnan' is left out of the flags)
@@ -37,10 +43,14 @@ _M0, _M1 = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1)
 _W0, _W1 = np.uint32(PHILOX_W0), np.uint32(PHILOX_W1)
 _B = TILE_BLOCKS
 _E = TILE_ELEMENTS
-_U = 2.0 ** -32
+_W = TILE_WORDS
+_U16 = 2.0 ** -16
+_U48 = 2.0 ** -48
 _SHIFT = np.uint64(32)
+_MASK16 = np.uint32(0xFFFF)
+_TIE = np.uint32(TIE_FLAG)
 #: tiles per parallel work item (a run of 64 Ki elements): each item allocates its word buffer once
-_TILES_PER_ITEM = 64
+_TILES_PER_ITEM = 32
 
 
 @njit(inline="always")
@@ -68,45 +78,115 @@ def _philox_tile(w, block0, hi, k0, k1, o2, o3):
 
 
 @njit(inline="always")
-def _compare(q, u):
-    """``q[i]`` <- ``+1`` if ``u[i] * 2^-32 < q[i]`` else ``-1``; NaN stays NaN (``len(q) <= len(u)``)."""
-    one = q.dtype.type(1.0)
-    for i in range(q.size):
-        x = q[i]
-        s = one if np.float64(u[i]) * _U < x else -one
-        q[i] = x if x != x else s
+def tie_word(i, k0, k1, o2, o3):
+    """The tie word of element ``i`` (uint64) of a call: lane 0 of block ``(i mod 2^32, i // 2^32 + 2^31, o2, o3)``."""
+    c0, c1, c2, c3 = np.uint32(i & np.uint64(0xFFFFFFFF)), np.uint32(i >> _SHIFT) | _TIE, o2, o3
+    a0, a1 = k0, k1
+    for _ in range(9):
+        c0, c1, c2, c3 = _round(c0, c1, c2, c3, a0, a1)
+        a0, a1 = np.uint32(a0 + _W0), np.uint32(a1 + _W1)
+    return _round(c0, c1, c2, c3, a0, a1)[0]
 
 
 @njit(inline="always")
-def _tiles(p, t0, t1, tile_base, k0, k1, o2, o3):
+def half_of(w, r):
+    """The 16-bit half ``h`` of element ``r`` (0 <= r < 2048) of a tile whose words are ``w``."""
+    return (w[r % _W] >> np.uint32(16 * (r // _W))) & _MASK16
+
+
+@njit(inline="always")
+def has_unmarked(bits, one):
+    """Whether an element of ``bits`` (the bit patterns of float samples) is other than ±1 and NaN.
+
+    ``one`` is the pattern of 1.0: its bits (the exponent's lower bits) are set in ±1 and in
+    every NaN, and some of them are clear in every value of magnitude below 1 (a tie keeps its
+    ``p``, which lies in (0, 1); an undecided sample is 0), so they survive an AND over the
+    elements iff every element is ±1 or NaN. A loop of its own: folded into the comparison loop,
+    it made LLVM choose vectors of half the width there.
+    """
+    acc = one
+    for i in range(bits.size):
+        acc &= bits[i]
+    return acc != one
+
+
+@njit(inline="always")
+def _compare(q, u, shift):
+    """``q[i]`` <- ``+1`` if ``h + 2^-16 <= q[i]``, ``-1`` if ``h >= q[i]``, else kept (a tie or NaN); ``h``:
+    the half ``(u[i] >> shift) & 0xFFFF`` times ``2^-16`` (``len(q) <= len(u)``)."""
+    one = q.dtype.type(1.0)
+    for i in range(q.size):
+        x = q[i]
+        h = np.float64((u[i] >> shift) & _MASK16) * _U16
+        q[i] = one if h + _U16 <= x else (-one if h >= x else x)
+
+
+@njit(inline="always")
+def settle_ties(q, bits, one, w, base, k0, k1, o2, o3):
+    """Settle the ties of a tile's samples ``q`` (element ``r`` of ``q`` is element ``base + r`` of the call):
+    ``+1`` where ``h + v 2^-48 < p`` with the tie word ``v``, else ``-1``. Whether there was one."""
+    if not has_unmarked(bits, one):
+        return False
+    pm = q.dtype.type(1.0)
+    for r in range(q.size):
+        x = q[r]
+        if x == x and x != pm and x != -pm:
+            h = np.float64(half_of(w, r)) * _U16
+            v = tie_word(np.uint64(base + r), k0, k1, o2, o3)
+            q[r] = pm if h + np.float64(v) * _U48 < x else -pm
+    return True
+
+
+@njit(inline="always")
+def _tiles(p, bits, one, t0, t1, tile_base, k0, k1, o2, o3):
     """Samples of tiles ``t0 .. t1-1`` of ``p`` (tile ``t`` of ``p`` is tile ``tile_base + t`` of the stream)."""
-    w = np.empty(_E, np.uint32)
+    w = np.empty(_W, np.uint32)
     n = p.size
     for t in range(t0, t1):
+        lo = t * _E
+        hi = min(lo + _E, n)
         b = np.uint64(tile_base + t) * np.uint64(_B)
         _philox_tile(w, np.uint32(b & np.uint64(0xFFFFFFFF)), np.uint32(b >> _SHIFT), k0, k1, o2, o3)
-        lo = t * _E
-        _compare(p[lo:min(lo + _E, n)], w)
+        mid = min(lo + _W, hi)
+        _compare(p[lo:mid], w, np.uint32(0))
+        _compare(p[mid:hi], w, np.uint32(16))
+        settle_ties(p[lo:hi], bits[lo:hi], one, w, (tile_base + t) * _E, k0, k1, o2, o3)
 
 
 @njit(**_JIT)
-def _compare_serial(p, seed, tile_base):
+def _compare_serial(p, bits, one, seed, tile_base):
     k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
-    _tiles(p, 0, (p.size + _E - 1) // _E, tile_base, k0, k1, o2, o3)
+    _tiles(p, bits, one, 0, (p.size + _E - 1) // _E, tile_base, k0, k1, o2, o3)
 
 
 @njit(parallel=True, **_JIT)
-def _compare_parallel(p, seed, tile_base):
+def _compare_parallel(p, bits, one, seed, tile_base):
     k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
     ntiles = (p.size + _E - 1) // _E
     items = (ntiles + _TILES_PER_ITEM - 1) // _TILES_PER_ITEM
     for i in prange(items):
-        _tiles(p, i * _TILES_PER_ITEM, min(ntiles, (i + 1) * _TILES_PER_ITEM), tile_base, k0, k1, o2, o3)
+        _tiles(p, bits, one, i * _TILES_PER_ITEM, min(ntiles, (i + 1) * _TILES_PER_ITEM), tile_base, k0, k1, o2, o3)
+
+
+@njit(**_JIT)
+def tie_words_at(index, seed):
+    """The tie words of the elements ``index`` (int64 array) of the call of ``seed`` (uint32 array)."""
+    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    out = np.empty(index.size, np.uint32)
+    for j in range(index.size):
+        out[j] = tie_word(np.uint64(index[j]), k0, k1, o2, o3)
+    return out
+
+
+def bit_patterns(x: np.ndarray) -> tuple[np.ndarray, object]:
+    """``x`` viewed as integers of its width, and the pattern of 1.0 in that width (see :func:`has_unmarked`)."""
+    ity = np.int32 if x.dtype == np.float32 else np.int64
+    return x.view(ity), np.array(1.0, x.dtype).view(ity)[()]
 
 
 def check_stream_args(what: str, arrays: tuple[np.ndarray, ...], seed: np.ndarray, start: int) -> None:
     """ValueError unless ``arrays`` are 1-D contiguous float32/float64 arrays of one size and dtype,
-    ``seed`` holds 4 int64 words and ``start`` is a non-negative multiple of 1024 (``what``: the caller)."""
+    ``seed`` holds 4 int64 words and ``start`` is a non-negative multiple of 2048 (``what``: the caller)."""
     a = arrays[0]
     for x in arrays:
         if x.ndim != 1 or not x.flags.c_contiguous or x.dtype not in (np.float32, np.float64) \
@@ -125,7 +205,7 @@ def compare_inplace(p: np.ndarray, seed: np.ndarray, parallel: bool, threads: in
 
     ``seed`` holds the four words of :func:`stbin.estimators.random.draw_seed`; ``threads``
     (default: numba's current setting) bounds the parallel kernel's threads; ``start`` (a
-    multiple of 1024) is the index of ``p[0]`` in the sampling call, so that a call may be
+    multiple of 2048, the tile size) is the index of ``p[0]`` in the sampling call, so that a call may be
     processed in chunks with the numbers of one whole call.
     """
     if p.ndim != 1 or not p.flags.c_contiguous or p.dtype not in (np.float32, np.float64):
@@ -134,8 +214,9 @@ def compare_inplace(p: np.ndarray, seed: np.ndarray, parallel: bool, threads: in
         raise ValueError(f"compare_inplace needs 4 int64 seed words, got {seed.dtype} {seed.shape}")
     if start < 0 or start % _E:
         raise ValueError(f"compare_inplace needs a start that is a non-negative multiple of {_E}, got {start}")
+    bits, one = bit_patterns(p)
     if not parallel:
-        _compare_serial(p, seed, start // _E)
+        _compare_serial(p, bits, one, seed, start // _E)
         return
     set_threads(threads)
-    _compare_parallel(p, seed, start // _E)
+    _compare_parallel(p, bits, one, seed, start // _E)

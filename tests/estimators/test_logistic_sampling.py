@@ -56,7 +56,7 @@ def same(x: torch.Tensor, y: torch.Tensor) -> bool:
 def edge_inputs(n: int, dtype: torch.dtype, scale: float, seed: torch.Tensor) -> torch.Tensor:
     """``a`` with ``sigmoid(a/s)`` within a few ulp of the element's ``u`` on a third of the elements, and the specials."""
     g = torch.Generator().manual_seed(n)
-    u = srandom.stream_words(n, seed).double() * 2.0 ** -32
+    u = srandom.stream_uniforms(n, seed)
     u = u.clamp(1e-12, 1 - 1e-12)
     a = (torch.log(u) - torch.log1p(-u)) * scale  # sigmoid(a / s) ~ u
     a = a.to(dtype)
@@ -82,7 +82,7 @@ def edge_inputs(n: int, dtype: torch.dtype, scale: float, seed: torch.Tensor) ->
 @pytest.mark.parametrize("scale", [1.0, 0.3, 2.5])
 @pytest.mark.parametrize("parallel", [False, True])
 def test_one_pass_equals_the_two_pass_stream_near_every_threshold(dtype, scale, parallel):
-    n = 5 * 1024 * 64 + 1000 + 37  # five work items, a partial one, a tail not a multiple of 64
+    n = 5 * fastk.ITEM_ELEMENTS + 1000 + 37  # five work items, a partial one, a tail not a multiple of 64
     a = edge_inputs(n, dtype, scale, SEED)
     got = one_pass(a, scale, SEED, parallel)
     assert same(got, two_pass(a, scale, SEED))
@@ -98,11 +98,12 @@ def test_undecided_elements_are_rare_and_only_near_the_threshold(dtype):
     rows = np.arange(idx.shape[1]) < counts[:, None]
     und = torch.from_numpy(idx[rows])
     assert torch.equal(torch.nonzero(out == 0).view(-1), und.sort().values)
-    assert torch.equal(torch.from_numpy(words[rows].astype(np.int64)), srandom.stream_words(n, SEED)[und])
-    # every undecided element has u within 2^-15 of p; every decided one is exact
-    u = srandom.stream_words(n, SEED).double() * 2.0 ** -32
+    assert torch.equal(torch.from_numpy(words[rows].astype(np.int64)), srandom.stream_halves(n, SEED)[und])
+    # every undecided element has u within 3.33 * 2^-16 of p (the module docstring's bound); every decided one
+    # is exact
+    u = srandom.stream_uniforms(n, SEED)
     p = torch.sigmoid(a.double() / 0.7)
-    assert ((u[und] - p[und]).abs() < 2.0 ** -15).all()
+    assert ((u[und] - p[und]).abs() < 3.33 * 2.0 ** -16).all()
     assert und.numel() > 100  # the inputs put a third of the elements within a few ulp of u
     decided = (out != 0) & ~out.isnan()
     assert same(out[decided], two_pass(a, 0.7, SEED)[decided])
@@ -155,7 +156,7 @@ def test_overflowing_rows_are_redone_the_two_pass_way():
     assert same(out, two_pass(a, 1.0, SEED))
 
 
-@pytest.mark.parametrize("cut", [1024, 64 * 1024, 3 * 64 * 1024])
+@pytest.mark.parametrize("cut", [2048, 32 * 2048, 3 * 32 * 2048])
 def test_a_call_in_chunks_gives_the_decisions_of_one_call(cut):
     n = 300_000
     a = torch.randn(n, generator=torch.Generator().manual_seed(2))
@@ -166,7 +167,7 @@ def test_a_call_in_chunks_gives_the_decisions_of_one_call(cut):
     for lo in range(0, n, cut):
         fastk.decide(a[lo:lo + cut].numpy(), parts[lo:lo + cut].numpy(), 0.5, seed, lo % 2 == 0, 2, start=lo)
     assert torch.equal(parts, whole)
-    with pytest.raises(ValueError, match="multiple of 1024"):
+    with pytest.raises(ValueError, match="multiple of 2048"):
         fastk.decide(a[5:].numpy(), parts[5:].numpy(), 0.5, seed, False, start=5)
     with pytest.raises(ValueError, match="one size and dtype"):
         fastk.decide(a.numpy(), parts.double().numpy(), 0.5, seed, False)
@@ -254,7 +255,7 @@ def test_the_fix_up_follows_torchs_vector_and_scalar_formulas_by_position():
     planted: dict[str, list[int]] = {"vector": [], "scalar": []}
     for k in range(200):
         seed = torch.tensor([k, 0x5EED, 1, 2])
-        words = srandom.stream_words(n, seed).double() * 2.0 ** -32
+        words = srandom.stream_uniforms(n, seed)
         a = torch.randn(n, generator=torch.Generator().manual_seed(k)) * 3
         planted = {"vector": [], "scalar": []}
         for path, positions in (("scalar", range(n - 8, n)), ("vector", range(0, n - 8, 997))):
@@ -281,8 +282,8 @@ def test_the_fix_up_follows_torchs_vector_and_scalar_formulas_by_position():
     (dict(out=np.zeros(1023, np.float32)), "one size and dtype"),
     (dict(seed=np.zeros(3, np.int64)), "4 int64 seed words"),
     (dict(seed=np.zeros(4, np.int32)), "4 int64 seed words"),
-    (dict(start=512), "multiple of 1024"),
-    (dict(start=-1024), "multiple of 1024"),
+    (dict(start=1024), "multiple of 2048"),
+    (dict(start=-2048), "multiple of 2048"),
 ])
 def test_stream_kernels_refuse_bad_arguments_before_running(bad, msg):
     """Both one-pass kernels' entry points check their arrays, seed and offset (a kernel reads raw memory)."""

@@ -43,18 +43,29 @@ def ref_philox(ctr, key, rounds=10):
     return c0, c1, c2, c3
 
 
-def ref_words(n, seed):
-    """The stream's element layout, written from its definition: tile of 1024, lane-major."""
+def ref_halves(n, seed, start=0):
+    """The stream's element layout, written from its definition: tile of 2048, half-major, then lane-major."""
     k0, k1, c2, c3 = (int(v) for v in seed)
     out, cache = [], {}
-    for i in range(n):
-        t, r = divmod(i, 1024)
-        lane, j = divmod(r, 256)
-        b = 256 * t + j
+    for i in range(start, start + n):
+        t, r = divmod(i, 2048)
+        half, j = divmod(r, 1024)
+        lane, pos = divmod(j, 256)
+        b = 256 * t + pos
         if b not in cache:
             cache[b] = ref_philox((b & M32, b >> 32, c2, c3), (k0, k1))
-        out.append(cache[b][lane])
+        out.append((cache[b][lane] >> (16 * half)) & 0xFFFF)
     return out
+
+
+def ref_uniforms(n, seed, start=0):
+    """u_i = (h_i 2^32 + v_i) 2^-48 with the tie word v_i of counter (i mod 2^32, i // 2^32 + 2^31, c2, c3)."""
+    k0, k1, c2, c3 = (int(v) for v in seed)
+    out = []
+    for i, h in zip(range(start, start + n), ref_halves(n, seed, start)):
+        v = ref_philox((i & M32, (i >> 32) | (1 << 31), c2, c3), (k0, k1))[0]
+        out.append(math.ldexp((h << 32) + v, -48))  # 48 bits: exact in float64
+    return torch.tensor(out, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("ctr,key,expected", KAT)
@@ -66,22 +77,25 @@ def test_known_answer_vectors(ctr, key, expected):
 
 def test_stream_layout_and_chunk_independence():
     seed = torch.tensor([0x01234567, 0x89ABCDEF, 0xDEADBEEF, 7])
-    n = 2 * 1024 + 300  # two full tiles and a partial one
-    words = srandom.stream_words(n, seed)
-    assert words.tolist() == ref_words(n, seed)
-    for k in (1, 255, 1024, 1500):
-        assert torch.equal(srandom.stream_words(n - k, seed, start=k), words[k:])
+    n = 2 * 2048 + 1300  # two full tiles and a partial one reaching into its second half
+    halves = srandom.stream_halves(n, seed)
+    assert halves.tolist() == ref_halves(n, seed)
+    assert torch.equal(srandom.stream_uniforms(n, seed), ref_uniforms(n, seed))
+    for k in (1, 255, 1024, 1500, 2048, 3000):
+        assert torch.equal(srandom.stream_halves(n - k, seed, start=k), halves[k:])
+        assert torch.equal(srandom.stream_uniforms(n - k, seed, start=k), srandom.stream_uniforms(n, seed)[k:])
 
 
-def test_block_counter_uses_its_high_word():
-    # a start beyond 2^32 blocks exercises the counter's second word
+def test_block_and_tie_counters_use_their_high_words():
+    # a start beyond 2^32 blocks (and 2^32 elements) exercises both counters' second words
     seed = torch.tensor([1, 2, 3, 4])
-    start = (1 << 32) * 1024 + 5
-    got = srandom.stream_words(3, seed, start=start).tolist()
-    t, r = divmod(start, 1024)
-    exp = [ref_philox(((256 * t + (r + q) % 256) & M32, (256 * t + (r + q) % 256) >> 32, 3, 4), (1, 2))[(r + q) // 256]
-           for q in range(3)]
-    assert got == exp
+    start = (1 << 32) * 2048 + 1023  # the last element of a first half, then two of the second half
+    assert srandom.stream_halves(3, seed, start=start).tolist() == ref_halves(3, seed, start)
+    assert torch.equal(srandom.stream_uniforms(3, seed, start=start), ref_uniforms(3, seed, start))
+    idx = torch.tensor([0, 5, (1 << 33) + 9])
+    exp = [ref_philox((i & M32, (i >> 32) | (1 << 31), 3, 4), (1, 2))[0] for i in idx.tolist()]
+    assert srandom.tie_words(idx, seed).tolist() == exp
+    assert sampling._kernel.tie_words_at(idx.numpy(), seed.numpy()).tolist() == exp
 
 
 # -- the fused kernel: exact, on every path ------------------------------------------------
@@ -95,15 +109,19 @@ KERNEL_PATHS = {"serial": {}, "parallel": {"parallel_sampling_min_numel": 1}}
 def test_kernel_is_the_stream_compared_with_p(monkeypatch, two_threads, path, dtype, backend):
     if backend == "torch":
         monkeypatch.setattr(sampling, "_kernel", None)
-    n = 3 * 1024 + 17
+    n = 3 * 2048 + 17
     gen = torch.Generator().manual_seed(5)
-    p = torch.rand(n, generator=gen, dtype=torch.float64).to(dtype)
-    p[:4] = torch.tensor([0.0, 1.0, math.nan, 0.5])
     seed = torch.tensor([3, 0xFFFFFFFF, 12345, 0x80000000])
+    p = torch.rand(n, generator=gen, dtype=torch.float64)
+    # a third of the elements are ties: p inside the interval of the element's half-word
+    h = torch.tensor(ref_halves(n, seed), dtype=torch.float64)[::3]
+    p[::3] = (h + torch.rand(h.numel(), generator=gen, dtype=torch.float64)) * 2.0 ** -16
+    p = p.to(dtype)
+    p[:4] = torch.tensor([0.0, 1.0, math.nan, 0.5])
     x = p.clone()
     with path_thresholds(**KERNEL_PATHS[path]):
         sampling.philox_sign_(x, seed)
-    u = torch.tensor(ref_words(n, seed), dtype=torch.float64) * 2.0 ** -32
+    u = ref_uniforms(n, seed)
     expected = torch.where(u < p.double(), 1.0, -1.0).to(dtype)
     expected[2] = math.nan
     assert torch.equal(x.isnan(), expected.isnan())
@@ -142,7 +160,7 @@ def test_samples_equal_the_reference_stream_against_the_closed_form(noise, dtype
     t = a.double() / s
     F = {"logistic": torch.sigmoid(t), "uniform": ((t + 1) / 2).clamp(0, 1),
          "gaussian": 0.5 * torch.erfc(-t / math.sqrt(2))}[noise]
-    u = torch.tensor(ref_words(n, seed), dtype=torch.float64) * 2.0 ** -32
+    u = ref_uniforms(n, seed)
     expected = torch.where(u < F, 1.0, -1.0)
     near = (u - F).abs() < (1e-6 if dtype != torch.float64 else 1e-14)
     assert (x.double() == expected)[~near].all()
@@ -169,7 +187,7 @@ def test_seeding_generators_and_resume():
     assert not torch.equal(bernoulli_weight(a, generator=g), w1)
 
 
-@pytest.mark.parametrize("cut", [1024, 40 * 1024, 256 * 1024])
+@pytest.mark.parametrize("cut", [2048, 40 * 2048, 128 * 2048])
 def test_a_call_processed_in_chunks_gives_the_numbers_of_one_call(cut):
     """The kernel's ``start``: chunks of a call, each at its offset, reproduce the whole call."""
     p = torch.rand(300_000, generator=torch.Generator().manual_seed(2), dtype=torch.float64).float()
@@ -180,7 +198,7 @@ def test_a_call_processed_in_chunks_gives_the_numbers_of_one_call(cut):
     for lo in range(0, p.numel(), cut):
         sampling._kernel.compare_inplace(parts[lo:lo + cut].numpy(), seed, lo % 2 == 0, 2, start=lo)
     assert torch.equal(parts, whole)
-    with pytest.raises(ValueError, match="multiple of 1024"):
+    with pytest.raises(ValueError, match="multiple of 2048"):
         sampling._kernel.compare_inplace(parts[5:].numpy(), seed, False, start=5)
 
 
@@ -203,9 +221,9 @@ def _corr_bound(n: int) -> float:
     return 5.0 / math.sqrt(n)  # 5 standard errors of a mean of n independent +-1 products
 
 
-@pytest.mark.parametrize("lag", [1, 2, 3, 4, 255, 256, 257, 1024])
+@pytest.mark.parametrize("lag", [1, 2, 3, 4, 255, 256, 257, 1024, 2048])
 def test_no_correlation_between_neighbouring_elements(lag):
-    # p = 1/2: x_i are +-1 with mean 0; lags 256 and 1024 pair lanes of one Philox block
+    # p = 1/2: x_i are +-1 with mean 0; lag 256 pairs lanes of one Philox block, 1024 the halves of one word
     n = 1 << 18
     x = stochastic_sign(torch.zeros(n), "logistic", 1.0, "sample", torch.Generator().manual_seed(lag)).double()
     assert abs(float(x.mean())) < _corr_bound(n)

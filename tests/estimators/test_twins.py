@@ -43,7 +43,7 @@ def threads(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
 def near_threshold(n: int, dtype: torch.dtype, scale: float, near: float = 0.5) -> torch.Tensor:
     """``a`` with ``sigmoid(a / s)`` next to the element's ``u`` on a fraction ``near`` of the elements (undecided
     ones: left to the exact fix-up, or beyond 64 in a work item, to its redo), the rest normal draws."""
-    u = (srandom.stream_words(n, SEED).double() * 2.0 ** -32).clamp(1e-9, 1 - 1e-9)
+    u = (srandom.stream_uniforms(n, SEED)).clamp(1e-9, 1 - 1e-9)
     a = (torch.log(u) - torch.log1p(-u)) * scale
     g = torch.Generator().manual_seed(n)
     far = torch.rand(n, generator=g) >= near
@@ -118,9 +118,10 @@ def test_logistic_fix_up_and_redo_report_a_nan_sample() -> None:
     a = torch.tensor([0.5, math.nan, -0.5] * 8, dtype=torch.float64).numpy()
     out, twin = np.zeros_like(a), np.full(a.size, 5, np.int8)
     idx = np.arange(a.size)
-    assert fast.fix_exact(out, a, 1.0, idx, np.full(a.size, 1 << 31, np.uint32), twin)
+    assert fast.fix_exact(out, a, 1.0, idx[None], np.full((1, a.size), 1 << 15, np.uint32), np.array([a.size]), SEED,
+                          twin)
     assert (twin == [1, 0, -1] * 8).all() and np.isnan(out[1::3]).all()
-    assert not fast.fix_exact(out, a, 1.0, idx[::3], np.zeros(8, np.uint32), twin)
+    assert not fast.fix_exact(out, a, 1.0, idx[None, ::3], np.zeros((1, 8), np.uint32), np.array([8]), SEED, twin)
     assert fast._sign_into(twin, out) and (twin == [1, 0, -1] * 8).all()
 
 

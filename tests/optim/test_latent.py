@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from stbin.estimators.random import draw_seed, stream_words
+from stbin.estimators.random import draw_seed, stream_uniforms
 from stbin.nn import BinaryConv2d, BinaryLinear
 from stbin.optim import LatentWeightRule
 from stbin.estimators import NOISES as _NOISE_REGISTRY
@@ -61,7 +61,7 @@ def stochastic_binary_connect(w0: torch.Tensor, xs: list[torch.Tensor], ys: list
     latents, binaries = [], []
     for x, y in zip(xs, ys):
         p = ((w + 1) / 2).clamp(0, 1)
-        u = (stream_words(w.numel(), draw_seed(g)).double() * 2.0 ** -32).view(w.shape)
+        u = stream_uniforms(w.numel(), draw_seed(g)).view(w.shape)
         wb = torch.where(u < p, 1.0, -1.0)
         r = x @ wb.T - y
         grad = r.T @ x / x.shape[0]
