@@ -13,6 +13,9 @@ round in one run (median over the rounds). Variants:
 * ``stbin_fresh``: ``stbin`` with its output allocated anew at every call (page faults);
 * ``previous``: ``benchmarks/previous_sampler.py``;
 * ``decide_pass``: the one-pass kernel alone (no fix-up, preallocated output);
+* ``decide_serial`` and ``decide_cached``: that kernel on one thread, over the whole tensor (streamed
+  from memory) and over its first 128 Ki elements again and again to the same count (in cache): the
+  difference is what the memory traffic adds to the arithmetic;
 * ``cdf_pass`` and ``kernel_pass``: the two passes of the two-pass path alone;
 * ``uniform`` and ``uniform_two_pass``: ``stbin`` and ``stbin_two_pass`` with uniform noise;
 * ``stbin_twin`` and ``uniform_twin``: ``stbin`` and ``uniform`` writing the samples' int8 twin
@@ -32,8 +35,12 @@ import torch
 
 SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
 SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
-VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "cdf_pass", "kernel_pass",
-            "uniform", "uniform_two_pass", "stbin_twin", "uniform_twin", "convert")
+VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "decide_serial",
+            "decide_cached", "cdf_pass", "kernel_pass", "uniform", "uniform_two_pass", "stbin_twin", "uniform_twin",
+            "convert")
+#: elements of the in-cache variant's slice (512 KiB of float32 in and as much out: within a core's L2; the
+#: calls' own cost, about 10 us each, adds about 0.08 ns an element)
+CACHED = 1 << 17
 
 
 def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
@@ -73,6 +80,15 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
         finally:
             _twins.set_consumer(consumer)
 
+    part, part_out = theta[:CACHED].numpy(), dst[:CACHED].numpy()
+    rounds, rest = divmod(numel, CACHED)
+
+    def cached() -> None:  # the same element count, from a slice that stays in cache
+        for _ in range(rounds):
+            _logistic_sampling_numba.decide(part, part_out, 1.0, seed.numpy(), False)
+        if rest:
+            _logistic_sampling_numba.decide(part[:rest], part_out[:rest], 1.0, seed.numpy(), False)
+
     steps = {
         "copy": lambda: dst.copy_(theta),
         "stbin": one_pass,
@@ -81,6 +97,8 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
         "previous": lambda: previous_sample_sign(theta, 1.0),
         "decide_pass": lambda: _logistic_sampling_numba.decide(theta.numpy(), dst.numpy(), 1.0, seed.numpy(),
                                                               torch.get_num_threads() > 1, torch.get_num_threads()),
+        "decide_serial": lambda: _logistic_sampling_numba.decide(theta.numpy(), dst.numpy(), 1.0, seed.numpy(), False),
+        "decide_cached": cached,
         "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
         "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
         "uniform": lambda: one_pass("uniform"),
@@ -129,4 +147,7 @@ def format_sampling(row: dict) -> str:
                  f"{row['stbin_twin_ms'] - row['stbin_ms']:.2f} ms (logistic), "
                  f"{row['uniform_twin_ms'] - row['uniform_ms']:.2f} ms (uniform) against {row['convert_ms']:.2f} ms "
                  f"for the conversion it saves")
+    per = 1e6 / row["numel"]
+    lines.append(f"  one thread, ns an element: the kernel in cache {row['decide_cached_ms'] * per:.2f}, streamed "
+                 f"{row['decide_serial_ms'] * per:.2f}")
     return "\n".join(lines)
