@@ -253,3 +253,19 @@ def test_frequencies_within_binomial_tolerance_of_F(noise):
          "gaussian": 0.5 * torch.erfc(-t / math.sqrt(2))}[noise]
     se = torch.sqrt(F * (1 - F) / n)
     assert ((freq - F).abs() <= 5 * se + 1e-12).all(), (freq, F)
+
+
+@pytest.mark.parametrize("F", [1e-6, 1e-4, 1 - 1e-6])
+def test_probabilities_finer_than_the_half_word_are_kept(F):
+    """``P(+1) = ceil(2^48 F) / 2^48``: a 16-bit comparison alone would give 2^-16 (64 hits expected here) for F = 1e-6.
+
+    2^22 samples of uniform noise with ``F(a) = (a + 1) / 2`` exactly ``F``; counts within 5 Poisson/binomial
+    standard errors (at least 6 counts of slack for the rare side).
+    """
+    n = 1 << 22
+    a = torch.full((n,), 2 * F - 1, dtype=torch.float64)
+    x = bernoulli_weight(a, "uniform", 1.0, "sample", torch.Generator().manual_seed(21))
+    p = float(((a + 1) / 2)[0])  # F as the kernel evaluates it
+    rare = min(p, 1 - p) * n
+    count = int((x > 0).sum()) if p < 0.5 else int((x < 0).sum())
+    assert abs(count - rare) <= 5 * math.sqrt(rare) + 6, (count, rare)
