@@ -30,8 +30,8 @@ and vectorised with results identical to a serial loop.
 
 The 16 bits ``h_i`` decide the comparison unless ``F`` lies in ``h_i``'s own interval
 ``(h_i 2^-16, (h_i + 1) 2^-16)``, with probability at most ``2^-16`` per element; only then is the
-tie word computed. So a Philox block serves eight elements (half the arithmetic of one 32-bit
-word per element, which bounded the kernels' speed) at a finer resolution than a 32-bit draw.
+tie word computed. So a Philox block serves eight elements (half the Philox arithmetic of one
+32-bit word per element) at a finer resolution than a 32-bit draw.
 
 No uniform tensor is formed: the comparison is fused with the draw
 (:mod:`stbin.estimators._philox_numba` on CPU; :func:`sign_from_probability` here is the
