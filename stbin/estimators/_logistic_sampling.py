@@ -91,20 +91,23 @@ def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, hal
     ``counts``: how many of each row are recorded (rows with more than ``idx.shape[1]`` are skipped: the
     caller redoes them). ``u`` is the stream's uniform: the tie word is drawn only where ``p`` lies in the
     half-word's interval. NaN where ``p`` is NaN. With ``twin``: ``twin[i] <- sign(out[i])`` too. Returns
-    whether a fixed sample is NaN. (The index work is compiled: :mod:`stbin.estimators._fixup_numba`.)
+    whether a fixed sample is NaN. (The index work is compiled, and most elements are settled without
+    torch's value, with a proven margin: :mod:`stbin.estimators._fixup_numba`.)
     """
     n = a.size
     tail = n - n % _ALIGN
-    index, half, below, values = _fixup.collect(a, idx, halves, counts, tail, _ALIGN, a.dtype.type(scale), scale != 1.0)
-    if not index.size:
-        return False
+    tw = _NO_TWIN if twin is None else twin
+    index, half, below, values, nan, pending = _fixup.collect_and_settle(
+        out, tw, a, idx, halves, counts, tail, _ALIGN, a.dtype.type(scale), scale != 1.0, seed.numpy())
+    if not pending.size:  # the usual case: no element within 2^-20 of its uniform, so no torch call
+        return bool(nan)
     p = np.empty(index.size, dtype=a.dtype)
     for lo in range(0, below, _PIECE):  # pieces below torch's parallel grain: one chunk, one loop
         piece = torch.from_numpy(values[lo: lo + _PIECE])  # a / s, computed as torch computes it
         p[lo: min(lo + _PIECE, below)] = torch.sigmoid(piece, out=piece).numpy()[: min(_PIECE, below - lo)]
     if below < index.size:
         p[below:] = _sigmoid(a[tail:].copy(), scale)[index[below:] - tail]
-    return _fixup.settle(out, _NO_TWIN if twin is None else twin, index, half, p, seed.numpy())
+    return bool(nan) | _fixup.settle(out, tw, index[pending], half[pending], p[pending], seed.numpy())
 
 
 def _sigmoid(v: np.ndarray, scale: float) -> np.ndarray:

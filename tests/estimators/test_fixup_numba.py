@@ -48,3 +48,32 @@ def test_settle_is_the_stream_rule_ties_and_nan_included():
     assert (twin[index] == np.nan_to_num(exp.numpy(), nan=0.0).astype(np.int8)).all()
     assert (twin[1::3] == 9).all()  # only the given elements are written
     assert not fx.settle(out, NO_TWIN, index[2:], half[2:], p.numpy()[2:], seed.numpy())
+
+
+def test_settle_far_leaves_exactly_the_elements_near_their_uniform_for_torch():
+    """Elements whose uniform lies at least MARGIN from the float64 sigmoid are settled as torch's float32 ``p``
+    would settle them; the others (here a third, put within 1e-7 of their uniform) are left pending."""
+    seed = torch.tensor([9, 8, 7, 6])
+    n, s = 6000, np.float32(0.7)
+    u = srandom.stream_uniforms(n, seed)
+    gen = torch.Generator().manual_seed(3)
+    q = torch.rand(n, generator=gen, dtype=torch.float64)
+    near = torch.arange(n) % 3 == 0
+    jitter = (torch.rand(int(near.sum()), generator=gen, dtype=torch.float64) - 0.5) * 2e-7
+    q[near] = (u[near] + jitter).clamp(1e-9, 1 - 1e-9)
+    a = (torch.log(q) - torch.log1p(-q)).float() * float(s)  # sigmoid(a / s) ~ q
+    a[5] = math.nan
+    index = np.arange(n, dtype=np.int64)
+    half = srandom.stream_halves(n, seed).numpy().astype(np.uint32)
+    out, twin = np.zeros(n, np.float32), np.full(n, 9, np.int8)
+    nan, pending = fx.settle_far(out, twin, a.numpy(), index, half, s, True, seed.numpy())
+    assert nan and np.isnan(out[5]) and twin[5] == 0
+    p = torch.sigmoid(a / float(s)).double()  # torch's value
+    q64 = torch.sigmoid((a / float(s)).double())  # what settle_far compares: a / s rounded to float32, in float64
+    exp = torch.where(u < p, 1.0, -1.0)
+    close = (u - q64).abs() < fx.MARGIN
+    assert torch.equal(torch.from_numpy(pending), torch.nonzero(close).view(-1))
+    done = ~close & ~torch.isnan(a)
+    assert close[near].float().mean() > 0.9 and not close[~near].any()
+    assert torch.equal(torch.from_numpy(out)[done].double(), exp[done])
+    assert (twin[done.numpy()] == exp[done].numpy().astype(np.int8)).all()
