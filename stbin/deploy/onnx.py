@@ -32,6 +32,7 @@ from torch import nn
 from stbin._extras import require_extra
 from stbin._io import atomic_write
 from stbin.nn import BinaryModule, eval_mode
+from stbin.nn.convert import set_submodule
 
 OPSET = 17
 
@@ -76,8 +77,7 @@ def _explicit_batch_norms(net: nn.Module) -> nn.Module:
         return ExplicitBatchNorm(net)
     for name, m in list(net.named_modules()):
         if name and usable(m):
-            parent_name, _, attr = name.rpartition(".")
-            setattr(net.get_submodule(parent_name) if parent_name else net, attr, ExplicitBatchNorm(m))
+            set_submodule(net, name, ExplicitBatchNorm(m))
     return net
 
 
@@ -93,9 +93,7 @@ def mode_network(model: nn.Module) -> nn.Module:
             continue
         if any(name.startswith(r + ".") for r in replaced):
             continue  # inside a replaced module (an input quantizer): its parent's mode_module covers it
-        parent_name, _, attr = name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        setattr(parent, attr, m.mode_module().eval())
+        set_submodule(net, name, m.mode_module().eval())
         replaced.append(name)
     return _explicit_batch_norms(net)
 

@@ -97,10 +97,12 @@ def fix_exact(out: np.ndarray, a: np.ndarray, scale: float, idx: np.ndarray, hal
     n = a.size
     tail = n - n % _ALIGN
     tw = _NO_TWIN if twin is None else twin
-    index, half, below, values, nan, pending = _fixup.collect_and_settle(
-        out, tw, a, idx, halves, counts, tail, _ALIGN, a.dtype.type(scale), scale != 1.0, seed.numpy())
+    s, divide = a.dtype.type(scale), scale != 1.0
+    index, half, below, nan, pending = _fixup.collect_and_settle(out, tw, a, idx, halves, counts, tail, s, divide,
+                                                                 seed.numpy())
     if not pending.size:  # the usual case: no element within 2^-20 of its uniform, so no torch call
         return bool(nan)
+    values = _fixup.body_values(a, index, below, _ALIGN, s, divide)
     p = np.empty(index.size, dtype=a.dtype)
     for lo in range(0, below, _PIECE):  # pieces below torch's parallel grain: one chunk, one loop
         piece = torch.from_numpy(values[lo: lo + _PIECE])  # a / s, computed as torch computes it

@@ -50,7 +50,8 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from stbin.estimators._numba_config import JIT, prefer_512_bit_vectors, set_threads
-from stbin.estimators._philox_numba import _philox_tile, bit_patterns, check_stream_args, half_of, has_unmarked
+from stbin.estimators._philox_numba import (_philox_tile, bit_patterns, check_stream_args, half_of, has_unmarked,
+                                            seed_words)
 from stbin.estimators._twin_numba import check_twin
 from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS, TILE_WORDS
 
@@ -181,14 +182,14 @@ def _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words,
 
 @njit(**_JIT)
 def _run_serial(a, out, bits, one, seed, tile_base, inv_s, idx, words, counts, twin, nans):
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     for item in range(counts.size):
         _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts, twin, nans)
 
 
 @njit(parallel=True, **_JIT)
 def _run_parallel(a, out, bits, one, seed, tile_base, inv_s, idx, words, counts, twin, nans):
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     for item in prange(counts.size):
         _item(a, out, bits, one, item, tile_base, inv_s, k0, k1, o2, o3, idx, words, counts, twin, nans)
 

@@ -78,6 +78,12 @@ def _philox_tile(w, block0, hi, k0, k1, o2, o3):
 
 
 @njit(inline="always")
+def seed_words(seed):
+    """The four words of :func:`stbin.estimators.random.draw_seed` (an int64 array) as uint32: ``k0, k1, o2, o3``."""
+    return np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+
+
+@njit(inline="always")
 def tie_word(i, k0, k1, o2, o3):
     """The tie word of element ``i`` (uint64) of a call: lane 0 of block ``(i mod 2^32, i // 2^32 + 2^31, o2, o3)``."""
     c0, c1, c2, c3 = np.uint32(i & np.uint64(0xFFFFFFFF)), np.uint32(i >> _SHIFT) | _TIE, o2, o3
@@ -86,6 +92,16 @@ def tie_word(i, k0, k1, o2, o3):
         c0, c1, c2, c3 = _round(c0, c1, c2, c3, a0, a1)
         a0, a1 = np.uint32(a0 + _W0), np.uint32(a1 + _W1)
     return _round(c0, c1, c2, c3, a0, a1)[0]
+
+
+@njit(inline="always")
+def stream_below(h, i, q, k0, k1, o2, o3):
+    """The stream's rule for element ``i`` with half-word ``h`` against ``q`` (float64): whether ``u < q``, the tie
+    word computed only where ``q`` lies in ``h``'s interval."""
+    u16 = np.float64(h) * _U16
+    if u16 + _U16 <= q:
+        return True
+    return u16 < q and u16 + np.float64(tie_word(np.uint64(i), k0, k1, o2, o3)) * _U48 < q
 
 
 @njit(inline="always")
@@ -131,9 +147,7 @@ def settle_ties(q, bits, one, w, base, k0, k1, o2, o3):
     for r in range(q.size):
         x = q[r]
         if x == x and x != pm and x != -pm:
-            h = np.float64(half_of(w, r)) * _U16
-            v = tie_word(np.uint64(base + r), k0, k1, o2, o3)
-            q[r] = pm if h + np.float64(v) * _U48 < x else -pm
+            q[r] = pm if stream_below(half_of(w, r), base + r, np.float64(x), k0, k1, o2, o3) else -pm
     return True
 
 
@@ -155,13 +169,13 @@ def _tiles(p, bits, one, t0, t1, tile_base, k0, k1, o2, o3):
 
 @njit(**_JIT)
 def _compare_serial(p, bits, one, seed, tile_base):
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     _tiles(p, bits, one, 0, (p.size + _E - 1) // _E, tile_base, k0, k1, o2, o3)
 
 
 @njit(parallel=True, **_JIT)
 def _compare_parallel(p, bits, one, seed, tile_base):
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     ntiles = (p.size + _E - 1) // _E
     items = (ntiles + _TILES_PER_ITEM - 1) // _TILES_PER_ITEM
     for i in prange(items):
@@ -171,7 +185,7 @@ def _compare_parallel(p, bits, one, seed, tile_base):
 @njit(**_JIT)
 def tie_words_at(index, seed):
     """The tie words of the elements ``index`` (int64 array) of the call of ``seed`` (uint32 array)."""
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     out = np.empty(index.size, np.uint32)
     for j in range(index.size):
         out[j] = tie_word(np.uint64(index[j]), k0, k1, o2, o3)

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from stbin.estimators._numba_config import JIT, set_threads
-from stbin.estimators._philox_numba import _philox_tile, bit_patterns, check_stream_args, settle_ties
+from stbin.estimators._philox_numba import _philox_tile, bit_patterns, check_stream_args, seed_words, settle_ties
 from stbin.estimators._twin_numba import check_twin
 from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS, TILE_WORDS
 
@@ -102,13 +102,13 @@ def _tiles(a, out, bits, one, t0, t1, tile_base, s, divide, k0, k1, o2, o3, twin
 
 @njit(**JIT)
 def _run_serial(a, out, bits, one, seed, tile_base, s, divide, twin):
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     return _tiles(a, out, bits, one, 0, (out.size + _E - 1) // _E, tile_base, s, divide, k0, k1, o2, o3, twin)
 
 
 @njit(parallel=True, **JIT)
 def _run_parallel(a, out, bits, one, seed, tile_base, s, divide, twin):
-    k0, k1, o2, o3 = np.uint32(seed[0]), np.uint32(seed[1]), np.uint32(seed[2]), np.uint32(seed[3])
+    k0, k1, o2, o3 = seed_words(seed)
     ntiles = (out.size + _E - 1) // _E
     items = (ntiles + _TILES_PER_ITEM - 1) // _TILES_PER_ITEM
     nans = np.zeros(items, np.bool_)

@@ -187,7 +187,8 @@ def _check_patterns(kind: str, patterns: Sequence[str], names: list[str]) -> lis
     return out
 
 
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule ``name`` (a dotted path from ``named_modules``, not empty) of ``model`` by ``new``."""
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, new)
@@ -277,7 +278,7 @@ def binarize(model: nn.Module, example_input: Any = None, *, weights: str = "ber
                 continue
             new = make_act()
             new.train(m.training)  # type: ignore[union-attr]
-        _set(net, name, new)  # type: ignore[arg-type]
+        set_submodule(net, name, new)  # type: ignore[arg-type]
         report.replaced.append((name, type(m).__name__, type(new).__name__))
     new_mods = dict(net.named_modules())
     for a, b in zip(leaves, leaves[1:]):

@@ -17,13 +17,15 @@ def test_collect_puts_the_elements_below_the_tail_first_and_skips_overflowed_row
     idx = np.array([[3, 190, 5, 0], [7, 8, 9, 10], [150, 199, 0, 0]], np.int64)
     halves = idx.astype(np.uint32) + 1000
     counts = np.array([3, 5, 2])  # row 1 overflowed (cap 4): skipped
-    index, half, below, values = fx.collect(a, idx, halves, counts, 192, 64, np.float32(1.0), False)
+    index, half, below = fx.collect(idx, halves, counts, 192)
+    values = fx.body_values(a, index, below, 64, np.float32(1.0), False)
     assert index.tolist() == [3, 190, 5, 150, 199] and below == 4  # row order; 199 is in the tail
     assert half.tolist() == [i + 1000 for i in index.tolist()]
     assert values.size == 64 and values[:4].tolist() == a[[3, 190, 5, 150]].tolist() and not values[4:].any()
-    empty = fx.collect(a, idx, halves, np.zeros(3, np.int64), 192, 64, np.float32(1.0), False)
+    none, _, none_below = fx.collect(idx, halves, np.zeros(3, np.int64), 192)
+    empty = (none, None, none_below, fx.body_values(a, none, none_below, 64, np.float32(1.0), False))
     s = np.float32(0.3)
-    scaled = fx.collect(a, idx, halves, counts, 192, 64, s, True)[3]
+    scaled = fx.body_values(a, index, below, 64, s, True)
     assert torch.equal(torch.from_numpy(scaled[:4]), torch.from_numpy(a[[3, 190, 5, 150]]) / 0.3)  # torch's division
     assert empty[0].size == 0 and empty[2] == 0 and empty[3].size == 0
 
