@@ -36,8 +36,8 @@ from stbin.estimators._numba_config import JIT, set_threads
 from stbin.estimators.random import (PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1, TIE_FLAG, TILE_BLOCKS,
                                      TILE_ELEMENTS, TILE_WORDS)
 
-# fastmath is harmless here (integer mixing and one exact float64 comparison per element;
-# NaN is tested with q != q, which LLVM keeps because 'nnan' is left out of the flags)
+# fastmath is harmless here (integer mixing and exact comparisons in the array's dtype, whose operands have at
+# most 17 significant bits; NaN is tested with q != q, which LLVM keeps because 'nnan' is left out of the flags)
 _JIT = dict(JIT, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 _M0, _M1 = np.uint64(PHILOX_M0), np.uint64(PHILOX_M1)
 _W0, _W1 = np.uint32(PHILOX_W0), np.uint32(PHILOX_W1)
@@ -129,12 +129,15 @@ def has_unmarked(bits, one):
 @njit(inline="always")
 def _compare(q, u, shift):
     """``q[i]`` <- ``+1`` if ``h + 2^-16 <= q[i]``, ``-1`` if ``h >= q[i]``, else kept (a tie or NaN); ``h``:
-    the half ``(u[i] >> shift) & 0xFFFF`` times ``2^-16`` (``len(q) <= len(u)``)."""
+    the half ``(u[i] >> shift) & 0xFFFF`` times ``2^-16`` (``len(q) <= len(u)``), in ``q``'s dtype (exact: 17
+    significant bits at most; a float64 ``h`` against float32 ``q`` made LLVM mix vector widths: on an AVX2 CPU
+    :func:`compare_inplace` took 0.98 ns an element against 0.57, one thread, 64 Ki elements)."""
     one = q.dtype.type(1.0)
+    u16 = q.dtype.type(_U16)
     for i in range(q.size):
         x = q[i]
-        h = np.float64((u[i] >> shift) & _MASK16) * _U16
-        q[i] = one if h + _U16 <= x else (-one if h >= x else x)
+        h = q.dtype.type(np.int32((u[i] >> shift) & _MASK16)) * u16
+        q[i] = one if h + u16 <= x else (-one if h >= x else x)
 
 
 @njit(inline="always")

@@ -141,6 +141,27 @@ def test_uniform_twin_is_the_sign_of_the_samples_which_are_unchanged(n: int, par
     assert n == 1 or ((out == 1).any() and (out == -1).any())
 
 
+@pytest.mark.parametrize("parallel", [False, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_uniform_twin_of_a_tie_is_the_sign_of_its_settled_sample(parallel: int, dtype: torch.dtype) -> None:
+    """A third of the elements are ties (``F(a)`` inside the element's half-word interval, where the kernel keeps
+    ``p`` and writes no sign): their samples follow the stream's rule and their twins are their signs."""
+    n = 2 * fastk.ITEM_ELEMENTS + 777
+    h = srandom.stream_halves(n, SEED).double()
+    g = torch.Generator().manual_seed(5)
+    tie = torch.rand(n, generator=g) < 1 / 3
+    p = torch.where(tie, (h + torch.rand(n, generator=g, dtype=torch.float64) * 0.5 + 0.25) * 2.0 ** -16,
+                    torch.rand(n, generator=g, dtype=torch.float64))
+    p = (p * 2.0 ** 17).round() * 2.0 ** -17  # 17 bits: a = 2p - 1 and F(a) = (a + 1) / 2 are exact in float32
+    a = (2 * p - 1).to(dtype)
+    out, twin = torch.empty_like(a), torch.full((n,), 5, dtype=torch.int8)
+    assert uk.sample_into(a.numpy(), out.numpy(), 1.0, SEED.numpy(), bool(parallel), parallel or 1, twin=twin.numpy())
+    inside = tie & (p > h * 2.0 ** -16) & (p < (h + 1) * 2.0 ** -16)
+    assert inside.sum() > n // 4  # the ties are there
+    assert torch.equal(out, srandom.sign_from_probability(p.to(dtype), SEED).to(dtype))
+    assert torch.equal(twin, sign8(out)) and not (twin == 0).any()
+
+
 @pytest.mark.parametrize("parallel", [False, True])
 def test_kernels_report_a_nan_sample_and_refuse_a_bad_twin(parallel: bool) -> None:
     n = 2 * fastk.ITEM_ELEMENTS + 3
