@@ -16,6 +16,9 @@ round in one run (median over the rounds). Variants:
 * ``decide_serial`` and ``decide_cached``: that kernel on one thread, over the whole tensor (streamed
   from memory) and over its first 128 Ki elements again and again to the same count (in cache): the
   difference is what the memory traffic adds to the arithmetic;
+* ``philox_cached``: the Philox words alone for the same count of elements (one thread, tile by tile
+  into one 4 KiB buffer, no input or output): ``decide_cached`` minus it is the decision's arithmetic
+  (the logistic CDF and the comparison);
 * ``cdf_pass`` and ``kernel_pass``: the two passes of the two-pass path alone;
 * ``uniform`` and ``uniform_two_pass``: ``stbin`` and ``stbin_two_pass`` with uniform noise;
 * ``stbin_twin`` and ``uniform_twin``: ``stbin`` and ``uniform`` writing the samples' int8 twin
@@ -36,17 +39,41 @@ import torch
 SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
 SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
 VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "decide_serial",
-            "decide_cached", "cdf_pass", "kernel_pass", "uniform", "uniform_two_pass", "stbin_twin", "uniform_twin",
+            "decide_cached", "philox_cached", "cdf_pass", "kernel_pass", "uniform", "uniform_two_pass", "stbin_twin", "uniform_twin",
             "convert")
 #: elements of the in-cache variant's slice (512 KiB of float32 in and as much out: within a core's L2; the
 #: calls' own cost, about 10 us each, adds about 0.08 ns an element)
 CACHED = 1 << 17
 
 
+def philox_words_loop() -> Callable[[int, object, object], int]:
+    """A compiled loop ``f(ntiles, w, seed)``: the words of tiles ``0 .. ntiles-1`` of the stream of ``seed``, tile
+    by tile into ``w`` (uint32, one tile's words), as the sampling kernels draw them (XOR of a word a tile returned,
+    so that the words stay live)."""
+    import numpy as np  # noqa: PLC0415
+    from numba import njit  # noqa: PLC0415
+
+    from stbin.estimators import _philox_numba as ph  # noqa: PLC0415
+    from stbin.estimators.random import TILE_BLOCKS, TILE_WORDS  # noqa: PLC0415
+
+    @njit(nogil=True)
+    def words(ntiles, w, seed):  # type: ignore[no-untyped-def]
+        k0, k1, o2, o3 = ph.seed_words(seed)
+        acc = np.uint32(0)
+        for t in range(ntiles):
+            b = np.uint64(t) * np.uint64(TILE_BLOCKS)
+            ph._philox_tile(w, np.uint32(b & np.uint64(0xFFFFFFFF)), np.uint32(b >> np.uint64(32)), k0, k1, o2, o3)
+            acc ^= w[t % TILE_WORDS]
+        return acc
+
+    return words
+
+
 def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], float]) -> dict:
     """Median ms of every variant (see the module docstring), weights per second, and the two ratios."""
     from stbin.estimators import _logistic_sampling_numba, _twins, bernoulli_weight, sampling  # noqa: PLC0415
     from stbin.estimators._common import path_thresholds  # noqa: PLC0415
+    from stbin.estimators.random import TILE_ELEMENTS, TILE_WORDS  # noqa: PLC0415
     from stbin.nn._ternary_numba import to_small_int  # noqa: PLC0415
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -89,6 +116,10 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
         if rest:
             _logistic_sampling_numba.decide(part[:rest], part_out[:rest], 1.0, seed.numpy(), False)
 
+    words = philox_words_loop()
+    word_buf = torch.empty(TILE_WORDS, dtype=torch.int32).numpy().view("uint32")
+    ntiles = -(-numel // TILE_ELEMENTS)
+
     steps = {
         "copy": lambda: dst.copy_(theta),
         "stbin": one_pass,
@@ -99,6 +130,7 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
                                                               torch.get_num_threads() > 1, torch.get_num_threads()),
         "decide_serial": lambda: _logistic_sampling_numba.decide(theta.numpy(), dst.numpy(), 1.0, seed.numpy(), False),
         "decide_cached": cached,
+        "philox_cached": lambda: words(ntiles, word_buf, seed.numpy()),
         "cdf_pass": lambda: torch.sigmoid(theta, out=dst),
         "kernel_pass": lambda: sampling._philox_sign_impl(prob, seed),
         "uniform": lambda: one_pass("uniform"),
@@ -148,6 +180,8 @@ def format_sampling(row: dict) -> str:
                  f"{row['uniform_twin_ms'] - row['uniform_ms']:.2f} ms (uniform) against {row['convert_ms']:.2f} ms "
                  f"for the conversion it saves")
     per = 1e6 / row["numel"]
-    lines.append(f"  one thread, ns an element: the kernel in cache {row['decide_cached_ms'] * per:.2f}, streamed "
+    lines.append(f"  one thread, ns an element: the kernel in cache {row['decide_cached_ms'] * per:.2f} (its Philox "
+                 f"words {row['philox_cached_ms'] * per:.2f}, the decision "
+                 f"{(row['decide_cached_ms'] - row['philox_cached_ms']) * per:.2f}), streamed "
                  f"{row['decide_serial_ms'] * per:.2f}")
     return "\n".join(lines)
