@@ -39,8 +39,8 @@ import torch
 SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
 SAMPLING_SPEEDUP = 10.0  # the bar: sampling >= 10x faster than the previous sampler
 VARIANTS = ("copy", "stbin", "stbin_two_pass", "stbin_fresh", "previous", "decide_pass", "decide_serial",
-            "decide_cached", "philox_cached", "cdf_pass", "kernel_pass", "uniform", "uniform_two_pass", "stbin_twin", "uniform_twin",
-            "convert")
+            "decide_cached", "philox_cached", "cdf_pass", "kernel_pass", "uniform", "uniform_two_pass", "stbin_twin",
+            "uniform_twin", "convert")
 #: elements of the in-cache variant's slice (512 KiB of float32 in and as much out: within a core's L2; the
 #: calls' own cost, about 10 us each, adds about 0.08 ns an element)
 CACHED = 1 << 17
