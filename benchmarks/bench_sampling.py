@@ -34,6 +34,7 @@ import statistics
 import sys
 from typing import Callable
 
+import numpy as np
 import torch
 
 SAMPLING_COPY_RATIO = 2.0  # the bar: sampling within 2x of a memory copy of the same bytes
@@ -50,7 +51,6 @@ def philox_words_loop() -> Callable[[int, object, object], int]:
     """A compiled loop ``f(ntiles, w, seed)``: the words of tiles ``0 .. ntiles-1`` of the stream of ``seed``, tile
     by tile into ``w`` (uint32, one tile's words), as the sampling kernels draw them (XOR of a word a tile returned,
     so that the words stay live)."""
-    import numpy as np  # noqa: PLC0415
     from numba import njit  # noqa: PLC0415
 
     from stbin.estimators import _philox_numba as ph  # noqa: PLC0415
@@ -117,7 +117,7 @@ def bench_sampling(numel: int, repeats: int, block: float, clock: Callable[[], f
             _logistic_sampling_numba.decide(part[:rest], part_out[:rest], 1.0, seed.numpy(), False)
 
     words = philox_words_loop()
-    word_buf = torch.empty(TILE_WORDS, dtype=torch.int32).numpy().view("uint32")
+    word_buf = np.empty(TILE_WORDS, np.uint32)
     ntiles = -(-numel // TILE_ELEMENTS)
 
     steps = {

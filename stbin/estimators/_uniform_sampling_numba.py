@@ -5,8 +5,8 @@ Uniform noise on ``[-1, 1]`` has the linear CDF ``F(t) = clip((t + 1) / 2, 0, 1)
 kernel evaluates it **exactly as torch does** — ``t = a / s`` (skipped for ``s = 1``),
 ``(t + 1) * 0.5``, clamped to ``[0, 1]`` with NaN kept, all in the array's dtype — and
 compares it with the element's uniform as :mod:`stbin.estimators._philox_numba` does
-(by the 16-bit half-word, and the tie word where that leaves it open; exact in the array's dtype:
-``h 2^-16`` and ``(h + 1) 2^-16`` have at most 17 significant bits).
+(by the 16-bit half-word, :func:`~stbin.estimators._philox_numba.half_sides`, exact in the array's
+dtype, and the tie word where that leaves it open).
 The samples are therefore bit for bit those of the two-pass path (torch's CDF into a
 buffer, then the comparison kernel), with no fix-up outside the kernel: there is no
 approximation to correct, and the rare ties (``p`` inside the half-word's interval) are
@@ -25,15 +25,14 @@ import numpy as np
 from numba import njit, prange
 
 from stbin.estimators._numba_config import JIT, set_threads
-from stbin.estimators._philox_numba import _philox_tile, bit_patterns, check_stream_args, seed_words, settle_ties
+from stbin.estimators._philox_numba import (_philox_tile, bit_patterns, check_stream_args, half_sides, seed_words,
+                                            settle_ties)
 from stbin.estimators._twin_numba import check_twin
 from stbin.estimators.random import TILE_BLOCKS, TILE_ELEMENTS, TILE_WORDS
 
 _E = TILE_ELEMENTS
 _W = TILE_WORDS
 _TILES_PER_ITEM = 32
-_U16 = 2.0 ** -16
-_MASK16 = np.uint32(0xFFFF)
 _I1, _I0 = np.int8(1), np.int8(0)
 
 
@@ -42,13 +41,12 @@ def _compare(a, w, out, s, divide, shift):
     one = out.dtype.type(1.0)
     half = out.dtype.type(0.5)
     zero = out.dtype.type(0.0)
-    u16 = out.dtype.type(_U16)
     for i in range(out.size):
         t = a[i] / s if divide else a[i]
         p = (t + one) * half
         p = zero if p < zero else (one if p > one else p)  # NaN fails both tests: kept
-        h = out.dtype.type(np.int32((w[i] >> shift) & _MASK16)) * u16
-        out[i] = one if h + u16 <= p else (-one if h >= p else p)  # p kept: a tie (settled later) or NaN
+        plus, minus = half_sides(p, w[i], shift, out)
+        out[i] = one if plus else (-one if minus else p)  # p kept: a tie (settled later) or NaN
 
 
 @njit(inline="always")
@@ -66,15 +64,12 @@ def _compare_twin(a, w, out, twin, s, divide, shift):
     one = out.dtype.type(1.0)
     half = out.dtype.type(0.5)
     zero = out.dtype.type(0.0)
-    u16 = out.dtype.type(_U16)
     nan = False
     for i in range(out.size):
         t = a[i] / s if divide else a[i]
         p = (t + one) * half
         p = zero if p < zero else (one if p > one else p)  # NaN fails both tests: kept
-        h = out.dtype.type(np.int32((w[i] >> shift) & _MASK16)) * u16
-        plus = h + u16 <= p
-        minus = h >= p
+        plus, minus = half_sides(p, w[i], shift, out)
         x = one if plus else (-one if minus else p)  # p kept: a tie (settled later) or NaN
         nan |= x != x
         out[i] = x
