@@ -90,13 +90,25 @@ def test_an_error_in_a_part_reaches_the_caller_and_restores_the_thread_counts(al
     assert kernels.get_threads() == 2 and torch.get_num_threads() == torch_threads
 
 
-def test_small_or_quick_batches_are_not_split(two_threads):
-    """A quick batch keeps the whole-batch plan (a hand-off to a thread would cost more than it saves)."""
+@pytest.mark.parametrize("batch, quick", [(3, False), (6, True)])
+def test_small_or_quick_batches_are_not_split(two_threads, monkeypatch, batch, quick):
+    """A batch of fewer than MIN_PART_ROWS rows a thread, or one whose quickest run in one piece took under
+    SPLIT_MIN_SECONDS, keeps the whole-batch plan (a hand-off to a thread would cost more than it saves). The
+    engine asks ``worth_splitting`` with the rows, the thread count and the quickest earlier run; the quick case
+    is made quick whatever the machine's load (the threshold is raised past any run's time)."""
+    monkeypatch.setattr(batch_split, "SPLIT_MIN_SECONDS", float("inf") if quick else 0.0)
+    asked = []
+    real = batch_split.worth_splitting
+    monkeypatch.setattr(batch_split, "worth_splitting", lambda *a: asked.append(a) or real(*a))
     model, shape = small_nets()[2]
     net = compile_model(model.eval(), shape)
-    x = np.random.default_rng(0).standard_normal((6, *shape)).astype(np.float32)
-    run_until_settled(net, x)  # milliseconds below SPLIT_MIN_SECONDS
-    assert not isinstance(net._compiled[(x.shape, 2)], BatchSplit)
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    want = op_by_op(compile_model(model.eval(), shape), x)
+    for y in run_until_settled(net, x):
+        np.testing.assert_array_equal(y, want)
+    kept = net._compiled[(x.shape, 2)]
+    assert not isinstance(kept, (BatchSplit, batch_split.SplitTrial))
+    assert len(asked) == 1 and asked[0][:2] == (batch, 2) and 0 < asked[0][2] < float("inf")
 
 
 @pytest.mark.parametrize("rows, threads, seconds, want", [

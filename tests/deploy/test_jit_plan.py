@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from stbin.deploy import compile_model, engine, jit_plan, kernels
+from stbin.deploy import batch_split, compile_model, engine, jit_plan, kernels
 from stbin.deploy.engine import COMPILE_AFTER
 from stbin.deploy.ops import RunContext
 from stbin.models import build_model
@@ -19,8 +19,11 @@ from .test_engine import randomise_bn
 
 @pytest.fixture(autouse=True)
 def always_compile(monkeypatch):
-    """Compile at the COMPILE_AFTER-th batch whatever the timings (a loaded machine could make it not pay)."""
+    """Compile at the COMPILE_AFTER-th batch whatever the timings (a loaded machine could make it not pay), and
+    never split a batch over the threads (a slow first run of a batch of 4 rows or more would make it worth
+    splitting: the split has its own tests in test_batch_split)."""
     monkeypatch.setattr(engine, "MIN_SAVING", 0.0)
+    monkeypatch.setattr(batch_split, "SPLIT_MIN_SECONDS", float("inf"))
 
 
 def op_by_op(net, x):
