@@ -27,7 +27,8 @@ __all__ = ["DeployedNet", "Op"]
 
 #: compiled plans kept per network (one per input shape and thread count; the oldest is dropped)
 MAX_COMPILED = 8
-#: a plan is compiled at the COMPILE_AFTER-th batch of a shape (compiling costs ~1 s; one-off batches run op by op),
+#: a plan is compiled at the COMPILE_AFTER-th batch of a shape (one-off batches run op by op; a compile takes 0.1 s from
+#: numba's cache, seconds to minutes cold: jit_plan.INLINE_INTEGERS),
 #: if the batch is small (SMALL_BATCH) or the Python overhead of the op-by-op run (~STEP_OVERHEAD_S per step) is at
 #: least MIN_SAVING of the time the fastest earlier batch took: at large batches the kernels dominate and the shape
 #: keeps the op-by-op run

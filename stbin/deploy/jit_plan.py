@@ -17,7 +17,7 @@ numba dispatch per op: ~5-15 µs each, i.e. most of the time of a small network 
 
 compiles it once with ``numba.njit`` and keeps it on the network (the source goes to a file in
 :func:`cache_dir`, so that numba's on-disk cache makes the next process load it instead of
-compiling it again: compiling costs ~0.1 s per call in the source). The calls are found by
+compiling it again; a cold compile costs seconds to minutes: :data:`INLINE_INTEGERS`). The calls are found by
 **running** each step of the plan on placeholder arrays of the exact shapes with the kernels in
 recording mode (:func:`stbin.deploy.kernels.recording`): every checked entry point checks its
 arguments as usual, then records ``(compiled loop, arguments)`` instead of running the loop. So the
@@ -47,6 +47,17 @@ import numpy as np
 
 from stbin._io import atomic_write
 from stbin.deploy.ops import RunContext
+
+
+#: How the integers of the recorded calls (channel counts, strides, paddings, flags) go into the generated source.
+#: True (default): as literals. numba then compiles each loop once per distinct set of integers it is called with,
+#: specialised on them (branches on flags pruned, index arithmetic folded): the fastest plans, but a cold compile of
+#: a network's plan takes one compile of a large loop per distinct layer shape, e.g. 106 s for resnet20 at batch 1
+#: against 7.7 s with False (1 thread, AMD EPYC Zen 3, empty caches; under 0.1 s from numba's cache later).
+#: False: as ``np.int64(...)`` values (the type the op-by-op run passes), so each loop is compiled once for every
+#: network and shape, at 0-9% more latency at batch 1 (resnet20 0.692 against 0.635 ms).
+#: ``benchmarks/bench_plan_compile.py`` measures both. Read when a plan is built: plans already compiled keep theirs.
+INLINE_INTEGERS = True
 
 
 class _Unplannable(Exception):
@@ -100,9 +111,10 @@ class _Segment:
         self.makes: list[str] = []
 
     def const(self, a: np.ndarray | int) -> str:
-        """An integer inlined in the source, or an array passed as a parameter (weights, scratch buffers)."""
+        """An integer written in the source (a literal, or of its own numpy type: :data:`INLINE_INTEGERS`), or an array
+        passed as a parameter (weights, scratch buffers)."""
         if not isinstance(a, np.ndarray):
-            return repr(int(a))
+            return repr(int(a)) if INLINE_INTEGERS else f"np.{np.asarray(a).dtype.name}({int(a)})"
         self.consts.append(a)
         return f"c{len(self.consts) - 1}"
 

@@ -2,6 +2,7 @@
 computes, runs a small network in one compiled call, and never turns a run-time value into a constant."""
 
 import copy
+import re
 
 import numpy as np
 import pytest
@@ -88,6 +89,38 @@ def test_small_mlp_runs_as_one_compiled_call_on_the_hot_path():
         net(np.concatenate([x, x]))  # another batch size leaves the hot path (and _run is gone)
     with pytest.raises(TypeError):
         net(x.astype(np.float64))  # so does another dtype
+
+
+def call_arguments(plan):
+    """The arguments of every loop call in the plan's generated sources, as written."""
+    return [a for src in plan.sources for line in src.splitlines()
+            if re.fullmatch(r"\s+k\d+\(.*\)", line) for a in line.strip()[line.strip().index("(") + 1:-1].split(", ")]
+
+
+@pytest.mark.parametrize("k, threads", [(0, None), (1, 1)])
+def test_integers_passed_as_int64_give_the_same_outputs(monkeypatch, k, threads):
+    """With INLINE_INTEGERS off, every integer of the recorded calls is written as a typed value (numba compiles each
+    loop once, not once per set of literal integers), and the plan still computes bit for bit what the op-by-op run
+    computes; the default writes them as literals. On one thread the conv net's every step is a serial loop."""
+    model, shape = small_nets()[k]
+    x = np.random.default_rng(7).standard_normal((1, *shape)).astype(np.float32) * 2
+    before = kernels.get_threads()
+    kernels.set_threads(threads or before)
+    try:
+        ways = {}
+        for inline in ([True, False] if threads is None else [False]):
+            monkeypatch.setattr(jit_plan, "INLINE_INTEGERS", inline)
+            net = compile_model(model.eval(), shape)
+            y, plan = compiled(net, x)
+            np.testing.assert_array_equal(y, op_by_op(net, x))
+            ways[inline] = call_arguments(plan)
+            assert plan.single
+    finally:
+        kernels.set_threads(before)
+    assert ways[False] and not any(re.fullmatch(r"-?\d+", a) for a in ways[False])
+    assert any(re.fullmatch(r"np\.int64\(-?\d+\)", a) for a in ways[False])
+    if True in ways:
+        assert any(re.fullmatch(r"-?\d+", a) for a in ways[True]) and not any("np.int64" in a for a in ways[True])
 
 
 def test_steps_outside_the_kernels_stay_python_steps():
