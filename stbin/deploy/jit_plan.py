@@ -336,6 +336,8 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
     other than one of the plan's variables (e.g. a strided view)."""
     from stbin.deploy import kernels
 
+    if not isinstance(INLINE_INTEGERS, (bool, np.bool_)):  # a string such as "False" would be taken as true
+        raise ValueError(f"stbin.deploy.jit_plan.INLINE_INTEGERS must be True or False, got {INLINE_INTEGERS!r}")
     ctx = RunContext(net)
     values = _Values()
     x = _placeholder(shape, net)

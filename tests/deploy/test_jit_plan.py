@@ -123,6 +123,17 @@ def test_integers_passed_as_int64_give_the_same_outputs(monkeypatch, k, threads)
         assert any(re.fullmatch(r"-?\d+", a) for a in ways[True]) and not any("np.int64" in a for a in ways[True])
 
 
+@pytest.mark.parametrize("value", ["False", 0, None])
+def test_a_switch_that_is_not_a_bool_is_refused_when_a_plan_is_built(monkeypatch, value):
+    monkeypatch.setattr(jit_plan, "INLINE_INTEGERS", value)
+    model, shape = small_nets()[0]
+    net = compile_model(model.eval(), shape)
+    x = np.zeros((1, *shape), np.float32)
+    with pytest.raises(ValueError, match=r"^stbin\.deploy\.jit_plan\.INLINE_INTEGERS must be True or False, got ") as e:
+        compiled(net, x)
+    assert "\n" not in str(e.value) and repr(value) in str(e.value)
+
+
 def test_steps_outside_the_kernels_stay_python_steps():
     """At a batch above the latency path, float layers run BLAS / torch: their outputs are run-time values that a
     following kernel reads, which must not become constants of the compiled function (the compiled plan equals
