@@ -170,6 +170,55 @@ class DeployedNet:
                 out.append((op.type, time.perf_counter() - t))
         return out
 
+    def warm_up(self, batch_sizes: Any = (1,)) -> dict[int, str]:
+        """Settle now, for the engine's current thread count, how batches of these sizes run: the plan a shape gets
+        at its third batch (compiled where it pays) or a split over the threads, after its trial. A service calls
+        it at start-up, so that its first requests do not wait for a compile: seconds to minutes on a machine whose
+        caches are cold (:data:`stbin.deploy.jit_plan.INLINE_INTEGERS`), under 0.1 s once numba's cache has it.
+        Each size runs on a valid placeholder batch (zeros, or the declared 8-bit grid's first value).
+
+        Returns, per batch size, what runs it: ``"one compiled call"``, ``"compiled segments"`` (with Python
+        steps between them), ``"split over N threads"`` or ``"op by op"`` (also everything with ``jit`` off).
+
+        >>> import numpy as np
+        >>> from stbin.deploy.ops import Op
+        >>> w = np.ones((2, 3), np.float32)
+        >>> net = DeployedNet([Op("linear", {}, {"weight": w, "bias": np.zeros(2, np.float32)})], {"input_shape": [3]})
+        >>> net.warm_up([1, 8])  # batches of up to SMALL_BATCH rows: always compiled
+        {1: 'one compiled call', 8: 'one compiled call'}
+        """
+        from stbin.deploy import batch_split
+        from stbin.deploy.jit_plan import _placeholder
+
+        shape = self.meta.get("input_shape")
+        if not shape:
+            raise ValueError("warm_up needs the network's input shape (meta['input_shape']); run a batch instead")
+        sizes = list(batch_sizes) if isinstance(batch_sizes, (list, tuple, range)) else None
+        if not sizes or any(not isinstance(b, (int, np.integer)) or isinstance(b, (bool, np.bool_)) or b < 1
+                            for b in sizes):
+            raise ValueError(f"batch_sizes must be a non-empty list of positive ints, got {batch_sizes!r}")
+        sizes = list(dict.fromkeys(int(b) for b in sizes))
+        if len(sizes) > MAX_COMPILED:
+            raise ValueError(f"batch_sizes: at most {MAX_COMPILED} sizes (the plans kept per network), "
+                             f"got {len(sizes)}")
+        kinds: dict[int, str] = {}
+        for b in sizes:
+            x = _placeholder((b, *(int(s) for s in shape)), self)
+            key = (x.shape, _threads())
+            for _ in range(COMPILE_AFTER + 2 * batch_split.TRIAL_ROUNDS):
+                self.predict(x)
+                if not self._jit or (key in self._compiled  # settled: compiled, or not, and past any trial
+                                     and not isinstance(self._compiled[key], batch_split.SplitTrial)):
+                    break
+            plan = self._compiled.get(key) if self._jit else None
+            if isinstance(plan, batch_split.BatchSplit):
+                kinds[b] = f"split over {plan.threads} threads"
+            elif plan is not None and plan.sources:
+                kinds[b] = "one compiled call" if plan.single else "compiled segments"
+            else:  # no plan, or one of Python steps only
+                kinds[b] = "op by op"
+        return kinds
+
     def _input(self, x: Any) -> np.ndarray:
         """float32 C-contiguous (N, *input_shape) array, or a ValueError naming the expected shape."""
         if hasattr(x, "detach"):
