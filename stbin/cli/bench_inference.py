@@ -224,6 +224,8 @@ def bench_model(args: argparse.Namespace, input_shape: tuple[int, ...] | None) -
 def run(args: argparse.Namespace) -> int:
     from stbin._extras import require_extra
     require_extra("numba", extra="deploy", purpose="stbin bench-inference")
+    from stbin.deploy import jit_plan
+    jit_plan.inline_integers()  # $STBIN_INLINE_INTEGERS checked before any work
     for name in ("hidden", "batch", "linear_size", "linear_batch", "repeats", "threads", "net_batch"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

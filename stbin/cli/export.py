@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if args.verify:
         from stbin._extras import require_extra
         require_extra("numba", extra="deploy", purpose="stbin export --verify")
+        from stbin.deploy import jit_plan
+        jit_plan.inline_integers()  # $STBIN_INLINE_INTEGERS checked before any work
 
     from stbin.deploy import binary_weight_bytes, export_checkpoint
     from stbin.training import load_checkpoint, load_model

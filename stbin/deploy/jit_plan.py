@@ -57,7 +57,19 @@ from stbin.deploy.ops import RunContext
 #: False: as ``np.int64(...)`` values (the type the op-by-op run passes), so each loop is compiled once for every
 #: network and shape, at 0-9% more latency at batch 1 (resnet20 0.692 against 0.635 ms).
 #: ``benchmarks/bench_plan_compile.py`` measures both. Read when a plan is built: plans already compiled keep theirs.
-INLINE_INTEGERS = True
+#: Its value at import comes from ``$STBIN_INLINE_INTEGERS`` where set (``1``/``true`` or ``0``/``false``; any other
+#: text is kept as it is, and refused when a plan is built).
+_TEXT = os.environ.get("STBIN_INLINE_INTEGERS")
+INLINE_INTEGERS: Any = True if _TEXT is None else {"1": True, "true": True, "0": False, "false": False}.get(
+    _TEXT.strip().lower(), _TEXT)
+
+
+def inline_integers() -> bool:
+    """:data:`INLINE_INTEGERS`, checked: a ValueError (one line) names a value that is not a bool."""
+    if isinstance(INLINE_INTEGERS, (bool, np.bool_)):  # a string such as "False" would be taken as true
+        return bool(INLINE_INTEGERS)
+    raise ValueError(f"stbin.deploy.jit_plan.INLINE_INTEGERS (set by $STBIN_INLINE_INTEGERS: 1/true or 0/false) "
+                     f"must be True or False, got {INLINE_INTEGERS!r}")
 
 
 class _Unplannable(Exception):
@@ -114,7 +126,7 @@ class _Segment:
         """An integer written in the source (a literal, or of its own numpy type: :data:`INLINE_INTEGERS`), or an array
         passed as a parameter (weights, scratch buffers)."""
         if not isinstance(a, np.ndarray):
-            return repr(int(a)) if INLINE_INTEGERS else f"np.{np.asarray(a).dtype.name}({int(a)})"
+            return repr(int(a)) if inline_integers() else f"np.{np.asarray(a).dtype.name}({int(a)})"
         self.consts.append(a)
         return f"c{len(self.consts) - 1}"
 
@@ -336,8 +348,7 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
     other than one of the plan's variables (e.g. a strided view)."""
     from stbin.deploy import kernels
 
-    if not isinstance(INLINE_INTEGERS, (bool, np.bool_)):  # a string such as "False" would be taken as true
-        raise ValueError(f"stbin.deploy.jit_plan.INLINE_INTEGERS must be True or False, got {INLINE_INTEGERS!r}")
+    inline_integers()  # checked before anything is recorded
     ctx = RunContext(net)
     values = _Values()
     x = _placeholder(shape, net)

@@ -9,6 +9,7 @@ import pytest
 from stbin.training import save_checkpoint
 
 
+INT64_PLANS = {"STBIN_INLINE_INTEGERS": "0"}  # a cold compile of a ResNet's plan in seconds, not minutes
 TINY = ["--hidden", "32", "--batch", "8", "--linear-size", "130", "--linear-batch", "9", "--repeats", "2",
         "--threads", "1", "--networks", "none"]
 
@@ -55,10 +56,11 @@ def test_bench_inference_networks_against_float_twins(run_cli):
     pytest.importorskip("onnx")  # the dev extra installs onnx and onnxruntime
     pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
-    # a cold numba cache compiles every kernel and plan of both networks first (minutes on a loaded 2-core
-    # machine); Bi-Real ResNet-18's engine is checked against PyTorch in tests/deploy
+    # a cold numba cache compiles every kernel and plan of both networks first: with the plans' integers as int64
+    # values (the same outputs; literal ones are tested in tests/deploy) in 1-2 minutes on a loaded 2-core machine,
+    # not 3; Bi-Real ResNet-18's engine is checked against PyTorch in tests/deploy
     r = run_cli("bench-inference", *args, "--skip-linear", "--networks", "resnet20,mlp",
-                "--width", "0.125", "--net-batch", "3", "--json", timeout=900)
+                "--width", "0.125", "--net-batch", "3", "--json", timeout=900, env=INT64_PLANS)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["linear_4096_speedup"] is None
@@ -81,7 +83,7 @@ def test_bench_inference_table_prints_ratios_in_one_direction(run_cli):
     pytest.importorskip("onnxruntime")
     args = [a for a in TINY if a not in ("--networks", "none")]
     r = run_cli("bench-inference", *args, "--networks", "resnet20", "--width", "0.125", "--net-batch", "2",
-                timeout=900)
+                timeout=900, env=INT64_PLANS)
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.strip().startswith("resnet20")]
     assert len(rows) == 2
@@ -102,6 +104,12 @@ def test_bench_inference_network_errors(capsys):
         assert f"--burst-ms must be in [0, 1000], got {float(bad)}" in capsys.readouterr().err
     assert main(["bench-inference", "--input-shape", "0,28,28", "--networks", "none"]) == 2
     assert "--input-shape must be positive integers" in capsys.readouterr().err
+
+
+def test_a_bad_inline_integers_setting_is_refused_before_work(run_cli, assert_user_error):
+    r = run_cli("bench-inference", *TINY, env={"STBIN_INLINE_INTEGERS": "sometimes"})
+    assert_user_error(r, "STBIN_INLINE_INTEGERS", "got 'sometimes'")
+    assert r.stdout == ""
 
 
 def test_bench_inference_without_onnxruntime_is_refused_before_work():

@@ -30,6 +30,14 @@ def tiny_ckpt(tmp_path_factory):
                            "tiny.pt")
 
 
+def test_export_verify_refuses_a_bad_inline_integers_setting_before_writing(tiny_ckpt, tmp_path, run_cli,
+                                                                            assert_user_error):
+    out = tmp_path / "tiny.stbn"
+    r = run_cli("export", str(tiny_ckpt), str(out), "--verify", env={"STBIN_INLINE_INTEGERS": "yes"})
+    assert_user_error(r, "STBIN_INLINE_INTEGERS", "got 'yes'")
+    assert not out.exists() and r.stdout == ""
+
+
 def test_export_verify_and_load(tiny_ckpt, tmp_path, run_cli):
     out = tmp_path / "tiny.stbn"
     r = run_cli("export", str(tiny_ckpt), str(out), "--verify", "--verify-samples", "300")

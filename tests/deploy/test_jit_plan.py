@@ -2,7 +2,10 @@
 computes, runs a small network in one compiled call, and never turns a run-time value into a constant."""
 
 import copy
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -129,9 +132,23 @@ def test_a_switch_that_is_not_a_bool_is_refused_when_a_plan_is_built(monkeypatch
     model, shape = small_nets()[0]
     net = compile_model(model.eval(), shape)
     x = np.zeros((1, *shape), np.float32)
-    with pytest.raises(ValueError, match=r"^stbin\.deploy\.jit_plan\.INLINE_INTEGERS must be True or False, got ") as e:
+    with pytest.raises(ValueError, match=r"^stbin\.deploy\.jit_plan\.INLINE_INTEGERS .* must be True or False") as e:
         compiled(net, x)
-    assert "\n" not in str(e.value) and repr(value) in str(e.value)
+    assert "\n" not in str(e.value) and str(e.value).endswith(f"got {value!r}")
+
+
+@pytest.mark.parametrize("text, want", [("0", False), ("false", False), (" FALSE ", False), ("1", True),
+                                        ("True", True), (None, True), ("no", "no"), ("", "")])
+def test_the_switch_is_read_from_the_environment_at_import(text, want):
+    """$STBIN_INLINE_INTEGERS sets the switch in a new process; text that is not 1/true/0/false is kept and refused
+    when a plan is built (checked in the test above), never read as true."""
+    env = {k: v for k, v in os.environ.items() if k != "STBIN_INLINE_INTEGERS"}
+    if text is not None:
+        env["STBIN_INLINE_INTEGERS"] = text
+    code = "from stbin.deploy import jit_plan; print(repr(jit_plan.INLINE_INTEGERS))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == repr(want)
 
 
 def test_steps_outside_the_kernels_stay_python_steps():
