@@ -26,6 +26,9 @@ the wall-clock and the CPU-time ratio (both are in the JSON).
   convolutional networks at ``--width``.
   Needs onnx and onnxruntime (checked before any work starts).
 
+The engine compiles a plan for each input shape before the timed calls: on a machine whose numba cache
+is cold that takes about 100 s for a ResNet (``STBIN_INLINE_INTEGERS=0``: seconds, at up to 9% more latency).
+
 ``--json`` prints one JSON object, with ``"linear_4096_speedup"`` (the speed ratio
 engine/torch for SIZE = 4096; null for another size) and ``"networks"`` (per workload and
 batch: ``engine_ms``, ``torch_fp32_ms``, ``onnxruntime_fp32_ms`` and the speed ratios).
