@@ -107,7 +107,6 @@ def main() -> None:
     ap.add_argument("--json", metavar="PATH", help="also write the results to PATH")
     ap.add_argument("--child", nargs=2, metavar=("NETWORK", "WAY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    ways = args.ways
     if args.child:
         print(json.dumps(child(*args.child, args.batch, args.threads, args.repeats, args.burst)))
         return
@@ -118,7 +117,7 @@ def main() -> None:
     results: dict[str, Any] = {"batch": args.batch, "threads": args.threads, "networks": {}}
     for network in args.networks:
         rows = {}
-        for way in ways:
+        for way in args.ways:
             with tempfile.TemporaryDirectory(prefix="stbin-plan-compile-") as cache:
                 cold = _run_child(args, network, way, cache)
                 warm = _run_child(args, network, way, cache)

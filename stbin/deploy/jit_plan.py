@@ -49,6 +49,12 @@ from stbin._io import atomic_write
 from stbin.deploy.ops import RunContext
 
 
+def _from_environment(text: str | None) -> Any:
+    """$STBIN_INLINE_INTEGERS as a bool (unset: True); other text is kept, to be refused."""
+    words = {"1": True, "true": True, "0": False, "false": False}
+    return True if text is None else words.get(text.strip().lower(), text)
+
+
 #: How the integers of the recorded calls (channel counts, strides, paddings, flags) go into the generated source.
 #: True (default): as literals. numba then compiles each loop once per distinct set of integers it is called with,
 #: specialised on them (branches on flags pruned, index arithmetic folded): the fastest plans, but a cold compile of
@@ -57,11 +63,8 @@ from stbin.deploy.ops import RunContext
 #: False: as ``np.int64(...)`` values (the type the op-by-op run passes), so each loop is compiled once for every
 #: network and shape, at 0-9% more latency at batch 1 (resnet20 0.692 against 0.635 ms).
 #: ``benchmarks/bench_plan_compile.py`` measures both. Read when a plan is built: plans already compiled keep theirs.
-#: Its value at import comes from ``$STBIN_INLINE_INTEGERS`` where set (``1``/``true`` or ``0``/``false``; any other
-#: text is kept as it is, and refused when a plan is built).
-_TEXT = os.environ.get("STBIN_INLINE_INTEGERS")
-INLINE_INTEGERS: Any = True if _TEXT is None else {"1": True, "true": True, "0": False, "false": False}.get(
-    _TEXT.strip().lower(), _TEXT)
+#: Set at import from ``$STBIN_INLINE_INTEGERS`` (``1``/``true``, ``0``/``false``; other text is refused then).
+INLINE_INTEGERS: Any = _from_environment(os.environ.get("STBIN_INLINE_INTEGERS"))
 
 
 def inline_integers() -> bool:
@@ -114,8 +117,9 @@ class _Values:
 class _Segment:
     """Generated code of a run of compiled steps: lines, the loops it calls, its constants."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, inline: bool) -> None:
         self.index = index
+        self.inline = inline  # INLINE_INTEGERS, read once for the plan
         self.lines: list[str] = []
         self.globals: dict[str, Any] = {"np": np}
         self.consts: list[Any] = []
@@ -126,7 +130,7 @@ class _Segment:
         """An integer written in the source (a literal, or of its own numpy type: :data:`INLINE_INTEGERS`), or an array
         passed as a parameter (weights, scratch buffers)."""
         if not isinstance(a, np.ndarray):
-            return repr(int(a)) if inline_integers() else f"np.{np.asarray(a).dtype.name}({int(a)})"
+            return repr(int(a)) if self.inline else f"np.{np.asarray(a).dtype.name}({int(a)})"
         self.consts.append(a)
         return f"c{len(self.consts) - 1}"
 
@@ -348,7 +352,7 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
     other than one of the plan's variables (e.g. a strided view)."""
     from stbin.deploy import kernels
 
-    inline_integers()  # checked before anything is recorded
+    inline = inline_integers()  # checked before anything is recorded
     ctx = RunContext(net)
     values = _Values()
     x = _placeholder(shape, net)
@@ -357,7 +361,7 @@ def compile_plan(steps: list[Callable], shape: tuple[int, ...], net: Any) -> Com
     by_python: dict[Any, int] = {}  # slot -> id of the array a Python step stored there (it refills it at run time)
     for step in steps:
         seg = raw[-1] if raw and isinstance(raw[-1], _Segment) else None
-        trial = seg if seg is not None else _Segment(len(raw))
+        trial = seg if seg is not None else _Segment(len(raw), inline)
         n_lines, n_makes = len(trial.lines), len(trial.makes)
         try:
             try:

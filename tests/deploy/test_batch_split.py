@@ -15,18 +15,6 @@ from .test_jit_plan import op_by_op, small_nets
 
 
 @pytest.fixture
-def two_threads():
-    """The engine at 2 threads. With one numba thread (a 1-core machine) the engine never splits: there is no
-    second thread to give a part to (``worth_splitting`` needs two, tested everywhere below)."""
-    if kernels.numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("numba has one thread here: the engine has nothing to split over")
-    before = kernels.get_threads()
-    kernels.set_threads(2)
-    yield
-    kernels.set_threads(before)
-
-
-@pytest.fixture
 def always_split(monkeypatch, two_threads):
     monkeypatch.setattr(batch_split, "SPLIT_MIN_SECONDS", 0.0)
     monkeypatch.setattr(batch_split, "TRIAL_ROUNDS", 0)  # the split kept without its trial against the whole batch

@@ -7,7 +7,6 @@ import pytest
 from stbin.deploy import DeployedNet, batch_split, compile_model, engine, jit_plan, kernels
 from stbin.deploy.ops import Op
 
-from .test_batch_split import two_threads  # noqa: F401  (a fixture)
 from .test_jit_plan import op_by_op, small_nets
 
 
@@ -34,7 +33,7 @@ def test_warmed_up_sizes_run_without_compiling_and_as_op_by_op(monkeypatch, k):
 
 
 @pytest.mark.parametrize("rounds", [0, 2])
-def test_a_size_worth_splitting_is_settled_past_its_trial(monkeypatch, two_threads, rounds):  # noqa: F811
+def test_a_size_worth_splitting_is_settled_past_its_trial(monkeypatch, two_threads, rounds):
     monkeypatch.setattr(batch_split, "SPLIT_MIN_SECONDS", 0.0)
     monkeypatch.setattr(batch_split, "TRIAL_ROUNDS", rounds)
     model, shape = small_nets()[0]
